@@ -1,0 +1,12 @@
+//! sts-broker: a security token service for GitHub.
+//!
+//! CI jobs trade a GitHub Actions OIDC token for a broker session, then for short-lived,
+//! least-privilege GitHub App installation tokens chosen by the workspace's trust policies.
+//! Every issuance, denial and revocation is audited.
+
+pub mod audit;
+pub mod github;
+pub mod oidc;
+pub mod policy;
+pub mod sim;
+pub mod store;

@@ -1,0 +1,4 @@
+//! JWKS fetching and caching per issuer.
+
+/// Cached JWKS of the configured issuers.
+pub struct JwksCache {}

@@ -1,0 +1,8 @@
+//! Built-in stand-ins for GitHub and for a GitHub Actions OIDC issuer, served on loopback.
+//!
+//! They back `serve --dev`, `demo`, the tests and the benchmarks. They behave as GitHub documents
+//! it (App JWT checked, 404/422/403, revoked tokens stop working); they are not for production.
+
+pub mod github;
+pub mod keys;
+pub mod oidc;

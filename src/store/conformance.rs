@@ -1,0 +1,1 @@
+//! The store conformance suite: the same cases on every backend.

@@ -1,0 +1,164 @@
+//! Persistence: one `Store` trait, two sqlx backends (SQLite, PostgreSQL), each with its own
+//! migrations under `migrations/<backend>`, run by [`connect`].
+//!
+//! All timestamps are stored as BIGINT epoch milliseconds (UTC). The store knows nothing about HTTP.
+
+mod model;
+mod postgres;
+mod sqlite;
+#[cfg(test)]
+mod conformance;
+
+pub use model::*;
+
+use crate::audit::AuditEvent;
+use async_trait::async_trait;
+use std::sync::Arc;
+use time::OffsetDateTime;
+
+/// What can go wrong in the store, in domain terms.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique key is taken (workspace id exists, installation linked to another workspace).
+    /// The string says what clashed, without secrets.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The OIDC token's replay key was recorded before.
+    #[error("token already used")]
+    Replay,
+    /// The row the write depends on does not exist (for example the workspace).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The database URL is not one this build can use.
+    #[error("unsupported database url: {0}")]
+    UnsupportedUrl(String),
+    /// A stored value could not be decoded (JSON column, enum string).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// Migrations failed.
+    #[error("migration failed")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    /// Any other database error.
+    #[error("database error")]
+    Backend(#[source] sqlx::Error),
+}
+
+/// Result alias for store calls.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Everything the broker persists. Both backends pass `conformance::run_all`.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `"sqlite"` or `"postgres"`.
+    fn backend(&self) -> &'static str;
+
+    /// Cheap round trip, for `/readyz`.
+    async fn ping(&self) -> StoreResult<()>;
+
+    // ---- workspaces ----
+    /// Insert; `Conflict` if the id exists.
+    async fn create_workspace(&self, ws: &Workspace) -> StoreResult<()>;
+    /// One workspace.
+    async fn get_workspace(&self, id: &str) -> StoreResult<Option<Workspace>>;
+    /// All workspaces, ordered by id.
+    async fn list_workspaces(&self) -> StoreResult<Vec<Workspace>>;
+    /// Flip the STS entitlement; `None` if no such workspace.
+    async fn set_workspace_sts_enabled(
+        &self,
+        id: &str,
+        enabled: bool,
+        at: OffsetDateTime,
+    ) -> StoreResult<Option<Workspace>>;
+    /// Delete the workspace with its installation links, policies, sessions and token rows
+    /// (the audit log is kept). `false` if it did not exist.
+    async fn delete_workspace(&self, id: &str) -> StoreResult<bool>;
+
+    // ---- installation links ----
+    /// Link an installation. Re-linking the same installation to the same workspace updates the
+    /// row. `Conflict` when the installation is linked to another workspace, or when the workspace
+    /// already links a different installation for the same owner (case-insensitive).
+    /// `NotFound` when the workspace does not exist.
+    async fn link_installation(&self, link: &InstallationLink) -> StoreResult<InstallationLink>;
+    /// Links of a workspace, ordered by owner (lowercase).
+    async fn list_installations(&self, workspace_id: &str) -> StoreResult<Vec<InstallationLink>>;
+    /// The link for `owner` (case-insensitive) in the workspace.
+    async fn find_installation(
+        &self,
+        workspace_id: &str,
+        owner: &str,
+    ) -> StoreResult<Option<InstallationLink>>;
+    /// Remove the link for `owner` (case-insensitive). `false` if there was none.
+    async fn unlink_installation(&self, workspace_id: &str, owner: &str) -> StoreResult<bool>;
+
+    // ---- policies ----
+    /// Store a new version (previous max version + 1, counting deleted ones, starting at 1).
+    /// `NotFound` when the workspace does not exist.
+    async fn put_policy(&self, new: &NewPolicy) -> StoreResult<StoredPolicy>;
+    /// The current version, or `None` if absent or deleted.
+    async fn get_policy(&self, workspace_id: &str, name: &str) -> StoreResult<Option<StoredPolicy>>;
+    /// Current versions of all live policies of a workspace, ordered by name.
+    async fn list_policies(&self, workspace_id: &str) -> StoreResult<Vec<StoredPolicy>>;
+    /// Mark the policy deleted (history kept). `false` if it was absent or already deleted.
+    async fn delete_policy(&self, workspace_id: &str, name: &str, at: OffsetDateTime)
+        -> StoreResult<bool>;
+
+    // ---- exchange ----
+    /// In one transaction: record the OIDC token's replay key, create the session, append the
+    /// audit event. `Replay` (and nothing written) if the replay key was recorded before, also by
+    /// another process on the same database.
+    async fn record_exchange(
+        &self,
+        jti: &JtiRecord,
+        session: &SessionRecord,
+        audit: &AuditEvent,
+    ) -> StoreResult<()>;
+    /// One session.
+    async fn get_session(&self, id: &str) -> StoreResult<Option<SessionRecord>>;
+    /// Set `revoked_at` if not yet set. `true` if this call revoked it.
+    async fn revoke_session(&self, id: &str, at: OffsetDateTime) -> StoreResult<bool>;
+
+    // ---- issued tokens ----
+    /// In one transaction: insert the token rows and append the audit event. On error nothing
+    /// is written.
+    async fn record_issuance(&self, tokens: &[IssuedToken], audit: &AuditEvent) -> StoreResult<()>;
+    /// Token rows of a workspace matching the filter, newest first.
+    async fn list_tokens(&self, workspace_id: &str, filter: &TokenFilter)
+        -> StoreResult<Vec<IssuedToken>>;
+    /// Set `revoked_at` on the given ids that are not revoked yet; returns how many changed.
+    async fn mark_tokens_revoked(&self, ids: &[String], at: OffsetDateTime) -> StoreResult<u64>;
+    /// Housekeeping: clear `sealed_token` of tokens expired before `now` (nothing left to revoke),
+    /// delete replay keys whose `expires_at` is before `now`.
+    async fn purge_expired(&self, now: OffsetDateTime) -> StoreResult<PurgeStats>;
+
+    // ---- audit ----
+    /// Append one event.
+    async fn append_audit(&self, event: &AuditEvent) -> StoreResult<()>;
+    /// Events of a workspace, newest first; `before` is a cursor from a previous page.
+    async fn list_audit(
+        &self,
+        workspace_id: &str,
+        limit: u32,
+        before: Option<i64>,
+    ) -> StoreResult<AuditPage>;
+
+    // ---- session signing key ----
+    /// Return the active signing key; if there is none, store `candidate` and return it. Two
+    /// processes racing here end up with the same key.
+    async fn load_or_store_signing_key(
+        &self,
+        candidate: &SigningKeyRecord,
+    ) -> StoreResult<SigningKeyRecord>;
+}
+
+/// Connect to `url` (`sqlite://…` or `postgres://…`/`postgresql://…`) and run the backend's
+/// migrations. SQLite files are created when missing.
+pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        sqlite::connect(url, max_connections).await
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        postgres::connect(url, max_connections).await
+    } else {
+        let scheme = url.split(':').next().unwrap_or_default();
+        Err(StoreError::UnsupportedUrl(format!("scheme `{scheme}`")))
+    }
+}

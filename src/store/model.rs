@@ -1,0 +1,183 @@
+//! Rows as the rest of the broker sees them. Backend-neutral: no sqlx types here.
+
+use crate::audit::AuditEvent;
+use std::collections::BTreeMap;
+use time::OffsetDateTime;
+
+/// A tenant: its policies, installation links and tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workspace {
+    /// Caller-chosen id (`[a-z0-9][a-z0-9-_]{0,62}`), used in URLs and in the exchange body.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// The STS entitlement: when false, `/sts` answers 403.
+    pub sts_enabled: bool,
+    /// Creation time.
+    pub created_at: OffsetDateTime,
+    /// Last change.
+    pub updated_at: OffsetDateTime,
+}
+
+/// A GitHub App installation linked to a workspace. One workspace per installation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstallationLink {
+    /// Workspace id.
+    pub workspace_id: String,
+    /// Account login exactly as GitHub spells it.
+    pub owner: String,
+    /// GitHub account id of the owner.
+    pub account_id: i64,
+    /// GitHub installation id.
+    pub installation_id: i64,
+    /// `all` or `selected`, as GitHub reported at link time.
+    pub repository_selection: String,
+    /// Link time.
+    pub created_at: OffsetDateTime,
+}
+
+/// A policy version to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPolicy {
+    /// Workspace id.
+    pub workspace_id: String,
+    /// Policy name (`[a-z0-9][a-z0-9-_.]{0,62}`).
+    pub name: String,
+    /// The policy as the admin sent it (YAML or JSON text).
+    pub source: String,
+    /// `json` or `yaml`.
+    pub format: String,
+    /// When it was put.
+    pub created_at: OffsetDateTime,
+}
+
+/// One stored policy version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPolicy {
+    /// Workspace id.
+    pub workspace_id: String,
+    /// Policy name.
+    pub name: String,
+    /// 1, 2, 3… per (workspace, name).
+    pub version: i64,
+    /// The policy as the admin sent it.
+    pub source: String,
+    /// `json` or `yaml`.
+    pub format: String,
+    /// When this version was put.
+    pub created_at: OffsetDateTime,
+}
+
+/// The replay key of an accepted OIDC token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JtiRecord {
+    /// Token issuer.
+    pub issuer: String,
+    /// `jti`, or `sha256:<hex>` of the whole token when it has none.
+    pub jti: String,
+    /// Keep at least until the token's `exp` + leeway: after that it is refused anyway.
+    pub expires_at: OffsetDateTime,
+}
+
+/// A broker session, created by an OIDC exchange.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRecord {
+    /// Session id (the session JWT's `jti` and `sid`).
+    pub id: String,
+    /// Workspace it is bound to.
+    pub workspace_id: String,
+    /// OIDC issuer of the exchanged token.
+    pub issuer: String,
+    /// OIDC `sub`.
+    pub subject: String,
+    /// All verified claims of the OIDC token (a JSON object).
+    pub claims: serde_json::Value,
+    /// Creation time.
+    pub created_at: OffsetDateTime,
+    /// Expiry (the session JWT's `exp`).
+    pub expires_at: OffsetDateTime,
+    /// Set once revoked.
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// A minted installation token, as the broker keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedToken {
+    /// Broker-assigned id (`tok_…`).
+    pub id: String,
+    /// Workspace id.
+    pub workspace_id: String,
+    /// Session that minted it.
+    pub session_id: Option<String>,
+    /// GitHub installation id.
+    pub installation_id: i64,
+    /// Installation account login.
+    pub owner: String,
+    /// GitHub host (`github.com`).
+    pub host: String,
+    /// `owner/repo` list; `None` for a whole-installation token.
+    pub repositories: Option<Vec<String>>,
+    /// Granted permissions.
+    pub permissions: BTreeMap<String, String>,
+    /// `sha256:<hex>` of the token.
+    pub fingerprint: String,
+    /// The token sealed with the broker's AEAD key, so it can be revoked later; cleared once
+    /// expired.
+    pub sealed_token: Option<String>,
+    /// Policy that granted it.
+    pub policy_name: String,
+    /// Version of that policy.
+    pub policy_version: i64,
+    /// Mint time.
+    pub created_at: OffsetDateTime,
+    /// GitHub's `expires_at`.
+    pub expires_at: OffsetDateTime,
+    /// Set once revoked.
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// Which token rows to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenFilter {
+    /// Only tokens neither revoked nor expired at `now`.
+    pub active_at: Option<OffsetDateTime>,
+    /// Only tokens of this session.
+    pub session_id: Option<String>,
+    /// Only these ids.
+    pub ids: Option<Vec<String>>,
+    /// At most this many rows (newest first); `None` = all.
+    pub limit: Option<u32>,
+}
+
+/// What `purge_expired` removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PurgeStats {
+    /// Sealed tokens cleared.
+    pub sealed_tokens_cleared: u64,
+    /// Replay keys deleted.
+    pub replay_keys_deleted: u64,
+}
+
+/// One page of audit events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditPage {
+    /// Newest first.
+    pub events: Vec<AuditEvent>,
+    /// Cursor for the next (older) page; `None` when this page is the last.
+    pub next_cursor: Option<i64>,
+}
+
+/// The session signing key, private half sealed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SigningKeyRecord {
+    /// JWK `kid`.
+    pub kid: String,
+    /// JWS algorithm (`ES256`).
+    pub algorithm: String,
+    /// PKCS#8 PEM of the private key, sealed with the broker's AEAD key.
+    pub private_key_sealed: String,
+    /// The public JWK (a JSON object).
+    pub public_jwk: serde_json::Value,
+    /// Creation time.
+    pub created_at: OffsetDateTime,
+}

@@ -5,8 +5,19 @@
 //! Every issuance, denial and revocation is audited.
 
 pub mod audit;
+pub mod config;
+pub mod crypto;
 pub mod github;
 pub mod oidc;
 pub mod policy;
+pub mod session;
 pub mod sim;
 pub mod store;
+pub mod admin;
+pub mod app;
+pub mod exchange;
+pub mod http;
+pub mod metrics;
+pub mod mint;
+pub mod revoke;
+pub mod telemetry;

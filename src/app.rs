@@ -1,0 +1,150 @@
+//! `App`: every dependency of the broker, built in one place. No globals.
+
+use crate::config::Config;
+use crate::crypto::Sealer;
+use crate::github::{GitHubApp, GitHubClient, GitHubClientConfig};
+use crate::metrics::Metrics;
+use crate::oidc::{IssuerSettings, OidcVerifier};
+use crate::policy::{CompiledPolicy, PolicyFormat};
+use crate::session::SessionKeys;
+use crate::store::{Store, StoredPolicy};
+use anyhow::Context as _;
+use secrecy::{ExposeSecret as _, SecretString};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// How many compiled policies to keep; beyond it the cache is cleared (policies are cheap to
+/// recompile, this only bounds memory).
+const POLICY_CACHE_CAPACITY: usize = 1024;
+
+/// The broker's dependencies.
+pub struct App {
+    /// Validated configuration.
+    pub config: Config,
+    /// Persistence.
+    pub store: Arc<dyn Store>,
+    /// OIDC verification against the configured issuers.
+    pub oidc: OidcVerifier,
+    /// GitHub, as the App.
+    pub github: Arc<dyn GitHubApp>,
+    /// Session JWT keys.
+    pub sessions: SessionKeys,
+    /// Seals minted tokens for later revoke.
+    pub sealer: Sealer,
+    /// Operator bearer token.
+    pub admin_token: SecretString,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Compiled policies by (workspace, name, version): compile once, evaluate per request.
+    policies: Mutex<HashMap<(String, String, i64), Arc<Result<CompiledPolicy, Vec<String>>>>>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+/// Parts a test (or the demo) may supply instead of the ones built from config.
+#[derive(Default)]
+pub struct Overrides {
+    /// Use this store instead of connecting to `database.url`.
+    pub store: Option<Arc<dyn Store>>,
+    /// Use this GitHub implementation.
+    pub github: Option<Arc<dyn GitHubApp>>,
+}
+
+impl App {
+    /// Build everything from the configuration.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with(config, Overrides::default()).await
+    }
+
+    /// Build, using the given overrides where present.
+    pub async fn build_with(config: Config, overrides: Overrides) -> anyhow::Result<Self> {
+        let secrets = config.secrets()?;
+        let metrics = Arc::new(Metrics::new());
+        let store = match overrides.store {
+            Some(store) => store,
+            None => crate::store::connect(config.database.url.expose_secret(), config.database.max_connections)
+                .await
+                .with_context(|| {
+                    format!("database {}", crate::config::redact_url(config.database.url.expose_secret()))
+                })?,
+        };
+        let github = match overrides.github {
+            Some(github) => github,
+            None => {
+                let observer_metrics = Arc::clone(&metrics);
+                Arc::new(
+                    GitHubClient::new(GitHubClientConfig {
+                        api_url: config.github.api_url.parse().context("github.api_url")?,
+                        app_id: config.github.app_id.clone(),
+                        private_key_pem: secrets.app_private_key.clone(),
+                        observer: Some(Arc::new(move |op, status, latency| {
+                            observer_metrics.github_call(op, status, latency);
+                        })),
+                    })
+                    .context("github app client")?,
+                )
+            }
+        };
+        let issuers = config
+            .oidc
+            .issuers
+            .iter()
+            .map(|i| {
+                Ok(IssuerSettings {
+                    issuer: i.issuer.clone(),
+                    audiences: i.audiences.clone(),
+                    jwks_url: i.jwks_url.as_deref().map(str::parse).transpose()?,
+                    allow_http: i.allow_http,
+                })
+            })
+            .collect::<Result<Vec<_>, url::ParseError>>()
+            .context("oidc.issuers")?;
+        let oidc = OidcVerifier::new(issuers).map_err(|e| anyhow::anyhow!("oidc.issuers: {e}"))?;
+        let sealer = Sealer::new(&secrets.token_key);
+        let candidate = SessionKeys::generate_record(&sealer);
+        let record = store.load_or_store_signing_key(&candidate).await.context("session signing key")?;
+        let sessions = SessionKeys::from_record(&record, &sealer, config.server.public_url.trim_end_matches('/'))?;
+        Ok(Self {
+            config,
+            store,
+            oidc,
+            github,
+            sessions,
+            sealer,
+            admin_token: secrets.admin_token,
+            metrics,
+            policies: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The compiled form of a stored policy version (compiled once, then cached).
+    pub fn compiled_policy(&self, stored: &StoredPolicy) -> Arc<Result<CompiledPolicy, Vec<String>>> {
+        let key = (stored.workspace_id.clone(), stored.name.clone(), stored.version);
+        if let Some(hit) = self.policies.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Arc::clone(hit);
+        }
+        let format = if stored.format == "yaml" { PolicyFormat::Yaml } else { PolicyFormat::Json };
+        let compiled = Arc::new(CompiledPolicy::from_source(&stored.source, format));
+        let mut cache = self.policies.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= POLICY_CACHE_CAPACITY {
+            cache.clear();
+        }
+        cache.insert(key, Arc::clone(&compiled));
+        compiled
+    }
+}
+
+/// Shared state of the HTTP layer.
+#[derive(Clone, Debug)]
+pub struct AppState(pub Arc<App>);
+
+impl std::ops::Deref for AppState {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}

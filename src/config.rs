@@ -1,0 +1,554 @@
+//! Configuration: a TOML file plus `STS_BROKER__SECTION__KEY` environment overrides, parsed once at
+//! start and validated with errors that name the key.
+//!
+//! Environment variables read (all optional; each overrides the file's key of the same path):
+//! `STS_BROKER__SERVER__LISTEN`, `STS_BROKER__SERVER__PUBLIC_URL`,
+//! `STS_BROKER__SERVER__REQUEST_TIMEOUT_SECONDS`, `STS_BROKER__DATABASE__URL`,
+//! `STS_BROKER__DATABASE__MAX_CONNECTIONS`, `STS_BROKER__GITHUB__API_URL`,
+//! `STS_BROKER__GITHUB__HOST`, `STS_BROKER__GITHUB__APP_ID`, `STS_BROKER__GITHUB__PRIVATE_KEY_FILE`,
+//! `STS_BROKER__GITHUB__PRIVATE_KEY`, `STS_BROKER__SESSION__TTL_SECONDS`,
+//! `STS_BROKER__ADMIN__TOKEN_FILE`, `STS_BROKER__ADMIN__TOKEN`,
+//! `STS_BROKER__TOKENS__ENCRYPTION_KEY_FILE`, `STS_BROKER__TOKENS__ENCRYPTION_KEY`,
+//! `STS_BROKER__TELEMETRY__LOG_FORMAT`, `STS_BROKER__TELEMETRY__OTLP_ENDPOINT`.
+//! `[[oidc.issuers]]` is a list and is set in the file only.
+//!
+//! Relative `*_file` paths are resolved against the directory of the config file.
+
+use anyhow::Context as _;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use figment::providers::{Env, Format as _, Toml};
+use figment::Figment;
+use secrecy::{ExposeSecret as _, SecretBox, SecretString};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use url::Url;
+
+/// Prefix of environment overrides; `__` separates section and key.
+pub const ENV_PREFIX: &str = "STS_BROKER__";
+
+/// Shortest session lifetime we accept: the client re-authenticates 5 minutes before `exp`, so a
+/// session must outlive that margin with room to spare.
+pub const MIN_SESSION_TTL_SECONDS: u64 = 600;
+/// Longest session lifetime: a session is a bearer credential; a day bounds the damage of a leak.
+pub const MAX_SESSION_TTL_SECONDS: u64 = 86_400;
+/// Shortest operator token: shorter is guessable.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 32;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// `[database]`.
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    /// `[github]`.
+    pub github: GitHubConfig,
+    /// `[oidc]`.
+    #[serde(default)]
+    pub oidc: OidcConfig,
+    /// `[session]`.
+    #[serde(default)]
+    pub session: SessionConfig,
+    /// `[admin]`.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// `[tokens]`.
+    #[serde(default)]
+    pub tokens: TokensConfig,
+    /// `[telemetry]`.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    /// Directory relative `*_file` paths are resolved against.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to bind; port 0 picks one (the bound address is logged).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Base URL clients reach the broker at; the `iss` of session JWTs.
+    pub public_url: String,
+    /// Whole-request timeout.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_seconds: u64,
+}
+
+/// `[database]`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://path` or `postgres://user:pass@host/db`. Secret: may hold a password.
+    #[serde(default = "default_database_url")]
+    pub url: SecretString,
+    /// Pool size.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { url: default_database_url(), max_connections: default_max_connections() }
+    }
+}
+
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &redact_url(self.url.expose_secret()))
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+/// A database URL with its password replaced, safe to log.
+pub fn redact_url(raw: &str) -> String {
+    match Url::parse(raw) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("REDACTED"));
+            url.to_string()
+        }
+        Ok(url) => url.to_string(),
+        Err(_) => "<unparseable url>".to_owned(),
+    }
+}
+
+/// `[github]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitHubConfig {
+    /// REST API base (`https://api.github.com`, GHES `https://HOST/api/v3`).
+    #[serde(default = "default_github_api")]
+    pub api_url: String,
+    /// Host reported with each token (`github.com`).
+    #[serde(default = "default_github_host")]
+    pub host: String,
+    /// App id or client id: the `iss` of App JWTs.
+    pub app_id: String,
+    /// PEM file of the App's private key.
+    #[serde(default)]
+    pub private_key_file: Option<PathBuf>,
+    /// The PEM inline (prefer the file or the env var).
+    #[serde(default)]
+    pub private_key: Option<SecretString>,
+}
+
+/// `[oidc]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// Trusted issuers; only these are ever fetched.
+    #[serde(default)]
+    pub issuers: Vec<IssuerConfig>,
+}
+
+/// `[[oidc.issuers]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// Exact `iss`.
+    pub issuer: String,
+    /// Accepted `aud` values.
+    pub audiences: Vec<String>,
+    /// JWKS URL; default: discovery.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// Allow http; honoured only for loopback hosts.
+    #[serde(default)]
+    pub allow_http: bool,
+}
+
+/// `[session]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionConfig {
+    /// Lifetime of session JWTs.
+    #[serde(default = "default_session_ttl")]
+    pub ttl_seconds: u64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self { ttl_seconds: default_session_ttl() }
+    }
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// File holding the operator bearer token.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// The token inline (prefer the file or the env var).
+    #[serde(default)]
+    pub token: Option<SecretString>,
+}
+
+/// `[tokens]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokensConfig {
+    /// File holding 32 random bytes, base64: the AEAD key that seals tokens for later revoke.
+    #[serde(default)]
+    pub encryption_key_file: Option<PathBuf>,
+    /// The key inline (base64).
+    #[serde(default)]
+    pub encryption_key: Option<SecretString>,
+}
+
+/// `[telemetry]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// `text` (default) or `json`.
+    #[serde(default = "default_log_format")]
+    pub log_format: String,
+    /// OTLP/HTTP traces endpoint (`http://collector:4318/v1/traces`); off when absent.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self { log_format: default_log_format(), otlp_endpoint: None }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".to_owned()
+}
+fn default_request_timeout() -> u64 {
+    30
+}
+fn default_database_url() -> SecretString {
+    SecretString::from("sqlite://./sts-broker.db")
+}
+fn default_max_connections() -> u32 {
+    10
+}
+fn default_github_api() -> String {
+    "https://api.github.com".to_owned()
+}
+fn default_github_host() -> String {
+    "github.com".to_owned()
+}
+fn default_session_ttl() -> u64 {
+    3600
+}
+fn default_log_format() -> String {
+    "text".to_owned()
+}
+
+/// Secrets read from files or inline values, ready to use.
+pub struct Secrets {
+    /// The App's PEM private key.
+    pub app_private_key: SecretString,
+    /// The operator bearer token.
+    pub admin_token: SecretString,
+    /// The 32-byte AEAD key.
+    pub token_key: SecretBox<[u8; 32]>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secrets { .. }")
+    }
+}
+
+impl Config {
+    /// Load `path` (if any) and the environment, then validate.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let mut figment = Figment::new();
+        if let Some(path) = path {
+            anyhow::ensure!(path.exists(), "config file {} does not exist", path.display());
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+        let mut config: Config = figment.extract().map_err(|e| {
+            let errors: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+            anyhow::anyhow!("invalid configuration:\n  - {}", errors.join("\n  - "))
+        })?;
+        config.base_dir = path
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        config.validate().map_err(|errors| {
+            anyhow::anyhow!("invalid configuration:\n  - {}", errors.join("\n  - "))
+        })?;
+        Ok(config)
+    }
+
+    /// Check every key; all problems are reported, each naming its key.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut errors = Vec::new();
+        if self.server.listen.parse::<SocketAddr>().is_err() {
+            errors.push(format!("server.listen: `{}` is not an ip:port address", self.server.listen));
+        }
+        match Url::parse(&self.server.public_url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            _ => errors.push("server.public_url: must be an http(s) URL".to_owned()),
+        }
+        if self.server.request_timeout_seconds == 0 {
+            errors.push("server.request_timeout_seconds: must be at least 1".to_owned());
+        }
+        let db = self.database.url.expose_secret();
+        if !(db.starts_with("sqlite:") || db.starts_with("postgres://") || db.starts_with("postgresql://")) {
+            errors.push("database.url: must start with sqlite:, postgres:// or postgresql://".to_owned());
+        }
+        if self.database.max_connections == 0 {
+            errors.push("database.max_connections: must be at least 1".to_owned());
+        }
+        match Url::parse(&self.github.api_url) {
+            Ok(u) if u.scheme() == "https" || (u.scheme() == "http" && is_loopback_url(&u)) => {}
+            _ => errors.push("github.api_url: must be an https URL (http only for loopback)".to_owned()),
+        }
+        if self.github.host.trim().is_empty() || self.github.host.contains('/') {
+            errors.push("github.host: must be a host name such as github.com".to_owned());
+        }
+        if self.github.app_id.trim().is_empty() {
+            errors.push("github.app_id: must not be empty".to_owned());
+        }
+        if let Err(e) = self.app_private_key() {
+            errors.push(format!("github.private_key_file / github.private_key: {e:#}"));
+        }
+        if self.oidc.issuers.is_empty() {
+            errors.push("oidc.issuers: at least one issuer is required".to_owned());
+        }
+        for (i, issuer) in self.oidc.issuers.iter().enumerate() {
+            if let Err(e) = check_fetch_url(&issuer.issuer, issuer.allow_http) {
+                errors.push(format!("oidc.issuers[{i}].issuer: {e}"));
+            }
+            if let Some(jwks) = &issuer.jwks_url {
+                if let Err(e) = check_fetch_url(jwks, issuer.allow_http) {
+                    errors.push(format!("oidc.issuers[{i}].jwks_url: {e}"));
+                }
+            }
+            if issuer.audiences.is_empty() || issuer.audiences.iter().any(|a| a.trim().is_empty()) {
+                errors.push(format!("oidc.issuers[{i}].audiences: at least one non-empty audience"));
+            }
+        }
+        if !(MIN_SESSION_TTL_SECONDS..=MAX_SESSION_TTL_SECONDS).contains(&self.session.ttl_seconds) {
+            errors.push(format!(
+                "session.ttl_seconds: must be between {MIN_SESSION_TTL_SECONDS} and {MAX_SESSION_TTL_SECONDS}"
+            ));
+        }
+        if let Err(e) = self.admin_token() {
+            errors.push(format!("admin.token_file / admin.token: {e:#}"));
+        }
+        if let Err(e) = self.token_key() {
+            errors.push(format!("tokens.encryption_key_file / tokens.encryption_key: {e:#}"));
+        }
+        if !matches!(self.telemetry.log_format.as_str(), "text" | "json") {
+            errors.push("telemetry.log_format: must be `text` or `json`".to_owned());
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir.join(path)
+        }
+    }
+
+    fn read_secret(
+        &self,
+        inline: Option<&SecretString>,
+        file: Option<&PathBuf>,
+    ) -> anyhow::Result<SecretString> {
+        match (inline, file) {
+            (Some(_), Some(_)) => anyhow::bail!("set the file or the inline value, not both"),
+            (Some(value), None) => Ok(value.clone()),
+            (None, Some(file)) => {
+                let path = self.resolve(file);
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                Ok(SecretString::from(text.trim().to_owned()))
+            }
+            (None, None) => anyhow::bail!("missing: set the file or the inline value"),
+        }
+    }
+
+    /// The App private key PEM; checked to be an RSA PEM.
+    pub fn app_private_key(&self) -> anyhow::Result<SecretString> {
+        let pem =
+            self.read_secret(self.github.private_key.as_ref(), self.github.private_key_file.as_ref())?;
+        jsonwebtoken::EncodingKey::from_rsa_pem(pem.expose_secret().as_bytes())
+            .map_err(|_| anyhow::anyhow!("not a PEM RSA private key (PKCS#1 or PKCS#8)"))?;
+        Ok(pem)
+    }
+
+    /// The operator token.
+    pub fn admin_token(&self) -> anyhow::Result<SecretString> {
+        let token = self.read_secret(self.admin.token.as_ref(), self.admin.token_file.as_ref())?;
+        anyhow::ensure!(
+            token.expose_secret().len() >= MIN_ADMIN_TOKEN_LEN,
+            "must be at least {MIN_ADMIN_TOKEN_LEN} characters"
+        );
+        Ok(token)
+    }
+
+    /// The token-sealing key.
+    pub fn token_key(&self) -> anyhow::Result<SecretBox<[u8; 32]>> {
+        let b64 = self.read_secret(
+            self.tokens.encryption_key.as_ref(),
+            self.tokens.encryption_key_file.as_ref(),
+        )?;
+        let bytes = STANDARD
+            .decode(b64.expose_secret().trim())
+            .map_err(|_| anyhow::anyhow!("not valid base64"))?;
+        let key: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("must decode to exactly 32 bytes"))?;
+        Ok(SecretBox::new(Box::new(key)))
+    }
+
+    /// All secrets at once.
+    pub fn secrets(&self) -> anyhow::Result<Secrets> {
+        Ok(Secrets {
+            app_private_key: self.app_private_key()?,
+            admin_token: self.admin_token()?,
+            token_key: self.token_key()?,
+        })
+    }
+}
+
+/// Is the URL's host loopback (127.0.0.0/8, ::1, localhost)?
+pub fn is_loopback_url(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+fn check_fetch_url(raw: &str, allow_http: bool) -> Result<(), String> {
+    let url = Url::parse(raw).map_err(|_| "not a URL".to_owned())?;
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if allow_http && is_loopback_url(&url) => Ok(()),
+        "http" if allow_http => Err("allow_http is honoured only for loopback hosts".to_owned()),
+        _ => Err("must be https (http only with allow_http on a loopback host)".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, body).unwrap();
+        p
+    }
+
+    fn valid_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let key = crate::sim::keys::RsaKeyPair::generate();
+        write(dir.path(), "app.pem", key.private_pkcs1_pem().expose_secret());
+        write(dir.path(), "admin-token", &"a".repeat(40));
+        write(dir.path(), "token-key", &STANDARD.encode([7u8; 32]));
+        dir
+    }
+
+    const VALID: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+public_url = "http://127.0.0.1:8080"
+[database]
+url = "postgres://sts:hunter2@db:5432/sts"
+[github]
+app_id = "123"
+private_key_file = "app.pem"
+[[oidc.issuers]]
+issuer = "https://token.actions.githubusercontent.com"
+audiences = ["atmos-pro.com"]
+[admin]
+token_file = "admin-token"
+[tokens]
+encryption_key_file = "token-key"
+"#;
+
+    #[test]
+    fn a_valid_file_loads_and_resolves_files_next_to_it() {
+        let dir = valid_dir();
+        let path = write(dir.path(), "broker.toml", VALID);
+        let config = Config::load(Some(&path)).unwrap();
+        assert_eq!(config.github.api_url, "https://api.github.com");
+        assert_eq!(config.session.ttl_seconds, 3600);
+        assert_eq!(config.admin_token().unwrap().expose_secret().len(), 40);
+        assert_eq!(config.token_key().unwrap().expose_secret(), &[7u8; 32]);
+    }
+
+    #[test]
+    fn debug_output_hides_the_database_password_and_inline_secrets() {
+        let dir = valid_dir();
+        let body = format!("{VALID}\n").replace(
+            "token_file = \"admin-token\"",
+            &format!("token = \"{}\"", "s3cr3t-admin-token-value-xxxxxxxxxxxxx"),
+        );
+        let path = write(dir.path(), "broker.toml", &body);
+        let config = Config::load(Some(&path)).unwrap();
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(!debug.contains("s3cr3t-admin-token"), "{debug}");
+        assert!(debug.contains("REDACTED"));
+    }
+
+    #[test]
+    fn errors_name_every_bad_key_at_once() {
+        let dir = valid_dir();
+        let body = VALID
+            .replace("127.0.0.1:0", "not-an-address")
+            .replace("encryption_key_file = \"token-key\"", "encryption_key = \"c2hvcnQ=\"")
+            .replace("https://token.actions.githubusercontent.com", "http://issuer.example.com");
+        let path = write(dir.path(), "broker.toml", &body);
+        let err = format!("{:#}", Config::load(Some(&path)).unwrap_err());
+        assert!(err.contains("server.listen"), "{err}");
+        assert!(err.contains("tokens.encryption_key"), "{err}");
+        assert!(err.contains("oidc.issuers[0].issuer"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let dir = valid_dir();
+        let body = VALID.replace("[session]", "").replace("[admin]", "[admin]\ntokn = \"x\"");
+        let path = write(dir.path(), "broker.toml", &body);
+        let err = format!("{:#}", Config::load(Some(&path)).unwrap_err());
+        assert!(err.contains("tokn"), "{err}");
+    }
+
+    #[test]
+    fn allow_http_is_honoured_only_for_loopback() {
+        assert!(check_fetch_url("http://127.0.0.1:9999", true).is_ok());
+        assert!(check_fetch_url("http://localhost:9999", true).is_ok());
+        assert!(check_fetch_url("http://[::1]:9999", true).is_ok());
+        assert!(check_fetch_url("http://127.0.0.1:9999", false).is_err());
+        assert!(check_fetch_url("http://10.0.0.1", true).is_err());
+        assert!(check_fetch_url("http://127.0.0.1.evil.com", true).is_err());
+        assert!(check_fetch_url("ftp://127.0.0.1", true).is_err());
+    }
+
+    #[test]
+    fn redact_url_keeps_everything_but_the_password() {
+        assert_eq!(
+            redact_url("postgres://u:pw@h:5432/db"),
+            "postgres://u:REDACTED@h:5432/db"
+        );
+        assert_eq!(redact_url("sqlite://./x.db"), "sqlite://./x.db");
+    }
+}

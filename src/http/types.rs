@@ -1,0 +1,120 @@
+//! Request and response bodies on the wire, shared with `sts-client`. They match `openapi.yaml`.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The envelope around every `/api/v1` response (what Atmos CLI decodes).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Envelope<T> {
+    /// `true` on success.
+    pub success: bool,
+    /// The HTTP status, repeated.
+    pub status: u16,
+    /// Request id (also the `x-request-id` header).
+    #[serde(default)]
+    pub request: String,
+    /// Stable snake_case error code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_tag: Option<String>,
+    /// Human-readable error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    /// Trace id to quote to the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// The payload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<T>,
+}
+
+/// `POST /auth/github-oidc` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExchangeRequest {
+    /// The GitHub Actions OIDC JWT.
+    pub token: String,
+    /// Workspace to bind the session to.
+    pub workspace_id: String,
+}
+
+/// `POST /auth/github-oidc` data.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExchangeResponse {
+    /// The session JWT.
+    pub token: String,
+    /// RFC 3339 expiry of the session.
+    pub expires_at: String,
+}
+
+/// `POST /sts` body. Unknown fields are ignored (forward compatibility with clients).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MintRequest {
+    /// `owner/repo` targets; absent = everything the caller's rules grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sources: Option<Vec<String>>,
+    /// Policy to evaluate; default `default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_name: Option<String>,
+}
+
+/// One minted token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Token {
+    /// Broker token id (for `/sts/revoke`).
+    pub id: String,
+    /// GitHub host (`github.com`).
+    pub host: String,
+    /// Installation account login, exactly as GitHub spells it.
+    pub owner: String,
+    /// The installation token.
+    pub token: String,
+    /// RFC 3339 expiry.
+    pub expires_at: String,
+    /// `owner/repo` the token reaches; absent for a whole-installation token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repositories: Option<Vec<String>>,
+    /// Granted permissions.
+    #[serde(default)]
+    pub permissions: BTreeMap<String, String>,
+    /// GitHub installation id.
+    pub installation_id: i64,
+}
+
+/// A repository left out, with its reason code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Excluded {
+    /// `owner/repo` as the caller sent it.
+    pub repo: String,
+    /// `not_installed_in_workspace`, `installation_suspended`, `no_trust_policy`,
+    /// `trust_policy_denied` or `trust_policy_invalid`.
+    pub reason: String,
+}
+
+/// `POST /sts` data.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MintResponse {
+    /// Minted tokens, one per (installation, permission set).
+    pub tokens: Vec<Token>,
+    /// Sources that got nothing, with why.
+    #[serde(default)]
+    pub excluded: Vec<Excluded>,
+}
+
+/// `POST /sts/revoke` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RevokeRequest {
+    /// Token ids; absent = every token of this session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ids: Option<Vec<String>>,
+}
+
+/// Data of every revoke call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokeResponse {
+    /// Tokens revoked by this call.
+    pub revoked: u64,
+}

@@ -7,6 +7,8 @@
 pub mod audit;
 pub mod config;
 pub mod crypto;
+pub mod demo;
+pub mod dev;
 pub mod github;
 pub mod oidc;
 pub mod policy;
@@ -20,4 +22,5 @@ pub mod http;
 pub mod metrics;
 pub mod mint;
 pub mod revoke;
+pub mod server;
 pub mod telemetry;

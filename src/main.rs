@@ -1,1 +1,106 @@
-fn main() {}
+//! `sts-broker`: the service and its operator commands. A shim over the library.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use sts_broker::app::App;
+use sts_broker::config::Config;
+
+#[derive(Parser)]
+#[command(name = "sts-broker", version, about = "A security token service for GitHub")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service.
+    Serve {
+        /// Configuration file (TOML).
+        #[arg(long, required_unless_present = "dev")]
+        config: Option<PathBuf>,
+        /// Run with built-in GitHub and OIDC simulators, SQLite in a temp dir, a seeded workspace.
+        #[arg(long, conflicts_with = "config")]
+        dev: bool,
+        /// Listen address in dev mode.
+        #[arg(long, default_value = "127.0.0.1:8080", requires = "dev")]
+        listen: String,
+    },
+    /// Run the whole flow once against the simulators and tell it as a story.
+    Demo,
+    /// Run database migrations and exit.
+    Migrate {
+        /// Configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Validate the configuration and exit.
+    CheckConfig {
+        /// Configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve { config: Some(path), .. } => {
+            let config = Config::load(Some(&path))?;
+            let _guard = sts_broker::telemetry::init(&config.telemetry.log_format, config.telemetry.otlp_endpoint.as_deref())?;
+            let listener = tokio::net::TcpListener::bind(&config.server.listen).await?;
+            let app = App::build(config).await?;
+            let broker = sts_broker::server::spawn(app, listener)?;
+            tracing::info!(listen = %broker.addr, "sts-broker listening on {}", broker.addr);
+            sts_broker::server::run_until_stopped(broker).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve { dev: true, listen, .. } => {
+            let _guard = sts_broker::telemetry::init("text", None)?;
+            sts_broker::dev::serve_dev(&listen).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve { .. } => anyhow::bail!("give --config FILE or --dev"),
+        Command::Demo => {
+            if sts_broker::demo::run().await? {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                Ok(ExitCode::FAILURE)
+            }
+        }
+        Command::Migrate { config } => {
+            let config = Config::load(Some(&config))?;
+            use secrecy::ExposeSecret as _;
+            let store = sts_broker::store::connect(config.database.url.expose_secret(), 1).await?;
+            println!("migrations applied ({} database)", store.backend());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig { config } => {
+            let loaded = Config::load(Some(&config))?;
+            println!("configuration OK: {}", config.display());
+            println!("  listen      {}", loaded.server.listen);
+            println!("  public_url  {}", loaded.server.public_url);
+            println!("  github      {} (app {})", loaded.github.api_url, loaded.github.app_id);
+            println!("  issuers     {}", loaded.oidc.issuers.iter().map(|i| i.issuer.as_str()).collect::<Vec<_>>().join(", "));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -52,7 +52,6 @@ pub fn valid_policy_name(name: &str) -> bool {
 /// One token to mint.
 #[derive(Debug, Clone)]
 struct Group {
-    link: InstallationLink,
     installation: Installation,
     permissions: PermissionSet,
     /// Canonical repository names; `None` = the whole installation.
@@ -154,11 +153,10 @@ pub async fn mint(app: &App, auth: &Authenticated, req: MintRequest, request_id:
                     RepoDecision::Granted { permissions, .. } => {
                         match planner.resolve_repo(repo).await? {
                             Err(why) => exclusions.push(Exclusion { repo: raw.clone(), reason: why.into() }),
-                            Ok((link, installation, canonical)) => {
+                            Ok((installation, canonical)) => {
                                 let group = groups
                                     .entry((installation.id, permissions.clone()))
                                     .or_insert_with(|| Group {
-                                        link,
                                         installation,
                                         permissions,
                                         repos: Some(BTreeSet::new()),
@@ -398,7 +396,7 @@ impl Planner<'_> {
     async fn resolve_repo(
         &mut self,
         repo: &RepoRef,
-    ) -> ApiResult<Result<(InstallationLink, Installation, String), &'static str>> {
+    ) -> ApiResult<Result<(Installation, String), &'static str>> {
         let Some(link) = self.link(&repo.owner).await? else {
             return Ok(Err(reason::NOT_INSTALLED));
         };
@@ -415,7 +413,7 @@ impl Planner<'_> {
         let Some(found) = repos.iter().find(|r| r.name.eq_ignore_ascii_case(&repo.name)) else {
             return Ok(Err(reason::NOT_INSTALLED));
         };
-        Ok(Ok((link, installation, found.name.clone())))
+        Ok(Ok((installation, found.name.clone())))
     }
 }
 
@@ -431,8 +429,8 @@ async fn plan_all_grants(
 ) -> ApiResult<()> {
     // Per installation: merged permissions of whole-installation grants, and per repository the
     // merged permissions of pattern grants.
-    let mut whole: BTreeMap<i64, (InstallationLink, Installation, PermissionSet)> = BTreeMap::new();
-    let mut per_repo: BTreeMap<(i64, String), (InstallationLink, Installation, PermissionSet)> = BTreeMap::new();
+    let mut whole: BTreeMap<i64, (Installation, PermissionSet)> = BTreeMap::new();
+    let mut per_repo: BTreeMap<(i64, String), (Installation, PermissionSet)> = BTreeMap::new();
     for grant in policy.grants(issuer, claims) {
         let Some(link) = planner.link(&grant.owner).await? else {
             skipped.push(Exclusion { repo: format!("{}/*", grant.owner), reason: reason::NOT_INSTALLED.into() });
@@ -449,8 +447,8 @@ async fn plan_all_grants(
             RepoSelector::All => {
                 let entry = whole
                     .entry(installation.id)
-                    .or_insert_with(|| (link.clone(), installation.clone(), PermissionSet::default()));
-                entry.2.merge(&grant.permissions);
+                    .or_insert_with(|| (installation.clone(), PermissionSet::default()));
+                entry.1.merge(&grant.permissions);
             }
             RepoSelector::Patterns(_) => {
                 let repos = match planner.app.github.installation_repositories(installation.id).await {
@@ -461,27 +459,26 @@ async fn plan_all_grants(
                 for r in repos.iter().filter(|r| grant.repositories.matches(&r.name)) {
                     let entry = per_repo
                         .entry((installation.id, r.name.clone()))
-                        .or_insert_with(|| (link.clone(), installation.clone(), PermissionSet::default()));
-                    entry.2.merge(&grant.permissions);
+                        .or_insert_with(|| (installation.clone(), PermissionSet::default()));
+                    entry.1.merge(&grant.permissions);
                 }
             }
         }
     }
-    for (id, (link, installation, permissions)) in &whole {
+    for (id, (installation, permissions)) in &whole {
         groups.insert(
             (*id, permissions.clone()),
-            Group { link: link.clone(), installation: installation.clone(), permissions: permissions.clone(), repos: None, sources: Vec::new() },
+            Group { installation: installation.clone(), permissions: permissions.clone(), repos: None, sources: Vec::new() },
         );
     }
-    for ((id, name), (link, installation, mut permissions)) in per_repo {
-        if let Some((_, _, all)) = whole.get(&id) {
+    for ((id, name), (installation, mut permissions)) in per_repo {
+        if let Some((_, all)) = whole.get(&id) {
             permissions.merge(all);
             if &permissions == all {
                 continue; // the whole-installation token already covers it
             }
         }
         let group = groups.entry((id, permissions.clone())).or_insert_with(|| Group {
-            link,
             installation,
             permissions,
             repos: Some(BTreeSet::new()),

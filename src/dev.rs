@@ -1,0 +1,245 @@
+//! A self-contained world for `serve --dev`, `demo`, tests and benchmarks: the GitHub simulator,
+//! the OIDC issuer simulator, generated keys and secrets in a temp dir, and a config that points
+//! the broker at them. Not for production.
+
+use crate::config::Config;
+use crate::sim::github::{GitHubSimulator, RunningSimulator, SimInstallation, SimRepo};
+use crate::sim::keys::RsaKeyPair;
+use crate::sim::oidc::{OidcIssuerSimulator, RunningIssuer};
+use anyhow::Context as _;
+use base64::Engine as _;
+use secrecy::ExposeSecret as _;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+/// App id of the simulated GitHub App.
+pub const DEV_APP_ID: &str = "424242";
+/// Audience the dev issuer's tokens carry (what Atmos CLI asks for).
+pub const DEV_AUDIENCE: &str = "atmos-pro.com";
+/// Workspace seeded in dev mode and the demo.
+pub const DEV_WORKSPACE: &str = "acme";
+
+/// The policy seeded in dev mode and the demo.
+pub const DEV_POLICY: &str = r#"description: infra deploys from main read shared modules; releases may push the website
+rules:
+  - name: infra-main
+    match:
+      repository_owner_id: "1001"
+      repository: acme/infra
+      ref: refs/heads/main
+    match_patterns:
+      workflow_ref: 'acme/infra/\.github/workflows/(ci|deploy)\.yml@refs/heads/main'
+    grant:
+      repositories: ["acme/terraform-*", "acme/modules", "acme-labs/shared-modules", "dormant-co/legacy"]
+      permissions: {contents: read}
+  - name: release-tags
+    match:
+      repository: acme/infra
+      ref: refs/tags/v*
+    grant:
+      repositories: ["acme/website"]
+      permissions: {contents: write}
+"#;
+
+fn repo(id: i64, name: &str) -> SimRepo {
+    SimRepo { id, name: name.to_owned(), private: true }
+}
+
+fn perms(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
+
+/// The simulated installations: two orgs and a suspended one.
+pub fn dev_installations() -> Vec<SimInstallation> {
+    vec![
+        SimInstallation {
+            id: 100,
+            account_login: "acme".into(),
+            account_id: 1001,
+            account_type: "Organization".into(),
+            permissions: perms(&[("contents", "write"), ("metadata", "read"), ("issues", "write"), ("pull_requests", "write")]),
+            repository_selection: "all".into(),
+            repositories: vec![
+                repo(2001, "infra"),
+                repo(2002, "modules"),
+                repo(2003, "terraform-aws-vpc"),
+                repo(2004, "terraform-aws-eks"),
+                repo(2005, "website"),
+                repo(2006, "payroll"),
+            ],
+            suspended: false,
+        },
+        SimInstallation {
+            id: 200,
+            account_login: "acme-labs".into(),
+            account_id: 3001,
+            account_type: "Organization".into(),
+            permissions: perms(&[("contents", "read"), ("metadata", "read")]),
+            repository_selection: "selected".into(),
+            repositories: vec![repo(4001, "shared-modules")],
+            suspended: false,
+        },
+        SimInstallation {
+            id: 300,
+            account_login: "dormant-co".into(),
+            account_id: 5001,
+            account_type: "Organization".into(),
+            permissions: perms(&[("contents", "read"), ("metadata", "read")]),
+            repository_selection: "all".into(),
+            repositories: vec![repo(6001, "legacy")],
+            suspended: true,
+        },
+    ]
+}
+
+/// Running simulators plus a broker config pointing at them.
+pub struct DevWorld {
+    /// The OIDC issuer.
+    pub issuer: OidcIssuerSimulator,
+    /// The GitHub API.
+    pub github: GitHubSimulator,
+    /// Broker configuration (SQLite in `dir`).
+    pub config: Config,
+    /// Operator token.
+    pub admin_token: String,
+    /// Holds keys, secrets and the database.
+    pub dir: tempfile::TempDir,
+    _issuer_server: RunningIssuer,
+    _github_server: RunningSimulator,
+}
+
+impl DevWorld {
+    /// Start the simulators and write a config for a broker that will listen on `broker_addr`.
+    pub async fn start(broker_addr: SocketAddr) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir().context("temp dir")?;
+        let app_key = RsaKeyPair::generate();
+        let github = GitHubSimulator::new(DEV_APP_ID, app_key.public_key());
+        for installation in dev_installations() {
+            github.add_installation(installation);
+        }
+        let github_server = github.start().await.context("github simulator")?;
+        let issuer = OidcIssuerSimulator::new();
+        let issuer_server = issuer.start().await.context("oidc issuer simulator")?;
+
+        let admin_token = crate::crypto::random_hex(24);
+        let key_file = dir.path().join("app.pem");
+        std::fs::write(&key_file, app_key.private_pkcs1_pem().expose_secret())?;
+        let mut key = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut key);
+        let token_key = base64::engine::general_purpose::STANDARD.encode(key);
+        std::fs::write(dir.path().join("token-key"), token_key)?;
+        std::fs::write(dir.path().join("admin-token"), &admin_token)?;
+        restrict(dir.path())?;
+        let toml = format!(
+            r#"
+[server]
+listen = "{broker_addr}"
+public_url = "http://{broker_addr}"
+
+[database]
+url = "sqlite://{db}"
+
+[github]
+api_url = "{github_url}"
+app_id = "{DEV_APP_ID}"
+private_key_file = "app.pem"
+
+[[oidc.issuers]]
+issuer = "{issuer_url}"
+audiences = ["{DEV_AUDIENCE}", "sts-broker"]
+allow_http = true
+
+[admin]
+token_file = "admin-token"
+
+[tokens]
+encryption_key_file = "token-key"
+"#,
+            db = dir.path().join("sts-broker.db").display(),
+            github_url = github_server.url,
+            issuer_url = issuer_server.issuer,
+        );
+        let config_path = dir.path().join("broker.toml");
+        std::fs::write(&config_path, toml)?;
+        let config = Config::load(Some(&config_path))?;
+        Ok(Self {
+            issuer,
+            github,
+            config,
+            admin_token,
+            dir,
+            _issuer_server: issuer_server,
+            _github_server: github_server,
+        })
+    }
+
+    /// Seed the workspace, its installation links and the policy through the admin API.
+    pub async fn seed(&self, base_url: &str) -> anyhow::Result<()> {
+        let http = reqwest::Client::new();
+        let admin = |req: reqwest::RequestBuilder| req.bearer_auth(&self.admin_token);
+        let api = format!("{base_url}/api/v1/admin/workspaces");
+        let res = admin(http.post(&api))
+            .json(&serde_json::json!({ "id": DEV_WORKSPACE, "name": "Acme Corp" }))
+            .send()
+            .await?;
+        anyhow::ensure!(res.status().is_success(), "create workspace: {}", res.status());
+        for owner in ["acme", "acme-labs", "dormant-co"] {
+            let res = admin(http.put(format!("{api}/{DEV_WORKSPACE}/installations/{owner}"))).send().await?;
+            anyhow::ensure!(res.status().is_success(), "link {owner}: {}", res.status());
+        }
+        let res = admin(http.put(format!("{api}/{DEV_WORKSPACE}/policies/default")))
+            .header("content-type", "application/yaml")
+            .body(DEV_POLICY)
+            .send()
+            .await?;
+        anyhow::ensure!(res.status().is_success(), "put policy: {}", res.status());
+        Ok(())
+    }
+}
+
+#[cfg(unix)]
+fn restrict(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    for name in ["app.pem", "token-key", "admin-token"] {
+        std::fs::set_permissions(dir.join(name), std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn restrict(_: &std::path::Path) -> std::io::Result<()> {
+    Ok(())
+}
+
+/// `serve --dev`: simulators, a seeded broker on `listen`, and instructions, until Ctrl-C.
+pub async fn serve_dev(listen: &str) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("bind {listen}"))?;
+    let addr = listener.local_addr()?;
+    let world = DevWorld::start(addr).await?;
+    let app = crate::app::App::build(world.config.clone()).await?;
+    let broker = crate::server::spawn(app, listener)?;
+    world.seed(&broker.url).await?;
+    let job = crate::sim::oidc::ActionsJob::default();
+    let oidc = world.issuer.token_for(&job, DEV_AUDIENCE);
+    println!("sts-broker dev mode (NOT for production: simulated GitHub and OIDC issuer)");
+    println!("  broker        {}", broker.url);
+    println!("  github sim    {}", world.config.github.api_url);
+    println!("  oidc issuer   {}", world.issuer.issuer());
+    println!("  admin token   {}", world.admin_token);
+    println!("  workspace     {DEV_WORKSPACE} (policy `default`, installations acme, acme-labs, dormant-co)");
+    println!();
+    println!("Mint tokens as the CI job acme/infra@main (single-use OIDC token below):");
+    println!(
+        "  sts-client env --format bash --url {} --workspace {DEV_WORKSPACE} --repo acme/modules --oidc-token {oidc}",
+        broker.url
+    );
+    println!();
+    println!("Or by hand:");
+    println!(
+        "  curl -s {}/api/v1/auth/github-oidc -H 'content-type: application/json' -d '{{\"token\":\"{oidc}\",\"workspaceId\":\"{DEV_WORKSPACE}\"}}'",
+        broker.url
+    );
+    println!("  curl -s {}/api/v1/admin/workspaces/{DEV_WORKSPACE}/audit -H 'authorization: Bearer {}'", broker.url, world.admin_token);
+    crate::server::run_until_stopped(broker).await?;
+    Ok(())
+}

@@ -1,0 +1,103 @@
+//! Running the broker: bind, serve, housekeeping, shutdown. Used by `serve`, `demo`, the tests and
+//! the benchmarks, so they all run the same server.
+
+use crate::app::{App, AppState};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use time::OffsetDateTime;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// How often expired sealed tokens and replay keys are purged.
+pub const PURGE_INTERVAL: Duration = Duration::from_secs(600);
+
+/// A broker serving on a bound address. Dropping it stops the server.
+pub struct RunningBroker {
+    /// Bound address.
+    pub addr: SocketAddr,
+    /// `http://ADDR`.
+    pub url: String,
+    /// The broker's state.
+    pub app: Arc<App>,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<std::io::Result<()>>>,
+    housekeeping: JoinHandle<()>,
+}
+
+impl RunningBroker {
+    /// Stop accepting, finish in-flight requests, and wait for the server to end.
+    pub async fn stop(mut self) -> std::io::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.handle.take() {
+            Some(handle) => handle.await.unwrap_or(Ok(())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RunningBroker {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.housekeeping.abort();
+    }
+}
+
+/// Serve `app` on `listener` in the background.
+pub fn spawn(app: App, listener: tokio::net::TcpListener) -> std::io::Result<RunningBroker> {
+    spawn_with_shutdown(app, listener, std::future::pending())
+}
+
+/// Serve `app` on `listener`, stopping also when `signal` resolves.
+pub fn spawn_with_shutdown(
+    app: App,
+    listener: tokio::net::TcpListener,
+    signal: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<RunningBroker> {
+    let addr = listener.local_addr()?;
+    let app = Arc::new(app);
+    let (tx, rx) = oneshot::channel::<()>();
+    let shutdown = async move {
+        tokio::select! {
+            _ = rx => {},
+            () = signal => {},
+        }
+    };
+    let state = AppState(Arc::clone(&app));
+    let handle = tokio::spawn(crate::http::serve(listener, state, shutdown));
+    let housekeeping = tokio::spawn(housekeeping(Arc::clone(&app)));
+    Ok(RunningBroker {
+        addr,
+        url: format!("http://{addr}"),
+        app,
+        shutdown: Some(tx),
+        handle: Some(handle),
+        housekeeping,
+    })
+}
+
+/// Purge sealed tokens that can no longer be revoked (expired) and stale replay keys.
+async fn housekeeping(app: Arc<App>) {
+    let mut tick = tokio::time::interval(PURGE_INTERVAL);
+    loop {
+        tick.tick().await;
+        match app.store.purge_expired(OffsetDateTime::now_utc()).await {
+            Ok(stats) => tracing::debug!(
+                sealed = stats.sealed_tokens_cleared,
+                replay_keys = stats.replay_keys_deleted,
+                "purged expired sealed tokens and replay keys"
+            ),
+            Err(e) => tracing::warn!(error = %e, "purge of expired rows failed"),
+        }
+    }
+}
+
+/// Wait for SIGINT/SIGTERM, then stop `broker` gracefully.
+pub async fn run_until_stopped(broker: RunningBroker) -> std::io::Result<()> {
+    crate::http::shutdown_signal().await;
+    broker.stop().await
+}

@@ -341,6 +341,14 @@ impl GitHubClient {
         }
     }
 
+    /// Drop every cached entry about installation `id`.
+    fn forget(&self, id: i64) {
+        self.by_id.remove_where(|key, _| *key == id);
+        self.by_owner
+            .remove_where(|_, value| value.as_ref().is_some_and(|found| found.id == id));
+        self.repositories.remove_where(|key, _| *key == id);
+    }
+
     async fn list_repositories_with(
         &self,
         token: &SecretString,
@@ -449,7 +457,13 @@ impl GitHubApp for GitHubClient {
             })
             .await?;
         if !response.status.is_success() {
-            return Err(map_error(&response));
+            let error = map_error(&response);
+            // The mint is never cached, so it is the first to learn of an uninstall or a
+            // suspension: drop the stale lookups so the next one asks GitHub again.
+            if matches!(error, GitHubError::NotFound | GitHubError::Suspended) {
+                self.forget(id);
+            }
+            return Err(error);
         }
         let json: TokenJson = parse("create_token", &response.body)?;
         Ok(InstallationToken {
@@ -639,6 +653,11 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
             }
         }
         entries.insert(key, (now + ttl, value));
+    }
+
+    fn remove_where(&self, doomed: impl Fn(&K, &V) -> bool) {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries.retain(|key, (_, value)| !doomed(key, value));
     }
 }
 
@@ -957,6 +976,60 @@ mod tests {
         }
         assert_eq!(f.sim.request_count("/users/ghost/installation"), 1);
         assert_eq!(f.sim.request_count("/app/installations/77"), 1);
+    }
+
+    #[tokio::test]
+    async fn a_mint_refused_for_suspension_refreshes_the_cached_installation() {
+        let f = fixture().await;
+        assert!(
+            !f.client
+                .installation_for_owner("acme")
+                .await
+                .unwrap()
+                .suspended
+        );
+        f.sim.set_suspended(1, true);
+        let error = f
+            .client
+            .create_installation_token(1, &contents_read())
+            .await
+            .unwrap_err();
+        assert!(matches!(error, GitHubError::Suspended), "{error:?}");
+        assert!(
+            f.client
+                .installation_for_owner("acme")
+                .await
+                .unwrap()
+                .suspended
+        );
+        assert!(f.client.installation(1).await.unwrap().suspended);
+        assert_eq!(f.sim.request_count("/users/acme/installation"), 2);
+    }
+
+    #[tokio::test]
+    async fn every_request_carries_githubs_required_headers() {
+        let f = fixture().await;
+        let token = f
+            .client
+            .create_installation_token(1, &contents_read())
+            .await
+            .unwrap();
+        f.client.installation(1).await.unwrap();
+        f.client
+            .revoke_installation_token(&token.token)
+            .await
+            .unwrap();
+        let requests = f.sim.requests();
+        assert_eq!(requests.len(), 3);
+        for request in requests {
+            assert_eq!(
+                request.accept.as_deref(),
+                Some("application/vnd.github+json")
+            );
+            assert_eq!(request.api_version.as_deref(), Some("2022-11-28"));
+            let agent = request.user_agent.unwrap_or_default();
+            assert!(agent.starts_with("sts-broker/"), "{agent}");
+        }
     }
 
     #[tokio::test]

@@ -141,6 +141,21 @@ pub struct SimTokenInfo {
     pub revoked: bool,
 }
 
+/// One request as the simulator received it (no credentials are kept).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimRequest {
+    /// HTTP method.
+    pub method: String,
+    /// Path, still percent-encoded.
+    pub path: String,
+    /// `User-Agent`, which GitHub requires.
+    pub user_agent: Option<String>,
+    /// `Accept`.
+    pub accept: Option<String>,
+    /// `X-GitHub-Api-Version`.
+    pub api_version: Option<String>,
+}
+
 /// One token as the simulator keeps it.
 #[derive(Debug, Clone)]
 struct TokenRecord {
@@ -168,8 +183,8 @@ struct SimState {
     minted: u64,
     revoked: u64,
     failures: VecDeque<InjectedFailure>,
-    /// `METHOD /path` of every request received, in order.
-    requests: Vec<String>,
+    /// Every request received, in order.
+    requests: Vec<SimRequest>,
 }
 
 /// The simulator's configuration and state. Cheap to clone (shared state).
@@ -354,13 +369,12 @@ impl GitHubSimulator {
         self.lock()
             .requests
             .iter()
-            .filter_map(|line| line.split_once(' '))
-            .filter(|(_, path)| path.starts_with(path_prefix))
+            .filter(|request| request.path.starts_with(path_prefix))
             .count()
     }
 
-    /// `METHOD /path` of every request so far, oldest first.
-    pub fn requests(&self) -> Vec<String> {
+    /// Every request so far, oldest first.
+    pub fn requests(&self) -> Vec<SimRequest> {
         self.lock().requests.clone()
     }
 }
@@ -622,9 +636,21 @@ async fn record_and_inject(
 ) -> Response {
     let failure = {
         let mut state = sim.lock();
-        state
-            .requests
-            .push(format!("{} {}", request.method(), request.uri().path()));
+        let header = |name: header::HeaderName| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned)
+        };
+        let seen = SimRequest {
+            method: request.method().to_string(),
+            path: request.uri().path().to_owned(),
+            user_agent: header(header::USER_AGENT),
+            accept: header(header::ACCEPT),
+            api_version: header(HeaderName::from_static("x-github-api-version")),
+        };
+        state.requests.push(seen);
         state.failures.pop_front()
     };
     match failure {
@@ -1413,7 +1439,11 @@ mod tests {
         assert_eq!(get().await.unwrap().status(), 200);
         assert_eq!(sim.request_count("/app/installations/1"), 4);
         assert_eq!(sim.request_count("/users/"), 0);
-        assert_eq!(sim.requests()[0], "GET /app/installations/1");
+        let first = &sim.requests()[0];
+        assert_eq!(
+            (first.method.as_str(), first.path.as_str()),
+            ("GET", "/app/installations/1")
+        );
     }
 
     #[tokio::test]

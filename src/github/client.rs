@@ -272,14 +272,13 @@ impl GitHubClient {
                 });
             }
             let server_wait = retry_after(&headers);
-            if let Some(wait) = server_wait {
-                if wait > MAX_RETRY_AFTER {
-                    return Err(GitHubError::RateLimited {
-                        retry_after: Some(wait),
-                    });
-                }
+            let wait_too_long = server_wait.is_some_and(|wait| wait > MAX_RETRY_AFTER);
+            if wait_too_long && rate_limited {
+                return Err(GitHubError::RateLimited {
+                    retry_after: server_wait,
+                });
             }
-            if attempt >= MAX_ATTEMPTS {
+            if wait_too_long || attempt >= MAX_ATTEMPTS {
                 return Ok(ApiResponse {
                     status,
                     headers,

@@ -113,6 +113,9 @@ pub enum GitHubError {
     /// The App's private key could not sign.
     #[error("could not sign the app jwt")]
     Signing(#[source] jsonwebtoken::errors::Error),
+    /// The client configuration is unusable (e.g. an `api_url` that is not http(s)).
+    #[error("invalid github client configuration: {0}")]
+    InvalidConfig(String),
 }
 
 impl GitHubError {
@@ -130,6 +133,7 @@ impl GitHubError {
             Self::Transport(_) => "github_unreachable",
             Self::InvalidResponse(_) => "github_invalid_response",
             Self::Signing(_) => "github_app_key_invalid",
+            Self::InvalidConfig(_) => "github_config_invalid",
         }
     }
 }

@@ -3,11 +3,11 @@
 //!
 //! All timestamps are stored as BIGINT epoch milliseconds (UTC). The store knows nothing about HTTP.
 
+#[cfg(test)]
+mod conformance;
 mod model;
 mod postgres;
 mod sqlite;
-#[cfg(test)]
-mod conformance;
 
 pub use model::*;
 
@@ -95,12 +95,17 @@ pub trait Store: Send + Sync + 'static {
     /// `NotFound` when the workspace does not exist.
     async fn put_policy(&self, new: &NewPolicy) -> StoreResult<StoredPolicy>;
     /// The current version, or `None` if absent or deleted.
-    async fn get_policy(&self, workspace_id: &str, name: &str) -> StoreResult<Option<StoredPolicy>>;
+    async fn get_policy(&self, workspace_id: &str, name: &str)
+        -> StoreResult<Option<StoredPolicy>>;
     /// Current versions of all live policies of a workspace, ordered by name.
     async fn list_policies(&self, workspace_id: &str) -> StoreResult<Vec<StoredPolicy>>;
     /// Mark the policy deleted (history kept). `false` if it was absent or already deleted.
-    async fn delete_policy(&self, workspace_id: &str, name: &str, at: OffsetDateTime)
-        -> StoreResult<bool>;
+    async fn delete_policy(
+        &self,
+        workspace_id: &str,
+        name: &str,
+        at: OffsetDateTime,
+    ) -> StoreResult<bool>;
 
     // ---- exchange ----
     /// In one transaction: record the OIDC token's replay key, create the session, append the
@@ -122,8 +127,11 @@ pub trait Store: Send + Sync + 'static {
     /// is written.
     async fn record_issuance(&self, tokens: &[IssuedToken], audit: &AuditEvent) -> StoreResult<()>;
     /// Token rows of a workspace matching the filter, newest first.
-    async fn list_tokens(&self, workspace_id: &str, filter: &TokenFilter)
-        -> StoreResult<Vec<IssuedToken>>;
+    async fn list_tokens(
+        &self,
+        workspace_id: &str,
+        filter: &TokenFilter,
+    ) -> StoreResult<Vec<IssuedToken>>;
     /// Set `revoked_at` on the given ids that are not revoked yet; returns how many changed.
     async fn mark_tokens_revoked(&self, ids: &[String], at: OffsetDateTime) -> StoreResult<u64>;
     /// Housekeeping: clear `sealed_token` of tokens expired before `now` (nothing left to revoke),

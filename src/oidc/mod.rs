@@ -4,6 +4,8 @@
 //! protection is the caller's job, using [`VerifiedToken::replay_key`].
 
 mod keystore;
+#[cfg(test)]
+mod tests;
 pub mod unverified;
 
 pub use keystore::{

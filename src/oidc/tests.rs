@@ -690,3 +690,100 @@ fn error_codes_are_stable_snake_case() {
         );
     }
 }
+
+/// An issuer that answers through redirects, serving the simulator's keys from its own origin.
+async fn redirecting_issuer(sim: &OidcIssuerSimulator) -> (String, tokio::task::JoinHandle<()>) {
+    use axum::extract::Path;
+    use axum::response::Redirect;
+    use axum::routing::get;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let base = format!("http://127.0.0.1:{port}");
+    let jwks = sim.jwks();
+    let doc_base = base.clone();
+    let app = axum::Router::new()
+        // One same-origin redirect to the document, one more to the keys.
+        .route(
+            "/ok/.well-known/openid-configuration",
+            get(|| async { Redirect::temporary("/doc/ok") }),
+        )
+        // Three redirects in all: the most allowed.
+        .route(
+            "/three/.well-known/openid-configuration",
+            get(|| async { Redirect::temporary("/hop/2/three") }),
+        )
+        // Four redirects: one too many.
+        .route(
+            "/four/.well-known/openid-configuration",
+            get(|| async { Redirect::temporary("/hop/3/four") }),
+        )
+        .route(
+            "/hop/{n}/{name}",
+            get(|Path((n, name)): Path<(u8, String)>| async move {
+                if n <= 1 {
+                    Redirect::temporary(&format!("/doc/{name}"))
+                } else {
+                    Redirect::temporary(&format!("/hop/{}/{name}", n - 1))
+                }
+            }),
+        )
+        // Same path, other host: must not be followed.
+        .route(
+            "/cross/.well-known/openid-configuration",
+            get(move || async move {
+                Redirect::temporary(&format!("http://localhost:{port}/doc/cross"))
+            }),
+        )
+        .route(
+            "/doc/{name}",
+            get(move |Path(name): Path<String>| {
+                let base = doc_base.clone();
+                async move {
+                    axum::Json(json!({
+                        "issuer": format!("{base}/{name}"),
+                        "jwks_uri": format!("{base}/redirected-jwks"),
+                    }))
+                }
+            }),
+        )
+        .route(
+            "/redirected-jwks",
+            get(|| async { Redirect::temporary("/keys") }),
+        )
+        .route("/keys", get(move || async move { axum::Json(jwks) }));
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (base, server)
+}
+
+#[tokio::test]
+async fn redirects_are_followed_only_on_the_same_origin_and_at_most_three_times() {
+    let fx = Fixture::start().await;
+    let (base, server) = redirecting_issuer(&fx.sim).await;
+    let cases = [
+        ("ok", true),
+        ("three", true),
+        ("four", false),
+        ("cross", false),
+    ];
+    for (name, accepted) in cases {
+        let issuer = format!("{base}/{name}");
+        let mut claims = fx.claims();
+        claims.insert("iss".into(), json!(issuer));
+        let outcome = OidcVerifier::new(vec![settings(&issuer)])
+            .unwrap()
+            .verify(&fx.sim.sign(&claims))
+            .await;
+        if accepted {
+            assert!(outcome.is_ok(), "{name}: {outcome:?}");
+        } else {
+            assert!(
+                matches!(outcome, Err(VerifyError::JwksUnavailable(_))),
+                "{name}: {outcome:?}"
+            );
+        }
+    }
+    server.abort();
+}

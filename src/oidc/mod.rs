@@ -187,11 +187,11 @@ impl OidcVerifier {
     }
 
     /// Verify signature and claims. Does not record the replay key.
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(skip_all, fields(oidc.issuer = tracing::field::Empty))]
     pub async fn verify(&self, token: &str) -> Result<VerifiedToken, VerifyError> {
         let unverified = unverified::decode(token)?;
         // Before any lookup or network call: nothing but RS256 is ever worth a fetch.
-        if unverified.header.alg != "RS256" {
+        if unverified.header.alg.parse::<Algorithm>().ok() != Some(ALLOWED_ALGORITHM) {
             return Err(VerifyError::AlgorithmNotAllowed(unverified.header.alg));
         }
         let Some(claimed_issuer) = unverified.issuer else {
@@ -201,6 +201,7 @@ impl OidcVerifier {
         let Some(settings) = self.issuers.get(&claimed_issuer) else {
             return Err(VerifyError::UnknownIssuer);
         };
+        tracing::Span::current().record("oidc.issuer", settings.issuer.as_str());
         let key = self
             .keys
             .decoding_key(&settings.issuer, unverified.header.kid.as_deref())

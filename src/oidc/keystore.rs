@@ -1,4 +1,510 @@
 //! JWKS fetching and caching per issuer.
+//!
+//! Only issuers from the configuration have an entry here, so a token can never make the broker
+//! fetch a URL of its choosing (the SSRF class of Octo-STS/sts-cat advisories). Each issuer's
+//! state sits behind its own tokio `Mutex`, held across the fetch: concurrent verifications that
+//! miss wait for the one fetch in flight instead of stampeding the issuer.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use jsonwebtoken::DecodingKey;
+use serde::Deserialize;
+use tokio::sync::Mutex;
+use url::Url;
+
+use super::{IssuerSettings, VerifyError};
+
+/// How long fetched keys are used before they are fetched again. Issuers rotate keys with
+/// overlap (GitHub publishes the previous key alongside the current one), and an unknown `kid`
+/// triggers an early refetch anyway, so an hour only bounds how long a withdrawn key lingers.
+pub const JWKS_CACHE_TTL: Duration = Duration::from_secs(60 * 60);
+
+/// Least time between two refetches caused by an unknown `kid`, per issuer. Anyone can send a
+/// token with a made-up `kid`; without this every such token would cost a fetch from the issuer
+/// (GitHub facts: "Refetch JWKS on an unknown kid, but at most once a minute per issuer").
+pub const JWKS_REFRESH_COOLDOWN: Duration = Duration::from_secs(60);
+
+/// Least time before retrying after a failed fetch, per issuer. While the issuer is down, waiting
+/// verifications fail fast instead of queueing one timed-out fetch each behind the issuer lock.
+pub const JWKS_FAILURE_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Cap on every fetched body (discovery document and JWKS). Real documents are a few KiB; the cap
+/// keeps a hostile or broken endpoint from making the broker buffer unbounded data.
+pub const MAX_FETCH_BYTES: usize = 100 * 1024;
+
+/// Smallest RSA modulus accepted, in bits. GitHub signs with 2048-bit keys; anything shorter is
+/// factorable with modest resources and is refused rather than trusted.
+pub const MIN_RSA_MODULUS_BITS: usize = 2048;
+
+/// Path of the OIDC discovery document, relative to the issuer (OpenID Connect Discovery 1.0 §4).
+const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
 
 /// Cached JWKS of the configured issuers.
-pub struct JwksCache {}
+pub struct JwksCache {
+    client: reqwest::Client,
+    issuers: HashMap<String, IssuerEntry>,
+}
+
+impl std::fmt::Debug for JwksCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut issuers: Vec<&String> = self.issuers.keys().collect();
+        issuers.sort();
+        f.debug_struct("JwksCache")
+            .field("issuers", &issuers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where one issuer's keys come from.
+#[derive(Debug, Clone)]
+enum KeySource {
+    /// A configured `jwks_url`.
+    Jwks(Url),
+    /// OIDC discovery; the document's `jwks_uri` must be on the issuer's origin.
+    Discovery {
+        document: Url,
+        issuer_origin: url::Origin,
+    },
+}
+
+struct IssuerEntry {
+    source: KeySource,
+    allow_http: bool,
+    state: Mutex<IssuerKeys>,
+}
+
+#[derive(Default)]
+struct IssuerKeys {
+    keys: Vec<Jwk>,
+    fetched_at: Option<Instant>,
+    last_refresh: Option<Instant>,
+    failed_at: Option<Instant>,
+}
+
+/// One published key, as far as selection needs it. Fields of the wrong JSON type make the key
+/// unusable rather than the whole set: issuers publish keys we do not understand.
+#[derive(Debug, Clone, Default, Deserialize)]
+struct Jwk {
+    #[serde(default)]
+    kty: Option<String>,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default)]
+    alg: Option<String>,
+    #[serde(default, rename = "use")]
+    usage: Option<String>,
+    #[serde(default)]
+    n: Option<String>,
+    #[serde(default)]
+    e: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct JwkSet {
+    keys: Vec<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct DiscoveryDocument {
+    issuer: String,
+    jwks_uri: String,
+}
+
+impl JwksCache {
+    /// One entry per issuer; the settings must already have passed [`check_url`].
+    pub(crate) fn new(client: reqwest::Client, issuers: &[IssuerSettings]) -> Result<Self, String> {
+        let mut entries = HashMap::new();
+        for settings in issuers {
+            let source = match &settings.jwks_url {
+                Some(url) => KeySource::Jwks(url.clone()),
+                None => {
+                    let issuer_url = Url::parse(&settings.issuer)
+                        .map_err(|e| format!("issuer `{}`: invalid url: {e}", settings.issuer))?;
+                    let document =
+                        format!("{}{DISCOVERY_PATH}", settings.issuer.trim_end_matches('/'));
+                    let document = Url::parse(&document).map_err(|e| {
+                        format!("issuer `{}`: invalid discovery url: {e}", settings.issuer)
+                    })?;
+                    KeySource::Discovery {
+                        document,
+                        issuer_origin: issuer_url.origin(),
+                    }
+                }
+            };
+            let entry = IssuerEntry {
+                source,
+                allow_http: settings.allow_http,
+                state: Mutex::new(IssuerKeys::default()),
+            };
+            if entries.insert(settings.issuer.clone(), entry).is_some() {
+                return Err(format!("issuer `{}` is configured twice", settings.issuer));
+            }
+        }
+        Ok(Self {
+            client,
+            issuers: entries,
+        })
+    }
+
+    /// The verification key for `kid` (or the only RSA key when `kid` is `None`).
+    ///
+    /// Fetches when the cache is empty or stale, and once more on a miss unless the issuer was
+    /// refreshed within [`JWKS_REFRESH_COOLDOWN`].
+    pub(crate) async fn decoding_key(
+        &self,
+        issuer: &str,
+        kid: Option<&str>,
+    ) -> Result<DecodingKey, VerifyError> {
+        let Some(entry) = self.issuers.get(issuer) else {
+            return Err(VerifyError::UnknownIssuer);
+        };
+        let mut state = entry.state.lock().await;
+
+        let stale = state
+            .fetched_at
+            .is_none_or(|at| at.elapsed() >= JWKS_CACHE_TTL);
+        if stale {
+            // Stale keys are better than none while the issuer is briefly unreachable: they were
+            // valid an hour ago and the previous key stays published through rotations anyway.
+            match self.refresh(issuer, entry, &mut state).await {
+                Err(err) if state.keys.is_empty() => return Err(err),
+                Err(_) => {}
+                // Just fetched: a refetch could not know more.
+                Ok(()) => {
+                    return select(&state.keys, kid)
+                        .map_or(Err(VerifyError::UnknownKey), to_decoding_key);
+                }
+            }
+        }
+
+        if let Some(jwk) = select(&state.keys, kid) {
+            return to_decoding_key(jwk);
+        }
+
+        let cooling_down = state
+            .last_refresh
+            .is_some_and(|at| at.elapsed() < JWKS_REFRESH_COOLDOWN);
+        if cooling_down {
+            tracing::debug!(
+                oidc.issuer = issuer,
+                "unknown kid for {issuer}, refresh cooling down"
+            );
+            return Err(VerifyError::UnknownKey);
+        }
+        state.last_refresh = Some(Instant::now());
+        tracing::info!(
+            oidc.issuer = issuer,
+            "unknown kid for {issuer}, refetching its keys"
+        );
+        self.refresh(issuer, entry, &mut state).await?;
+        select(&state.keys, kid).map_or(Err(VerifyError::UnknownKey), to_decoding_key)
+    }
+
+    async fn refresh(
+        &self,
+        issuer: &str,
+        entry: &IssuerEntry,
+        state: &mut IssuerKeys,
+    ) -> Result<(), VerifyError> {
+        if state
+            .failed_at
+            .is_some_and(|at| at.elapsed() < JWKS_FAILURE_BACKOFF)
+        {
+            return Err(VerifyError::JwksUnavailable(
+                "previous fetch failed moments ago".into(),
+            ));
+        }
+        match self.fetch_keys(issuer, entry).await {
+            Ok(keys) => {
+                tracing::debug!(
+                    oidc.issuer = issuer,
+                    oidc.key_count = keys.len(),
+                    "fetched keys of {issuer}"
+                );
+                state.keys = keys;
+                state.fetched_at = Some(Instant::now());
+                state.failed_at = None;
+                Ok(())
+            }
+            Err(reason) => {
+                tracing::warn!(
+                    oidc.issuer = issuer,
+                    error = %reason,
+                    "could not fetch keys of {issuer}: {reason}"
+                );
+                state.failed_at = Some(Instant::now());
+                Err(VerifyError::JwksUnavailable(reason))
+            }
+        }
+    }
+
+    async fn fetch_keys(&self, issuer: &str, entry: &IssuerEntry) -> Result<Vec<Jwk>, String> {
+        let jwks_url = match &entry.source {
+            KeySource::Jwks(url) => url.clone(),
+            KeySource::Discovery {
+                document,
+                issuer_origin,
+            } => {
+                let body = self.fetch(document).await?;
+                let doc: DiscoveryDocument = serde_json::from_slice(&body)
+                    .map_err(|e| format!("invalid discovery document: {e}"))?;
+                // OpenID Connect Discovery 1.0 §4.3: the document must name the issuer it was
+                // fetched for, or its keys are somebody else's.
+                if doc.issuer.trim_end_matches('/') != issuer.trim_end_matches('/') {
+                    return Err("discovery document names another issuer".into());
+                }
+                let jwks_uri = Url::parse(&doc.jwks_uri)
+                    .map_err(|e| format!("invalid jwks_uri in discovery document: {e}"))?;
+                check_url(&jwks_uri, entry.allow_http)
+                    .map_err(|e| format!("jwks_uri refused: {e}"))?;
+                if jwks_uri.origin() != *issuer_origin {
+                    return Err("jwks_uri refused: not on the issuer's host".into());
+                }
+                jwks_uri
+            }
+        };
+        let body = self.fetch(&jwks_url).await?;
+        parse_jwks(&body)
+    }
+
+    /// GET `url` with the body capped at [`MAX_FETCH_BYTES`], read as a stream so an oversized
+    /// body is cut off rather than buffered.
+    async fn fetch(&self, url: &Url) -> Result<Vec<u8>, String> {
+        let mut response = self
+            .client
+            .get(url.clone())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| format!("request to {url} failed: {}", e.without_url()))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(format!("{url} answered {status}"));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| format!("reading {url} failed: {}", e.without_url()))?
+        {
+            if body.len() + chunk.len() > MAX_FETCH_BYTES {
+                return Err(format!("{url} body exceeds {MAX_FETCH_BYTES} bytes"));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+}
+
+fn parse_jwks(body: &[u8]) -> Result<Vec<Jwk>, String> {
+    let set: JwkSet = serde_json::from_slice(body).map_err(|e| format!("invalid jwks: {e}"))?;
+    Ok(set
+        .keys
+        .into_iter()
+        .filter_map(|key| serde_json::from_value::<Jwk>(key).ok())
+        .collect())
+}
+
+/// The key for `kid`; without a `kid`, the issuer's only RSA key, if it has exactly one.
+fn select<'a>(keys: &'a [Jwk], kid: Option<&str>) -> Option<&'a Jwk> {
+    match kid {
+        Some(kid) => keys.iter().find(|k| k.kid.as_deref() == Some(kid)),
+        None => {
+            let mut rsa = keys.iter().filter(|k| k.kty.as_deref() == Some("RSA"));
+            match (rsa.next(), rsa.next()) {
+                (Some(only), None) => Some(only),
+                _ => None,
+            }
+        }
+    }
+}
+
+/// The key must be an RSA signing key usable with RS256: a key published for another algorithm
+/// or for encryption is never used to verify, whatever the token's header says.
+fn to_decoding_key(jwk: &Jwk) -> Result<DecodingKey, VerifyError> {
+    let fits = jwk.kty.as_deref() == Some("RSA")
+        && jwk.alg.as_deref().is_none_or(|alg| alg == "RS256")
+        && jwk.usage.as_deref().is_none_or(|usage| usage == "sig");
+    let (true, Some(n), Some(e)) = (fits, jwk.n.as_deref(), jwk.e.as_deref()) else {
+        return Err(VerifyError::KeyTypeMismatch);
+    };
+    let modulus = URL_SAFE_NO_PAD
+        .decode(n)
+        .map_err(|_| VerifyError::KeyTypeMismatch)?;
+    let leading_zeros = modulus.iter().take_while(|b| **b == 0).count();
+    if (modulus.len() - leading_zeros) * 8 < MIN_RSA_MODULUS_BITS {
+        return Err(VerifyError::KeyTypeMismatch);
+    }
+    DecodingKey::from_rsa_components(n, e).map_err(|_| VerifyError::KeyTypeMismatch)
+}
+
+/// Issuer and JWKS URLs must be `https://`, or `http://` on a loopback host when `allow_http`
+/// is set (tests and dev mode). Credentials in the URL are refused: they would end up in logs.
+pub(crate) fn check_url(url: &Url, allow_http: bool) -> Result<(), String> {
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not contain credentials".into());
+    }
+    match url.scheme() {
+        "https" => {}
+        "http" if allow_http && is_loopback(url) => {}
+        "http" if allow_http => return Err("http is allowed only on a loopback host".into()),
+        "http" => return Err("must be https (http needs allow_http and a loopback host)".into()),
+        other => return Err(format!("unsupported scheme `{other}`")),
+    }
+    if url.host().is_none() {
+        return Err("has no host".into());
+    }
+    Ok(())
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_rules_accept_https_and_loopback_http_only() {
+        let cases = [
+            ("https://token.actions.githubusercontent.com", false, true),
+            ("https://example.com/x", true, true),
+            ("http://127.0.0.1:8080", true, true),
+            ("http://127.1.2.3:8080", true, true),
+            ("http://[::1]:8080", true, true),
+            ("http://localhost:8080", true, true),
+            ("http://LOCALHOST:8080", true, true),
+            ("http://127.0.0.1:8080", false, false),
+            ("http://example.com", true, false),
+            ("http://localhost.example.com", true, false),
+            ("http://10.0.0.1", true, false),
+            ("ftp://127.0.0.1", true, false),
+            ("https://user:pass@example.com", false, false),
+        ];
+        for (url, allow_http, ok) in cases {
+            let parsed = Url::parse(url).unwrap();
+            assert_eq!(
+                check_url(&parsed, allow_http).is_ok(),
+                ok,
+                "{url} allow_http={allow_http}"
+            );
+        }
+    }
+
+    fn rsa_jwk() -> Jwk {
+        let key = crate::sim::keys::RsaKeyPair::generate();
+        serde_json::from_value(key.public_jwk()).unwrap()
+    }
+
+    #[test]
+    fn only_rsa_signing_keys_for_rs256_become_decoding_keys() {
+        let good = rsa_jwk();
+        assert!(to_decoding_key(&good).is_ok());
+        let bad: Vec<(&str, Jwk)> = vec![
+            (
+                "ec key",
+                Jwk {
+                    kty: Some("EC".into()),
+                    ..good.clone()
+                },
+            ),
+            (
+                "no kty",
+                Jwk {
+                    kty: None,
+                    ..good.clone()
+                },
+            ),
+            (
+                "hs256 alg",
+                Jwk {
+                    alg: Some("HS256".into()),
+                    ..good.clone()
+                },
+            ),
+            (
+                "rs512 alg",
+                Jwk {
+                    alg: Some("RS512".into()),
+                    ..good.clone()
+                },
+            ),
+            (
+                "encryption key",
+                Jwk {
+                    usage: Some("enc".into()),
+                    ..good.clone()
+                },
+            ),
+            (
+                "no modulus",
+                Jwk {
+                    n: None,
+                    ..good.clone()
+                },
+            ),
+            (
+                "short modulus",
+                Jwk {
+                    n: Some(URL_SAFE_NO_PAD.encode([0xff_u8; 128])),
+                    ..good
+                },
+            ),
+        ];
+        for (name, jwk) in bad {
+            assert!(
+                matches!(to_decoding_key(&jwk), Err(VerifyError::KeyTypeMismatch)),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_token_without_kid_uses_the_only_rsa_key_and_nothing_else() {
+        let rsa = Jwk {
+            kid: Some("a".into()),
+            ..rsa_jwk()
+        };
+        let ec = Jwk {
+            kty: Some("EC".into()),
+            kid: Some("b".into()),
+            ..Jwk::default()
+        };
+        let one = [rsa.clone(), ec];
+        assert_eq!(select(&one, None).and_then(|k| k.kid.as_deref()), Some("a"));
+        let two = [
+            rsa.clone(),
+            Jwk {
+                kid: Some("c".into()),
+                ..rsa
+            },
+        ];
+        assert!(select(&two, None).is_none());
+        assert!(select(&[], None).is_none());
+        assert_eq!(
+            select(&two, Some("c")).and_then(|k| k.kid.as_deref()),
+            Some("c")
+        );
+        assert!(select(&two, Some("z")).is_none());
+    }
+
+    #[test]
+    fn jwks_parsing_skips_keys_it_cannot_read_and_refuses_non_sets() {
+        let keys =
+            parse_jwks(br#"{"keys":[{"kty":"RSA","kid":7},{"kty":"RSA","kid":"ok"}]}"#).unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].kid.as_deref(), Some("ok"));
+        assert!(parse_jwks(b"[]").is_err());
+        assert!(parse_jwks(b"{}").is_err());
+        assert!(parse_jwks(b"not json").is_err());
+    }
+}

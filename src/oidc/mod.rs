@@ -4,12 +4,49 @@
 //! protection is the caller's job, using [`VerifiedToken::replay_key`].
 
 mod keystore;
+#[cfg(test)]
+mod tests;
 pub mod unverified;
 
-pub use keystore::JwksCache;
+pub use keystore::{
+    JwksCache, JWKS_CACHE_TTL, JWKS_FAILURE_BACKOFF, JWKS_REFRESH_COOLDOWN, MAX_FETCH_BYTES,
+    MIN_RSA_MODULUS_BITS,
+};
 
+use std::collections::HashMap;
+use std::time::Duration;
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, Validation};
+use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
 use url::Url;
+
+/// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds. Runners' and the broker's clocks
+/// drift; GitHub facts ask for a small named leeway (at most 60 s). Keep replay-guard records at
+/// least `exp + JWT_LEEWAY`, or a token could be replayed in the leeway after its record expired.
+pub const JWT_LEEWAY: u64 = 60;
+
+/// The only signature algorithm accepted. GitHub signs Actions tokens with RS256 only; pinning it
+/// shuts out `alg: none`, HMAC-with-the-public-key confusion and algorithm downgrades.
+pub const ALLOWED_ALGORITHM: Algorithm = Algorithm::RS256;
+
+/// Time to establish a connection to an issuer. Verification waits on it, so it stays short.
+pub const FETCH_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Total time for one issuer request, body included.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Redirects followed per issuer request; only to the origin of the URL first requested, so a
+/// redirect cannot turn a configured issuer into a fetch of an arbitrary host.
+pub const MAX_FETCH_REDIRECTS: usize = 3;
+
+/// `User-Agent` of requests to issuers.
+pub const USER_AGENT: &str = concat!("sts-broker/", env!("CARGO_PKG_VERSION"));
+
+/// Claims jsonwebtoken must find before it validates anything (`iat` is checked by us: the crate
+/// ignores it).
+const REQUIRED_CLAIMS: [&str; 4] = ["exp", "iss", "aud", "sub"];
 
 /// Verified claims of an OIDC token: a JSON object.
 pub type Claims = serde_json::Map<String, serde_json::Value>;
@@ -103,20 +140,164 @@ impl VerifyError {
 
 /// Verifies OIDC tokens against the configured issuers' JWKS.
 pub struct OidcVerifier {
-    // filled in by the implementation
+    issuers: HashMap<String, IssuerSettings>,
+    keys: JwksCache,
+}
+
+impl std::fmt::Debug for OidcVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcVerifier")
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
 }
 
 impl OidcVerifier {
     /// Build from the configured issuers. Fails when an issuer URL is not https (or http on a
     /// loopback host with `allow_http`).
     pub fn new(issuers: Vec<IssuerSettings>) -> Result<Self, String> {
-        let _ = issuers;
-        unimplemented!("oidc verifier")
+        for settings in &issuers {
+            let name = &settings.issuer;
+            let url =
+                Url::parse(name).map_err(|e| format!("oidc issuer `{name}`: invalid url: {e}"))?;
+            keystore::check_url(&url, settings.allow_http)
+                .map_err(|e| format!("oidc issuer `{name}`: issuer url {e}"))?;
+            if let Some(jwks_url) = &settings.jwks_url {
+                keystore::check_url(jwks_url, settings.allow_http)
+                    .map_err(|e| format!("oidc issuer `{name}`: jwks_url {e}"))?;
+            }
+            if settings.audiences.iter().all(|aud| aud.is_empty()) {
+                return Err(format!("oidc issuer `{name}`: no audiences configured"));
+            }
+        }
+        let client = reqwest::Client::builder()
+            .use_rustls_tls()
+            .connect_timeout(FETCH_CONNECT_TIMEOUT)
+            .timeout(FETCH_TIMEOUT)
+            .user_agent(USER_AGENT)
+            .redirect(same_origin_redirects())
+            .build()
+            .map_err(|e| format!("oidc http client: {e}"))?;
+        let keys = JwksCache::new(client, &issuers)?;
+        let issuers = issuers
+            .into_iter()
+            .map(|settings| (settings.issuer.clone(), settings))
+            .collect();
+        Ok(Self { issuers, keys })
     }
 
     /// Verify signature and claims. Does not record the replay key.
+    #[tracing::instrument(skip_all, fields(oidc.issuer = tracing::field::Empty))]
     pub async fn verify(&self, token: &str) -> Result<VerifiedToken, VerifyError> {
-        let _ = token;
-        unimplemented!("oidc verify")
+        let unverified = unverified::decode(token)?;
+        // Before any lookup or network call: nothing but RS256 is ever worth a fetch.
+        if unverified.header.alg.parse::<Algorithm>().ok() != Some(ALLOWED_ALGORITHM) {
+            return Err(VerifyError::AlgorithmNotAllowed(unverified.header.alg));
+        }
+        let Some(claimed_issuer) = unverified.issuer else {
+            return Err(VerifyError::MissingClaim("iss"));
+        };
+        // Only configured issuers are looked up, so an unknown one costs no fetch.
+        let Some(settings) = self.issuers.get(&claimed_issuer) else {
+            return Err(VerifyError::UnknownIssuer);
+        };
+        tracing::Span::current().record("oidc.issuer", settings.issuer.as_str());
+        let key = self
+            .keys
+            .decoding_key(&settings.issuer, unverified.header.kid.as_deref())
+            .await?;
+
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation(settings))
+            .map_err(map_jwt_error)?;
+        let claims = data.claims;
+
+        let Some(iat) = claims.get("iat").and_then(numeric_date) else {
+            return Err(VerifyError::MissingClaim("iat"));
+        };
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        if iat > now.saturating_add(leeway_secs()) {
+            return Err(VerifyError::IssuedInFuture);
+        }
+        let expires_at = claims
+            .get("exp")
+            .and_then(numeric_date)
+            .and_then(|exp| OffsetDateTime::from_unix_timestamp(exp).ok())
+            .ok_or(VerifyError::MissingClaim("exp"))?;
+
+        let replay_key = match claims.get("jti").and_then(serde_json::Value::as_str) {
+            Some(jti) if !jti.is_empty() => jti.to_owned(),
+            _ => format!("sha256:{}", hex::encode(Sha256::digest(token.as_bytes()))),
+        };
+        Ok(VerifiedToken {
+            issuer: settings.issuer.clone(),
+            claims,
+            replay_key,
+            expires_at,
+        })
     }
+}
+
+/// Explicit validation, never `Validation::default()` (which would allow HS256).
+fn validation(settings: &IssuerSettings) -> Validation {
+    let mut validation = Validation::new(ALLOWED_ALGORITHM);
+    validation.set_issuer(&[&settings.issuer]);
+    validation.set_audience(&settings.audiences);
+    validation.set_required_spec_claims(&REQUIRED_CLAIMS);
+    validation.leeway = JWT_LEEWAY;
+    validation.validate_exp = true;
+    validation.validate_nbf = true;
+    validation.validate_aud = true;
+    validation
+}
+
+fn leeway_secs() -> i64 {
+    i64::try_from(JWT_LEEWAY).unwrap_or(i64::MAX)
+}
+
+/// A JWT NumericDate (RFC 7519 §2): seconds, possibly fractional; truncated to whole seconds.
+fn numeric_date(value: &serde_json::Value) -> Option<i64> {
+    value.as_i64().or_else(|| {
+        value
+            .as_f64()
+            .filter(|f| f.is_finite() && f.abs() < 1e15)
+            .map(|f| f as i64)
+    })
+}
+
+fn map_jwt_error(err: jsonwebtoken::errors::Error) -> VerifyError {
+    match err.into_kind() {
+        ErrorKind::ExpiredSignature => VerifyError::Expired,
+        ErrorKind::ImmatureSignature => VerifyError::NotYetValid,
+        ErrorKind::InvalidAudience => VerifyError::AudienceMismatch,
+        ErrorKind::InvalidSignature => VerifyError::BadSignature,
+        ErrorKind::InvalidIssuer => VerifyError::UnknownIssuer,
+        ErrorKind::InvalidRsaKey(_) | ErrorKind::InvalidKeyFormat => VerifyError::KeyTypeMismatch,
+        ErrorKind::MissingRequiredClaim(claim) => VerifyError::MissingClaim(match claim.as_str() {
+            "exp" => "exp",
+            "iss" => "iss",
+            "aud" => "aud",
+            "sub" => "sub",
+            "nbf" => "nbf",
+            _ => "unknown",
+        }),
+        _ => VerifyError::Malformed,
+    }
+}
+
+/// Follow at most [`MAX_FETCH_REDIRECTS`] redirects, each to the origin (scheme, host, port) of
+/// the URL first requested; anything else stops and surfaces as a non-2xx answer.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let Some(first) = attempt.previous().first() else {
+            return attempt.stop();
+        };
+        // `previous` holds the first URL too, so it has one entry more than redirects taken.
+        if attempt.previous().len() > MAX_FETCH_REDIRECTS
+            || attempt.url().origin() != first.origin()
+        {
+            attempt.stop()
+        } else {
+            attempt.follow()
+        }
+    })
 }

@@ -1,9 +1,37 @@
 //! A GitHub Actions-like OIDC issuer on loopback: discovery, JWKS and RS256 tokens with the
 //! claims GitHub puts in them (all strings). Also the Actions token-request endpoint
 //! (`ACTIONS_ID_TOKEN_REQUEST_URL`) so the client can be tested end to end.
+//!
+//! NOT FOR PRODUCTION: its keys live for one process and it signs whatever it is asked to.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest as _, Sha256};
 
 use crate::oidc::Claims;
-use std::net::SocketAddr;
+use crate::sim::keys::RsaKeyPair;
+
+/// Lifetime of simulated tokens, in seconds. GitHub has been seen issuing 5 min and 6 h tokens;
+/// the short one keeps tests honest about expiry.
+pub const TOKEN_LIFETIME_SECS: i64 = 300;
+
+/// How far `nbf` lies before `iat`, in seconds, as in GitHub's tokens.
+pub const NBF_BACKDATE_SECS: i64 = 300;
+
+/// Keys published at once: the current one and the previous one, like GitHub during a rotation.
+const PUBLISHED_KEYS: usize = 2;
 
 /// Claims of a GitHub Actions job, with sensible defaults; `to_claims` fills `iss`, `aud`, `iat`,
 /// `nbf` (= iat - 300, as GitHub does), `exp`, `jti` and `sub` (`repo:O/R:ref:REF`).
@@ -45,44 +73,397 @@ impl Default for ActionsJob {
     }
 }
 
+/// A JWKS body the simulator serves instead of its real keys (test knob).
+#[derive(Debug, Clone, PartialEq)]
+pub enum JwksBody {
+    /// Served as JSON.
+    Json(Value),
+    /// Served verbatim, e.g. something that is not JSON at all or is too large.
+    Raw(String),
+}
+
+impl From<Value> for JwksBody {
+    fn from(value: Value) -> Self {
+        Self::Json(value)
+    }
+}
+
+impl From<String> for JwksBody {
+    fn from(value: String) -> Self {
+        Self::Raw(value)
+    }
+}
+
 /// The issuer. Cheap to clone.
 #[derive(Clone)]
 pub struct OidcIssuerSimulator {
-    // filled in by the implementation
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for OidcIssuerSimulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcIssuerSimulator")
+            .field("issuer", &self.issuer())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    /// Published keys, oldest first; the last one signs.
+    keys: RwLock<Vec<RsaKeyPair>>,
+    issuer: RwLock<String>,
+    request_token: String,
+    job: RwLock<ActionsJob>,
+    jwks_override: RwLock<Option<JwksBody>>,
+    discovery_jwks_uri: RwLock<Option<String>>,
+    jwks_fetches: AtomicUsize,
+    discovery_fetches: AtomicUsize,
+}
+
+// The simulator's locks guard plain data that no panic can leave half-written, so a poisoned
+// lock is still safe to use.
+fn read<T: Clone>(lock: &RwLock<T>) -> T {
+    lock.read().unwrap_or_else(PoisonError::into_inner).clone()
+}
+
+fn write<T>(lock: &RwLock<T>, value: T) {
+    *lock.write().unwrap_or_else(PoisonError::into_inner) = value;
+}
+
+impl Default for OidcIssuerSimulator {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl OidcIssuerSimulator {
     /// A new issuer with a fresh RSA key.
     pub fn new() -> Self {
-        unimplemented!()
+        Self {
+            inner: Arc::new(Inner {
+                keys: RwLock::new(vec![RsaKeyPair::generate()]),
+                issuer: RwLock::new(String::new()),
+                request_token: format!("sim-actions-{}", uuid::Uuid::new_v4().simple()),
+                job: RwLock::new(ActionsJob::default()),
+                jwks_override: RwLock::new(None),
+                discovery_jwks_uri: RwLock::new(None),
+                jwks_fetches: AtomicUsize::new(0),
+                discovery_fetches: AtomicUsize::new(0),
+            }),
+        }
     }
 
     /// Serve discovery, JWKS and the Actions token-request endpoint on `127.0.0.1:0`.
     pub async fn start(&self) -> std::io::Result<RunningIssuer> {
-        unimplemented!()
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let addr = listener.local_addr()?;
+        let issuer = format!("http://{addr}");
+        write(&self.inner.issuer, issuer.clone());
+
+        let app = Router::new()
+            .route("/.well-known/openid-configuration", get(discovery))
+            .route("/.well-known/jwks", get(jwks))
+            .route("/actions/token", get(actions_token))
+            .with_state(self.clone());
+        let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = shutdown_rx.await;
+                })
+                .await;
+            if let Err(err) = served {
+                tracing::warn!(error = %err, "oidc issuer simulator stopped: {err}");
+            }
+        });
+        Ok(RunningIssuer {
+            addr,
+            issuer,
+            shutdown: Some(shutdown),
+            task,
+        })
     }
 
-    /// The `iss` of tokens (`http://127.0.0.1:PORT`); only valid after `start`.
+    /// The `iss` of tokens (`http://127.0.0.1:PORT`); only valid after `start` (empty before).
     pub fn issuer(&self) -> String {
-        unimplemented!()
+        read(&self.inner.issuer)
     }
 
     /// The full claims of a token for `job` and `audience`, valid for 5 minutes from now.
     pub fn claims_for(&self, job: &ActionsJob, audience: &str) -> Claims {
-        let _ = (job, audience);
-        unimplemented!()
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let repository = format!("{}/{}", job.owner, job.repo);
+        let workflow_ref = format!("{repository}/{}@{}", job.workflow_path, job.git_ref);
+        let sha = fake_sha(&format!("{repository}@{}", job.git_ref));
+        let workflow_sha = fake_sha(&workflow_ref);
+        let ref_type = if job.git_ref.starts_with("refs/tags/") {
+            "tag"
+        } else {
+            "branch"
+        };
+        let workflow = job
+            .workflow_path
+            .rsplit('/')
+            .next()
+            .and_then(|file| file.split('.').next())
+            .unwrap_or("ci");
+        let value = json!({
+            "jti": uuid::Uuid::new_v4().to_string(),
+            "sub": format!("repo:{repository}:ref:{}", job.git_ref),
+            "aud": audience,
+            "ref": job.git_ref,
+            "sha": sha,
+            "repository": repository,
+            "repository_owner": job.owner,
+            "repository_owner_id": job.owner_id,
+            "run_id": job.run_id,
+            "run_number": "1",
+            "run_attempt": "1",
+            "repository_visibility": "private",
+            "repository_id": job.repo_id,
+            "actor_id": fake_id(&job.actor),
+            "actor": job.actor,
+            "workflow": workflow,
+            "head_ref": "",
+            "base_ref": "",
+            "event_name": job.event_name,
+            "ref_protected": "false",
+            "ref_type": ref_type,
+            "workflow_ref": workflow_ref,
+            "workflow_sha": workflow_sha,
+            "job_workflow_ref": workflow_ref,
+            "job_workflow_sha": workflow_sha,
+            "runner_environment": "github-hosted",
+            "iss": self.issuer(),
+            "nbf": now - NBF_BACKDATE_SECS,
+            "exp": now + TOKEN_LIFETIME_SECS,
+            "iat": now,
+        });
+        match value {
+            Value::Object(claims) => claims,
+            _ => Claims::new(),
+        }
     }
 
     /// Sign arbitrary claims with the issuer key (RS256, the published `kid`).
     pub fn sign(&self, claims: &Claims) -> String {
-        let _ = claims;
-        unimplemented!()
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(self.current_kid());
+        #[expect(
+            clippy::expect_used,
+            reason = "an RS256 header with our RSA key always signs"
+        )]
+        self.sign_with_header(header, claims)
+            .expect("rs256 signing")
     }
 
     /// `sign(claims_for(job, audience))`.
     pub fn token_for(&self, job: &ActionsJob, audience: &str) -> String {
         self.sign(&self.claims_for(job, audience))
     }
+
+    /// Test knob: sign `claims` with the current key under an arbitrary `header` (e.g. RS512, no
+    /// `kid`, another `kid`). Fails when the header's `alg` does not fit an RSA key.
+    pub fn sign_with_header(
+        &self,
+        header: Header,
+        claims: &Claims,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        let key = self.current_key().encoding_key();
+        self.sign_with_key(header, &key, claims)
+    }
+
+    /// Test knob: sign `claims` with any `key` (another RSA key, an HMAC secret, an EC key).
+    pub fn sign_with_key(
+        &self,
+        header: Header,
+        key: &EncodingKey,
+        claims: &Claims,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        jsonwebtoken::encode(&header, claims, key)
+    }
+
+    /// Test knob: a token assembled from a raw header, claims and signature bytes, for what no
+    /// library will sign (`alg: none`, odd header fields).
+    pub fn craft_token(header: &Value, claims: &Claims, signature: &[u8]) -> String {
+        format!(
+            "{}.{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(Value::Object(claims.clone()).to_string()),
+            URL_SAFE_NO_PAD.encode(signature)
+        )
+    }
+
+    /// Test knob: a new key becomes current; the previous one stays published, older ones go.
+    pub fn rotate_key(&self) {
+        let mut keys = self
+            .inner
+            .keys
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        keys.push(RsaKeyPair::generate());
+        let excess = keys.len().saturating_sub(PUBLISHED_KEYS);
+        keys.drain(..excess);
+    }
+
+    /// Test knob: the key that signs now (its private half too: this is a simulator).
+    pub fn current_key(&self) -> RsaKeyPair {
+        let keys = self
+            .inner
+            .keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        #[expect(
+            clippy::expect_used,
+            reason = "the key list is created non-empty and only grows before trimming"
+        )]
+        keys.last().cloned().expect("at least one key")
+    }
+
+    /// `kid` of the signing key.
+    pub fn current_kid(&self) -> String {
+        self.current_key().kid
+    }
+
+    /// The JWKS the issuer publishes (ignoring any override).
+    pub fn jwks(&self) -> Value {
+        let keys = self
+            .inner
+            .keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        json!({ "keys": keys.iter().rev().map(RsaKeyPair::public_jwk).collect::<Vec<_>>() })
+    }
+
+    /// Test knob: how many times `/.well-known/jwks` was requested.
+    pub fn jwks_fetch_count(&self) -> usize {
+        self.inner.jwks_fetches.load(Ordering::SeqCst)
+    }
+
+    /// Test knob: how many times the discovery document was requested.
+    pub fn discovery_fetch_count(&self) -> usize {
+        self.inner.discovery_fetches.load(Ordering::SeqCst)
+    }
+
+    /// Test knob: serve `body` from `/.well-known/jwks` instead of the real keys (`None` restores).
+    pub fn set_jwks_override(&self, body: Option<JwksBody>) {
+        write(&self.inner.jwks_override, body);
+    }
+
+    /// Test knob: the `jwks_uri` the discovery document names (`None` = this issuer's own).
+    pub fn set_discovery_jwks_uri(&self, uri: Option<String>) {
+        write(&self.inner.discovery_jwks_uri, uri);
+    }
+
+    /// Test/dev knob: the job whose tokens `/actions/token` hands out.
+    pub fn set_actions_job(&self, job: ActionsJob) {
+        write(&self.inner.job, job);
+    }
+
+    /// The job whose tokens `/actions/token` hands out.
+    pub fn actions_job(&self) -> ActionsJob {
+        read(&self.inner.job)
+    }
+
+    /// The bearer token a runner would have in `ACTIONS_ID_TOKEN_REQUEST_TOKEN`.
+    pub fn actions_request_token(&self) -> String {
+        self.inner.request_token.clone()
+    }
+
+    /// What a runner would have in `ACTIONS_ID_TOKEN_REQUEST_URL`; the client appends
+    /// `&audience=...`. Only valid after `start`.
+    pub fn actions_token_url(&self) -> String {
+        format!("{}/actions/token?api-version=2.0", self.issuer())
+    }
+}
+
+/// A stand-in for a commit sha: 40 hex digits derived from `seed`, stable across runs.
+fn fake_sha(seed: &str) -> String {
+    hex::encode(Sha256::digest(seed.as_bytes()))[..40].to_owned()
+}
+
+/// A stable numeric id for a login, as a string like GitHub's id claims.
+fn fake_id(login: &str) -> String {
+    let digest = Sha256::digest(login.as_bytes());
+    let mut bytes = [0_u8; 4];
+    bytes.copy_from_slice(&digest[..4]);
+    (u32::from_be_bytes(bytes) % 100_000_000).to_string()
+}
+
+async fn discovery(State(sim): State<OidcIssuerSimulator>) -> Json<Value> {
+    sim.inner.discovery_fetches.fetch_add(1, Ordering::SeqCst);
+    let issuer = sim.issuer();
+    let jwks_uri =
+        read(&sim.inner.discovery_jwks_uri).unwrap_or_else(|| format!("{issuer}/.well-known/jwks"));
+    Json(json!({
+        "issuer": issuer,
+        "jwks_uri": jwks_uri,
+        "subject_types_supported": ["public", "pairwise"],
+        "response_types_supported": ["id_token"],
+        "claims_supported": [
+            "sub", "aud", "exp", "iat", "iss", "jti", "nbf", "ref", "sha", "repository",
+            "repository_id", "repository_owner", "repository_owner_id", "run_id", "run_number",
+            "run_attempt", "actor", "actor_id", "workflow", "workflow_ref", "workflow_sha",
+            "head_ref", "base_ref", "event_name", "ref_type", "ref_protected", "environment",
+            "job_workflow_ref", "job_workflow_sha", "repository_visibility", "runner_environment"
+        ],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "scopes_supported": ["openid"],
+    }))
+}
+
+async fn jwks(State(sim): State<OidcIssuerSimulator>) -> Response {
+    sim.inner.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+    match read(&sim.inner.jwks_override) {
+        Some(JwksBody::Json(value)) => Json(value).into_response(),
+        // Streamed in chunks without a Content-Length, so readers cannot size-check up front.
+        Some(JwksBody::Raw(body)) => {
+            let chunks: Vec<Result<Vec<u8>, std::io::Error>> = body
+                .into_bytes()
+                .chunks(8 * 1024)
+                .map(|chunk| Ok(chunk.to_vec()))
+                .collect();
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                axum::body::Body::from_stream(futures::stream::iter(chunks)),
+            )
+                .into_response()
+        }
+        None => Json(sim.jwks()).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    audience: Option<String>,
+}
+
+async fn actions_token(
+    State(sim): State<OidcIssuerSimulator>,
+    headers: HeaderMap,
+    Query(query): Query<TokenQuery>,
+) -> Response {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    if presented != Some(sim.inner.request_token.as_str()) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"message": "bad request token"})),
+        )
+            .into_response();
+    }
+    let job = sim.actions_job();
+    // GitHub's default audience is the URL of the repository owner.
+    let audience = query
+        .audience
+        .filter(|aud| !aud.is_empty())
+        .unwrap_or_else(|| format!("https://github.com/{}", job.owner));
+    let token = sim.token_for(&job, &audience);
+    Json(json!({ "value": token })).into_response()
 }
 
 /// An issuer bound to a port. Dropping it stops the server.
@@ -91,4 +472,235 @@ pub struct RunningIssuer {
     pub addr: SocketAddr,
     /// The issuer URL (`http://127.0.0.1:PORT`).
     pub issuer: String,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for RunningIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningIssuer")
+            .field("addr", &self.addr)
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for RunningIssuer {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        // Graceful shutdown waits for open keep-alive connections; aborting closes the listener now.
+        self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oidc::{IssuerSettings, OidcVerifier};
+
+    /// Custom claims GitHub sends, every one a JSON string (GitHub facts).
+    const STRING_CLAIMS: [&str; 26] = [
+        "actor",
+        "actor_id",
+        "base_ref",
+        "head_ref",
+        "ref",
+        "ref_type",
+        "ref_protected",
+        "sha",
+        "event_name",
+        "run_id",
+        "run_number",
+        "run_attempt",
+        "runner_environment",
+        "job_workflow_ref",
+        "job_workflow_sha",
+        "workflow",
+        "workflow_ref",
+        "workflow_sha",
+        "repository",
+        "repository_id",
+        "repository_owner",
+        "repository_owner_id",
+        "repository_visibility",
+        "sub",
+        "jti",
+        "aud",
+    ];
+
+    fn verifier(issuer: &str, audience: &str) -> OidcVerifier {
+        OidcVerifier::new(vec![IssuerSettings {
+            issuer: issuer.to_owned(),
+            audiences: vec![audience.to_owned()],
+            jwks_url: None,
+            allow_http: true,
+        }])
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn claims_look_like_github_actions_claims() {
+        let sim = OidcIssuerSimulator::new();
+        let running = sim.start().await.unwrap();
+        let job = ActionsJob {
+            owner: "Acme".into(),
+            repo: "deploy".into(),
+            git_ref: "refs/tags/v1".into(),
+            ..ActionsJob::default()
+        };
+        let claims = sim.claims_for(&job, "atmos-pro.com");
+
+        for name in STRING_CLAIMS {
+            assert!(claims[name].is_string(), "{name} is not a string");
+        }
+        assert_eq!(claims["iss"], json!(running.issuer));
+        assert_eq!(claims["aud"], json!("atmos-pro.com"));
+        assert_eq!(claims["sub"], json!("repo:Acme/deploy:ref:refs/tags/v1"));
+        assert_eq!(claims["repository"], json!("Acme/deploy"));
+        assert_eq!(claims["repository_owner_id"], json!("1001"));
+        assert_eq!(claims["ref_type"], json!("tag"));
+        assert_eq!(
+            claims["workflow_ref"],
+            json!("Acme/deploy/.github/workflows/ci.yml@refs/tags/v1")
+        );
+        assert_eq!(claims["job_workflow_ref"], claims["workflow_ref"]);
+        let iat = claims["iat"].as_i64().unwrap();
+        assert_eq!(claims["nbf"].as_i64(), Some(iat - 300));
+        assert_eq!(claims["exp"].as_i64(), Some(iat + 300));
+        assert_ne!(
+            claims["jti"],
+            sim.claims_for(&job, "atmos-pro.com")["jti"],
+            "jti must be fresh per token"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_actions_endpoint_needs_the_request_token() {
+        let sim = OidcIssuerSimulator::new();
+        let running = sim.start().await.unwrap();
+        let client = reqwest::Client::new();
+        let url = format!("{}&audience=atmos-pro.com", sim.actions_token_url());
+        assert!(url.starts_with(&running.issuer));
+
+        let right = sim.actions_request_token();
+        let cases = [
+            (None, StatusCode::UNAUTHORIZED),
+            (Some("Bearer wrong".to_owned()), StatusCode::UNAUTHORIZED),
+            (Some(format!("Basic {right}")), StatusCode::UNAUTHORIZED),
+            (Some(right.clone()), StatusCode::UNAUTHORIZED),
+            (Some(format!("Bearer {right}")), StatusCode::OK),
+            (Some(format!("bearer {right}")), StatusCode::OK),
+            (Some(format!("BEARER {right}")), StatusCode::OK),
+        ];
+        for (authorization, expected) in cases {
+            let mut request = client.get(&url);
+            if let Some(value) = &authorization {
+                request = request.header("authorization", value);
+            }
+            let status = request.send().await.unwrap().status();
+            assert_eq!(status.as_u16(), expected.as_u16(), "{authorization:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_actions_endpoint_hands_out_verifiable_tokens_for_the_configured_job() {
+        let sim = OidcIssuerSimulator::new();
+        let running = sim.start().await.unwrap();
+        sim.set_actions_job(ActionsJob {
+            owner: "globex".into(),
+            owner_id: "7".into(),
+            ..ActionsJob::default()
+        });
+        let client = reqwest::Client::new();
+        let fetch = |url: String| {
+            let request = client
+                .get(url)
+                .bearer_auth(sim.actions_request_token())
+                .send();
+            async move {
+                let body: Value = request.await.unwrap().json().await.unwrap();
+                body["value"].as_str().unwrap().to_owned()
+            }
+        };
+
+        let token = fetch(format!(
+            "{}&audience=atmos-pro.com",
+            sim.actions_token_url()
+        ))
+        .await;
+        let verified = verifier(&running.issuer, "atmos-pro.com")
+            .verify(&token)
+            .await
+            .unwrap();
+        assert_eq!(verified.claims["repository_owner"], json!("globex"));
+        assert_eq!(verified.claims["repository_owner_id"], json!("7"));
+
+        // Without `audience`, GitHub's default: the owner's URL.
+        let token = fetch(sim.actions_token_url()).await;
+        verifier(&running.issuer, "https://github.com/globex")
+            .verify(&token)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn discovery_and_jwks_publish_the_current_and_previous_keys() {
+        let sim = OidcIssuerSimulator::new();
+        let running = sim.start().await.unwrap();
+        let client = reqwest::Client::new();
+        let get = |path: &str| {
+            let request = client.get(format!("{}{path}", running.issuer)).send();
+            async move { request.await.unwrap().json::<Value>().await.unwrap() }
+        };
+
+        let discovery = get("/.well-known/openid-configuration").await;
+        assert_eq!(discovery["issuer"], json!(running.issuer));
+        assert_eq!(
+            discovery["jwks_uri"],
+            json!(format!("{}/.well-known/jwks", running.issuer))
+        );
+        assert_eq!(
+            discovery["id_token_signing_alg_values_supported"],
+            json!(["RS256"])
+        );
+
+        let first = sim.current_kid();
+        sim.rotate_key();
+        let second = sim.current_kid();
+        sim.rotate_key();
+        let third = sim.current_kid();
+        let jwks = get("/.well-known/jwks").await;
+        let kids: Vec<&str> = jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap())
+            .collect();
+        assert_eq!(kids, [third.as_str(), second.as_str()]);
+        assert!(!kids.contains(&first.as_str()));
+        assert_eq!(sim.jwks_fetch_count(), 1);
+        assert_eq!(sim.discovery_fetch_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn dropping_the_running_issuer_stops_the_server() {
+        let sim = OidcIssuerSimulator::new();
+        let running = sim.start().await.unwrap();
+        let addr = running.addr;
+        assert!(tokio::net::TcpStream::connect(addr).await.is_ok());
+        drop(running);
+
+        // The abort lands when the runtime next polls the server task; give it a few turns.
+        let mut refused = false;
+        for _ in 0..50 {
+            if tokio::net::TcpStream::connect(addr).await.is_err() {
+                refused = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(refused, "server still accepting connections after drop");
+    }
 }

@@ -300,6 +300,16 @@ impl CompiledPolicy {
                 }
             }
 
+            // github-facts: bind on ids, which survive renames and cannot be re-registered.
+            if !model::binds_an_id(rule) {
+                warnings.push(format!(
+                    "rule {} binds the owner by login only: if the account is renamed or deleted, \
+                     whoever registers the login gets this rule; add repository_owner_id to bind \
+                     the immutable id",
+                    rule.name
+                ));
+            }
+
             let mut grants: Vec<(String, RepoSelector)> = Vec::new();
             for repo in &rule.repositories {
                 let whole = repo.name.chars().all(|c| c == '*');

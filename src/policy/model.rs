@@ -628,6 +628,21 @@ fn binds_owner(claim: &str, values: &[MatchValue]) -> bool {
         })
 }
 
+/// Claims holding immutable numeric ids, which survive renames and cannot be re-registered.
+const ID_CLAIMS: &[&str] = &["repository_owner_id", "repository_id"];
+
+/// Does the rule pin the caller by an immutable id, not only by a login?
+pub(crate) fn binds_an_id(rule: &RuleDocument) -> bool {
+    ID_CLAIMS.iter().any(|claim| {
+        rule.match_claims.get(*claim).is_some_and(|values| {
+            !values.is_empty()
+                && values
+                    .iter()
+                    .all(|v| matches!(v, MatchValue::String(s) if !has_glob(s)))
+        })
+    })
+}
+
 /// `https`, or `http` for a loopback host, mirroring the `allow_http` exception for OIDC
 /// issuers: the built-in simulator and tests run plain-HTTP issuers on loopback.
 fn check_issuer(s: &str) -> Result<(), String> {

@@ -1024,3 +1024,62 @@ fn fixture_policies_compile_or_fail_as_their_names_say() {
         "no invalid fixtures in {dir:?}"
     );
 }
+
+#[test]
+fn the_release_tag_example_of_the_docs_behaves_as_documented() {
+    let policy = compile(
+        r#"
+rules:
+  - name: release-tap
+    match:
+      repository_owner_id: "1001"
+      repository: acme/app
+      ref_protected: true
+    match_patterns:
+      ref: 'refs/tags/v[0-9]+\.[0-9]+\.[0-9]+'
+    grant:
+      repositories: [acme/homebrew-tap]
+      permissions: {contents: write, pull_requests: write}
+"#,
+    );
+    let tap = repo("acme/homebrew-tap");
+    let app = |r: &str| claims_with(json!({"repository": "acme/app", "ref": r}));
+    assert_eq!(
+        policy.decide(GH, &app("refs/tags/v1.2.3"), &tap),
+        RepoDecision::Granted {
+            permissions: perms(&[("contents", Level::Write), ("pull_requests", Level::Write)]),
+            rules: vec!["release-tap".to_owned()],
+        }
+    );
+    let deny = |reason: &str| RepoDecision::Denied {
+        reasons: vec![format!("rule release-tap: {reason}")],
+    };
+    assert_eq!(
+        policy.decide(GH, &app("refs/tags/v1.2.3-rc1"), &tap),
+        deny("claim ref does not match")
+    );
+    assert_eq!(
+        policy.decide(GH, &base_claims(), &tap),
+        deny("claim repository does not match")
+    );
+
+    let errs = errors(
+        r#"
+rules:
+  - name: release-tap
+    match:
+      ref_protected: true
+    match_patterns:
+      repository: 'acme/app'
+    grant:
+      repositories: [acme/homebrew-tap]
+      permissions: {contents: writ}
+"#,
+    );
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(errs[0].starts_with("rules[0].match: does not bind the caller's owner"));
+    assert_eq!(
+        errs[1],
+        r#"rules[0].grant.permissions.contents: level "writ" is not one of read, write"#
+    );
+}

@@ -4,12 +4,19 @@
 //! repositories with permissions. See `docs/policies.md` for the format. Knows nothing about
 //! axum, the store or GitHub.
 
+mod matcher;
 mod model;
 mod permissions;
 
-pub use model::{PolicyDocument, RuleDocument};
-pub use permissions::{Level, PermissionSet};
+pub use matcher::{MAX_REGEX_LEN, REGEX_SIZE_LIMIT};
+pub use model::{
+    MatchValue, PolicyDocument, RepoPattern, RuleDocument, MAX_COMPILED_MATCHERS, MAX_POLICY_BYTES,
+    MAX_RULES, MAX_RULE_NAME_LEN,
+};
+pub use permissions::{Level, PermissionScope, PermissionSet};
 
+use matcher::{compile_glob, compile_pattern, has_glob, is_login_claim, name_glob_matches};
+use matcher::{ClaimMatcher, Mismatch, Test, ValueMatcher};
 use serde_json::{Map, Value};
 
 /// Caller's claims (a JSON object). Only string and bool values ever match.
@@ -35,6 +42,31 @@ impl PolicyFormat {
             Self::Yaml => "yaml",
         }
     }
+
+    /// The inverse of [`as_str`](Self::as_str), for reading a stored policy back.
+    pub fn from_stored(s: &str) -> Option<Self> {
+        match s {
+            "json" => Some(Self::Json),
+            "yaml" => Some(Self::Yaml),
+            _ => None,
+        }
+    }
+
+    /// From a `Content-Type` header value (parameters such as `charset` ignored).
+    pub fn from_content_type(content_type: &str) -> Option<Self> {
+        let essence = content_type.split(';').next().unwrap_or_default().trim();
+        let essence = essence.to_ascii_lowercase();
+        match essence.as_str() {
+            "application/json" => Some(Self::Json),
+            "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" => {
+                Some(Self::Yaml)
+            }
+            _ if essence.starts_with("application/") && essence.ends_with("+json") => {
+                Some(Self::Json)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// `owner/name` of a repository, as the caller or policy wrote it.
@@ -47,11 +79,17 @@ pub struct RepoRef {
 }
 
 impl RepoRef {
-    /// Parse `owner/name`; `None` unless exactly one `/` with non-empty parts of GitHub's
-    /// allowed characters.
+    /// Parse `owner/name`; `None` unless exactly one `/` with an owner of 1–39 letters, digits
+    /// or `-`, and a name of 1–100 letters, digits, `.`, `_` or `-` other than `.` and `..`.
     pub fn parse(s: &str) -> Option<Self> {
-        let _ = s;
-        unimplemented!("RepoRef::parse")
+        let (owner, name) = s.split_once('/')?;
+        if !model::valid_owner(owner) || !model::valid_repo_name(name) {
+            return None;
+        }
+        Some(Self {
+            owner: owner.to_owned(),
+            name: name.to_owned(),
+        })
     }
 }
 
@@ -62,7 +100,7 @@ impl std::fmt::Display for RepoRef {
 }
 
 /// Which repositories of an owner a grant covers.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RepoSelector {
     /// `owner/*`: the whole installation.
     All,
@@ -73,13 +111,15 @@ pub enum RepoSelector {
 impl RepoSelector {
     /// Does the selector cover repository `name` (case-insensitive, as GitHub names are)?
     pub fn matches(&self, name: &str) -> bool {
-        let _ = name;
-        unimplemented!("RepoSelector::matches")
+        match self {
+            Self::All => !name.is_empty() && !name.contains('/'),
+            Self::Patterns(patterns) => patterns.iter().any(|p| name_glob_matches(p, name)),
+        }
     }
 }
 
 /// What one matching rule grants on one owner.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
     /// Rule name.
     pub rule: String,
@@ -112,33 +152,280 @@ pub enum RepoDecision {
     NotGranted,
 }
 
+/// Claims GitHub Actions puts in its OIDC tokens (github-facts.md). A `match` on anything else
+/// (`refs` for `ref`) can never be satisfied by a GitHub Actions caller, so it earns a warning.
+const KNOWN_CLAIMS: &[&str] = &[
+    "iss",
+    "aud",
+    "sub",
+    "exp",
+    "iat",
+    "nbf",
+    "jti",
+    "actor",
+    "actor_id",
+    "base_ref",
+    "head_ref",
+    "ref",
+    "ref_type",
+    "ref_protected",
+    "sha",
+    "event_name",
+    "run_id",
+    "run_number",
+    "run_attempt",
+    "runner_environment",
+    "environment",
+    "job_workflow_ref",
+    "job_workflow_sha",
+    "workflow",
+    "workflow_ref",
+    "workflow_sha",
+    "repository",
+    "repository_id",
+    "repository_owner",
+    "repository_owner_id",
+    "repository_visibility",
+    "enterprise",
+    "enterprise_id",
+    "check_run_id",
+];
+
+/// Prefix of GitHub's custom-property claims (`repo_property_team`).
+const REPO_PROPERTY_CLAIM_PREFIX: &str = "repo_property_";
+
+/// One rule, ready to evaluate.
+#[derive(Debug, Clone)]
+struct CompiledRule {
+    name: String,
+    issuer: String,
+    /// `match` entries, then `match_patterns` entries, each in claim-name order.
+    matchers: Vec<ClaimMatcher>,
+    /// One selector per owner (owners compared case-insensitively, first spelling kept).
+    grants: Vec<(String, RepoSelector)>,
+    permissions: PermissionSet,
+}
+
+impl CompiledRule {
+    fn covers(&self, repo: &RepoRef) -> bool {
+        self.grants
+            .iter()
+            .any(|(owner, sel)| owner.eq_ignore_ascii_case(&repo.owner) && sel.matches(&repo.name))
+    }
+
+    /// `Ok` if the caller satisfies the rule, else why not. The reason names the first failing
+    /// check only, never a claim value: reasons go to logs and audit.
+    fn check(&self, issuer: &str, claims: &Claims) -> Result<(), String> {
+        if issuer != self.issuer {
+            return Err("issuer does not match".to_owned());
+        }
+        for m in &self.matchers {
+            if let Err(e) = m.check(claims) {
+                let claim = &m.claim;
+                return Err(match e {
+                    Mismatch::Missing => format!("claim {claim} is missing"),
+                    Mismatch::NotAString => format!("claim {claim} is not a string or bool"),
+                    Mismatch::NoMatch => format!("claim {claim} does not match"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A policy that passed validation. Cheap to evaluate; build once per stored version.
 #[derive(Debug, Clone)]
 pub struct CompiledPolicy {
-    // filled in by the implementation
+    document: PolicyDocument,
+    rules: Vec<CompiledRule>,
+    warnings: Vec<String>,
 }
 
 impl CompiledPolicy {
     /// Parse and compile. Every problem is reported, not just the first.
     pub fn from_source(source: &str, format: PolicyFormat) -> Result<Self, Vec<String>> {
-        let _ = (source, format);
-        unimplemented!("CompiledPolicy::from_source")
+        let document = PolicyDocument::parse(source, format)?;
+        Self::compile(document)
+    }
+
+    /// Compile a validated document. Private: a hand-built document has skipped validation
+    /// (owner binding among it).
+    fn compile(document: PolicyDocument) -> Result<Self, Vec<String>> {
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        let mut rules = Vec::with_capacity(document.rules.len());
+        for rule in &document.rules {
+            let mut matchers = Vec::new();
+            for (claim, values) in &rule.match_claims {
+                let ci = is_login_claim(claim);
+                let mut compiled = Vec::with_capacity(values.len());
+                for v in values {
+                    compiled.push(match v {
+                        MatchValue::Bool(b) => ValueMatcher::Bool(*b),
+                        MatchValue::String(s) if has_glob(s) => match compile_glob(s, ci) {
+                            Ok(re) => ValueMatcher::Glob(re),
+                            Err(e) => {
+                                errors.push(format!("rule {}: match.{claim}: {e}", rule.name));
+                                continue;
+                            }
+                        },
+                        MatchValue::String(s) => ValueMatcher::Exact(s.clone()),
+                    });
+                }
+                matchers.push(ClaimMatcher {
+                    claim: claim.clone(),
+                    test: Test::AnyOf(compiled),
+                });
+            }
+            for (claim, pattern) in &rule.match_patterns {
+                match compile_pattern(pattern, is_login_claim(claim)) {
+                    Ok(re) => matchers.push(ClaimMatcher {
+                        claim: claim.clone(),
+                        test: Test::Pattern(re),
+                    }),
+                    Err(e) => {
+                        errors.push(format!("rule {}: match_patterns.{claim}: {e}", rule.name))
+                    }
+                }
+            }
+            for claim in rule.match_claims.keys().chain(rule.match_patterns.keys()) {
+                if !KNOWN_CLAIMS.contains(&claim.as_str())
+                    && !claim.starts_with(REPO_PROPERTY_CLAIM_PREFIX)
+                {
+                    warnings.push(format!(
+                        "rule {} matches claim {claim}, which GitHub Actions tokens do not carry: \
+                         the rule never matches a caller without it",
+                        rule.name
+                    ));
+                }
+            }
+
+            // github-facts: bind on ids, which survive renames and cannot be re-registered.
+            if !model::binds_an_id(rule) {
+                warnings.push(format!(
+                    "rule {} binds the owner by login only: if the account is renamed or deleted, \
+                     whoever registers the login gets this rule; add repository_owner_id to bind \
+                     the immutable id",
+                    rule.name
+                ));
+            }
+
+            let mut grants: Vec<(String, RepoSelector)> = Vec::new();
+            for repo in &rule.repositories {
+                let whole = repo.name.chars().all(|c| c == '*');
+                let idx = match grants
+                    .iter()
+                    .position(|(o, _)| o.eq_ignore_ascii_case(&repo.owner))
+                {
+                    Some(idx) => idx,
+                    None => {
+                        grants.push((repo.owner.clone(), RepoSelector::Patterns(Vec::new())));
+                        grants.len() - 1
+                    }
+                };
+                let sel = &mut grants[idx].1;
+                match sel {
+                    RepoSelector::All => {}
+                    _ if whole => *sel = RepoSelector::All,
+                    RepoSelector::Patterns(ps) => ps.push(repo.name.clone()),
+                }
+            }
+            for (owner, sel) in &grants {
+                if *sel == RepoSelector::All {
+                    warnings.push(format!(
+                        "rule {} grants {owner}/*: the whole installation, including repositories \
+                         created later",
+                        rule.name
+                    ));
+                }
+            }
+            for key in rule.permissions.0.keys() {
+                match permissions::scope(key) {
+                    Some(PermissionScope::Organization) => warnings.push(format!(
+                        "rule {} grants organization permission {key}: reaches the whole \
+                         organization, not only the granted repositories",
+                        rule.name
+                    )),
+                    Some(PermissionScope::User) => warnings.push(format!(
+                        "rule {} grants user permission {key}: acts on the account of the user \
+                         who owns the installation",
+                        rule.name
+                    )),
+                    Some(PermissionScope::Repository) | None => {}
+                }
+            }
+
+            rules.push(CompiledRule {
+                name: rule.name.clone(),
+                issuer: rule.issuer.clone(),
+                matchers,
+                grants,
+                permissions: rule.permissions.clone(),
+            });
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Self {
+            document,
+            rules,
+            warnings,
+        })
     }
 
     /// Non-fatal findings (organization-level permissions, very broad grants).
     pub fn warnings(&self) -> &[String] {
-        unimplemented!("warnings")
+        &self.warnings
+    }
+
+    /// The validated document the policy was compiled from.
+    pub fn document(&self) -> &PolicyDocument {
+        &self.document
+    }
+
+    /// The policy's `description`, if any.
+    pub fn description(&self) -> Option<&str> {
+        self.document.description.as_deref()
     }
 
     /// The verdict for `repo` for a caller from `issuer` with `claims`.
     pub fn decide(&self, issuer: &str, claims: &Claims, repo: &RepoRef) -> RepoDecision {
-        let _ = (issuer, claims, repo);
-        unimplemented!("decide")
+        let mut granted: Option<(PermissionSet, Vec<String>)> = None;
+        let mut reasons = Vec::new();
+        for rule in self.rules.iter().filter(|r| r.covers(repo)) {
+            match rule.check(issuer, claims) {
+                Ok(()) => {
+                    let (permissions, names) = granted.get_or_insert_with(Default::default);
+                    permissions.merge(&rule.permissions);
+                    names.push(rule.name.clone());
+                }
+                Err(reason) => reasons.push(format!("rule {}: {reason}", rule.name)),
+            }
+        }
+        match granted {
+            Some((permissions, rules)) => RepoDecision::Granted { permissions, rules },
+            None if reasons.is_empty() => RepoDecision::NotGranted,
+            None => RepoDecision::Denied { reasons },
+        }
     }
 
-    /// Everything the caller's matching rules grant (for a mint without `sources`).
+    /// Everything the caller's matching rules grant (for a mint without `sources`): one
+    /// [`Grant`] per (matching rule, owner), in policy order.
     pub fn grants(&self, issuer: &str, claims: &Claims) -> Vec<Grant> {
-        let _ = (issuer, claims);
-        unimplemented!("grants")
+        self.rules
+            .iter()
+            .filter(|r| r.check(issuer, claims).is_ok())
+            .flat_map(|r| {
+                r.grants.iter().map(|(owner, sel)| Grant {
+                    rule: r.name.clone(),
+                    owner: owner.clone(),
+                    repositories: sel.clone(),
+                    permissions: r.permissions.clone(),
+                })
+            })
+            .collect()
     }
 }
+
+#[cfg(test)]
+mod tests;

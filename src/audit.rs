@@ -69,7 +69,11 @@ pub struct AuditToken {
     #[serde(default)]
     pub permissions: BTreeMap<String, String>,
     /// RFC 3339 expiry.
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
     pub expires_at: Option<OffsetDateTime>,
 }
 

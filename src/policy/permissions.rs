@@ -31,7 +31,10 @@ pub struct PermissionSet(pub BTreeMap<String, Level>);
 impl PermissionSet {
     /// As GitHub's JSON object (`{"contents": "read"}`).
     pub fn to_strings(&self) -> BTreeMap<String, String> {
-        self.0.iter().map(|(k, v)| (k.clone(), v.as_str().to_owned())).collect()
+        self.0
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().to_owned()))
+            .collect()
     }
 
     /// Union, keeping the highest level per key.

@@ -24,7 +24,9 @@ pub struct RsaKeyPair {
 
 impl std::fmt::Debug for RsaKeyPair {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RsaKeyPair").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("RsaKeyPair")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -32,7 +34,10 @@ impl RsaKeyPair {
     /// Generate a new 2048-bit key.
     pub fn generate() -> Self {
         let mut rng = rand::thread_rng();
-        #[expect(clippy::expect_used, reason = "key generation with a working OS rng cannot fail")]
+        #[expect(
+            clippy::expect_used,
+            reason = "key generation with a working OS rng cannot fail"
+        )]
         let private = RsaPrivateKey::new(&mut rng, RSA_BITS).expect("rsa key generation");
         let kid = uuid::Uuid::new_v4().simple().to_string();
         Self { private, kid }
@@ -46,21 +51,29 @@ impl RsaKeyPair {
     /// PKCS#8 PEM of the private key.
     pub fn private_pkcs8_pem(&self) -> SecretString {
         #[expect(clippy::expect_used, reason = "encoding a valid key cannot fail")]
-        let pem = self.private.to_pkcs8_pem(LineEnding::LF).expect("pkcs8 pem");
+        let pem = self
+            .private
+            .to_pkcs8_pem(LineEnding::LF)
+            .expect("pkcs8 pem");
         SecretString::from(pem.to_string())
     }
 
     /// PKCS#1 PEM of the private key (`BEGIN RSA PRIVATE KEY`, what GitHub hands out).
     pub fn private_pkcs1_pem(&self) -> SecretString {
         #[expect(clippy::expect_used, reason = "encoding a valid key cannot fail")]
-        let pem = self.private.to_pkcs1_pem(LineEnding::LF).expect("pkcs1 pem");
+        let pem = self
+            .private
+            .to_pkcs1_pem(LineEnding::LF)
+            .expect("pkcs1 pem");
         SecretString::from(pem.to_string())
     }
 
     /// SPKI PEM of the public key.
     pub fn public_pem(&self) -> String {
         #[expect(clippy::expect_used, reason = "encoding a valid key cannot fail")]
-        self.public_key().to_public_key_pem(LineEnding::LF).expect("spki pem")
+        self.public_key()
+            .to_public_key_pem(LineEnding::LF)
+            .expect("spki pem")
     }
 
     /// `jsonwebtoken` signing key.

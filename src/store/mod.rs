@@ -3,11 +3,13 @@
 //!
 //! All timestamps are stored as BIGINT epoch milliseconds (UTC). The store knows nothing about HTTP.
 
-mod model;
-mod postgres;
-mod sqlite;
+mod codec;
 #[cfg(test)]
 mod conformance;
+mod model;
+mod postgres;
+mod rows;
+mod sqlite;
 
 pub use model::*;
 
@@ -15,6 +17,10 @@ use crate::audit::AuditEvent;
 use async_trait::async_trait;
 use std::sync::Arc;
 use time::OffsetDateTime;
+
+/// Largest page `list_audit` returns (and the smallest is 1), whatever the caller asks: bounds
+/// the memory and time one admin request can claim.
+pub const MAX_AUDIT_PAGE: u32 = 500;
 
 /// What can go wrong in the store, in domain terms.
 #[derive(Debug, thiserror::Error)]
@@ -95,12 +101,17 @@ pub trait Store: Send + Sync + 'static {
     /// `NotFound` when the workspace does not exist.
     async fn put_policy(&self, new: &NewPolicy) -> StoreResult<StoredPolicy>;
     /// The current version, or `None` if absent or deleted.
-    async fn get_policy(&self, workspace_id: &str, name: &str) -> StoreResult<Option<StoredPolicy>>;
+    async fn get_policy(&self, workspace_id: &str, name: &str)
+        -> StoreResult<Option<StoredPolicy>>;
     /// Current versions of all live policies of a workspace, ordered by name.
     async fn list_policies(&self, workspace_id: &str) -> StoreResult<Vec<StoredPolicy>>;
     /// Mark the policy deleted (history kept). `false` if it was absent or already deleted.
-    async fn delete_policy(&self, workspace_id: &str, name: &str, at: OffsetDateTime)
-        -> StoreResult<bool>;
+    async fn delete_policy(
+        &self,
+        workspace_id: &str,
+        name: &str,
+        at: OffsetDateTime,
+    ) -> StoreResult<bool>;
 
     // ---- exchange ----
     /// In one transaction: record the OIDC token's replay key, create the session, append the
@@ -122,8 +133,11 @@ pub trait Store: Send + Sync + 'static {
     /// is written.
     async fn record_issuance(&self, tokens: &[IssuedToken], audit: &AuditEvent) -> StoreResult<()>;
     /// Token rows of a workspace matching the filter, newest first.
-    async fn list_tokens(&self, workspace_id: &str, filter: &TokenFilter)
-        -> StoreResult<Vec<IssuedToken>>;
+    async fn list_tokens(
+        &self,
+        workspace_id: &str,
+        filter: &TokenFilter,
+    ) -> StoreResult<Vec<IssuedToken>>;
     /// Set `revoked_at` on the given ids that are not revoked yet; returns how many changed.
     async fn mark_tokens_revoked(&self, ids: &[String], at: OffsetDateTime) -> StoreResult<u64>;
     /// Housekeeping: clear `sealed_token` of tokens expired before `now` (nothing left to revoke),
@@ -133,7 +147,8 @@ pub trait Store: Send + Sync + 'static {
     // ---- audit ----
     /// Append one event.
     async fn append_audit(&self, event: &AuditEvent) -> StoreResult<()>;
-    /// Events of a workspace, newest first; `before` is a cursor from a previous page.
+    /// Events of a workspace, newest first; `before` is a cursor from a previous page (only
+    /// events older than it are returned). `limit` is clamped to `1..=MAX_AUDIT_PAGE`.
     async fn list_audit(
         &self,
         workspace_id: &str,

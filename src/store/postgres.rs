@@ -26,7 +26,7 @@ use time::OffsetDateTime;
 /// exhausted, failing fast (503 from `/readyz`, 500 on a request) beats piling up requests.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How often a check-then-insert is retried after losing a race to another process (a unique
+/// How often `link_installation` is retried after losing a race to another process (a unique
 /// violation on insert). The retry re-reads the winner's row and then answers precisely; more
 /// than a couple of losses in a row means something else is wrong.
 const RACE_RETRIES: usize = 3;
@@ -131,30 +131,6 @@ impl PgStore {
         };
         tx.commit().await?;
         Ok(Some(row))
-    }
-
-    /// One attempt at `put_policy`; `None` when a concurrent put claimed the same version.
-    async fn put_policy_once(&self, new: &NewPolicy) -> StoreResult<Option<PolicyRow>> {
-        // One statement computes and claims the next version; a concurrent put that computed
-        // the same number fails on the primary key once the first commits.
-        let inserted = sqlx::query_as::<_, PolicyRow>(
-            r#"insert into policy_versions (workspace_id, name, version, source, format, created_at)
-               select $1, $2, coalesce(max(version), 0) + 1, $3, $4, $5
-               from policy_versions where workspace_id = $1 and name = $2
-               returning workspace_id, name, version, source, format, created_at"#,
-        )
-        .bind(&new.workspace_id)
-        .bind(&new.name)
-        .bind(&new.source)
-        .bind(&new.format)
-        .bind(to_ms(new.created_at))
-        .fetch_one(&self.pool)
-        .await;
-        match inserted {
-            Ok(row) => Ok(Some(row)),
-            Err(e) if is_unique_violation(&e) => Ok(None),
-            Err(e) => Err(missing_or_backend(e, "workspace")),
-        }
     }
 }
 
@@ -317,12 +293,39 @@ impl Store for PgStore {
     }
 
     async fn put_policy(&self, new: &NewPolicy) -> StoreResult<StoredPolicy> {
-        for _ in 0..RACE_RETRIES {
-            if let Some(row) = self.put_policy_once(new).await? {
-                return row.into_model();
-            }
+        let mut tx = self.pool.begin().await?;
+        // Locking the workspace row serialises puts to one workspace across processes, so two
+        // puts never compute the same next version. `no key update` leaves the row's key share
+        // locks (foreign-key checks of concurrent session and token inserts) unblocked.
+        let workspace = sqlx::query(r#"select id from workspaces where id = $1 for no key update"#)
+            .bind(&new.workspace_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if workspace.is_none() {
+            return Err(StoreError::NotFound("workspace".to_owned()));
         }
-        Err(StoreError::Conflict("policy version exists".to_owned()))
+        let row = sqlx::query_as::<_, PolicyRow>(
+            r#"insert into policy_versions (workspace_id, name, version, source, format, created_at)
+               select $1, $2, coalesce(max(version), 0) + 1, $3, $4, $5
+               from policy_versions where workspace_id = $1 and name = $2
+               returning workspace_id, name, version, source, format, created_at"#,
+        )
+        .bind(&new.workspace_id)
+        .bind(&new.name)
+        .bind(&new.source)
+        .bind(&new.format)
+        .bind(to_ms(new.created_at))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| {
+            write_err(
+                e,
+                || StoreError::Conflict("policy version exists".to_owned()),
+                "workspace",
+            )
+        })?;
+        tx.commit().await?;
+        row.into_model()
     }
 
     async fn get_policy(

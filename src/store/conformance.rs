@@ -1129,7 +1129,7 @@ fn signing_key(kid: &str) -> SigningKeyRecord {
         kid: kid.to_owned(),
         algorithm: "ES256".to_owned(),
         private_key_sealed: format!("sealed-{kid}"),
-        public_jwk: serde_json::json!({"kty": "EC", "crv": "P-256", "kid": kid, "x": "x", "y": "y"}),
+        public_jwk: serde_json::json!({"kty": "EC", "crv": "P-256", "kid": kid, "x": "AA"}),
         created_at: T0,
     }
 }

@@ -177,3 +177,17 @@ pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Arc<dyn Sto
         Err(StoreError::UnsupportedUrl(format!("scheme `{scheme}`")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unknown_scheme_is_unsupported_and_only_the_scheme_is_echoed() {
+        let err = connect("mysql://root:hunter2@db/sts", 1)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(err.to_string(), "unsupported database url: scheme `mysql`");
+    }
+}

@@ -66,7 +66,8 @@ impl PgStore {
     async fn link_once(&self, link: &InstallationLink) -> StoreResult<Option<InstallationLinkRow>> {
         let mut tx = self.pool.begin().await?;
         let by_id = sqlx::query_as::<_, InstallationLinkRow>(
-            r#"select workspace_id, owner, account_id, installation_id, repository_selection, created_at
+            r#"select workspace_id, owner, account_id, installation_id,
+                      repository_selection, created_at
                from installation_links where installation_id = $1"#,
         )
         .bind(link.installation_id)
@@ -81,7 +82,8 @@ impl PgStore {
             }
         }
         let by_owner = sqlx::query_as::<_, InstallationLinkRow>(
-            r#"select workspace_id, owner, account_id, installation_id, repository_selection, created_at
+            r#"select workspace_id, owner, account_id, installation_id,
+                      repository_selection, created_at
                from installation_links where workspace_id = $1 and lower(owner) = lower($2)"#,
         )
         .bind(&link.workspace_id)
@@ -98,7 +100,8 @@ impl PgStore {
                 r#"update installation_links
                    set owner = $1, account_id = $2, repository_selection = $3
                    where installation_id = $4 and workspace_id = $5
-                   returning workspace_id, owner, account_id, installation_id, repository_selection, created_at"#,
+                   returning workspace_id, owner, account_id, installation_id,
+                             repository_selection, created_at"#,
             )
             .bind(&link.owner)
             .bind(link.account_id)
@@ -110,9 +113,11 @@ impl PgStore {
         } else {
             sqlx::query_as::<_, InstallationLinkRow>(
                 r#"insert into installation_links
-                   (workspace_id, owner, account_id, installation_id, repository_selection, created_at)
+                   (workspace_id, owner, account_id, installation_id,
+                    repository_selection, created_at)
                    values ($1, $2, $3, $4, $5, $6)
-                   returning workspace_id, owner, account_id, installation_id, repository_selection, created_at"#,
+                   returning workspace_id, owner, account_id, installation_id,
+                             repository_selection, created_at"#,
             )
             .bind(&link.workspace_id)
             .bind(&link.owner)
@@ -255,7 +260,8 @@ impl Store for PgStore {
 
     async fn list_installations(&self, workspace_id: &str) -> StoreResult<Vec<InstallationLink>> {
         let rows = sqlx::query_as::<_, InstallationLinkRow>(
-            r#"select workspace_id, owner, account_id, installation_id, repository_selection, created_at
+            r#"select workspace_id, owner, account_id, installation_id,
+                      repository_selection, created_at
                from installation_links where workspace_id = $1 order by lower(owner)"#,
         )
         .bind(workspace_id)
@@ -270,7 +276,8 @@ impl Store for PgStore {
         owner: &str,
     ) -> StoreResult<Option<InstallationLink>> {
         sqlx::query_as::<_, InstallationLinkRow>(
-            r#"select workspace_id, owner, account_id, installation_id, repository_selection, created_at
+            r#"select workspace_id, owner, account_id, installation_id,
+                      repository_selection, created_at
                from installation_links where workspace_id = $1 and lower(owner) = lower($2)"#,
         )
         .bind(workspace_id)
@@ -283,7 +290,8 @@ impl Store for PgStore {
 
     async fn unlink_installation(&self, workspace_id: &str, owner: &str) -> StoreResult<bool> {
         let done = sqlx::query(
-            r#"delete from installation_links where workspace_id = $1 and lower(owner) = lower($2)"#,
+            r#"delete from installation_links
+               where workspace_id = $1 and lower(owner) = lower($2)"#,
         )
         .bind(workspace_id)
         .bind(owner)
@@ -625,5 +633,20 @@ impl Store for PgStore {
             return Err(StoreError::Corrupt("no active signing key".to_owned()));
         };
         row.into_model()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_malformed_url_is_refused_without_echoing_its_password() {
+        let err = crate::store::connect("postgres://broker:hunter2@db:notaport/sts", 1)
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(err, StoreError::UnsupportedUrl(_)), "{err:?}");
+        assert!(!format!("{err} {err:?}").contains("hunter2"));
     }
 }

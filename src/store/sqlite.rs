@@ -186,7 +186,8 @@ impl Store for SqliteStore {
     async fn link_installation(&self, link: &InstallationLink) -> StoreResult<InstallationLink> {
         let mut tx = self.begin_write().await?;
         let by_id = sqlx::query_as::<_, InstallationLinkRow>(
-            r#"select workspace_id, owner, account_id, installation_id, repository_selection, created_at
+            r#"select workspace_id, owner, account_id, installation_id,
+                      repository_selection, created_at
                from installation_links where installation_id = ?"#,
         )
         .bind(link.installation_id)
@@ -201,7 +202,8 @@ impl Store for SqliteStore {
             }
         }
         let by_owner = sqlx::query_as::<_, InstallationLinkRow>(
-            r#"select workspace_id, owner, account_id, installation_id, repository_selection, created_at
+            r#"select workspace_id, owner, account_id, installation_id,
+                      repository_selection, created_at
                from installation_links where workspace_id = ? and lower(owner) = lower(?)"#,
         )
         .bind(&link.workspace_id)
@@ -217,7 +219,8 @@ impl Store for SqliteStore {
                 r#"update installation_links
                    set owner = ?, account_id = ?, repository_selection = ?
                    where installation_id = ?
-                   returning workspace_id, owner, account_id, installation_id, repository_selection, created_at"#,
+                   returning workspace_id, owner, account_id, installation_id,
+                             repository_selection, created_at"#,
             )
             .bind(&link.owner)
             .bind(link.account_id)
@@ -228,9 +231,11 @@ impl Store for SqliteStore {
         } else {
             sqlx::query_as::<_, InstallationLinkRow>(
                 r#"insert into installation_links
-                   (workspace_id, owner, account_id, installation_id, repository_selection, created_at)
+                   (workspace_id, owner, account_id, installation_id,
+                    repository_selection, created_at)
                    values (?, ?, ?, ?, ?, ?)
-                   returning workspace_id, owner, account_id, installation_id, repository_selection, created_at"#,
+                   returning workspace_id, owner, account_id, installation_id,
+                             repository_selection, created_at"#,
             )
             .bind(&link.workspace_id)
             .bind(&link.owner)
@@ -241,7 +246,8 @@ impl Store for SqliteStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(|e| {
-                write_err(e, || StoreError::Conflict("installation already linked".to_owned()), "workspace")
+                let conflict = || StoreError::Conflict("installation already linked".to_owned());
+                write_err(e, conflict, "workspace")
             })?
         };
         tx.commit().await?;
@@ -250,7 +256,8 @@ impl Store for SqliteStore {
 
     async fn list_installations(&self, workspace_id: &str) -> StoreResult<Vec<InstallationLink>> {
         let rows = sqlx::query_as::<_, InstallationLinkRow>(
-            r#"select workspace_id, owner, account_id, installation_id, repository_selection, created_at
+            r#"select workspace_id, owner, account_id, installation_id,
+                      repository_selection, created_at
                from installation_links where workspace_id = ? order by lower(owner)"#,
         )
         .bind(workspace_id)
@@ -265,7 +272,8 @@ impl Store for SqliteStore {
         owner: &str,
     ) -> StoreResult<Option<InstallationLink>> {
         sqlx::query_as::<_, InstallationLinkRow>(
-            r#"select workspace_id, owner, account_id, installation_id, repository_selection, created_at
+            r#"select workspace_id, owner, account_id, installation_id,
+                      repository_selection, created_at
                from installation_links where workspace_id = ? and lower(owner) = lower(?)"#,
         )
         .bind(workspace_id)
@@ -278,7 +286,8 @@ impl Store for SqliteStore {
 
     async fn unlink_installation(&self, workspace_id: &str, owner: &str) -> StoreResult<bool> {
         let done = sqlx::query(
-            r#"delete from installation_links where workspace_id = ? and lower(owner) = lower(?)"#,
+            r#"delete from installation_links
+               where workspace_id = ? and lower(owner) = lower(?)"#,
         )
         .bind(workspace_id)
         .bind(owner)
@@ -613,5 +622,70 @@ impl Store for SqliteStore {
             return Err(StoreError::Corrupt("no active signing key".to_owned()));
         };
         row.into_model()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Workspace;
+    use time::macros::datetime;
+
+    fn workspace(id: &str) -> Workspace {
+        let t = datetime!(2026-05-01 12:00 UTC);
+        Workspace {
+            id: id.to_owned(),
+            name: id.to_owned(),
+            sts_enabled: false,
+            created_at: t,
+            updated_at: t,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_url_creates_the_file_in_wal_mode_and_reopening_keeps_the_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broker.db");
+        let url = format!("sqlite://{}", path.display());
+
+        let store = crate::store::connect(&url, 2).await.unwrap();
+        store.create_workspace(&workspace("acme")).await.unwrap();
+        drop(store);
+
+        assert!(path.exists());
+        let reopened = crate::store::connect(&url, 2).await.unwrap();
+        assert_eq!(
+            reopened.list_workspaces().await.unwrap(),
+            vec![workspace("acme")]
+        );
+        let pool = SqlitePool::connect_with(SqliteConnectOptions::new().filename(&path))
+            .await
+            .unwrap();
+        let (mode,): (String,) = sqlx::query_as("pragma journal_mode")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_database_is_shared_by_every_pooled_connection() {
+        let store = crate::store::connect("sqlite::memory:", 4).await.unwrap();
+        store.create_workspace(&workspace("acme")).await.unwrap();
+
+        // More concurrent reads than one connection serves: every connection sees the row.
+        let reads = (0..8).map(|_| store.get_workspace("acme"));
+        for found in futures::future::join_all(reads).await {
+            assert_eq!(found.unwrap(), Some(workspace("acme")));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_malformed_url_is_unsupported() {
+        let err = crate::store::connect("sqlite://x?mode=bogus", 1)
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(err, StoreError::UnsupportedUrl(_)), "{err:?}");
     }
 }

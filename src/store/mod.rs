@@ -52,7 +52,7 @@ pub enum StoreError {
 /// Result alias for store calls.
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// Everything the broker persists. Both backends pass `conformance::run_all`.
+/// Everything the broker persists. Both backends pass the suite in `conformance.rs`.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// `"sqlite"` or `"postgres"`.

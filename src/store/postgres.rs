@@ -1,7 +1,8 @@
 //! PostgreSQL backend, for stateless replicas: migrations in `migrations/postgres`.
 //!
-//! Several broker processes may share one database: every check-then-write either runs as one
-//! statement or retries when a unique index shows that another process won the race.
+//! Several broker processes may share one database, so no check-then-write trusts its check:
+//! each one is a single statement, locks the row it depends on, or retries when a unique index
+//! shows that another process won the race.
 
 use super::codec::{enum_str, is_unique_violation, missing_or_backend, to_json, to_ms, write_err};
 use super::rows::{

@@ -3,10 +3,12 @@
 //!
 //! All timestamps are stored as BIGINT epoch milliseconds (UTC). The store knows nothing about HTTP.
 
+mod codec;
 #[cfg(test)]
 mod conformance;
 mod model;
 mod postgres;
+mod rows;
 mod sqlite;
 
 pub use model::*;
@@ -15,6 +17,10 @@ use crate::audit::AuditEvent;
 use async_trait::async_trait;
 use std::sync::Arc;
 use time::OffsetDateTime;
+
+/// Largest page `list_audit` returns (and the smallest is 1), whatever the caller asks: bounds
+/// the memory and time one admin request can claim.
+pub const MAX_AUDIT_PAGE: u32 = 500;
 
 /// What can go wrong in the store, in domain terms.
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +52,7 @@ pub enum StoreError {
 /// Result alias for store calls.
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// Everything the broker persists. Both backends pass `conformance::run_all`.
+/// Everything the broker persists. Both backends pass the suite in `conformance.rs`.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// `"sqlite"` or `"postgres"`.
@@ -141,7 +147,8 @@ pub trait Store: Send + Sync + 'static {
     // ---- audit ----
     /// Append one event.
     async fn append_audit(&self, event: &AuditEvent) -> StoreResult<()>;
-    /// Events of a workspace, newest first; `before` is a cursor from a previous page.
+    /// Events of a workspace, newest first; `before` is a cursor from a previous page (only
+    /// events older than it are returned). `limit` is clamped to `1..=MAX_AUDIT_PAGE`.
     async fn list_audit(
         &self,
         workspace_id: &str,
@@ -168,5 +175,19 @@ pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Arc<dyn Sto
     } else {
         let scheme = url.split(':').next().unwrap_or_default();
         Err(StoreError::UnsupportedUrl(format!("scheme `{scheme}`")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unknown_scheme_is_unsupported_and_only_the_scheme_is_echoed() {
+        let err = connect("mysql://root:hunter2@db/sts", 1)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(err.to_string(), "unsupported database url: scheme `mysql`");
     }
 }

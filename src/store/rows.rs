@@ -1,0 +1,219 @@
+//! Row structs read by both backends, and their conversion into the backend-neutral model.
+//!
+//! The derive is generic over the database, and both schemas use the same column names and
+//! Rust-side types (TEXT, BIGINT, BOOLEAN), so one set of rows serves SQLite and PostgreSQL.
+
+use super::codec::{from_json, from_ms, from_ms_opt};
+use super::{
+    AuditPage, InstallationLink, IssuedToken, SessionRecord, SigningKeyRecord, StoreResult,
+    StoredPolicy, Workspace,
+};
+use crate::audit::AuditEvent;
+
+/// `workspaces` row.
+#[derive(sqlx::FromRow)]
+pub(super) struct WorkspaceRow {
+    id: String,
+    name: String,
+    sts_enabled: bool,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl WorkspaceRow {
+    /// The model value.
+    pub(super) fn into_model(self) -> StoreResult<Workspace> {
+        Ok(Workspace {
+            id: self.id,
+            name: self.name,
+            sts_enabled: self.sts_enabled,
+            created_at: from_ms(self.created_at, "workspaces.created_at")?,
+            updated_at: from_ms(self.updated_at, "workspaces.updated_at")?,
+        })
+    }
+}
+
+/// `installation_links` row.
+#[derive(sqlx::FromRow)]
+pub(super) struct InstallationLinkRow {
+    pub(super) workspace_id: String,
+    owner: String,
+    account_id: i64,
+    pub(super) installation_id: i64,
+    repository_selection: String,
+    created_at: i64,
+}
+
+impl InstallationLinkRow {
+    /// The model value.
+    pub(super) fn into_model(self) -> StoreResult<InstallationLink> {
+        Ok(InstallationLink {
+            workspace_id: self.workspace_id,
+            owner: self.owner,
+            account_id: self.account_id,
+            installation_id: self.installation_id,
+            repository_selection: self.repository_selection,
+            created_at: from_ms(self.created_at, "installation_links.created_at")?,
+        })
+    }
+}
+
+/// `policy_versions` row (the tombstone column is only used in SQL).
+#[derive(sqlx::FromRow)]
+pub(super) struct PolicyRow {
+    workspace_id: String,
+    name: String,
+    version: i64,
+    source: String,
+    format: String,
+    created_at: i64,
+}
+
+impl PolicyRow {
+    /// The model value.
+    pub(super) fn into_model(self) -> StoreResult<StoredPolicy> {
+        Ok(StoredPolicy {
+            workspace_id: self.workspace_id,
+            name: self.name,
+            version: self.version,
+            source: self.source,
+            format: self.format,
+            created_at: from_ms(self.created_at, "policy_versions.created_at")?,
+        })
+    }
+}
+
+/// `sessions` row.
+#[derive(sqlx::FromRow)]
+pub(super) struct SessionRow {
+    id: String,
+    workspace_id: String,
+    issuer: String,
+    subject: String,
+    claims: String,
+    created_at: i64,
+    expires_at: i64,
+    revoked_at: Option<i64>,
+}
+
+impl SessionRow {
+    /// The model value.
+    pub(super) fn into_model(self) -> StoreResult<SessionRecord> {
+        Ok(SessionRecord {
+            claims: from_json(&self.claims, "sessions.claims")?,
+            created_at: from_ms(self.created_at, "sessions.created_at")?,
+            expires_at: from_ms(self.expires_at, "sessions.expires_at")?,
+            revoked_at: from_ms_opt(self.revoked_at, "sessions.revoked_at")?,
+            id: self.id,
+            workspace_id: self.workspace_id,
+            issuer: self.issuer,
+            subject: self.subject,
+        })
+    }
+}
+
+/// `issued_tokens` row.
+#[derive(sqlx::FromRow)]
+pub(super) struct IssuedTokenRow {
+    id: String,
+    workspace_id: String,
+    session_id: Option<String>,
+    installation_id: i64,
+    owner: String,
+    host: String,
+    repositories: Option<String>,
+    permissions: String,
+    fingerprint: String,
+    sealed_token: Option<String>,
+    policy_name: String,
+    policy_version: i64,
+    created_at: i64,
+    expires_at: i64,
+    revoked_at: Option<i64>,
+}
+
+impl IssuedTokenRow {
+    /// The model value.
+    pub(super) fn into_model(self) -> StoreResult<IssuedToken> {
+        Ok(IssuedToken {
+            repositories: self
+                .repositories
+                .as_deref()
+                .map(|r| from_json(r, "issued_tokens.repositories"))
+                .transpose()?,
+            permissions: from_json(&self.permissions, "issued_tokens.permissions")?,
+            created_at: from_ms(self.created_at, "issued_tokens.created_at")?,
+            expires_at: from_ms(self.expires_at, "issued_tokens.expires_at")?,
+            revoked_at: from_ms_opt(self.revoked_at, "issued_tokens.revoked_at")?,
+            id: self.id,
+            workspace_id: self.workspace_id,
+            session_id: self.session_id,
+            installation_id: self.installation_id,
+            owner: self.owner,
+            host: self.host,
+            fingerprint: self.fingerprint,
+            sealed_token: self.sealed_token,
+            policy_name: self.policy_name,
+            policy_version: self.policy_version,
+        })
+    }
+}
+
+/// `audit_events` row: the sequence number (the paging cursor) and the serde JSON body.
+#[derive(sqlx::FromRow)]
+pub(super) struct AuditRow {
+    pub(super) seq: i64,
+    body: String,
+}
+
+impl AuditRow {
+    /// The stored event.
+    pub(super) fn into_event(self) -> StoreResult<AuditEvent> {
+        from_json(&self.body, "audit_events.body")
+    }
+}
+
+/// `signing_keys` row.
+#[derive(sqlx::FromRow)]
+pub(super) struct SigningKeyRow {
+    kid: String,
+    algorithm: String,
+    private_key_sealed: String,
+    public_jwk: String,
+    created_at: i64,
+}
+
+impl SigningKeyRow {
+    /// The model value.
+    pub(super) fn into_model(self) -> StoreResult<SigningKeyRecord> {
+        Ok(SigningKeyRecord {
+            public_jwk: from_json(&self.public_jwk, "signing_keys.public_jwk")?,
+            created_at: from_ms(self.created_at, "signing_keys.created_at")?,
+            kid: self.kid,
+            algorithm: self.algorithm,
+            private_key_sealed: self.private_key_sealed,
+        })
+    }
+}
+
+/// Convert every row of a query result.
+pub(super) fn all<R, T>(rows: Vec<R>, f: impl Fn(R) -> StoreResult<T>) -> StoreResult<Vec<T>> {
+    rows.into_iter().map(f).collect()
+}
+
+/// A page of `limit` events from `rows` (fetched with `limit + 1` so that the extra row tells
+/// whether an older page follows); the cursor is the seq of the last event returned.
+pub(super) fn audit_page(mut rows: Vec<AuditRow>, limit: u32) -> StoreResult<AuditPage> {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    let next_cursor = if more {
+        rows.last().map(|r| r.seq)
+    } else {
+        None
+    };
+    Ok(AuditPage {
+        events: all(rows, AuditRow::into_event)?,
+        next_cursor,
+    })
+}

@@ -8,7 +8,9 @@ use crate::github::GitHubError;
 use crate::http::error::{ApiError, ApiResult};
 use crate::mint::valid_policy_name;
 use crate::policy::{CompiledPolicy, PolicyFormat, RepoRef};
-use crate::store::{InstallationLink, IssuedToken, NewPolicy, StoredPolicy, TokenFilter, Workspace};
+use crate::store::{
+    InstallationLink, IssuedToken, NewPolicy, StoredPolicy, TokenFilter, Workspace,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use time::OffsetDateTime;
@@ -170,12 +172,20 @@ pub struct Admin<'a> {
 }
 
 impl Admin<'_> {
-    async fn audit(&self, action: &str, workspace: &str, details: serde_json::Value) -> ApiResult<()> {
+    async fn audit(
+        &self,
+        action: &str,
+        workspace: &str,
+        details: serde_json::Value,
+    ) -> ApiResult<()> {
         let mut event = AuditEvent::new(AuditKind::Admin, action);
         event.outcome = Outcome::Success;
         event.workspace_id = Some(workspace.to_owned());
         event.request_id = Some(self.request_id.to_owned());
-        event.actor = Actor { kind: "admin".to_owned(), ..Actor::default() };
+        event.actor = Actor {
+            kind: "admin".to_owned(),
+            ..Actor::default()
+        };
         event.details = details;
         self.app.store.append_audit(&event).await?;
         Ok(())
@@ -209,20 +219,35 @@ impl Admin<'_> {
             created_at: now,
             updated_at: now,
         };
-        self.app.store.create_workspace(&ws).await.map_err(|e| match e {
-            crate::store::StoreError::Conflict(_) => {
-                ApiError::conflict("workspace_exists", "a workspace with this id exists")
-            }
-            other => other.into(),
-        })?;
-        self.audit("workspace.create", &ws.id, serde_json::json!({ "name": ws.name, "stsEnabled": ws.sts_enabled }))
-            .await?;
+        self.app
+            .store
+            .create_workspace(&ws)
+            .await
+            .map_err(|e| match e {
+                crate::store::StoreError::Conflict(_) => {
+                    ApiError::conflict("workspace_exists", "a workspace with this id exists")
+                }
+                other => other.into(),
+            })?;
+        self.audit(
+            "workspace.create",
+            &ws.id,
+            serde_json::json!({ "name": ws.name, "stsEnabled": ws.sts_enabled }),
+        )
+        .await?;
         Ok(ws.into())
     }
 
     /// List workspaces.
     pub async fn list_workspaces(&self) -> ApiResult<Vec<WorkspaceView>> {
-        Ok(self.app.store.list_workspaces().await?.into_iter().map(Into::into).collect())
+        Ok(self
+            .app
+            .store
+            .list_workspaces()
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect())
     }
 
     /// Read one.
@@ -238,7 +263,12 @@ impl Admin<'_> {
             .set_workspace_sts_enabled(id, req.sts_enabled, OffsetDateTime::now_utc())
             .await?
             .ok_or_else(|| ApiError::not_found("workspace_not_found", "no such workspace"))?;
-        self.audit("workspace.update", id, serde_json::json!({ "stsEnabled": req.sts_enabled })).await?;
+        self.audit(
+            "workspace.update",
+            id,
+            serde_json::json!({ "stsEnabled": req.sts_enabled }),
+        )
+        .await?;
         Ok(ws.into())
     }
 
@@ -248,7 +278,13 @@ impl Admin<'_> {
         let tokens = self
             .app
             .store
-            .list_tokens(id, &TokenFilter { active_at: Some(OffsetDateTime::now_utc()), ..TokenFilter::default() })
+            .list_tokens(
+                id,
+                &TokenFilter {
+                    active_at: Some(OffsetDateTime::now_utc()),
+                    ..TokenFilter::default()
+                },
+            )
             .await?;
         let outcome = crate::revoke::revoke_tokens(self.app, tokens).await?;
         if !outcome.failed.is_empty() {
@@ -259,7 +295,12 @@ impl Admin<'_> {
             ));
         }
         self.app.store.delete_workspace(id).await?;
-        self.audit("workspace.delete", id, serde_json::json!({ "revokedTokens": outcome.revoked.len() })).await?;
+        self.audit(
+            "workspace.delete",
+            id,
+            serde_json::json!({ "revokedTokens": outcome.revoked.len() }),
+        )
+        .await?;
         Ok(serde_json::json!({ "deleted": true, "revoked": outcome.revoked.len() }))
     }
 
@@ -267,15 +308,22 @@ impl Admin<'_> {
     pub async fn link_installation(&self, ws: &str, owner: &str) -> ApiResult<InstallationView> {
         self.workspace(ws).await?;
         if RepoRef::parse(&format!("{owner}/x")).is_none() {
-            return Err(ApiError::invalid(vec![format!("owner: `{owner}` is not a GitHub login")]));
+            return Err(ApiError::invalid(vec![format!(
+                "owner: `{owner}` is not a GitHub login"
+            )]));
         }
-        let installation = self.app.github.installation_for_owner(owner).await.map_err(|e| match e {
-            GitHubError::NotFound => ApiError::not_found(
-                "installation_not_found",
-                format!("the GitHub App is not installed on `{owner}`"),
-            ),
-            other => other.into(),
-        })?;
+        let installation = self
+            .app
+            .github
+            .installation_for_owner(owner)
+            .await
+            .map_err(|e| match e {
+                GitHubError::NotFound => ApiError::not_found(
+                    "installation_not_found",
+                    format!("the GitHub App is not installed on `{owner}`"),
+                ),
+                other => other.into(),
+            })?;
         let link = InstallationLink {
             workspace_id: ws.to_owned(),
             owner: installation.account_login.clone(),
@@ -284,13 +332,18 @@ impl Admin<'_> {
             repository_selection: installation.repository_selection.clone(),
             created_at: OffsetDateTime::now_utc(),
         };
-        let stored = self.app.store.link_installation(&link).await.map_err(|e| match e {
-            crate::store::StoreError::Conflict(_) => ApiError::conflict(
-                "installation_linked_elsewhere",
-                "this installation is already linked to another workspace",
-            ),
-            other => other.into(),
-        })?;
+        let stored = self
+            .app
+            .store
+            .link_installation(&link)
+            .await
+            .map_err(|e| match e {
+                crate::store::StoreError::Conflict(_) => ApiError::conflict(
+                    "installation_linked_elsewhere",
+                    "this installation is already linked to another workspace",
+                ),
+                other => other.into(),
+            })?;
         self.audit(
             "installation.link",
             ws,
@@ -303,24 +356,47 @@ impl Admin<'_> {
     /// List links.
     pub async fn list_installations(&self, ws: &str) -> ApiResult<Vec<InstallationView>> {
         self.workspace(ws).await?;
-        Ok(self.app.store.list_installations(ws).await?.into_iter().map(Into::into).collect())
+        Ok(self
+            .app
+            .store
+            .list_installations(ws)
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect())
     }
 
     /// Unlink.
     pub async fn unlink_installation(&self, ws: &str, owner: &str) -> ApiResult<serde_json::Value> {
         self.workspace(ws).await?;
         if !self.app.store.unlink_installation(ws, owner).await? {
-            return Err(ApiError::not_found("installation_not_linked", "no installation linked for this owner"));
+            return Err(ApiError::not_found(
+                "installation_not_linked",
+                "no installation linked for this owner",
+            ));
         }
-        self.audit("installation.unlink", ws, serde_json::json!({ "owner": owner })).await?;
+        self.audit(
+            "installation.unlink",
+            ws,
+            serde_json::json!({ "owner": owner }),
+        )
+        .await?;
         Ok(serde_json::json!({ "unlinked": true }))
     }
 
     /// Validate and store a new policy version.
-    pub async fn put_policy(&self, ws: &str, name: &str, body: &str, format: PolicyFormat) -> ApiResult<(bool, PolicyView)> {
+    pub async fn put_policy(
+        &self,
+        ws: &str,
+        name: &str,
+        body: &str,
+        format: PolicyFormat,
+    ) -> ApiResult<(bool, PolicyView)> {
         self.workspace(ws).await?;
         if !valid_policy_name(name) {
-            return Err(ApiError::invalid(vec!["name: must match [a-z0-9][a-z0-9._-]{0,62}".to_owned()]));
+            return Err(ApiError::invalid(vec![
+                "name: must match [a-z0-9][a-z0-9._-]{0,62}".to_owned(),
+            ]));
         }
         if body.len() > MAX_POLICY_BYTES {
             return Err(ApiError::unprocessable(
@@ -329,8 +405,9 @@ impl Admin<'_> {
                 vec![format!("policy: larger than {MAX_POLICY_BYTES} bytes")],
             ));
         }
-        let compiled = CompiledPolicy::from_source(body, format)
-            .map_err(|errors| ApiError::unprocessable("policy_invalid", "the policy is invalid", errors))?;
+        let compiled = CompiledPolicy::from_source(body, format).map_err(|errors| {
+            ApiError::unprocessable("policy_invalid", "the policy is invalid", errors)
+        })?;
         let existed = self.app.store.get_policy(ws, name).await?.is_some();
         let stored = self
             .app
@@ -348,7 +425,10 @@ impl Admin<'_> {
         event.outcome = Outcome::Success;
         event.workspace_id = Some(ws.to_owned());
         event.request_id = Some(self.request_id.to_owned());
-        event.actor = Actor { kind: "admin".to_owned(), ..Actor::default() };
+        event.actor = Actor {
+            kind: "admin".to_owned(),
+            ..Actor::default()
+        };
         event.policy_name = Some(stored.name.clone());
         event.policy_version = Some(stored.version);
         event.details = serde_json::json!({ "format": stored.format, "warnings": warnings });
@@ -359,7 +439,14 @@ impl Admin<'_> {
     /// List live policies.
     pub async fn list_policies(&self, ws: &str) -> ApiResult<Vec<PolicyView>> {
         self.workspace(ws).await?;
-        Ok(self.app.store.list_policies(ws).await?.into_iter().map(|p| policy_view(p, Vec::new())).collect())
+        Ok(self
+            .app
+            .store
+            .list_policies(ws)
+            .await?
+            .into_iter()
+            .map(|p| policy_view(p, Vec::new()))
+            .collect())
     }
 
     /// Read one policy.
@@ -377,36 +464,64 @@ impl Admin<'_> {
     /// Delete a policy (history kept).
     pub async fn delete_policy(&self, ws: &str, name: &str) -> ApiResult<serde_json::Value> {
         self.workspace(ws).await?;
-        if !self.app.store.delete_policy(ws, name, OffsetDateTime::now_utc()).await? {
+        if !self
+            .app
+            .store
+            .delete_policy(ws, name, OffsetDateTime::now_utc())
+            .await?
+        {
             return Err(ApiError::not_found("policy_not_found", "no such policy"));
         }
-        self.audit("policy.delete", ws, serde_json::json!({ "name": name })).await?;
+        self.audit("policy.delete", ws, serde_json::json!({ "name": name }))
+            .await?;
         Ok(serde_json::json!({ "deleted": true }))
     }
 
     /// Token metadata; `state` = `active`, `revoked`, `expired` or `all` (default).
-    pub async fn list_tokens(&self, ws: &str, state: Option<&str>, limit: Option<u32>) -> ApiResult<Vec<TokenView>> {
+    pub async fn list_tokens(
+        &self,
+        ws: &str,
+        state: Option<&str>,
+        limit: Option<u32>,
+    ) -> ApiResult<Vec<TokenView>> {
         self.workspace(ws).await?;
         let now = OffsetDateTime::now_utc();
         let state = state.unwrap_or("all");
         if !matches!(state, "active" | "revoked" | "expired" | "all") {
-            return Err(ApiError::invalid(vec!["state: one of active, revoked, expired, all".to_owned()]));
+            return Err(ApiError::invalid(vec![
+                "state: one of active, revoked, expired, all".to_owned(),
+            ]));
         }
         let filter = TokenFilter {
             active_at: (state == "active").then_some(now),
             limit: Some(limit.unwrap_or(AUDIT_PAGE_MAX).clamp(1, 10_000)),
             ..TokenFilter::default()
         };
-        let views = self.app.store.list_tokens(ws, &filter).await?.into_iter().map(|t| TokenView::new(t, now));
-        Ok(views.filter(|v| state == "all" || v.state == state).collect())
+        let views = self
+            .app
+            .store
+            .list_tokens(ws, &filter)
+            .await?
+            .into_iter()
+            .map(|t| TokenView::new(t, now));
+        Ok(views
+            .filter(|v| state == "all" || v.state == state)
+            .collect())
     }
 
     /// One page of the audit log.
-    pub async fn audit_page(&self, ws: &str, limit: Option<u32>, cursor: Option<&str>) -> ApiResult<serde_json::Value> {
+    pub async fn audit_page(
+        &self,
+        ws: &str,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> ApiResult<serde_json::Value> {
         self.workspace(ws).await?;
         let before = match cursor {
             None | Some("") => None,
-            Some(c) => Some(c.parse::<i64>().map_err(|_| ApiError::invalid(vec!["cursor: not a cursor from a previous page".to_owned()]))?),
+            Some(c) => Some(c.parse::<i64>().map_err(|_| {
+                ApiError::invalid(vec!["cursor: not a cursor from a previous page".to_owned()])
+            })?),
         };
         let limit = limit.unwrap_or(AUDIT_PAGE_DEFAULT).clamp(1, AUDIT_PAGE_MAX);
         let page = self.app.store.list_audit(ws, limit, before).await?;

@@ -17,6 +17,9 @@ use std::sync::{Arc, Mutex};
 /// recompile, this only bounds memory).
 const POLICY_CACHE_CAPACITY: usize = 1024;
 
+/// A stored policy version, compiled (or the validation errors it no longer passes).
+pub type PolicyCompilation = Arc<Result<CompiledPolicy, Vec<String>>>;
+
 /// The broker's dependencies.
 pub struct App {
     /// Validated configuration.
@@ -36,12 +39,14 @@ pub struct App {
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
     /// Compiled policies by (workspace, name, version): compile once, evaluate per request.
-    policies: Mutex<HashMap<(String, String, i64), Arc<Result<CompiledPolicy, Vec<String>>>>>,
+    policies: Mutex<HashMap<(String, String, i64), PolicyCompilation>>,
 }
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("App").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("App")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -66,11 +71,17 @@ impl App {
         let metrics = Arc::new(Metrics::new());
         let store = match overrides.store {
             Some(store) => store,
-            None => crate::store::connect(config.database.url.expose_secret(), config.database.max_connections)
-                .await
-                .with_context(|| {
-                    format!("database {}", crate::config::redact_url(config.database.url.expose_secret()))
-                })?,
+            None => crate::store::connect(
+                config.database.url.expose_secret(),
+                config.database.max_connections,
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "database {}",
+                    crate::config::redact_url(config.database.url.expose_secret())
+                )
+            })?,
         };
         let github = match overrides.github {
             Some(github) => github,
@@ -106,8 +117,15 @@ impl App {
         let oidc = OidcVerifier::new(issuers).map_err(|e| anyhow::anyhow!("oidc.issuers: {e}"))?;
         let sealer = Sealer::new(&secrets.token_key);
         let candidate = SessionKeys::generate_record(&sealer);
-        let record = store.load_or_store_signing_key(&candidate).await.context("session signing key")?;
-        let sessions = SessionKeys::from_record(&record, &sealer, config.server.public_url.trim_end_matches('/'))?;
+        let record = store
+            .load_or_store_signing_key(&candidate)
+            .await
+            .context("session signing key")?;
+        let sessions = SessionKeys::from_record(
+            &record,
+            &sealer,
+            config.server.public_url.trim_end_matches('/'),
+        )?;
         Ok(Self {
             config,
             store,
@@ -122,12 +140,28 @@ impl App {
     }
 
     /// The compiled form of a stored policy version (compiled once, then cached).
-    pub fn compiled_policy(&self, stored: &StoredPolicy) -> Arc<Result<CompiledPolicy, Vec<String>>> {
-        let key = (stored.workspace_id.clone(), stored.name.clone(), stored.version);
-        if let Some(hit) = self.policies.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+    pub fn compiled_policy(
+        &self,
+        stored: &StoredPolicy,
+    ) -> Arc<Result<CompiledPolicy, Vec<String>>> {
+        let key = (
+            stored.workspace_id.clone(),
+            stored.name.clone(),
+            stored.version,
+        );
+        if let Some(hit) = self
+            .policies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
             return Arc::clone(hit);
         }
-        let format = if stored.format == "yaml" { PolicyFormat::Yaml } else { PolicyFormat::Json };
+        let format = if stored.format == "yaml" {
+            PolicyFormat::Yaml
+        } else {
+            PolicyFormat::Json
+        };
         let compiled = Arc::new(CompiledPolicy::from_source(&stored.source, format));
         let mut cache = self.policies.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= POLICY_CACHE_CAPACITY {

@@ -95,7 +95,10 @@ pub struct DatabaseConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: default_database_url(), max_connections: default_max_connections() }
+        Self {
+            url: default_database_url(),
+            max_connections: default_max_connections(),
+        }
     }
 }
 
@@ -176,7 +179,9 @@ pub struct SessionConfig {
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        Self { ttl_seconds: default_session_ttl() }
+        Self {
+            ttl_seconds: default_session_ttl(),
+        }
     }
 }
 
@@ -218,7 +223,10 @@ pub struct TelemetryConfig {
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        Self { log_format: default_log_format(), otlp_endpoint: None }
+        Self {
+            log_format: default_log_format(),
+            otlp_endpoint: None,
+        }
     }
 }
 
@@ -268,7 +276,11 @@ impl Config {
     pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
         let mut figment = Figment::new();
         if let Some(path) = path {
-            anyhow::ensure!(path.exists(), "config file {} does not exist", path.display());
+            anyhow::ensure!(
+                path.exists(),
+                "config file {} does not exist",
+                path.display()
+            );
             figment = figment.merge(Toml::file(path));
         }
         figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
@@ -290,7 +302,10 @@ impl Config {
     pub fn validate(&self) -> Result<(), Vec<String>> {
         let mut errors = Vec::new();
         if self.server.listen.parse::<SocketAddr>().is_err() {
-            errors.push(format!("server.listen: `{}` is not an ip:port address", self.server.listen));
+            errors.push(format!(
+                "server.listen: `{}` is not an ip:port address",
+                self.server.listen
+            ));
         }
         match Url::parse(&self.server.public_url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") => {}
@@ -300,15 +315,21 @@ impl Config {
             errors.push("server.request_timeout_seconds: must be at least 1".to_owned());
         }
         let db = self.database.url.expose_secret();
-        if !(db.starts_with("sqlite:") || db.starts_with("postgres://") || db.starts_with("postgresql://")) {
-            errors.push("database.url: must start with sqlite:, postgres:// or postgresql://".to_owned());
+        if !(db.starts_with("sqlite:")
+            || db.starts_with("postgres://")
+            || db.starts_with("postgresql://"))
+        {
+            errors.push(
+                "database.url: must start with sqlite:, postgres:// or postgresql://".to_owned(),
+            );
         }
         if self.database.max_connections == 0 {
             errors.push("database.max_connections: must be at least 1".to_owned());
         }
         match Url::parse(&self.github.api_url) {
             Ok(u) if u.scheme() == "https" || (u.scheme() == "http" && is_loopback_url(&u)) => {}
-            _ => errors.push("github.api_url: must be an https URL (http only for loopback)".to_owned()),
+            _ => errors
+                .push("github.api_url: must be an https URL (http only for loopback)".to_owned()),
         }
         if self.github.host.trim().is_empty() || self.github.host.contains('/') {
             errors.push("github.host: must be a host name such as github.com".to_owned());
@@ -317,7 +338,9 @@ impl Config {
             errors.push("github.app_id: must not be empty".to_owned());
         }
         if let Err(e) = self.app_private_key() {
-            errors.push(format!("github.private_key_file / github.private_key: {e:#}"));
+            errors.push(format!(
+                "github.private_key_file / github.private_key: {e:#}"
+            ));
         }
         if self.oidc.issuers.is_empty() {
             errors.push("oidc.issuers: at least one issuer is required".to_owned());
@@ -332,10 +355,13 @@ impl Config {
                 }
             }
             if issuer.audiences.is_empty() || issuer.audiences.iter().any(|a| a.trim().is_empty()) {
-                errors.push(format!("oidc.issuers[{i}].audiences: at least one non-empty audience"));
+                errors.push(format!(
+                    "oidc.issuers[{i}].audiences: at least one non-empty audience"
+                ));
             }
         }
-        if !(MIN_SESSION_TTL_SECONDS..=MAX_SESSION_TTL_SECONDS).contains(&self.session.ttl_seconds) {
+        if !(MIN_SESSION_TTL_SECONDS..=MAX_SESSION_TTL_SECONDS).contains(&self.session.ttl_seconds)
+        {
             errors.push(format!(
                 "session.ttl_seconds: must be between {MIN_SESSION_TTL_SECONDS} and {MAX_SESSION_TTL_SECONDS}"
             ));
@@ -344,7 +370,9 @@ impl Config {
             errors.push(format!("admin.token_file / admin.token: {e:#}"));
         }
         if let Err(e) = self.token_key() {
-            errors.push(format!("tokens.encryption_key_file / tokens.encryption_key: {e:#}"));
+            errors.push(format!(
+                "tokens.encryption_key_file / tokens.encryption_key: {e:#}"
+            ));
         }
         if !matches!(self.telemetry.log_format.as_str(), "text" | "json") {
             errors.push("telemetry.log_format: must be `text` or `json`".to_owned());
@@ -384,8 +412,10 @@ impl Config {
 
     /// The App private key PEM; checked to be an RSA PEM.
     pub fn app_private_key(&self) -> anyhow::Result<SecretString> {
-        let pem =
-            self.read_secret(self.github.private_key.as_ref(), self.github.private_key_file.as_ref())?;
+        let pem = self.read_secret(
+            self.github.private_key.as_ref(),
+            self.github.private_key_file.as_ref(),
+        )?;
         jsonwebtoken::EncodingKey::from_rsa_pem(pem.expose_secret().as_bytes())
             .map_err(|_| anyhow::anyhow!("not a PEM RSA private key (PKCS#1 or PKCS#8)"))?;
         Ok(pem)
@@ -459,7 +489,11 @@ mod tests {
     fn valid_dir() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         let key = crate::sim::keys::RsaKeyPair::generate();
-        write(dir.path(), "app.pem", key.private_pkcs1_pem().expose_secret());
+        write(
+            dir.path(),
+            "app.pem",
+            key.private_pkcs1_pem().expose_secret(),
+        );
         write(dir.path(), "admin-token", &"a".repeat(40));
         write(dir.path(), "token-key", &STANDARD.encode([7u8; 32]));
         dir
@@ -514,8 +548,14 @@ encryption_key_file = "token-key"
         let dir = valid_dir();
         let body = VALID
             .replace("127.0.0.1:0", "not-an-address")
-            .replace("encryption_key_file = \"token-key\"", "encryption_key = \"c2hvcnQ=\"")
-            .replace("https://token.actions.githubusercontent.com", "http://issuer.example.com");
+            .replace(
+                "encryption_key_file = \"token-key\"",
+                "encryption_key = \"c2hvcnQ=\"",
+            )
+            .replace(
+                "https://token.actions.githubusercontent.com",
+                "http://issuer.example.com",
+            );
         let path = write(dir.path(), "broker.toml", &body);
         let err = format!("{:#}", Config::load(Some(&path)).unwrap_err());
         assert!(err.contains("server.listen"), "{err}");
@@ -526,7 +566,9 @@ encryption_key_file = "token-key"
     #[test]
     fn unknown_keys_are_rejected_with_their_name() {
         let dir = valid_dir();
-        let body = VALID.replace("[session]", "").replace("[admin]", "[admin]\ntokn = \"x\"");
+        let body = VALID
+            .replace("[session]", "")
+            .replace("[admin]", "[admin]\ntokn = \"x\"");
         let path = write(dir.path(), "broker.toml", &body);
         let err = format!("{:#}", Config::load(Some(&path)).unwrap_err());
         assert!(err.contains("tokn"), "{err}");

@@ -41,7 +41,9 @@ impl std::fmt::Debug for Sealer {
 impl Sealer {
     /// From the 32-byte key.
     pub fn new(key: &SecretBox<[u8; 32]>) -> Self {
-        Self { cipher: Aes256Gcm::new(key.expose_secret().into()) }
+        Self {
+            cipher: Aes256Gcm::new(key.expose_secret().into()),
+        }
     }
 
     /// Seal `secret`, bound to `context` (the token id) so a sealed value cannot be moved to
@@ -49,10 +51,19 @@ impl Sealer {
     pub fn seal(&self, context: &str, secret: &str) -> String {
         let mut nonce = [0u8; NONCE_LEN];
         rand::thread_rng().fill_bytes(&mut nonce);
-        #[expect(clippy::expect_used, reason = "AES-GCM encryption of a short buffer cannot fail")]
+        #[expect(
+            clippy::expect_used,
+            reason = "AES-GCM encryption of a short buffer cannot fail"
+        )]
         let ciphertext = self
             .cipher
-            .encrypt(&Nonce::from(nonce), Payload { msg: secret.as_bytes(), aad: context.as_bytes() })
+            .encrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: secret.as_bytes(),
+                    aad: context.as_bytes(),
+                },
+            )
             .expect("aes-gcm encrypt");
         let mut out = nonce.to_vec();
         out.extend_from_slice(&ciphertext);
@@ -61,8 +72,12 @@ impl Sealer {
 
     /// Open a value sealed for `context`.
     pub fn open(&self, context: &str, sealed: &str) -> Result<SecretString, SealError> {
-        let body = sealed.strip_prefix(SEAL_PREFIX).ok_or(SealError::Malformed)?;
-        let raw = STANDARD_NO_PAD.decode(body).map_err(|_| SealError::Malformed)?;
+        let body = sealed
+            .strip_prefix(SEAL_PREFIX)
+            .ok_or(SealError::Malformed)?;
+        let raw = STANDARD_NO_PAD
+            .decode(body)
+            .map_err(|_| SealError::Malformed)?;
         if raw.len() <= NONCE_LEN {
             return Err(SealError::Malformed);
         }
@@ -70,7 +85,13 @@ impl Sealer {
         let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| SealError::Malformed)?;
         let plain = self
             .cipher
-            .decrypt(&Nonce::from(nonce), Payload { msg: ciphertext, aad: context.as_bytes() })
+            .decrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: context.as_bytes(),
+                },
+            )
             .map_err(|_| SealError::Unauthentic)?;
         let text = String::from_utf8(plain).map_err(|_| SealError::Malformed)?;
         Ok(SecretString::from(text))
@@ -102,7 +123,10 @@ mod tests {
         let s = sealer(1);
         let sealed = s.seal("tok_1", "ghs_secret");
         assert!(!sealed.contains("ghs_secret"));
-        assert_eq!(s.open("tok_1", &sealed).unwrap().expose_secret(), "ghs_secret");
+        assert_eq!(
+            s.open("tok_1", &sealed).unwrap().expose_secret(),
+            "ghs_secret"
+        );
     }
 
     #[test]
@@ -114,15 +138,27 @@ mod tests {
     #[test]
     fn a_sealed_token_does_not_open_under_another_key_context_or_after_tampering() {
         let sealed = sealer(1).seal("tok_1", "ghs_secret");
-        assert_eq!(sealer(2).open("tok_1", &sealed).unwrap_err(), SealError::Unauthentic);
-        assert_eq!(sealer(1).open("tok_2", &sealed).unwrap_err(), SealError::Unauthentic);
-        let mut tampered = sealed.clone().into_bytes();
+        assert_eq!(
+            sealer(2).open("tok_1", &sealed).unwrap_err(),
+            SealError::Unauthentic
+        );
+        assert_eq!(
+            sealer(1).open("tok_2", &sealed).unwrap_err(),
+            SealError::Unauthentic
+        );
+        let mut tampered = sealed.into_bytes();
         let last = tampered.len() - 2;
         tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
         let tampered = String::from_utf8(tampered).unwrap();
         assert!(sealer(1).open("tok_1", &tampered).is_err());
-        assert_eq!(sealer(1).open("tok_1", "v2.abc").unwrap_err(), SealError::Malformed);
-        assert_eq!(sealer(1).open("tok_1", "v1.").unwrap_err(), SealError::Malformed);
+        assert_eq!(
+            sealer(1).open("tok_1", "v2.abc").unwrap_err(),
+            SealError::Malformed
+        );
+        assert_eq!(
+            sealer(1).open("tok_1", "v1.").unwrap_err(),
+            SealError::Malformed
+        );
     }
 
     #[test]

@@ -26,10 +26,13 @@ impl Story {
     }
 }
 
-async fn envelope<T: DeserializeOwned>(res: reqwest::Response) -> anyhow::Result<(u16, Envelope<T>)> {
+async fn envelope<T: DeserializeOwned>(
+    res: reqwest::Response,
+) -> anyhow::Result<(u16, Envelope<T>)> {
     let status = res.status().as_u16();
     let body = res.text().await?;
-    let env: Envelope<T> = serde_json::from_str(&body).with_context(|| format!("not an envelope: {body}"))?;
+    let env: Envelope<T> =
+        serde_json::from_str(&body).with_context(|| format!("not an envelope: {body}"))?;
     Ok((status, env))
 }
 
@@ -53,24 +56,38 @@ pub async fn run() -> anyhow::Result<bool> {
     println!("   workspace `{DEV_WORKSPACE}` created, STS entitled");
     println!("   linked the App's installations on acme, acme-labs and dormant-co (suspended)");
     println!("   policy `default` stored:");
-    for line in crate::dev::DEV_POLICY.lines() {
+    for line in crate::dev::dev_policy(&world.issuer.issuer()).lines() {
         println!("     | {line}");
     }
 
-    story.chapter(2, "A CI job on acme/infra@main asks GitHub for an OIDC token");
-    let job = ActionsJob { workflow_path: ".github/workflows/deploy.yml".into(), ..ActionsJob::default() };
+    story.chapter(
+        2,
+        "A CI job on acme/infra@main asks GitHub for an OIDC token",
+    );
+    let job = ActionsJob {
+        workflow_path: ".github/workflows/deploy.yml".into(),
+        ..ActionsJob::default()
+    };
     let oidc_token = world.issuer.token_for(&job, DEV_AUDIENCE);
     println!("   iss={} aud={DEV_AUDIENCE}", world.issuer.issuer());
-    println!("   repository=acme/infra repository_owner_id=1001 ref=refs/heads/main workflow=deploy.yml");
+    println!(
+        "   repository=acme/infra repository_owner_id=1001 ref=refs/heads/main workflow=deploy.yml"
+    );
 
-    story.chapter(3, "It trades the OIDC token for a broker session (POST /api/v1/auth/github-oidc)");
+    story.chapter(
+        3,
+        "It trades the OIDC token for a broker session (POST /api/v1/auth/github-oidc)",
+    );
     let res = http
         .post(format!("{base}/api/v1/auth/github-oidc"))
         .json(&serde_json::json!({ "token": oidc_token, "workspaceId": DEV_WORKSPACE }))
         .send()
         .await?;
     let (status, env) = envelope::<ExchangeResponse>(res).await?;
-    story.check(status == 200 && env.success, &format!("session issued (HTTP {status})"));
+    story.check(
+        status == 200 && env.success,
+        &format!("session issued (HTTP {status})"),
+    );
     let session = env.data.context("no session in the response")?;
     println!("   session expires at {}", session.expires_at);
 
@@ -83,10 +100,16 @@ pub async fn run() -> anyhow::Result<bool> {
     let (status, env) = envelope::<serde_json::Value>(res).await?;
     story.check(
         status == 401 && env.error_tag.as_deref() == Some("token_replayed"),
-        &format!("second exchange: HTTP {status} {}", env.error_tag.unwrap_or_default()),
+        &format!(
+            "second exchange: HTTP {status} {}",
+            env.error_tag.unwrap_or_default()
+        ),
     );
 
-    story.chapter(5, "The job asks for tokens for six repositories (POST /api/v1/sts)");
+    story.chapter(
+        5,
+        "The job asks for tokens for six repositories (POST /api/v1/sts)",
+    );
     let sources = [
         "acme/modules",
         "acme/terraform-aws-vpc",
@@ -102,7 +125,10 @@ pub async fn run() -> anyhow::Result<bool> {
         .send()
         .await?;
     let (status, env) = envelope::<MintResponse>(res).await?;
-    story.check(status == 200 && env.success, &format!("mint answered HTTP {status}"));
+    story.check(
+        status == 200 && env.success,
+        &format!("mint answered HTTP {status}"),
+    );
     let minted = env.data.context("no mint data")?;
     for t in &minted.tokens {
         println!(
@@ -117,41 +143,105 @@ pub async fn run() -> anyhow::Result<bool> {
     for e in &minted.excluded {
         println!("   excluded {} : {}", e.repo, e.reason);
     }
-    story.check(minted.tokens.len() == 2, "two tokens: one per installation (acme, acme-labs)");
-    let reason_of = |repo: &str| minted.excluded.iter().find(|e| e.repo == repo).map(|e| e.reason.as_str());
-    story.check(reason_of("acme/website") == Some("trust_policy_denied"), "acme/website: trust_policy_denied (needs a release tag)");
-    story.check(reason_of("acme/payroll") == Some("no_trust_policy"), "acme/payroll: no_trust_policy (no rule grants it)");
-    story.check(reason_of("dormant-co/legacy") == Some("installation_suspended"), "dormant-co/legacy: installation_suspended");
+    story.check(
+        minted.tokens.len() == 2,
+        "two tokens: one per installation (acme, acme-labs)",
+    );
+    let reason_of = |repo: &str| {
+        minted
+            .excluded
+            .iter()
+            .find(|e| e.repo == repo)
+            .map(|e| e.reason.as_str())
+    };
+    story.check(
+        reason_of("acme/website") == Some("trust_policy_denied"),
+        "acme/website: trust_policy_denied (needs a release tag)",
+    );
+    story.check(
+        reason_of("acme/payroll") == Some("no_trust_policy"),
+        "acme/payroll: no_trust_policy (no rule grants it)",
+    );
+    story.check(
+        reason_of("dormant-co/legacy") == Some("installation_suspended"),
+        "dormant-co/legacy: installation_suspended",
+    );
 
     story.chapter(6, "The token works, and only where it was granted");
-    let acme = minted.tokens.iter().find(|t| t.owner == "acme").context("no acme token")?;
-    let get = |path: String| http.get(format!("{github_api}{path}")).bearer_auth(&acme.token).send();
+    let acme = minted
+        .tokens
+        .iter()
+        .find(|t| t.owner == "acme")
+        .context("no acme token")?;
+    let get = |path: String| {
+        http.get(format!("{github_api}{path}"))
+            .bearer_auth(&acme.token)
+            .send()
+    };
     let ok = get("/repos/acme/modules".into()).await?.status().as_u16();
-    story.check(ok == 200, &format!("GET /repos/acme/modules with the token: HTTP {ok}"));
+    story.check(
+        ok == 200,
+        &format!("GET /repos/acme/modules with the token: HTTP {ok}"),
+    );
     let hidden = get("/repos/acme/payroll".into()).await?.status().as_u16();
-    story.check(hidden == 404, &format!("GET /repos/acme/payroll with the token: HTTP {hidden} (out of scope)"));
+    story.check(
+        hidden == 404,
+        &format!("GET /repos/acme/payroll with the token: HTTP {hidden} (out of scope)"),
+    );
 
-    story.chapter(7, "The job ends and revokes everything (DELETE /api/v1/auth/session)");
-    let res = http.delete(format!("{base}/api/v1/auth/session")).bearer_auth(&session.token).send().await?;
+    story.chapter(
+        7,
+        "The job ends and revokes everything (DELETE /api/v1/auth/session)",
+    );
+    let res = http
+        .delete(format!("{base}/api/v1/auth/session"))
+        .bearer_auth(&session.token)
+        .send()
+        .await?;
     let (status, env) = envelope::<RevokeResponse>(res).await?;
     let revoked = env.data.map(|d| d.revoked).unwrap_or_default();
-    story.check(status == 200 && revoked == 2, &format!("revoked {revoked} tokens at GitHub"));
+    story.check(
+        status == 200 && revoked == 2,
+        &format!("revoked {revoked} tokens at GitHub"),
+    );
 
-    story.chapter(8, "The revoked token no longer works, and neither does the session");
+    story.chapter(
+        8,
+        "The revoked token no longer works, and neither does the session",
+    );
     let dead = get("/repos/acme/modules".into()).await?.status().as_u16();
-    story.check(dead == 401, &format!("GET /repos/acme/modules with the revoked token: HTTP {dead}"));
-    let res = http.post(format!("{base}/api/v1/sts")).bearer_auth(&session.token).json(&serde_json::json!({})).send().await?;
-    let status = res.status().as_u16();
-    story.check(status == 401, &format!("mint with the ended session: HTTP {status}"));
-
-    story.chapter(9, "The audit trail (GET /api/v1/admin/workspaces/acme/audit)");
+    story.check(
+        dead == 401,
+        &format!("GET /repos/acme/modules with the revoked token: HTTP {dead}"),
+    );
     let res = http
-        .get(format!("{base}/api/v1/admin/workspaces/{DEV_WORKSPACE}/audit?limit=50"))
+        .post(format!("{base}/api/v1/sts"))
+        .bearer_auth(&session.token)
+        .json(&serde_json::json!({}))
+        .send()
+        .await?;
+    let status = res.status().as_u16();
+    story.check(
+        status == 401,
+        &format!("mint with the ended session: HTTP {status}"),
+    );
+
+    story.chapter(
+        9,
+        "The audit trail (GET /api/v1/admin/workspaces/acme/audit)",
+    );
+    let res = http
+        .get(format!(
+            "{base}/api/v1/admin/workspaces/{DEV_WORKSPACE}/audit?limit=50"
+        ))
         .bearer_auth(&world.admin_token)
         .send()
         .await?;
     let (_, env) = envelope::<serde_json::Value>(res).await?;
-    let events = env.data.and_then(|d| d.get("events").cloned()).unwrap_or_default();
+    let events = env
+        .data
+        .and_then(|d| d.get("events").cloned())
+        .unwrap_or_default();
     let events = events.as_array().cloned().unwrap_or_default();
     for e in events.iter().rev() {
         println!(
@@ -159,17 +249,33 @@ pub async fn run() -> anyhow::Result<bool> {
             e["time"].as_str().unwrap_or(""),
             e["action"].as_str().unwrap_or(""),
             e["outcome"].as_str().unwrap_or(""),
-            e["reason"].as_str().map(|r| format!("reason={r} ")).unwrap_or_default(),
-            e["tokens"].as_array().map(|t| format!("tokens={}", t.len())).unwrap_or_default(),
+            e["reason"]
+                .as_str()
+                .map(|r| format!("reason={r} "))
+                .unwrap_or_default(),
+            e["tokens"]
+                .as_array()
+                .map(|t| format!("tokens={}", t.len()))
+                .unwrap_or_default(),
         );
     }
-    let has = |action: &str, outcome: &str| events.iter().any(|e| e["action"] == action && e["outcome"] == outcome);
+    let has = |action: &str, outcome: &str| {
+        events
+            .iter()
+            .any(|e| e["action"] == action && e["outcome"] == outcome)
+    };
     story.check(
-        has("exchange", "success") && has("exchange", "denied") && has("mint", "success") && has("session.revoke", "success"),
+        has("exchange", "success")
+            && has("exchange", "denied")
+            && has("mint", "success")
+            && has("session.revoke", "success"),
         "exchange, replay denial, mint and revoke are all audited",
     );
     let body = serde_json::to_string(&events)?;
-    story.check(!minted.tokens.iter().any(|t| body.contains(&t.token)), "no token value appears in the audit log");
+    story.check(
+        !minted.tokens.iter().any(|t| body.contains(&t.token)),
+        "no token value appears in the audit log",
+    );
 
     broker.stop().await?;
     println!();

@@ -19,10 +19,12 @@ pub const DEV_AUDIENCE: &str = "atmos-pro.com";
 /// Workspace seeded in dev mode and the demo.
 pub const DEV_WORKSPACE: &str = "acme";
 
-/// The policy seeded in dev mode and the demo.
+/// The policy seeded in dev mode and the demo; `ISSUER` stands for the dev issuer's URL (see
+/// [`dev_policy`]), since a rule's issuer defaults to GitHub's.
 pub const DEV_POLICY: &str = r#"description: infra deploys from main read shared modules; releases may push the website
 rules:
   - name: infra-main
+    issuer: ISSUER
     match:
       repository_owner_id: "1001"
       repository: acme/infra
@@ -33,6 +35,7 @@ rules:
       repositories: ["acme/terraform-*", "acme/modules", "acme-labs/shared-modules", "dormant-co/legacy"]
       permissions: {contents: read}
   - name: release-tags
+    issuer: ISSUER
     match:
       repository: acme/infra
       ref: refs/tags/v*
@@ -41,12 +44,24 @@ rules:
       permissions: {contents: write}
 "#;
 
+/// [`DEV_POLICY`] for the issuer at `issuer`.
+pub fn dev_policy(issuer: &str) -> String {
+    DEV_POLICY.replace("ISSUER", issuer)
+}
+
 fn repo(id: i64, name: &str) -> SimRepo {
-    SimRepo { id, name: name.to_owned(), private: true }
+    SimRepo {
+        id,
+        name: name.to_owned(),
+        private: true,
+    }
 }
 
 fn perms(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
 }
 
 /// The simulated installations: two orgs and a suspended one.
@@ -57,7 +72,12 @@ pub fn dev_installations() -> Vec<SimInstallation> {
             account_login: "acme".into(),
             account_id: 1001,
             account_type: "Organization".into(),
-            permissions: perms(&[("contents", "write"), ("metadata", "read"), ("issues", "write"), ("pull_requests", "write")]),
+            permissions: perms(&[
+                ("contents", "write"),
+                ("metadata", "read"),
+                ("issues", "write"),
+                ("pull_requests", "write"),
+            ]),
             repository_selection: "all".into(),
             repositories: vec![
                 repo(2001, "infra"),
@@ -182,14 +202,20 @@ encryption_key_file = "token-key"
             .json(&serde_json::json!({ "id": DEV_WORKSPACE, "name": "Acme Corp" }))
             .send()
             .await?;
-        anyhow::ensure!(res.status().is_success(), "create workspace: {}", res.status());
+        anyhow::ensure!(
+            res.status().is_success(),
+            "create workspace: {}",
+            res.status()
+        );
         for owner in ["acme", "acme-labs", "dormant-co"] {
-            let res = admin(http.put(format!("{api}/{DEV_WORKSPACE}/installations/{owner}"))).send().await?;
+            let res = admin(http.put(format!("{api}/{DEV_WORKSPACE}/installations/{owner}")))
+                .send()
+                .await?;
             anyhow::ensure!(res.status().is_success(), "link {owner}: {}", res.status());
         }
         let res = admin(http.put(format!("{api}/{DEV_WORKSPACE}/policies/default")))
             .header("content-type", "application/yaml")
-            .body(DEV_POLICY)
+            .body(dev_policy(&self.issuer.issuer()))
             .send()
             .await?;
         anyhow::ensure!(res.status().is_success(), "put policy: {}", res.status());
@@ -213,7 +239,9 @@ fn restrict(_: &std::path::Path) -> std::io::Result<()> {
 
 /// `serve --dev`: simulators, a seeded broker on `listen`, and instructions, until Ctrl-C.
 pub async fn serve_dev(listen: &str) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("bind {listen}"))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("bind {listen}"))?;
     let addr = listener.local_addr()?;
     let world = DevWorld::start(addr).await?;
     let app = crate::app::App::build(world.config.clone()).await?;
@@ -239,7 +267,10 @@ pub async fn serve_dev(listen: &str) -> anyhow::Result<()> {
         "  curl -s {}/api/v1/auth/github-oidc -H 'content-type: application/json' -d '{{\"token\":\"{oidc}\",\"workspaceId\":\"{DEV_WORKSPACE}\"}}'",
         broker.url
     );
-    println!("  curl -s {}/api/v1/admin/workspaces/{DEV_WORKSPACE}/audit -H 'authorization: Bearer {}'", broker.url, world.admin_token);
+    println!(
+        "  curl -s {}/api/v1/admin/workspaces/{DEV_WORKSPACE}/audit -H 'authorization: Bearer {}'",
+        broker.url, world.admin_token
+    );
     crate::server::run_until_stopped(broker).await?;
     Ok(())
 }

@@ -9,7 +9,9 @@ use crate::http::error::{ApiError, ApiResult};
 use crate::http::types::{ExchangeRequest, ExchangeResponse};
 use crate::metrics::Metrics;
 use crate::oidc::{Claims, VerifyError};
-use crate::session::{SessionClaims, SessionError, GITHUB_ACTIONS_SESSION, REVOKE_GRACE_SECONDS, SESSION_AUDIENCE};
+use crate::session::{
+    SessionClaims, SessionError, GITHUB_ACTIONS_SESSION, REVOKE_GRACE_SECONDS, SESSION_AUDIENCE,
+};
 use crate::store::{JtiRecord, SessionRecord, StoreError};
 use secrecy::{ExposeSecret as _, SecretString};
 use time::format_description::well_known::Rfc3339;
@@ -22,8 +24,20 @@ pub const MAX_OIDC_TOKEN_LEN: usize = 16 * 1024;
 pub const REPLAY_KEY_SLACK_SECONDS: i64 = 300;
 /// Claims copied into the audit actor (strings only). Never the raw token.
 const AUDITED_CLAIMS: &[&str] = &[
-    "iss", "sub", "repository", "repository_id", "repository_owner", "repository_owner_id", "ref",
-    "workflow_ref", "job_workflow_ref", "run_id", "run_attempt", "actor", "event_name", "environment",
+    "iss",
+    "sub",
+    "repository",
+    "repository_id",
+    "repository_owner",
+    "repository_owner_id",
+    "ref",
+    "workflow_ref",
+    "job_workflow_ref",
+    "run_id",
+    "run_attempt",
+    "actor",
+    "event_name",
+    "environment",
 ];
 
 /// Is `id` a well-formed workspace id (`[a-z0-9][a-z0-9_-]{0,62}`)?
@@ -32,16 +46,27 @@ pub fn valid_workspace_id(id: &str) -> bool {
     !bytes.is_empty()
         && bytes.len() <= 63
         && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
-        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'_')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'_')
 }
 
 /// The audit actor for OIDC claims.
 pub fn actor_from_claims(claims: &serde_json::Value, session_id: Option<&str>) -> Actor {
     let claims = AUDITED_CLAIMS
         .iter()
-        .filter_map(|k| claims.get(*k).and_then(|v| v.as_str()).map(|v| ((*k).to_owned(), v.to_owned())))
+        .filter_map(|k| {
+            claims
+                .get(*k)
+                .and_then(|v| v.as_str())
+                .map(|v| ((*k).to_owned(), v.to_owned()))
+        })
         .collect();
-    Actor { kind: "oidc".to_owned(), session_id: session_id.map(str::to_owned), claims }
+    Actor {
+        kind: "oidc".to_owned(),
+        session_id: session_id.map(str::to_owned),
+        claims,
+    }
 }
 
 /// Is this the claim set of a GitHub Actions job?
@@ -61,10 +86,16 @@ pub async fn audit_refusal(app: &App, event: &AuditEvent) {
 
 /// Exchange an OIDC token for a session.
 #[tracing::instrument(skip_all, fields(workspace.id = %req.workspace_id))]
-pub async fn exchange(app: &App, req: ExchangeRequest, request_id: &str) -> ApiResult<ExchangeResponse> {
+pub async fn exchange(
+    app: &App,
+    req: ExchangeRequest,
+    request_id: &str,
+) -> ApiResult<ExchangeResponse> {
     let mut errors = Vec::new();
     if req.token.is_empty() || req.token.len() > MAX_OIDC_TOKEN_LEN {
-        errors.push(format!("token: must be a JWT of at most {MAX_OIDC_TOKEN_LEN} bytes"));
+        errors.push(format!(
+            "token: must be a JWT of at most {MAX_OIDC_TOKEN_LEN} bytes"
+        ));
     }
     if !valid_workspace_id(&req.workspace_id) {
         errors.push("workspaceId: must match [a-z0-9][a-z0-9_-]{0,62}".to_owned());
@@ -106,14 +137,26 @@ pub async fn exchange(app: &App, req: ExchangeRequest, request_id: &str) -> ApiR
         audit_refusal(app, &audit).await;
         Metrics::outcome(&app.metrics.exchanges, "denied", "workspace_not_found");
         app.metrics.deny("workspace_not_found");
-        return Err(ApiError::not_found("workspace_not_found", "no such workspace"));
+        return Err(ApiError::not_found(
+            "workspace_not_found",
+            "no such workspace",
+        ));
     };
 
     let now = OffsetDateTime::now_utc();
     let ttl = Duration::seconds(i64::try_from(app.config.session.ttl_seconds).unwrap_or(3600));
     let session_id = format!("ses_{}", uuid::Uuid::new_v4().simple());
-    let subject = verified.claims.get("sub").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
-    let typ = if is_github_actions(&verified.claims) { GITHUB_ACTIONS_SESSION } else { "ws:oidc" };
+    let subject = verified
+        .claims
+        .get("sub")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let typ = if is_github_actions(&verified.claims) {
+        GITHUB_ACTIONS_SESSION
+    } else {
+        "ws:oidc"
+    };
     let session = SessionRecord {
         id: session_id.clone(),
         workspace_id: req.workspace_id.clone(),
@@ -143,7 +186,10 @@ pub async fn exchange(app: &App, req: ExchangeRequest, request_id: &str) -> ApiR
             audit_refusal(app, &audit).await;
             Metrics::outcome(&app.metrics.exchanges, "denied", "token_replayed");
             app.metrics.deny("token_replayed");
-            return Err(ApiError::unauthorized("token_replayed", "the OIDC token was already used"));
+            return Err(ApiError::unauthorized(
+                "token_replayed",
+                "the OIDC token was already used",
+            ));
         }
         Err(e) => {
             Metrics::outcome(&app.metrics.exchanges, "failure", "database_error");
@@ -167,7 +213,10 @@ pub async fn exchange(app: &App, req: ExchangeRequest, request_id: &str) -> ApiR
         .sign(&claims)
         .map_err(|e| ApiError::internal("session_signing_failed", e.into()))?;
     Metrics::outcome(&app.metrics.exchanges, "success", "");
-    Ok(ExchangeResponse { token, expires_at: format_time(session.expires_at) })
+    Ok(ExchangeResponse {
+        token,
+        expires_at: format_time(session.expires_at),
+    })
 }
 
 /// RFC 3339 with `Z`.
@@ -195,32 +244,51 @@ pub struct Authenticated {
 
 /// Check a session bearer token: signature, expiry, and the session row (revocation is seen by
 /// every replica because it lives in the database).
-pub async fn authenticate(app: &App, token: &SecretString, purpose: Purpose) -> ApiResult<Authenticated> {
+pub async fn authenticate(
+    app: &App,
+    token: &SecretString,
+    purpose: Purpose,
+) -> ApiResult<Authenticated> {
     let grace = (purpose == Purpose::Revoke).then_some(REVOKE_GRACE_SECONDS);
-    let claims = app.sessions.verify(token.expose_secret(), grace).map_err(|e| {
-        let (tag, msg) = match e {
-            SessionError::Expired => ("session_expired", "the session has expired"),
-            SessionError::Invalid => ("invalid_session", "the session token is not valid"),
-        };
-        app.metrics.deny(tag);
-        ApiError::unauthorized(tag, msg)
-    })?;
+    let claims = app
+        .sessions
+        .verify(token.expose_secret(), grace)
+        .map_err(|e| {
+            let (tag, msg) = match e {
+                SessionError::Expired => ("session_expired", "the session has expired"),
+                SessionError::Invalid => ("invalid_session", "the session token is not valid"),
+            };
+            app.metrics.deny(tag);
+            ApiError::unauthorized(tag, msg)
+        })?;
     let Some(session) = app.store.get_session(&claims.sid).await? else {
         app.metrics.deny("invalid_session");
-        return Err(ApiError::unauthorized("invalid_session", "the session token is not valid"));
+        return Err(ApiError::unauthorized(
+            "invalid_session",
+            "the session token is not valid",
+        ));
     };
     if session.workspace_id != claims.ws {
         app.metrics.deny("invalid_session");
-        return Err(ApiError::unauthorized("invalid_session", "the session token is not valid"));
+        return Err(ApiError::unauthorized(
+            "invalid_session",
+            "the session token is not valid",
+        ));
     }
     if purpose == Purpose::Use {
         if session.revoked_at.is_some() {
             app.metrics.deny("session_revoked");
-            return Err(ApiError::unauthorized("session_revoked", "the session was revoked"));
+            return Err(ApiError::unauthorized(
+                "session_revoked",
+                "the session was revoked",
+            ));
         }
         if session.expires_at <= OffsetDateTime::now_utc() {
             app.metrics.deny("session_expired");
-            return Err(ApiError::unauthorized("session_expired", "the session has expired"));
+            return Err(ApiError::unauthorized(
+                "session_expired",
+                "the session has expired",
+            ));
         }
     }
     Ok(Authenticated { claims, session })
@@ -235,7 +303,15 @@ mod tests {
         for ok in ["acme", "a", "acme-prod_1", "0x"] {
             assert!(valid_workspace_id(ok), "{ok}");
         }
-        for bad in ["", "Acme", "-acme", "acme/x", "acme prod", &"a".repeat(64), "ümlaut"] {
+        for bad in [
+            "",
+            "Acme",
+            "-acme",
+            "acme/x",
+            "acme prod",
+            &"a".repeat(64),
+            "ümlaut",
+        ] {
             assert!(!valid_workspace_id(bad), "{bad}");
         }
     }
@@ -248,8 +324,14 @@ mod tests {
         });
         let actor = actor_from_claims(&claims, Some("ses_1"));
         assert_eq!(actor.kind, "oidc");
-        assert_eq!(actor.claims.get("repository").map(String::as_str), Some("acme/infra"));
-        assert!(!actor.claims.contains_key("repository_id"), "numbers are not strings");
+        assert_eq!(
+            actor.claims.get("repository").map(String::as_str),
+            Some("acme/infra")
+        );
+        assert!(
+            !actor.claims.contains_key("repository_id"),
+            "numbers are not strings"
+        );
         assert!(!actor.claims.contains_key("secret_custom"));
     }
 }

@@ -7,7 +7,11 @@ use sts_broker::app::App;
 use sts_broker::config::Config;
 
 #[derive(Parser)]
-#[command(name = "sts-broker", version, about = "A security token service for GitHub")]
+#[command(
+    name = "sts-broker",
+    version,
+    about = "A security token service for GitHub"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -63,9 +67,14 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Serve { config: Some(path), .. } => {
+        Command::Serve {
+            config: Some(path), ..
+        } => {
             let config = Config::load(Some(&path))?;
-            let _guard = sts_broker::telemetry::init(&config.telemetry.log_format, config.telemetry.otlp_endpoint.as_deref())?;
+            let _guard = sts_broker::telemetry::init(
+                &config.telemetry.log_format,
+                config.telemetry.otlp_endpoint.as_deref(),
+            )?;
             let listener = tokio::net::TcpListener::bind(&config.server.listen).await?;
             let app = App::build(config).await?;
             let broker = sts_broker::server::spawn(app, listener)?;
@@ -73,7 +82,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             sts_broker::server::run_until_stopped(broker).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve { dev: true, listen, .. } => {
+        Command::Serve {
+            dev: true, listen, ..
+        } => {
             let _guard = sts_broker::telemetry::init("text", None)?;
             sts_broker::dev::serve_dev(&listen).await?;
             Ok(ExitCode::SUCCESS)
@@ -98,8 +109,20 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("configuration OK: {}", config.display());
             println!("  listen      {}", loaded.server.listen);
             println!("  public_url  {}", loaded.server.public_url);
-            println!("  github      {} (app {})", loaded.github.api_url, loaded.github.app_id);
-            println!("  issuers     {}", loaded.oidc.issuers.iter().map(|i| i.issuer.as_str()).collect::<Vec<_>>().join(", "));
+            println!(
+                "  github      {} (app {})",
+                loaded.github.api_url, loaded.github.app_id
+            );
+            println!(
+                "  issuers     {}",
+                loaded
+                    .oidc
+                    .issuers
+                    .iter()
+                    .map(|i| i.issuer.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -92,18 +92,39 @@ impl Metrics {
         let mints = Family::<OutcomeLabels, Counter>::default();
         registry.register("mints", "STS mint requests", mints.clone());
         let tokens_minted = Counter::default();
-        registry.register("tokens_minted", "Installation tokens handed out", tokens_minted.clone());
+        registry.register(
+            "tokens_minted",
+            "Installation tokens handed out",
+            tokens_minted.clone(),
+        );
         let tokens_revoked = Counter::default();
-        registry.register("tokens_revoked", "Installation tokens revoked at GitHub", tokens_revoked.clone());
+        registry.register(
+            "tokens_revoked",
+            "Installation tokens revoked at GitHub",
+            tokens_revoked.clone(),
+        );
         let exclusions = Family::<ReasonLabels, Counter>::default();
-        registry.register("exclusions", "Repositories excluded from mints", exclusions.clone());
+        registry.register(
+            "exclusions",
+            "Repositories excluded from mints",
+            exclusions.clone(),
+        );
         let denials = Family::<ReasonLabels, Counter>::default();
         registry.register("denials", "Refused requests by reason", denials.clone());
         let github_latency: HistogramFamily<GitHubLabels> =
             Family::new_with_constructor(latency_histogram);
-        registry.register("github_request_duration_seconds", "GitHub API call latency", github_latency.clone());
-        let http_latency: HistogramFamily<HttpLabels> = Family::new_with_constructor(latency_histogram);
-        registry.register("http_request_duration_seconds", "HTTP request latency", http_latency.clone());
+        registry.register(
+            "github_request_duration_seconds",
+            "GitHub API call latency",
+            github_latency.clone(),
+        );
+        let http_latency: HistogramFamily<HttpLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency",
+            http_latency.clone(),
+        );
         Self {
             registry,
             exchanges,
@@ -120,19 +141,29 @@ impl Metrics {
     /// Count an outcome in `family`.
     pub fn outcome(family: &Family<OutcomeLabels, Counter>, outcome: &str, reason: &str) {
         family
-            .get_or_create(&OutcomeLabels { outcome: outcome.to_owned(), reason: reason.to_owned() })
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+                reason: reason.to_owned(),
+            })
             .inc();
     }
 
     /// Count one refusal.
     pub fn deny(&self, reason: &str) {
-        self.denials.get_or_create(&ReasonLabels { reason: reason.to_owned() }).inc();
+        self.denials
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     /// Record one GitHub call.
     pub fn github_call(&self, operation: &'static str, status: u16, latency: Duration) {
         self.github_latency
-            .get_or_create(&GitHubLabels { operation: operation.to_owned(), status: status.to_string() })
+            .get_or_create(&GitHubLabels {
+                operation: operation.to_owned(),
+                status: status.to_string(),
+            })
             .observe(latency.as_secs_f64());
     }
 

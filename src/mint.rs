@@ -46,7 +46,9 @@ pub fn valid_policy_name(name: &str) -> bool {
     !b.is_empty()
         && b.len() <= 63
         && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'-' | b'_' | b'.'))
+        && b.iter().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'-' | b'_' | b'.')
+        })
 }
 
 /// One token to mint.
@@ -62,7 +64,12 @@ struct Group {
 
 /// Evaluate and mint.
 #[tracing::instrument(skip_all, fields(workspace.id = %auth.session.workspace_id, session.id = %auth.session.id))]
-pub async fn mint(app: &App, auth: &Authenticated, req: MintRequest, request_id: &str) -> ApiResult<MintResponse> {
+pub async fn mint(
+    app: &App,
+    auth: &Authenticated,
+    req: MintRequest,
+    request_id: &str,
+) -> ApiResult<MintResponse> {
     let session = &auth.session;
     if auth.claims.typ != GITHUB_ACTIONS_SESSION {
         app.metrics.deny("not_github_actions_session");
@@ -81,7 +88,10 @@ pub async fn mint(app: &App, auth: &Authenticated, req: MintRequest, request_id:
         ));
     }
 
-    let policy_name = req.policy_name.clone().unwrap_or_else(|| DEFAULT_POLICY.to_owned());
+    let policy_name = req
+        .policy_name
+        .clone()
+        .unwrap_or_else(|| DEFAULT_POLICY.to_owned());
     let mut errors = Vec::new();
     if !valid_policy_name(&policy_name) {
         errors.push("policyName: must match [a-z0-9][a-z0-9._-]{0,62}".to_owned());
@@ -89,7 +99,9 @@ pub async fn mint(app: &App, auth: &Authenticated, req: MintRequest, request_id:
     let mut sources: Vec<(String, RepoRef)> = Vec::new();
     if let Some(list) = &req.sources {
         if list.len() > MAX_SOURCES {
-            errors.push(format!("sources: at most {MAX_SOURCES} repositories per request"));
+            errors.push(format!(
+                "sources: at most {MAX_SOURCES} repositories per request"
+            ));
         }
         let mut seen = BTreeSet::new();
         for (i, s) in list.iter().enumerate() {
@@ -121,38 +133,61 @@ pub async fn mint(app: &App, auth: &Authenticated, req: MintRequest, request_id:
     let mut denial_reasons: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut groups: BTreeMap<(i64, PermissionSet), Group> = BTreeMap::new();
 
-    let stored = app.store.get_policy(&session.workspace_id, &policy_name).await?;
+    let stored = app
+        .store
+        .get_policy(&session.workspace_id, &policy_name)
+        .await?;
     let compiled = stored.as_ref().map(|p| {
         audit.policy_version = Some(p.version);
         app.compiled_policy(p)
     });
-    let mut planner = Planner { app, workspace_id: &session.workspace_id, links: HashMap::new(), installations: HashMap::new() };
+    let mut planner = Planner {
+        app,
+        workspace_id: &session.workspace_id,
+        links: HashMap::new(),
+        installations: HashMap::new(),
+    };
 
     match compiled.as_deref() {
         None => {
             for (raw, _) in &sources {
-                exclusions.push(Exclusion { repo: raw.clone(), reason: reason::NO_POLICY.into() });
+                exclusions.push(Exclusion {
+                    repo: raw.clone(),
+                    reason: reason::NO_POLICY.into(),
+                });
             }
         }
         Some(Err(policy_errors)) => {
             details.insert("policyErrors".into(), serde_json::json!(policy_errors));
             for (raw, _) in &sources {
-                exclusions.push(Exclusion { repo: raw.clone(), reason: reason::INVALID.into() });
+                exclusions.push(Exclusion {
+                    repo: raw.clone(),
+                    reason: reason::INVALID.into(),
+                });
             }
         }
         Some(Ok(policy)) if req.sources.is_some() => {
             for (raw, repo) in &sources {
                 match policy.decide(&session.issuer, &claims, repo) {
                     RepoDecision::NotGranted => {
-                        exclusions.push(Exclusion { repo: raw.clone(), reason: reason::NO_POLICY.into() });
+                        exclusions.push(Exclusion {
+                            repo: raw.clone(),
+                            reason: reason::NO_POLICY.into(),
+                        });
                     }
                     RepoDecision::Denied { reasons } => {
                         denial_reasons.insert(raw.clone(), reasons);
-                        exclusions.push(Exclusion { repo: raw.clone(), reason: reason::DENIED.into() });
+                        exclusions.push(Exclusion {
+                            repo: raw.clone(),
+                            reason: reason::DENIED.into(),
+                        });
                     }
                     RepoDecision::Granted { permissions, .. } => {
                         match planner.resolve_repo(repo).await? {
-                            Err(why) => exclusions.push(Exclusion { repo: raw.clone(), reason: why.into() }),
+                            Err(why) => exclusions.push(Exclusion {
+                                repo: raw.clone(),
+                                reason: why.into(),
+                            }),
                             Ok((installation, canonical)) => {
                                 let group = groups
                                     .entry((installation.id, permissions.clone()))
@@ -173,8 +208,15 @@ pub async fn mint(app: &App, auth: &Authenticated, req: MintRequest, request_id:
             }
         }
         Some(Ok(policy)) => {
-            plan_all_grants(&mut planner, policy, &session.issuer, &claims, &mut groups, &mut hidden_exclusions)
-                .await?;
+            plan_all_grants(
+                &mut planner,
+                policy,
+                &session.issuer,
+                &claims,
+                &mut groups,
+                &mut hidden_exclusions,
+            )
+            .await?;
         }
     }
 
@@ -200,7 +242,11 @@ pub async fn mint(app: &App, auth: &Authenticated, req: MintRequest, request_id:
             permissions: g.permissions.to_strings(),
         };
         let github = &app.github;
-        async move { github.create_installation_token(g.installation.id, &request).await }
+        async move {
+            github
+                .create_installation_token(g.installation.id, &request)
+                .await
+        }
     }))
     .await;
 
@@ -213,7 +259,9 @@ pub async fn mint(app: &App, auth: &Authenticated, req: MintRequest, request_id:
                 continue;
             }
             Err(GitHubError::Suspended) => reason::SUSPENDED,
-            Err(GitHubError::NotFound | GitHubError::RepositoryNotAccessible) => reason::NOT_INSTALLED,
+            Err(GitHubError::NotFound | GitHubError::RepositoryNotAccessible) => {
+                reason::NOT_INSTALLED
+            }
             Err(GitHubError::PermissionNotGranted(_)) => reason::INVALID,
             Err(e) => {
                 tracing::warn!(github.installation_id = group.installation.id, error = %e, "mint failed at github");
@@ -221,14 +269,21 @@ pub async fn mint(app: &App, auth: &Authenticated, req: MintRequest, request_id:
                 continue;
             }
         };
-        let target = if req.sources.is_some() { &mut exclusions } else { &mut hidden_exclusions };
+        let target = if req.sources.is_some() {
+            &mut exclusions
+        } else {
+            &mut hidden_exclusions
+        };
         let repos: Vec<String> = if group.sources.is_empty() {
             vec![format!("{}/*", group.installation.account_login)]
         } else {
             group.sources.clone()
         };
         for repo in repos {
-            target.push(Exclusion { repo, reason: why.into() });
+            target.push(Exclusion {
+                repo,
+                reason: why.into(),
+            });
         }
     }
 
@@ -250,10 +305,11 @@ pub async fn mint(app: &App, auth: &Authenticated, req: MintRequest, request_id:
         let id = format!("tok_{}", uuid::Uuid::new_v4().simple());
         let value = minted_token.token.expose_secret();
         let owner = group.installation.account_login.clone();
-        let repositories = group
-            .repos
-            .as_ref()
-            .map(|r| r.iter().map(|name| format!("{owner}/{name}")).collect::<Vec<_>>());
+        let repositories = group.repos.as_ref().map(|r| {
+            r.iter()
+                .map(|name| format!("{owner}/{name}"))
+                .collect::<Vec<_>>()
+        });
         let permissions = if minted_token.permissions.is_empty() {
             group.permissions.to_strings()
         } else {
@@ -329,13 +385,24 @@ pub async fn mint(app: &App, auth: &Authenticated, req: MintRequest, request_id:
 
     app.metrics.tokens_minted.inc_by(tokens.len() as u64);
     for ex in &exclusions {
-        app.metrics.exclusions.get_or_create(&ReasonLabels { reason: ex.reason.clone() }).inc();
+        app.metrics
+            .exclusions
+            .get_or_create(&ReasonLabels {
+                reason: ex.reason.clone(),
+            })
+            .inc();
     }
     Metrics::outcome(&app.metrics.mints, "success", "");
     tracing::info!(tokens = tokens.len(), excluded = exclusions.len(), policy.name = %policy_name, "minted {} tokens", tokens.len());
     Ok(MintResponse {
         tokens,
-        excluded: exclusions.into_iter().map(|e| Excluded { repo: e.repo, reason: e.reason }).collect(),
+        excluded: exclusions
+            .into_iter()
+            .map(|e| Excluded {
+                repo: e.repo,
+                reason: e.reason,
+            })
+            .collect(),
     })
 }
 
@@ -343,7 +410,12 @@ pub async fn mint(app: &App, auth: &Authenticated, req: MintRequest, request_id:
 async fn revoke_minted(app: &App, minted: &[(Group, InstallationToken)]) -> Vec<i64> {
     let results = join_all(minted.iter().map(|(g, t)| {
         let github = &app.github;
-        async move { (g.installation.id, github.revoke_installation_token(&t.token).await) }
+        async move {
+            (
+                g.installation.id,
+                github.revoke_installation_token(&t.token).await,
+            )
+        }
     }))
     .await;
     results
@@ -372,13 +444,20 @@ impl Planner<'_> {
         if let Some(hit) = self.links.get(&key) {
             return Ok(hit.clone());
         }
-        let link = self.app.store.find_installation(self.workspace_id, owner).await?;
+        let link = self
+            .app
+            .store
+            .find_installation(self.workspace_id, owner)
+            .await?;
         self.links.insert(key, link.clone());
         Ok(link)
     }
 
     /// The installation behind a link, or the exclusion reason.
-    async fn installation(&mut self, link: &InstallationLink) -> ApiResult<Result<Installation, &'static str>> {
+    async fn installation(
+        &mut self,
+        link: &InstallationLink,
+    ) -> ApiResult<Result<Installation, &'static str>> {
         if let Some(hit) = self.installations.get(&link.installation_id) {
             return Ok(hit.clone());
         }
@@ -388,7 +467,8 @@ impl Planner<'_> {
             Err(GitHubError::NotFound) => Err(reason::NOT_INSTALLED),
             Err(e) => return Err(e.into()),
         };
-        self.installations.insert(link.installation_id, result.clone());
+        self.installations
+            .insert(link.installation_id, result.clone());
         Ok(result)
     }
 
@@ -404,13 +484,21 @@ impl Planner<'_> {
             Ok(i) => i,
             Err(why) => return Ok(Err(why)),
         };
-        let repos = match self.app.github.installation_repositories(installation.id).await {
+        let repos = match self
+            .app
+            .github
+            .installation_repositories(installation.id)
+            .await
+        {
             Ok(r) => r,
             Err(GitHubError::NotFound) => return Ok(Err(reason::NOT_INSTALLED)),
             Err(GitHubError::Suspended) => return Ok(Err(reason::SUSPENDED)),
             Err(e) => return Err(e.into()),
         };
-        let Some(found) = repos.iter().find(|r| r.name.eq_ignore_ascii_case(&repo.name)) else {
+        let Some(found) = repos
+            .iter()
+            .find(|r| r.name.eq_ignore_ascii_case(&repo.name))
+        else {
             return Ok(Err(reason::NOT_INSTALLED));
         };
         Ok(Ok((installation, found.name.clone())))
@@ -433,13 +521,19 @@ async fn plan_all_grants(
     let mut per_repo: BTreeMap<(i64, String), (Installation, PermissionSet)> = BTreeMap::new();
     for grant in policy.grants(issuer, claims) {
         let Some(link) = planner.link(&grant.owner).await? else {
-            skipped.push(Exclusion { repo: format!("{}/*", grant.owner), reason: reason::NOT_INSTALLED.into() });
+            skipped.push(Exclusion {
+                repo: format!("{}/*", grant.owner),
+                reason: reason::NOT_INSTALLED.into(),
+            });
             continue;
         };
         let installation = match planner.installation(&link).await? {
             Ok(i) => i,
             Err(why) => {
-                skipped.push(Exclusion { repo: format!("{}/*", grant.owner), reason: why.into() });
+                skipped.push(Exclusion {
+                    repo: format!("{}/*", grant.owner),
+                    reason: why.into(),
+                });
                 continue;
             }
         };
@@ -451,7 +545,12 @@ async fn plan_all_grants(
                 entry.1.merge(&grant.permissions);
             }
             RepoSelector::Patterns(_) => {
-                let repos = match planner.app.github.installation_repositories(installation.id).await {
+                let repos = match planner
+                    .app
+                    .github
+                    .installation_repositories(installation.id)
+                    .await
+                {
                     Ok(r) => r,
                     Err(GitHubError::NotFound) => continue,
                     Err(e) => return Err(e.into()),
@@ -468,7 +567,12 @@ async fn plan_all_grants(
     for (id, (installation, permissions)) in &whole {
         groups.insert(
             (*id, permissions.clone()),
-            Group { installation: installation.clone(), permissions: permissions.clone(), repos: None, sources: Vec::new() },
+            Group {
+                installation: installation.clone(),
+                permissions: permissions.clone(),
+                repos: None,
+                sources: Vec::new(),
+            },
         );
     }
     for ((id, name), (installation, mut permissions)) in per_repo {
@@ -478,12 +582,14 @@ async fn plan_all_grants(
                 continue; // the whole-installation token already covers it
             }
         }
-        let group = groups.entry((id, permissions.clone())).or_insert_with(|| Group {
-            installation,
-            permissions,
-            repos: Some(BTreeSet::new()),
-            sources: Vec::new(),
-        });
+        let group = groups
+            .entry((id, permissions.clone()))
+            .or_insert_with(|| Group {
+                installation,
+                permissions,
+                repos: Some(BTreeSet::new()),
+                sources: Vec::new(),
+            });
         if let Some(repos) = group.repos.as_mut() {
             repos.insert(name);
         }

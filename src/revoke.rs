@@ -27,7 +27,10 @@ pub struct RevokeOutcome {
 /// ones are marked without a call (GitHub no longer honours them).
 pub async fn revoke_tokens(app: &App, tokens: Vec<IssuedToken>) -> ApiResult<RevokeOutcome> {
     let now = OffsetDateTime::now_utc();
-    let live: Vec<IssuedToken> = tokens.into_iter().filter(|t| t.revoked_at.is_none()).collect();
+    let live: Vec<IssuedToken> = tokens
+        .into_iter()
+        .filter(|t| t.revoked_at.is_none())
+        .collect();
     let results: Vec<(IssuedToken, Result<(), String>)> = stream::iter(live)
         .map(|t| async move {
             if t.expires_at <= now {
@@ -37,7 +40,11 @@ pub async fn revoke_tokens(app: &App, tokens: Vec<IssuedToken>) -> ApiResult<Rev
                 return (t, Ok(()));
             };
             let result = match app.sealer.open(&t.id, sealed) {
-                Ok(token) => app.github.revoke_installation_token(&token).await.map_err(|e| e.code().to_owned()),
+                Ok(token) => app
+                    .github
+                    .revoke_installation_token(&token)
+                    .await
+                    .map_err(|e| e.code().to_owned()),
                 Err(e) => Err(format!("unseal failed: {e}")),
             };
             (t, result)
@@ -105,7 +112,12 @@ async fn finish(app: &App, mut audit: AuditEvent, outcome: RevokeOutcome) -> Api
     }
 }
 
-fn session_audit(auth: &Authenticated, kind: AuditKind, action: &str, request_id: &str) -> AuditEvent {
+fn session_audit(
+    auth: &Authenticated,
+    kind: AuditKind,
+    action: &str,
+    request_id: &str,
+) -> AuditEvent {
     let mut audit = AuditEvent::new(kind, action);
     audit.workspace_id = Some(auth.session.workspace_id.clone());
     audit.request_id = Some(request_id.to_owned());
@@ -121,20 +133,45 @@ pub async fn revoke_session_tokens(
     ids: Option<Vec<String>>,
     request_id: &str,
 ) -> ApiResult<u64> {
-    let filter = TokenFilter { session_id: Some(auth.session.id.clone()), ids, ..TokenFilter::default() };
-    let tokens = app.store.list_tokens(&auth.session.workspace_id, &filter).await?;
+    let filter = TokenFilter {
+        session_id: Some(auth.session.id.clone()),
+        ids,
+        ..TokenFilter::default()
+    };
+    let tokens = app
+        .store
+        .list_tokens(&auth.session.workspace_id, &filter)
+        .await?;
     let outcome = revoke_tokens(app, tokens).await?;
-    finish(app, session_audit(auth, AuditKind::Revoke, "revoke", request_id), outcome).await
+    finish(
+        app,
+        session_audit(auth, AuditKind::Revoke, "revoke", request_id),
+        outcome,
+    )
+    .await
 }
 
 /// `DELETE /auth/session`: the session and all its tokens.
 #[tracing::instrument(skip_all, fields(session.id = %auth.session.id))]
 pub async fn end_session(app: &App, auth: &Authenticated, request_id: &str) -> ApiResult<u64> {
-    let filter = TokenFilter { session_id: Some(auth.session.id.clone()), ..TokenFilter::default() };
-    let tokens = app.store.list_tokens(&auth.session.workspace_id, &filter).await?;
+    let filter = TokenFilter {
+        session_id: Some(auth.session.id.clone()),
+        ..TokenFilter::default()
+    };
+    let tokens = app
+        .store
+        .list_tokens(&auth.session.workspace_id, &filter)
+        .await?;
     let outcome = revoke_tokens(app, tokens).await?;
-    app.store.revoke_session(&auth.session.id, OffsetDateTime::now_utc()).await?;
-    finish(app, session_audit(auth, AuditKind::SessionRevoke, "session.revoke", request_id), outcome).await
+    app.store
+        .revoke_session(&auth.session.id, OffsetDateTime::now_utc())
+        .await?;
+    finish(
+        app,
+        session_audit(auth, AuditKind::SessionRevoke, "session.revoke", request_id),
+        outcome,
+    )
+    .await
 }
 
 /// Which tokens an administrator revokes; selectors combine with AND, `all` alone selects every
@@ -158,7 +195,12 @@ pub struct AdminRevocation {
 
 /// `POST /admin/workspaces/{ws}/revocations`.
 #[tracing::instrument(skip_all, fields(workspace.id = %workspace_id))]
-pub async fn admin_revoke(app: &App, workspace_id: &str, req: AdminRevocation, request_id: &str) -> ApiResult<u64> {
+pub async fn admin_revoke(
+    app: &App,
+    workspace_id: &str,
+    req: AdminRevocation,
+    request_id: &str,
+) -> ApiResult<u64> {
     let all = req.all.unwrap_or(false);
     if !all && req.token_ids.is_none() && req.session_id.is_none() && req.repository.is_none() {
         return Err(ApiError::invalid(vec![
@@ -166,7 +208,10 @@ pub async fn admin_revoke(app: &App, workspace_id: &str, req: AdminRevocation, r
         ]));
     }
     if app.store.get_workspace(workspace_id).await?.is_none() {
-        return Err(ApiError::not_found("workspace_not_found", "no such workspace"));
+        return Err(ApiError::not_found(
+            "workspace_not_found",
+            "no such workspace",
+        ));
     }
     let filter = TokenFilter {
         active_at: Some(OffsetDateTime::now_utc()),
@@ -184,12 +229,17 @@ pub async fn admin_revoke(app: &App, workspace_id: &str, req: AdminRevocation, r
     }
     let outcome = revoke_tokens(app, tokens).await?;
     if let Some(session_id) = &req.session_id {
-        app.store.revoke_session(session_id, OffsetDateTime::now_utc()).await?;
+        app.store
+            .revoke_session(session_id, OffsetDateTime::now_utc())
+            .await?;
     }
     let mut audit = AuditEvent::new(AuditKind::Revoke, "admin.revoke");
     audit.workspace_id = Some(workspace_id.to_owned());
     audit.request_id = Some(request_id.to_owned());
-    audit.actor = Actor { kind: "admin".to_owned(), ..Actor::default() };
+    audit.actor = Actor {
+        kind: "admin".to_owned(),
+        ..Actor::default()
+    };
     let selectors = serde_json::to_value(&req).unwrap_or_default();
     let revoked = finish(app, audit_with_details(audit, selectors), outcome).await?;
     Ok(revoked)

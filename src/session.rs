@@ -73,7 +73,9 @@ pub struct SessionKeys {
 
 impl std::fmt::Debug for SessionKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionKeys").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("SessionKeys")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -82,7 +84,10 @@ impl SessionKeys {
     /// it becomes the key (first writer wins).
     pub fn generate_record(sealer: &Sealer) -> SigningKeyRecord {
         let secret = p256::SecretKey::random(&mut rand::rngs::OsRng);
-        #[expect(clippy::expect_used, reason = "PKCS#8 encoding of a fresh P-256 key cannot fail")]
+        #[expect(
+            clippy::expect_used,
+            reason = "PKCS#8 encoding of a fresh P-256 key cannot fail"
+        )]
         let pem = secret.to_pkcs8_pem(LineEnding::LF).expect("pkcs8 pem");
         let kid = uuid::Uuid::new_v4().simple().to_string();
         let mut jwk: serde_json::Value =
@@ -109,7 +114,9 @@ impl SessionKeys {
     ) -> anyhow::Result<Self> {
         let pem = sealer
             .open(KEY_SEAL_CONTEXT, &record.private_key_sealed)
-            .map_err(|e| anyhow::anyhow!("session signing key: {e} (was tokens.encryption_key changed?)"))?;
+            .map_err(|e| {
+                anyhow::anyhow!("session signing key: {e} (was tokens.encryption_key changed?)")
+            })?;
         let encoding = EncodingKey::from_ec_pem(pem.expose_secret().as_bytes())?;
         let x = record.public_jwk["x"].as_str().unwrap_or_default();
         let y = record.public_jwk["y"].as_str().unwrap_or_default();
@@ -142,7 +149,11 @@ impl SessionKeys {
 
     /// Verify signature, issuer and audience. With `allow_expired_for` set, a token up to that
     /// many seconds past `exp` is still accepted (for revoke-only calls).
-    pub fn verify(&self, token: &str, allow_expired_for: Option<i64>) -> Result<SessionClaims, SessionError> {
+    pub fn verify(
+        &self,
+        token: &str,
+        allow_expired_for: Option<i64>,
+    ) -> Result<SessionClaims, SessionError> {
         let mut validation = Validation::new(Algorithm::ES256);
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[SESSION_AUDIENCE]);
@@ -152,12 +163,11 @@ impl SessionKeys {
         if allow_expired_for.is_some() {
             validation.validate_exp = false;
         }
-        let data = jsonwebtoken::decode::<SessionClaims>(token, &self.decoding, &validation).map_err(|e| {
-            match e.kind() {
+        let data = jsonwebtoken::decode::<SessionClaims>(token, &self.decoding, &validation)
+            .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => SessionError::Expired,
                 _ => SessionError::Invalid,
-            }
-        })?;
+            })?;
         if let Some(grace) = allow_expired_for {
             if data.claims.exp + grace < OffsetDateTime::now_utc().unix_timestamp() {
                 return Err(SessionError::Expired);
@@ -175,7 +185,10 @@ mod tests {
     fn keys() -> (SessionKeys, Sealer) {
         let sealer = Sealer::new(&SecretBox::new(Box::new([3u8; 32])));
         let record = SessionKeys::generate_record(&sealer);
-        (SessionKeys::from_record(&record, &sealer, "http://broker").unwrap(), sealer)
+        (
+            SessionKeys::from_record(&record, &sealer, "http://broker").unwrap(),
+            sealer,
+        )
     }
 
     fn claims(exp_in: i64) -> SessionClaims {
@@ -208,7 +221,10 @@ mod tests {
         assert_eq!(k.verify(&token, None).unwrap_err(), SessionError::Expired);
         assert!(k.verify(&token, Some(REVOKE_GRACE_SECONDS)).is_ok());
         let old = k.sign(&claims(-REVOKE_GRACE_SECONDS - 60)).unwrap();
-        assert_eq!(k.verify(&old, Some(REVOKE_GRACE_SECONDS)).unwrap_err(), SessionError::Expired);
+        assert_eq!(
+            k.verify(&old, Some(REVOKE_GRACE_SECONDS)).unwrap_err(),
+            SessionError::Expired
+        );
     }
 
     #[test]
@@ -219,7 +235,10 @@ mod tests {
         assert_eq!(k1.verify(&token, None).unwrap_err(), SessionError::Invalid);
         let mut c = claims(600);
         c.iss = "http://other".into();
-        assert_eq!(k1.verify(&k1.sign(&c).unwrap(), None).unwrap_err(), SessionError::Invalid);
+        assert_eq!(
+            k1.verify(&k1.sign(&c).unwrap(), None).unwrap_err(),
+            SessionError::Invalid
+        );
     }
 
     #[test]
@@ -228,9 +247,14 @@ mod tests {
         let record = SessionKeys::generate_record(&sealer);
         let other = Sealer::new(&SecretBox::new(Box::new([4u8; 32])));
         assert!(SessionKeys::from_record(&record, &other, "x").is_err());
-        let jwks = SessionKeys::from_record(&record, &sealer, "x").unwrap().jwks();
+        let jwks = SessionKeys::from_record(&record, &sealer, "x")
+            .unwrap()
+            .jwks();
         assert_eq!(jwks["keys"][0]["kty"], "EC");
         assert_eq!(jwks["keys"][0]["alg"], "ES256");
-        assert!(jwks["keys"][0].get("d").is_none(), "private part must not be published");
+        assert!(
+            jwks["keys"][0].get("d").is_none(),
+            "private part must not be published"
+        );
     }
 }

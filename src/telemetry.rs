@@ -25,7 +25,10 @@ impl Drop for TelemetryGuard {
 pub fn init(log_format: &str, otlp_endpoint: Option<&str>) -> anyhow::Result<TelemetryGuard> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = if log_format == "json" {
-        tracing_subscriber::fmt::layer().json().with_current_span(true).boxed()
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .boxed()
     } else {
         tracing_subscriber::fmt::layer().with_target(false).boxed()
     };
@@ -40,7 +43,9 @@ pub fn init(log_format: &str, otlp_endpoint: Option<&str>) -> anyhow::Result<Tel
             let p = opentelemetry_sdk::trace::SdkTracerProvider::builder()
                 .with_batch_exporter(exporter)
                 .with_resource(
-                    opentelemetry_sdk::Resource::builder().with_service_name("sts-broker").build(),
+                    opentelemetry_sdk::Resource::builder()
+                        .with_service_name("sts-broker")
+                        .build(),
                 )
                 .build();
             let tracer = p.tracer("sts-broker");
@@ -49,14 +54,21 @@ pub fn init(log_format: &str, otlp_endpoint: Option<&str>) -> anyhow::Result<Tel
         }
         None => None,
     };
-    tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init()?;
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel)
+        .try_init()?;
     Ok(TelemetryGuard { provider })
 }
 
 /// For tests: logs only with `TEST_LOG=1`; safe to call many times.
 pub fn init_for_test() {
     if std::env::var_os("TEST_LOG").is_some() {
-        let _ = tracing_subscriber::fmt().with_env_filter(EnvFilter::new("debug")).with_test_writer().try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(EnvFilter::new("debug"))
+            .with_test_writer()
+            .try_init();
     }
 }
 

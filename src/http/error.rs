@@ -35,7 +35,13 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     fn new(status: StatusCode, tag: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
-        Self { status, tag, message: message.into(), validation_errors: Vec::new(), source: None }
+        Self {
+            status,
+            tag,
+            message: message.into(),
+            validation_errors: Vec::new(),
+            source: None,
+        }
     }
     /// 400.
     pub fn bad_request(tag: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
@@ -43,7 +49,11 @@ impl ApiError {
     }
     /// 400 `invalid_request` with validation errors.
     pub fn invalid(errors: Vec<String>) -> Self {
-        let mut e = Self::new(StatusCode::BAD_REQUEST, "invalid_request", "the request is invalid");
+        let mut e = Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "the request is invalid",
+        );
         e.validation_errors = errors;
         e
     }
@@ -65,22 +75,38 @@ impl ApiError {
     }
     /// 415.
     pub fn unsupported_media_type(message: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", message)
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            message,
+        )
     }
     /// 422 with validation errors.
-    pub fn unprocessable(tag: &'static str, message: impl Into<Cow<'static, str>>, errors: Vec<String>) -> Self {
+    pub fn unprocessable(
+        tag: &'static str,
+        message: impl Into<Cow<'static, str>>,
+        errors: Vec<String>,
+    ) -> Self {
         let mut e = Self::new(StatusCode::UNPROCESSABLE_ENTITY, tag, message);
         e.validation_errors = errors;
         e
     }
     /// 502: GitHub (or another upstream) failed.
-    pub fn upstream(tag: &'static str, message: impl Into<Cow<'static, str>>, source: anyhow::Error) -> Self {
+    pub fn upstream(
+        tag: &'static str,
+        message: impl Into<Cow<'static, str>>,
+        source: anyhow::Error,
+    ) -> Self {
         let mut e = Self::new(StatusCode::BAD_GATEWAY, tag, message);
         e.source = Some(source);
         e
     }
     /// 503.
-    pub fn unavailable(tag: &'static str, message: impl Into<Cow<'static, str>>, source: Option<anyhow::Error>) -> Self {
+    pub fn unavailable(
+        tag: &'static str,
+        message: impl Into<Cow<'static, str>>,
+        source: Option<anyhow::Error>,
+    ) -> Self {
         let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, tag, message);
         e.source = source;
         e
@@ -98,7 +124,9 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Conflict(what) => Self::conflict("conflict", what),
             StoreError::NotFound(what) => Self::not_found("not_found", what),
-            StoreError::Replay => Self::unauthorized("token_replayed", "the OIDC token was already used"),
+            StoreError::Replay => {
+                Self::unauthorized("token_replayed", "the OIDC token was already used")
+            }
             other => Self::internal("database_error", other.into()),
         }
     }
@@ -108,9 +136,11 @@ impl From<GitHubError> for ApiError {
     fn from(e: GitHubError) -> Self {
         let tag = e.code();
         match e {
-            GitHubError::RateLimited { .. } => {
-                Self::unavailable(tag, "github rate limit reached, try again later", Some(e.into()))
-            }
+            GitHubError::RateLimited { .. } => Self::unavailable(
+                tag,
+                "github rate limit reached, try again later",
+                Some(e.into()),
+            ),
             GitHubError::NotFound => Self::not_found(tag, "not found on github"),
             other => Self::upstream(tag, "github request failed", other.into()),
         }
@@ -121,7 +151,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut res = self.status.into_response();
         if self.status == StatusCode::UNAUTHORIZED {
-            res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            res.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         res.extensions_mut().insert(Arc::new(self));
         res
@@ -145,7 +176,10 @@ impl ApiData {
     }
     /// Any status with `data`.
     pub fn with_status<T: Serialize>(status: StatusCode, data: T) -> Self {
-        Self { status, data: serde_json::to_value(data).unwrap_or(serde_json::Value::Null) }
+        Self {
+            status,
+            data: serde_json::to_value(data).unwrap_or(serde_json::Value::Null),
+        }
     }
 }
 
@@ -155,7 +189,8 @@ struct SuccessData(Arc<serde_json::Value>);
 impl IntoResponse for ApiData {
     fn into_response(self) -> Response {
         let mut res = self.status.into_response();
-        res.extensions_mut().insert(SuccessData(Arc::new(self.data)));
+        res.extensions_mut()
+            .insert(SuccessData(Arc::new(self.data)));
         res
     }
 }
@@ -177,7 +212,13 @@ pub(crate) async fn envelope(req: Request, next: Next) -> Response {
     let status = res.status();
     let body = if let Some(err) = res.extensions_mut().remove::<Arc<ApiError>>() {
         log_error(&err, &request_id);
-        Some(error_body(status, &request_id, err.tag, &err.message, &err.validation_errors))
+        Some(error_body(
+            status,
+            &request_id,
+            err.tag,
+            &err.message,
+            &err.validation_errors,
+        ))
     } else if let Some(SuccessData(data)) = res.extensions_mut().remove::<SuccessData>() {
         Some(serde_json::json!({
             "success": true, "status": status.as_u16(), "request": request_id, "data": data,
@@ -189,12 +230,18 @@ pub(crate) async fn envelope(req: Request, next: Next) -> Response {
             StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "method not allowed"),
             StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "request body too large"),
             StatusCode::REQUEST_TIMEOUT => ("request_timeout", "request timed out"),
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "unsupported content type"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                ("unsupported_media_type", "unsupported content type")
+            }
             s if s.is_server_error() => ("internal_error", "internal error"),
             _ => ("bad_request", "bad request"),
         };
         if status.is_server_error() {
-            tracing::error!(http.status = status.as_u16(), request_id, "request failed: {message}");
+            tracing::error!(
+                http.status = status.as_u16(),
+                request_id,
+                "request failed: {message}"
+            );
         }
         Some(error_body(status, &request_id, tag, message, &[]))
     } else {
@@ -203,8 +250,10 @@ pub(crate) async fn envelope(req: Request, next: Next) -> Response {
     if let Some(body) = body {
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         res.headers_mut().remove(header::CONTENT_LENGTH);
-        res.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         *res.body_mut() = Body::from(bytes);
     }
     res
@@ -236,13 +285,20 @@ fn log_error(err: &ApiError, request_id: &str) {
     let cause = err.source.as_ref().map(|s| format!("{s:#}"));
     if err.status.is_server_error() {
         tracing::error!(
-            http.status = err.status.as_u16(), error.tag = err.tag, error.cause = cause, request_id,
-            "request failed: {}", err.message
+            http.status = err.status.as_u16(),
+            error.tag = err.tag,
+            error.cause = cause,
+            request_id,
+            "request failed: {}",
+            err.message
         );
     } else {
         tracing::info!(
-            http.status = err.status.as_u16(), error.tag = err.tag, request_id,
-            "request refused: {}", err.message
+            http.status = err.status.as_u16(),
+            error.tag = err.tag,
+            request_id,
+            "request refused: {}",
+            err.message
         );
     }
 }

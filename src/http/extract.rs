@@ -3,8 +3,8 @@
 use super::error::{request_id_of, ApiError};
 use super::AppState;
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::request::Parts;
 use axum::http::header;
+use axum::http::request::Parts;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::de::DeserializeOwned;
 use sha2::{Digest as _, Sha256};
@@ -49,8 +49,12 @@ impl<S: Send + Sync> FromRequestParts<S> for BearerToken {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let missing = || ApiError::unauthorized("missing_credentials", "a Bearer token is required");
-        let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(missing)?;
+        let missing =
+            || ApiError::unauthorized("missing_credentials", "a Bearer token is required");
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(missing)?;
         let value = value.to_str().map_err(|_| missing())?;
         let Some((scheme, token)) = value.split_once(' ') else {
             return Err(missing());
@@ -80,7 +84,10 @@ pub struct Admin;
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let BearerToken(presented) = BearerToken::from_request_parts(parts, state).await?;
         // Compare digests so the comparison's timing says nothing about the token's bytes.
         let expected = Sha256::digest(state.admin_token.expose_secret().as_bytes());
@@ -88,7 +95,10 @@ impl FromRequestParts<AppState> for Admin {
         if expected == got {
             Ok(Self)
         } else {
-            Err(ApiError::unauthorized("invalid_credentials", "invalid operator token"))
+            Err(ApiError::unauthorized(
+                "invalid_credentials",
+                "invalid operator token",
+            ))
         }
     }
 }

@@ -44,7 +44,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/api/v1/admin/workspaces/{ws}"),
     ("GET", "/api/v1/admin/workspaces/{ws}/installations"),
     ("PUT", "/api/v1/admin/workspaces/{ws}/installations/{owner}"),
-    ("DELETE", "/api/v1/admin/workspaces/{ws}/installations/{owner}"),
+    (
+        "DELETE",
+        "/api/v1/admin/workspaces/{ws}/installations/{owner}",
+    ),
     ("GET", "/api/v1/admin/workspaces/{ws}/policies"),
     ("GET", "/api/v1/admin/workspaces/{ws}/policies/{name}"),
     ("PUT", "/api/v1/admin/workspaces/{ws}/policies/{name}"),
@@ -62,23 +65,39 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/session", axum::routing::delete(routes::end_session))
         .route("/sts", post(routes::mint_tokens))
         .route("/sts/revoke", post(routes::revoke_tokens))
-        .route("/admin/workspaces", get(routes::list_workspaces).post(routes::create_workspace))
+        .route(
+            "/admin/workspaces",
+            get(routes::list_workspaces).post(routes::create_workspace),
+        )
         .route(
             "/admin/workspaces/{ws}",
-            get(routes::get_workspace).patch(routes::patch_workspace).delete(routes::delete_workspace),
+            get(routes::get_workspace)
+                .patch(routes::patch_workspace)
+                .delete(routes::delete_workspace),
         )
-        .route("/admin/workspaces/{ws}/installations", get(routes::list_installations))
+        .route(
+            "/admin/workspaces/{ws}/installations",
+            get(routes::list_installations),
+        )
         .route(
             "/admin/workspaces/{ws}/installations/{owner}",
             put(routes::link_installation).delete(routes::unlink_installation),
         )
-        .route("/admin/workspaces/{ws}/policies", get(routes::list_policies))
+        .route(
+            "/admin/workspaces/{ws}/policies",
+            get(routes::list_policies),
+        )
         .route(
             "/admin/workspaces/{ws}/policies/{name}",
-            get(routes::get_policy).put(routes::put_policy).delete(routes::delete_policy),
+            get(routes::get_policy)
+                .put(routes::put_policy)
+                .delete(routes::delete_policy),
         )
         .route("/admin/workspaces/{ws}/tokens", get(routes::list_tokens))
-        .route("/admin/workspaces/{ws}/revocations", post(routes::admin_revoke))
+        .route(
+            "/admin/workspaces/{ws}/revocations",
+            post(routes::admin_revoke),
+        )
         .route("/admin/workspaces/{ws}/audit", get(routes::audit_log));
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     Router::new()
@@ -105,7 +124,11 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Request latency metric, by matched route.
-async fn observe(axum::extract::State(state): axum::extract::State<AppState>, req: Request, next: Next) -> Response {
+async fn observe(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
     let start = Instant::now();
     let method = req.method().to_string();
     let route = req
@@ -116,7 +139,11 @@ async fn observe(axum::extract::State(state): axum::extract::State<AppState>, re
     state
         .metrics
         .http_latency
-        .get_or_create(&crate::metrics::HttpLabels { method, route, status: res.status().as_u16().to_string() })
+        .get_or_create(&crate::metrics::HttpLabels {
+            method,
+            route,
+            status: res.status().as_u16().to_string(),
+        })
         .observe(start.elapsed().as_secs_f64());
     res
 }
@@ -127,7 +154,9 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Resolves on SIGINT or SIGTERM.

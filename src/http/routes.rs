@@ -20,17 +20,26 @@ pub(super) async fn healthz() -> impl IntoResponse {
 
 pub(super) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     match state.store.ping().await {
-        Ok(()) => (StatusCode::OK, axum::Json(serde_json::json!({ "status": "ready" }))),
+        Ok(()) => (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({ "status": "ready" })),
+        ),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed: database unreachable");
-            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({ "status": "database unreachable" })))
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(serde_json::json!({ "status": "database unreachable" })),
+            )
         }
     }
 }
 
 pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.render(),
     )
 }
@@ -60,7 +69,9 @@ pub(super) async fn mint_tokens(
     } else {
         serde_json::from_slice(&body).map_err(|e| ApiError::invalid(vec![format!("body: {e}")]))?
     };
-    Ok(ApiData::ok(crate::mint::mint(&state, &auth, req, &rid).await?))
+    Ok(ApiData::ok(
+        crate::mint::mint(&state, &auth, req, &rid).await?,
+    ))
 }
 
 pub(super) async fn revoke_tokens(
@@ -90,11 +101,20 @@ pub(super) async fn end_session(
 }
 
 fn admin<'a>(state: &'a AppState, rid: &'a str) -> admin::Admin<'a> {
-    admin::Admin { app: state, request_id: rid }
+    admin::Admin {
+        app: state,
+        request_id: rid,
+    }
 }
 
-pub(super) async fn list_workspaces(State(s): State<AppState>, _: Admin, RequestId(rid): RequestId) -> ApiResult<ApiData> {
-    Ok(ApiData::ok(serde_json::json!({ "workspaces": admin(&s, &rid).list_workspaces().await? })))
+pub(super) async fn list_workspaces(
+    State(s): State<AppState>,
+    _: Admin,
+    RequestId(rid): RequestId,
+) -> ApiResult<ApiData> {
+    Ok(ApiData::ok(
+        serde_json::json!({ "workspaces": admin(&s, &rid).list_workspaces().await? }),
+    ))
 }
 
 pub(super) async fn create_workspace(
@@ -103,7 +123,9 @@ pub(super) async fn create_workspace(
     RequestId(rid): RequestId,
     AppJson(req): AppJson<CreateWorkspace>,
 ) -> ApiResult<ApiData> {
-    Ok(ApiData::created(admin(&s, &rid).create_workspace(req).await?))
+    Ok(ApiData::created(
+        admin(&s, &rid).create_workspace(req).await?,
+    ))
 }
 
 pub(super) async fn get_workspace(
@@ -122,7 +144,9 @@ pub(super) async fn patch_workspace(
     Path(ws): Path<String>,
     AppJson(req): AppJson<PatchWorkspace>,
 ) -> ApiResult<ApiData> {
-    Ok(ApiData::ok(admin(&s, &rid).patch_workspace(&ws, req).await?))
+    Ok(ApiData::ok(
+        admin(&s, &rid).patch_workspace(&ws, req).await?,
+    ))
 }
 
 pub(super) async fn delete_workspace(
@@ -140,7 +164,9 @@ pub(super) async fn list_installations(
     RequestId(rid): RequestId,
     Path(ws): Path<String>,
 ) -> ApiResult<ApiData> {
-    Ok(ApiData::ok(serde_json::json!({ "installations": admin(&s, &rid).list_installations(&ws).await? })))
+    Ok(ApiData::ok(
+        serde_json::json!({ "installations": admin(&s, &rid).list_installations(&ws).await? }),
+    ))
 }
 
 pub(super) async fn link_installation(
@@ -149,7 +175,9 @@ pub(super) async fn link_installation(
     RequestId(rid): RequestId,
     Path((ws, owner)): Path<(String, String)>,
 ) -> ApiResult<ApiData> {
-    Ok(ApiData::ok(admin(&s, &rid).link_installation(&ws, &owner).await?))
+    Ok(ApiData::ok(
+        admin(&s, &rid).link_installation(&ws, &owner).await?,
+    ))
 }
 
 pub(super) async fn unlink_installation(
@@ -158,7 +186,9 @@ pub(super) async fn unlink_installation(
     RequestId(rid): RequestId,
     Path((ws, owner)): Path<(String, String)>,
 ) -> ApiResult<ApiData> {
-    Ok(ApiData::ok(admin(&s, &rid).unlink_installation(&ws, &owner).await?))
+    Ok(ApiData::ok(
+        admin(&s, &rid).unlink_installation(&ws, &owner).await?,
+    ))
 }
 
 pub(super) async fn list_policies(
@@ -167,7 +197,9 @@ pub(super) async fn list_policies(
     RequestId(rid): RequestId,
     Path(ws): Path<String>,
 ) -> ApiResult<ApiData> {
-    Ok(ApiData::ok(serde_json::json!({ "policies": admin(&s, &rid).list_policies(&ws).await? })))
+    Ok(ApiData::ok(
+        serde_json::json!({ "policies": admin(&s, &rid).list_policies(&ws).await? }),
+    ))
 }
 
 pub(super) async fn get_policy(
@@ -198,12 +230,23 @@ pub(super) async fn put_policy(
         .to_ascii_lowercase();
     let format = match content_type.as_str() {
         "application/json" => PolicyFormat::Json,
-        "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" => PolicyFormat::Yaml,
-        _ => return Err(ApiError::unsupported_media_type("send the policy as application/json or application/yaml")),
+        "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" => {
+            PolicyFormat::Yaml
+        }
+        _ => {
+            return Err(ApiError::unsupported_media_type(
+                "send the policy as application/json or application/yaml",
+            ))
+        }
     };
-    let text = std::str::from_utf8(&body).map_err(|_| ApiError::invalid(vec!["body: not UTF-8".to_owned()]))?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::invalid(vec!["body: not UTF-8".to_owned()]))?;
     let (created, view) = admin(&s, &rid).put_policy(&ws, &name, text, format).await?;
-    Ok(if created { ApiData::created(view) } else { ApiData::ok(view) })
+    Ok(if created {
+        ApiData::created(view)
+    } else {
+        ApiData::ok(view)
+    })
 }
 
 pub(super) async fn delete_policy(
@@ -212,7 +255,9 @@ pub(super) async fn delete_policy(
     RequestId(rid): RequestId,
     Path((ws, name)): Path<(String, String)>,
 ) -> ApiResult<ApiData> {
-    Ok(ApiData::ok(admin(&s, &rid).delete_policy(&ws, &name).await?))
+    Ok(ApiData::ok(
+        admin(&s, &rid).delete_policy(&ws, &name).await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -261,5 +306,9 @@ pub(super) async fn audit_log(
     query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<ApiData> {
     let Query(q) = query.map_err(|e| ApiError::invalid(vec![e.body_text()]))?;
-    Ok(ApiData::ok(admin(&s, &rid).audit_page(&ws, q.limit, q.cursor.as_deref()).await?))
+    Ok(ApiData::ok(
+        admin(&s, &rid)
+            .audit_page(&ws, q.limit, q.cursor.as_deref())
+            .await?,
+    ))
 }

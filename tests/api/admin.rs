@@ -5,9 +5,20 @@ use serde_json::json;
 #[tokio::test]
 async fn admin_endpoints_require_the_operator_token() {
     let app = spawn_app().await;
-    let res = app.http.get(app.url("/api/v1/admin/workspaces")).send().await.unwrap();
+    let res = app
+        .http
+        .get(app.url("/api/v1/admin/workspaces"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 401);
-    let res = app.http.get(app.url("/api/v1/admin/workspaces")).bearer_auth("x".repeat(40)).send().await.unwrap();
+    let res = app
+        .http
+        .get(app.url("/api/v1/admin/workspaces"))
+        .bearer_auth("x".repeat(40))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 401);
     let r = app.admin(Method::GET, "/workspaces", None).await;
     assert_eq!(r.status, 200);
@@ -17,14 +28,38 @@ async fn admin_endpoints_require_the_operator_token() {
 #[tokio::test]
 async fn workspaces_are_created_once_and_unknown_fields_are_rejected() {
     let app = spawn_app().await;
-    let r = app.admin(Method::POST, "/workspaces", Some(json!({ "id": "beta", "name": "Beta" }))).await;
+    let r = app
+        .admin(
+            Method::POST,
+            "/workspaces",
+            Some(json!({ "id": "beta", "name": "Beta" })),
+        )
+        .await;
     assert_eq!(r.status, 201, "{}", r.body);
     assert_eq!(r.data()["stsEnabled"], true);
-    let r = app.admin(Method::POST, "/workspaces", Some(json!({ "id": "beta", "name": "Beta" }))).await;
+    let r = app
+        .admin(
+            Method::POST,
+            "/workspaces",
+            Some(json!({ "id": "beta", "name": "Beta" })),
+        )
+        .await;
     assert_eq!(r.status, 409);
-    let r = app.admin(Method::POST, "/workspaces", Some(json!({ "id": "gamma", "name": "G", "colour": 1 }))).await;
+    let r = app
+        .admin(
+            Method::POST,
+            "/workspaces",
+            Some(json!({ "id": "gamma", "name": "G", "colour": 1 })),
+        )
+        .await;
     assert_eq!(r.status, 400);
-    let r = app.admin(Method::POST, "/workspaces", Some(json!({ "id": "Bad Id", "name": "x" }))).await;
+    let r = app
+        .admin(
+            Method::POST,
+            "/workspaces",
+            Some(json!({ "id": "Bad Id", "name": "x" })),
+        )
+        .await;
     assert_eq!(r.status, 400);
     assert!(!r.data()["validationErrors"].as_array().unwrap().is_empty());
 }
@@ -32,19 +67,58 @@ async fn workspaces_are_created_once_and_unknown_fields_are_rejected() {
 #[tokio::test]
 async fn an_installation_links_to_one_workspace_only() {
     let app = spawn_app().await;
-    app.admin(Method::POST, "/workspaces", Some(json!({ "id": "beta", "name": "Beta" }))).await;
-    let r = app.admin(Method::PUT, "/workspaces/beta/installations/acme", None).await;
+    app.admin(
+        Method::POST,
+        "/workspaces",
+        Some(json!({ "id": "beta", "name": "Beta" })),
+    )
+    .await;
+    let r = app
+        .admin(Method::PUT, "/workspaces/beta/installations/acme", None)
+        .await;
     assert_eq!(r.status, 409, "{}", r.body);
-    let r = app.admin(Method::PUT, "/workspaces/beta/installations/nobody-installed-here", None).await;
+    let r = app
+        .admin(
+            Method::PUT,
+            "/workspaces/beta/installations/nobody-installed-here",
+            None,
+        )
+        .await;
     assert_eq!(r.status, 404);
-    let r = app.admin(Method::GET, "/workspaces/acme/installations", None).await;
-    let owners: Vec<_> = r.data()["installations"].as_array().unwrap().iter().map(|i| i["owner"].clone()).collect();
-    assert_eq!(owners, vec![json!("acme"), json!("acme-labs"), json!("dormant-co")]);
-    let r = app.admin(Method::DELETE, "/workspaces/acme/installations/acme-labs", None).await;
+    let r = app
+        .admin(Method::GET, "/workspaces/acme/installations", None)
+        .await;
+    let owners: Vec<_> = r.data()["installations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["owner"].clone())
+        .collect();
+    assert_eq!(
+        owners,
+        vec![json!("acme"), json!("acme-labs"), json!("dormant-co")]
+    );
+    let r = app
+        .admin(
+            Method::DELETE,
+            "/workspaces/acme/installations/acme-labs",
+            None,
+        )
+        .await;
     assert_eq!(r.status, 200);
-    let r = app.admin(Method::PUT, "/workspaces/beta/installations/ACME-LABS", None).await;
+    let r = app
+        .admin(
+            Method::PUT,
+            "/workspaces/beta/installations/ACME-LABS",
+            None,
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(r.data()["owner"], "acme-labs", "the login as GitHub spells it");
+    assert_eq!(
+        r.data()["owner"],
+        "acme-labs",
+        "the login as GitHub spells it"
+    );
 }
 
 #[tokio::test]
@@ -53,15 +127,31 @@ async fn invalid_policies_are_rejected_with_every_error_and_valid_ones_are_versi
     let bad = "rules:\n  - name: everyone\n    match:\n      ref: refs/heads/main\n    grant:\n      repositories: [\"acme/*\"]\n      permissions: {contents: writ}\n";
     let r = app.put_policy_yaml("acme", "bad", bad).await;
     assert_eq!(r.status, 422, "{}", r.body);
-    assert!(r.data()["validationErrors"].as_array().unwrap().len() >= 2, "{}", r.body);
-    let r = app.put_policy_yaml("acme", "default", sts_broker::dev::DEV_POLICY).await;
+    assert!(
+        r.data()["validationErrors"].as_array().unwrap().len() >= 2,
+        "{}",
+        r.body
+    );
+    let r = app
+        .put_policy_yaml(
+            "acme",
+            "default",
+            &sts_broker::dev::dev_policy(&app.world.issuer.issuer()),
+        )
+        .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.data()["version"], 2);
-    let r = app.admin(Method::GET, "/workspaces/acme/policies/default", None).await;
+    let r = app
+        .admin(Method::GET, "/workspaces/acme/policies/default", None)
+        .await;
     assert_eq!(r.data()["version"], 2);
-    let r = app.admin(Method::DELETE, "/workspaces/acme/policies/default", None).await;
+    let r = app
+        .admin(Method::DELETE, "/workspaces/acme/policies/default", None)
+        .await;
     assert_eq!(r.status, 200);
-    let r = app.admin(Method::GET, "/workspaces/acme/policies/default", None).await;
+    let r = app
+        .admin(Method::GET, "/workspaces/acme/policies/default", None)
+        .await;
     assert_eq!(r.status, 404);
     let res = app
         .http
@@ -79,13 +169,24 @@ async fn invalid_policies_are_rejected_with_every_error_and_valid_ones_are_versi
 async fn audit_pages_newest_first_with_a_cursor() {
     let app = spawn_app().await;
     let all = app.audit_events().await;
-    assert!(all.len() >= 5, "seed writes workspace, 3 links and a policy");
-    let r = app.admin(Method::GET, "/workspaces/acme/audit?limit=2", None).await;
+    assert!(
+        all.len() >= 5,
+        "seed writes workspace, 3 links and a policy"
+    );
+    let r = app
+        .admin(Method::GET, "/workspaces/acme/audit?limit=2", None)
+        .await;
     let first = r.data()["events"].as_array().unwrap().clone();
     assert_eq!(first.len(), 2);
     assert_eq!(first[0]["id"], all[0]["id"]);
     let cursor = r.data()["nextCursor"].as_str().unwrap().to_owned();
-    let r = app.admin(Method::GET, &format!("/workspaces/acme/audit?limit=2&cursor={cursor}"), None).await;
+    let r = app
+        .admin(
+            Method::GET,
+            &format!("/workspaces/acme/audit?limit=2&cursor={cursor}"),
+            None,
+        )
+        .await;
     assert_eq!(r.data()["events"][0]["id"], all[2]["id"]);
 }
 
@@ -96,10 +197,26 @@ async fn ops_endpoints_answer_without_an_envelope() {
     assert_eq!(r.status(), 200);
     let r = app.http.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let jwks: serde_json::Value = app.http.get(app.url("/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();
+    let jwks: serde_json::Value = app
+        .http
+        .get(app.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(jwks["keys"][0]["alg"], "ES256");
     app.session(&main_job()).await;
-    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("sts_exchanges_total"), "{metrics}");
     assert!(metrics.contains("outcome=\"success\""), "{metrics}");
     let r = app.http.get(app.url("/api/v1/nope")).send().await.unwrap();

@@ -13,9 +13,15 @@ async fn exchange_returns_an_enveloped_session_with_an_expiry() {
     assert_eq!(r.body["status"], 200);
     assert!(!r.body["request"].as_str().unwrap().is_empty());
     let token = r.data()["token"].as_str().unwrap();
-    let payload: serde_json::Value =
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(token.split('.').nth(1).unwrap()).unwrap()).unwrap();
-    assert!(payload["exp"].as_i64().unwrap() > time::OffsetDateTime::now_utc().unix_timestamp() + 600);
+    let payload: serde_json::Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(token.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        payload["exp"].as_i64().unwrap() > time::OffsetDateTime::now_utc().unix_timestamp() + 600
+    );
     assert!(r.data()["expiresAt"].as_str().unwrap().ends_with('Z'));
 }
 
@@ -35,7 +41,10 @@ async fn exchange_refuses_expired_wrong_audience_foreign_issuer_and_forged_token
     let app = spawn_app().await;
     let job = main_job();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let base = app.world.issuer.claims_for(&job, sts_broker::dev::DEV_AUDIENCE);
+    let base = app
+        .world
+        .issuer
+        .claims_for(&job, sts_broker::dev::DEV_AUDIENCE);
 
     let mut expired = base.clone();
     expired.insert("iat".into(), json!(now - 7200));
@@ -45,7 +54,10 @@ async fn exchange_refuses_expired_wrong_audience_foreign_issuer_and_forged_token
     wrong_aud.insert("aud".into(), json!("https://github.com/acme"));
     wrong_aud.insert("jti".into(), json!("other-1"));
     let mut foreign = base.clone();
-    foreign.insert("iss".into(), json!("https://token.actions.githubusercontent.com"));
+    foreign.insert(
+        "iss".into(),
+        json!("https://token.actions.githubusercontent.com"),
+    );
     foreign.insert("jti".into(), json!("other-2"));
 
     // Signed by a key the issuer never published.
@@ -78,14 +90,21 @@ async fn exchange_refuses_expired_wrong_audience_foreign_issuer_and_forged_token
         assert_eq!(r.status, 401, "{name}: {}", r.body);
         assert_eq!(r.tag(), "invalid_token", "{name}");
     }
-    let denied = app.audit_events().await.iter().filter(|e| e["action"] == "exchange" && e["outcome"] == "denied").count();
+    let denied = app
+        .audit_events()
+        .await
+        .iter()
+        .filter(|e| e["action"] == "exchange" && e["outcome"] == "denied")
+        .count();
     assert_eq!(denied, 6, "every refusal is audited");
 }
 
 #[tokio::test]
 async fn exchange_for_an_unknown_workspace_is_404_and_a_bad_body_is_400() {
     let app = spawn_app().await;
-    let r = app.post_exchange_to(&app.oidc_token(&main_job()), "nope").await;
+    let r = app
+        .post_exchange_to(&app.oidc_token(&main_job()), "nope")
+        .await;
     assert_eq!(r.status, 404);
     assert_eq!(r.tag(), "workspace_not_found");
     let res = app
@@ -99,5 +118,8 @@ async fn exchange_for_an_unknown_workspace_is_404_and_a_bad_body_is_400() {
     assert_eq!(res.status(), 400);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["errorTag"], "invalid_request");
-    assert!(!body["data"]["validationErrors"].as_array().unwrap().is_empty());
+    assert!(!body["data"]["validationErrors"]
+        .as_array()
+        .unwrap()
+        .is_empty());
 }

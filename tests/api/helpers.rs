@@ -4,39 +4,48 @@ use sts_broker::dev::{DevWorld, DEV_AUDIENCE, DEV_WORKSPACE};
 use sts_broker::server::RunningBroker;
 use sts_broker::sim::oidc::ActionsJob;
 
-pub struct TestApp {
-    pub world: DevWorld,
-    pub broker: RunningBroker,
-    pub http: reqwest::Client,
+pub(crate) struct TestApp {
+    pub(crate) world: DevWorld,
+    pub(crate) broker: RunningBroker,
+    pub(crate) http: reqwest::Client,
 }
 
-pub struct Reply {
-    pub status: u16,
-    pub body: Value,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) body: Value,
 }
 
 impl Reply {
-    pub fn tag(&self) -> &str {
+    pub(crate) fn tag(&self) -> &str {
         self.body["errorTag"].as_str().unwrap_or("")
     }
-    pub fn data(&self) -> &Value {
+    pub(crate) fn data(&self) -> &Value {
         &self.body["data"]
     }
 }
 
 /// A broker on SQLite with the dev world seeded (workspace `acme`, policy `default`).
-pub async fn spawn_app() -> TestApp {
+pub(crate) async fn spawn_app() -> TestApp {
     sts_broker::telemetry::init_for_test();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let world = DevWorld::start(listener.local_addr().unwrap()).await.unwrap();
+    let world = DevWorld::start(listener.local_addr().unwrap())
+        .await
+        .unwrap();
     let app = App::build(world.config.clone()).await.unwrap();
     let broker = sts_broker::server::spawn(app, listener).unwrap();
     world.seed(&broker.url).await.unwrap();
-    TestApp { world, broker, http: reqwest::Client::new() }
+    TestApp {
+        world,
+        broker,
+        http: reqwest::Client::new(),
+    }
 }
 
-pub fn main_job() -> ActionsJob {
-    ActionsJob { workflow_path: ".github/workflows/deploy.yml".into(), ..ActionsJob::default() }
+pub(crate) fn main_job() -> ActionsJob {
+    ActionsJob {
+        workflow_path: ".github/workflows/deploy.yml".into(),
+        ..ActionsJob::default()
+    }
 }
 
 async fn reply(res: reqwest::Response) -> Reply {
@@ -47,19 +56,19 @@ async fn reply(res: reqwest::Response) -> Reply {
 }
 
 impl TestApp {
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.broker.url)
     }
 
-    pub fn oidc_token(&self, job: &ActionsJob) -> String {
+    pub(crate) fn oidc_token(&self, job: &ActionsJob) -> String {
         self.world.issuer.token_for(job, DEV_AUDIENCE)
     }
 
-    pub async fn post_exchange(&self, token: &str) -> Reply {
+    pub(crate) async fn post_exchange(&self, token: &str) -> Reply {
         self.post_exchange_to(token, DEV_WORKSPACE).await
     }
 
-    pub async fn post_exchange_to(&self, token: &str, workspace: &str) -> Reply {
+    pub(crate) async fn post_exchange_to(&self, token: &str, workspace: &str) -> Reply {
         let res = self
             .http
             .post(self.url("/api/v1/auth/github-oidc"))
@@ -71,36 +80,64 @@ impl TestApp {
     }
 
     /// A fresh session for `job`.
-    pub async fn session(&self, job: &ActionsJob) -> String {
+    pub(crate) async fn session(&self, job: &ActionsJob) -> String {
         let r = self.post_exchange(&self.oidc_token(job)).await;
         assert_eq!(r.status, 200, "{}", r.body);
         r.data()["token"].as_str().unwrap().to_owned()
     }
 
-    pub async fn post_sts(&self, session: &str, body: Value) -> Reply {
-        let res = self.http.post(self.url("/api/v1/sts")).bearer_auth(session).json(&body).send().await.unwrap();
+    pub(crate) async fn post_sts(&self, session: &str, body: Value) -> Reply {
+        let res = self
+            .http
+            .post(self.url("/api/v1/sts"))
+            .bearer_auth(session)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         reply(res).await
     }
 
-    pub async fn post_revoke(&self, session: &str, body: Value) -> Reply {
-        let res = self.http.post(self.url("/api/v1/sts/revoke")).bearer_auth(session).json(&body).send().await.unwrap();
+    pub(crate) async fn post_revoke(&self, session: &str, body: Value) -> Reply {
+        let res = self
+            .http
+            .post(self.url("/api/v1/sts/revoke"))
+            .bearer_auth(session)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         reply(res).await
     }
 
-    pub async fn delete_session(&self, session: &str) -> Reply {
-        let res = self.http.delete(self.url("/api/v1/auth/session")).bearer_auth(session).send().await.unwrap();
+    pub(crate) async fn delete_session(&self, session: &str) -> Reply {
+        let res = self
+            .http
+            .delete(self.url("/api/v1/auth/session"))
+            .bearer_auth(session)
+            .send()
+            .await
+            .unwrap();
         reply(res).await
     }
 
-    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Reply {
-        let mut req = self.http.request(method, self.url(&format!("/api/v1/admin{path}"))).bearer_auth(&self.world.admin_token);
+    pub(crate) async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut req = self
+            .http
+            .request(method, self.url(&format!("/api/v1/admin{path}")))
+            .bearer_auth(&self.world.admin_token);
         if let Some(body) = body {
             req = req.json(&body);
         }
         reply(req.send().await.unwrap()).await
     }
 
-    pub async fn put_policy_yaml(&self, ws: &str, name: &str, yaml: &str) -> Reply {
+    pub(crate) async fn put_policy_yaml(&self, ws: &str, name: &str, yaml: &str) -> Reply {
         let res = self
             .http
             .put(self.url(&format!("/api/v1/admin/workspaces/{ws}/policies/{name}")))
@@ -114,7 +151,7 @@ impl TestApp {
     }
 
     /// Status of `GET {github}/repos/{repo}` with `token`, at the simulator.
-    pub async fn github_get_repo(&self, token: &str, repo: &str) -> u16 {
+    pub(crate) async fn github_get_repo(&self, token: &str, repo: &str) -> u16 {
         self.http
             .get(format!("{}/repos/{repo}", self.world.config.github.api_url))
             .bearer_auth(token)
@@ -125,23 +162,34 @@ impl TestApp {
             .as_u16()
     }
 
-    pub async fn audit_events(&self) -> Vec<Value> {
-        let r = self.admin(reqwest::Method::GET, &format!("/workspaces/{DEV_WORKSPACE}/audit?limit=500"), None).await;
+    pub(crate) async fn audit_events(&self) -> Vec<Value> {
+        let r = self
+            .admin(
+                reqwest::Method::GET,
+                &format!("/workspaces/{DEV_WORKSPACE}/audit?limit=500"),
+                None,
+            )
+            .await;
         assert_eq!(r.status, 200, "{}", r.body);
         r.data()["events"].as_array().unwrap().clone()
     }
 }
 
-pub fn tokens(r: &Reply) -> Vec<Value> {
+pub(crate) fn tokens(r: &Reply) -> Vec<Value> {
     r.data()["tokens"].as_array().cloned().unwrap_or_default()
 }
 
-pub fn excluded(r: &Reply) -> Vec<(String, String)> {
+pub(crate) fn excluded(r: &Reply) -> Vec<(String, String)> {
     r.data()["excluded"]
         .as_array()
         .cloned()
         .unwrap_or_default()
         .iter()
-        .map(|e| (e["repo"].as_str().unwrap().to_owned(), e["reason"].as_str().unwrap().to_owned()))
+        .map(|e| {
+            (
+                e["repo"].as_str().unwrap().to_owned(),
+                e["reason"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect()
 }

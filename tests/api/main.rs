@@ -1,6 +1,11 @@
 //! HTTP integration tests: the real server on a random port, against the GitHub simulator and the
 //! OIDC issuer simulator.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers fail the test on setup errors by design"
+)]
+
 mod helpers;
 
 mod admin;

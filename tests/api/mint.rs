@@ -22,7 +22,10 @@ async fn mint_groups_by_installation_and_explains_every_exclusion() {
     let toks = tokens(&r);
     assert_eq!(toks.len(), 2, "{}", r.body);
     let acme = toks.iter().find(|t| t["owner"] == "acme").unwrap();
-    assert_eq!(acme["repositories"], json!(["acme/modules", "acme/terraform-aws-vpc"]));
+    assert_eq!(
+        acme["repositories"],
+        json!(["acme/modules", "acme/terraform-aws-vpc"])
+    );
     assert_eq!(acme["permissions"]["contents"], "read");
     assert_eq!(acme["host"], "github.com");
     assert_eq!(acme["installationId"], 100);
@@ -32,9 +35,15 @@ async fn mint_groups_by_installation_and_explains_every_exclusion() {
         ex,
         vec![
             ("acme/payroll".to_owned(), "no_trust_policy".to_owned()),
-            ("acme/terraform-missing".to_owned(), "not_installed_in_workspace".to_owned()),
+            (
+                "acme/terraform-missing".to_owned(),
+                "not_installed_in_workspace".to_owned()
+            ),
             ("acme/website".to_owned(), "trust_policy_denied".to_owned()),
-            ("dormant-co/legacy".to_owned(), "installation_suspended".to_owned()),
+            (
+                "dormant-co/legacy".to_owned(),
+                "installation_suspended".to_owned()
+            ),
             ("stranger/repo".to_owned(), "no_trust_policy".to_owned()),
         ]
     );
@@ -47,13 +56,19 @@ async fn mint_groups_by_installation_and_explains_every_exclusion() {
 async fn mint_without_sources_returns_what_the_rules_grant_and_lists_no_exclusions() {
     let app = spawn_app().await;
     let session = app.session(&main_job()).await;
-    let r = app.post_sts(&session, json!({ "policyName": "default" })).await;
+    let r = app
+        .post_sts(&session, json!({ "policyName": "default" }))
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let toks = tokens(&r);
     let acme = toks.iter().find(|t| t["owner"] == "acme").unwrap();
     assert_eq!(
         acme["repositories"],
-        json!(["acme/modules", "acme/terraform-aws-eks", "acme/terraform-aws-vpc"])
+        json!([
+            "acme/modules",
+            "acme/terraform-aws-eks",
+            "acme/terraform-aws-vpc"
+        ])
     );
     assert!(toks.iter().any(|t| t["owner"] == "acme-labs"));
     assert!(excluded(&r).is_empty());
@@ -63,35 +78,65 @@ async fn mint_without_sources_returns_what_the_rules_grant_and_lists_no_exclusio
 async fn mint_with_an_absent_policy_excludes_every_source_as_no_trust_policy() {
     let app = spawn_app().await;
     let session = app.session(&main_job()).await;
-    let r = app.post_sts(&session, json!({ "sources": ["acme/modules"], "policyName": "nope" })).await;
+    let r = app
+        .post_sts(
+            &session,
+            json!({ "sources": ["acme/modules"], "policyName": "nope" }),
+        )
+        .await;
     assert_eq!(r.status, 200);
     assert!(tokens(&r).is_empty());
-    assert_eq!(excluded(&r), vec![("acme/modules".to_owned(), "no_trust_policy".to_owned())]);
+    assert_eq!(
+        excluded(&r),
+        vec![("acme/modules".to_owned(), "no_trust_policy".to_owned())]
+    );
 }
 
 #[tokio::test]
 async fn a_job_from_another_branch_is_denied_by_the_policy() {
     let app = spawn_app().await;
-    let job = ActionsJob { git_ref: "refs/heads/feature".into(), ..main_job() };
+    let job = ActionsJob {
+        git_ref: "refs/heads/feature".into(),
+        ..main_job()
+    };
     let session = app.session(&job).await;
-    let r = app.post_sts(&session, json!({ "sources": ["acme/modules"] })).await;
+    let r = app
+        .post_sts(&session, json!({ "sources": ["acme/modules"] }))
+        .await;
     assert_eq!(r.status, 200);
     assert!(tokens(&r).is_empty());
-    assert_eq!(excluded(&r), vec![("acme/modules".to_owned(), "trust_policy_denied".to_owned())]);
+    assert_eq!(
+        excluded(&r),
+        vec![("acme/modules".to_owned(), "trust_policy_denied".to_owned())]
+    );
 }
 
 #[tokio::test]
 async fn mint_is_403_when_the_workspace_is_not_entitled_and_401_without_a_valid_session() {
     let app = spawn_app().await;
     let session = app.session(&main_job()).await;
-    let r = app.admin(reqwest::Method::PATCH, "/workspaces/acme", Some(json!({ "stsEnabled": false }))).await;
+    let r = app
+        .admin(
+            reqwest::Method::PATCH,
+            "/workspaces/acme",
+            Some(json!({ "stsEnabled": false })),
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let r = app.post_sts(&session, json!({ "policyName": "default" })).await;
+    let r = app
+        .post_sts(&session, json!({ "policyName": "default" }))
+        .await;
     assert_eq!(r.status, 403);
     assert_eq!(r.tag(), "sts_not_entitled");
     let r = app.post_sts("not-a-session", json!({})).await;
     assert_eq!(r.status, 401);
-    let res = app.http.post(app.url("/api/v1/sts")).json(&json!({})).send().await.unwrap();
+    let res = app
+        .http
+        .post(app.url("/api/v1/sts"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 401);
     assert_eq!(res.headers()["www-authenticate"], "Bearer");
 }
@@ -99,7 +144,10 @@ async fn mint_is_403_when_the_workspace_is_not_entitled_and_401_without_a_valid_
 #[tokio::test]
 async fn a_session_that_is_not_from_github_actions_gets_400() {
     let app = spawn_app().await;
-    let mut claims = app.world.issuer.claims_for(&main_job(), sts_broker::dev::DEV_AUDIENCE);
+    let mut claims = app
+        .world
+        .issuer
+        .claims_for(&main_job(), sts_broker::dev::DEV_AUDIENCE);
     claims.remove("repository");
     claims.remove("repository_owner");
     claims.remove("repository_owner_id");
@@ -115,18 +163,32 @@ async fn a_session_that_is_not_from_github_actions_gets_400() {
 async fn every_issuance_is_audited_with_fingerprints_and_never_the_token() {
     let app = spawn_app().await;
     let session = app.session(&main_job()).await;
-    let r = app.post_sts(&session, json!({ "sources": ["acme/modules", "acme/payroll"] })).await;
+    let r = app
+        .post_sts(
+            &session,
+            json!({ "sources": ["acme/modules", "acme/payroll"] }),
+        )
+        .await;
     let token = tokens(&r)[0]["token"].as_str().unwrap().to_owned();
     let events = app.audit_events().await;
     let mint = events.iter().find(|e| e["action"] == "mint").unwrap();
     assert_eq!(mint["outcome"], "success");
     assert_eq!(mint["policyName"], "default");
     assert_eq!(mint["policyVersion"], 1);
-    assert!(mint["tokens"][0]["fingerprint"].as_str().unwrap().starts_with("sha256:"));
+    assert!(mint["tokens"][0]["fingerprint"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
     assert_eq!(mint["exclusions"][0]["reason"], "no_trust_policy");
     assert_eq!(mint["actor"]["claims"]["repository"], "acme/infra");
     assert!(!serde_json::to_string(&events).unwrap().contains(&token));
-    let r = app.admin(reqwest::Method::GET, "/workspaces/acme/tokens?state=active", None).await;
+    let r = app
+        .admin(
+            reqwest::Method::GET,
+            "/workspaces/acme/tokens?state=active",
+            None,
+        )
+        .await;
     let listed = r.data()["tokens"].as_array().unwrap();
     assert_eq!(listed.len(), 1);
     assert!(listed[0].get("token").is_none());
@@ -139,10 +201,17 @@ async fn if_the_audit_write_fails_the_minted_tokens_are_revoked_and_the_caller_g
     let session = app.session(&main_job()).await;
     // Break the audit table under the running broker: a real write failure, not a mock.
     let db = app.world.dir.path().join("sts-broker.db");
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display())).await.unwrap();
-    sqlx::query("alter table audit_events rename to audit_events_gone").execute(&pool).await.unwrap();
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query("alter table audit_events rename to audit_events_gone")
+        .execute(&pool)
+        .await
+        .unwrap();
     let (minted_before, revoked_before) = app.world.github.counts();
-    let r = app.post_sts(&session, json!({ "sources": ["acme/modules"] })).await;
+    let r = app
+        .post_sts(&session, json!({ "sources": ["acme/modules"] }))
+        .await;
     assert_eq!(r.status, 500, "{}", r.body);
     assert_eq!(r.tag(), "audit_write_failed");
     assert!(!r.body.to_string().contains("ghs_"));

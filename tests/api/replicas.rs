@@ -7,7 +7,8 @@ use sts_broker::app::App;
 use sts_broker::dev::{DevWorld, DEV_WORKSPACE};
 
 fn database_url() -> String {
-    std::env::var("STS_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+    std::env::var("STS_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
 
 #[tokio::test]
@@ -17,7 +18,10 @@ async fn two_replicas_on_postgres_share_replay_protection_sessions_and_revocatio
     let admin = sqlx::PgPool::connect(&database_url())
         .await
         .expect("PostgreSQL must be reachable (set STS_TEST_DATABASE_URL)");
-    sqlx::query(&format!("create schema {schema}")).execute(&admin).await.unwrap();
+    sqlx::query(&format!("create schema {schema}"))
+        .execute(&admin)
+        .await
+        .unwrap();
     let url = format!("{}?options=-c%20search_path%3D{schema}", database_url());
 
     let l1 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -30,7 +34,9 @@ async fn two_replicas_on_postgres_share_replay_protection_sessions_and_revocatio
     world.seed(&a.url).await.unwrap();
     let http = reqwest::Client::new();
 
-    let oidc = world.issuer.token_for(&main_job(), sts_broker::dev::DEV_AUDIENCE);
+    let oidc = world
+        .issuer
+        .token_for(&main_job(), sts_broker::dev::DEV_AUDIENCE);
     let exchange = |base: String, token: String| {
         let http = http.clone();
         async move {
@@ -43,10 +49,20 @@ async fn two_replicas_on_postgres_share_replay_protection_sessions_and_revocatio
     };
     let first = exchange(a.url.clone(), oidc.clone()).await;
     assert_eq!(first.status(), 200);
-    let session = first.json::<serde_json::Value>().await.unwrap()["data"]["token"].as_str().unwrap().to_owned();
+    let session = first.json::<serde_json::Value>().await.unwrap()["data"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let replay = exchange(b.url.clone(), oidc).await;
-    assert_eq!(replay.status(), 401, "the replay at the second replica is refused");
-    assert_eq!(replay.json::<serde_json::Value>().await.unwrap()["errorTag"], "token_replayed");
+    assert_eq!(
+        replay.status(),
+        401,
+        "the replay at the second replica is refused"
+    );
+    assert_eq!(
+        replay.json::<serde_json::Value>().await.unwrap()["errorTag"],
+        "token_replayed"
+    );
 
     // A session made at A works at B (shared signing key) ...
     let mint = http
@@ -58,11 +74,19 @@ async fn two_replicas_on_postgres_share_replay_protection_sessions_and_revocatio
         .unwrap();
     assert_eq!(mint.status(), 200);
     let body: serde_json::Value = mint.json().await.unwrap();
-    let token = body["data"]["tokens"][0]["token"].as_str().unwrap().to_owned();
+    let token = body["data"]["tokens"][0]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(world.github.token_is_live(&token));
 
     // ... and once revoked at B it is dead at A, and so is its token.
-    let end = http.delete(format!("{}/api/v1/auth/session", b.url)).bearer_auth(&session).send().await.unwrap();
+    let end = http
+        .delete(format!("{}/api/v1/auth/session", b.url))
+        .bearer_auth(&session)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(end.status(), 200);
     assert!(!world.github.token_is_live(&token));
     let again = http
@@ -75,5 +99,8 @@ async fn two_replicas_on_postgres_share_replay_protection_sessions_and_revocatio
     assert_eq!(again.status(), 401);
 
     drop((a, b));
-    sqlx::query(&format!("drop schema {schema} cascade")).execute(&admin).await.unwrap();
+    sqlx::query(&format!("drop schema {schema} cascade"))
+        .execute(&admin)
+        .await
+        .unwrap();
 }

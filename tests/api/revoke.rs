@@ -5,16 +5,33 @@ use serde_json::json;
 async fn revoking_by_id_kills_that_token_at_github_and_is_idempotent() {
     let app = spawn_app().await;
     let session = app.session(&main_job()).await;
-    let r = app.post_sts(&session, json!({ "sources": ["acme/modules", "acme-labs/shared-modules"] })).await;
+    let r = app
+        .post_sts(
+            &session,
+            json!({ "sources": ["acme/modules", "acme-labs/shared-modules"] }),
+        )
+        .await;
     let toks = tokens(&r);
     let acme = toks.iter().find(|t| t["owner"] == "acme").unwrap();
     let labs = toks.iter().find(|t| t["owner"] == "acme-labs").unwrap();
-    let r = app.post_revoke(&session, json!({ "ids": [acme["id"]] })).await;
+    let r = app
+        .post_revoke(&session, json!({ "ids": [acme["id"]] }))
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.data()["revoked"], 1);
-    assert_eq!(app.github_get_repo(acme["token"].as_str().unwrap(), "acme/modules").await, 401);
-    assert_eq!(app.github_get_repo(labs["token"].as_str().unwrap(), "acme-labs/shared-modules").await, 200);
-    let again = app.post_revoke(&session, json!({ "ids": [acme["id"]] })).await;
+    assert_eq!(
+        app.github_get_repo(acme["token"].as_str().unwrap(), "acme/modules")
+            .await,
+        401
+    );
+    assert_eq!(
+        app.github_get_repo(labs["token"].as_str().unwrap(), "acme-labs/shared-modules")
+            .await,
+        200
+    );
+    let again = app
+        .post_revoke(&session, json!({ "ids": [acme["id"]] }))
+        .await;
     assert_eq!(again.data()["revoked"], 0);
 }
 
@@ -22,7 +39,9 @@ async fn revoking_by_id_kills_that_token_at_github_and_is_idempotent() {
 async fn ending_the_session_revokes_its_tokens_and_the_session() {
     let app = spawn_app().await;
     let session = app.session(&main_job()).await;
-    let r = app.post_sts(&session, json!({ "sources": ["acme/modules"] })).await;
+    let r = app
+        .post_sts(&session, json!({ "sources": ["acme/modules"] }))
+        .await;
     let token = tokens(&r)[0]["token"].as_str().unwrap().to_owned();
     let r = app.delete_session(&session).await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -41,20 +60,60 @@ async fn an_administrator_revokes_by_repository_and_everything_at_once() {
     let app = spawn_app().await;
     let s1 = app.session(&main_job()).await;
     let s2 = app.session(&main_job()).await;
-    let t1 = tokens(&app.post_sts(&s1, json!({ "sources": ["acme/modules"] })).await);
-    let t2 = tokens(&app.post_sts(&s2, json!({ "sources": ["acme-labs/shared-modules"] })).await);
+    let t1 = tokens(
+        &app.post_sts(&s1, json!({ "sources": ["acme/modules"] }))
+            .await,
+    );
+    let t2 = tokens(
+        &app.post_sts(&s2, json!({ "sources": ["acme-labs/shared-modules"] }))
+            .await,
+    );
     let r = app
-        .admin(reqwest::Method::POST, "/workspaces/acme/revocations", Some(json!({ "repository": "acme/modules" })))
+        .admin(
+            reqwest::Method::POST,
+            "/workspaces/acme/revocations",
+            Some(json!({ "repository": "acme/modules" })),
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.data()["revoked"], 1);
-    assert_eq!(app.github_get_repo(t1[0]["token"].as_str().unwrap(), "acme/modules").await, 401);
-    assert_eq!(app.github_get_repo(t2[0]["token"].as_str().unwrap(), "acme-labs/shared-modules").await, 200);
-    let r = app.admin(reqwest::Method::POST, "/workspaces/acme/revocations", Some(json!({ "all": true }))).await;
+    assert_eq!(
+        app.github_get_repo(t1[0]["token"].as_str().unwrap(), "acme/modules")
+            .await,
+        401
+    );
+    assert_eq!(
+        app.github_get_repo(t2[0]["token"].as_str().unwrap(), "acme-labs/shared-modules")
+            .await,
+        200
+    );
+    let r = app
+        .admin(
+            reqwest::Method::POST,
+            "/workspaces/acme/revocations",
+            Some(json!({ "all": true })),
+        )
+        .await;
     assert_eq!(r.data()["revoked"], 1);
-    assert_eq!(app.github_get_repo(t2[0]["token"].as_str().unwrap(), "acme-labs/shared-modules").await, 401);
-    let r = app.admin(reqwest::Method::POST, "/workspaces/acme/revocations", Some(json!({}))).await;
+    assert_eq!(
+        app.github_get_repo(t2[0]["token"].as_str().unwrap(), "acme-labs/shared-modules")
+            .await,
+        401
+    );
+    let r = app
+        .admin(
+            reqwest::Method::POST,
+            "/workspaces/acme/revocations",
+            Some(json!({})),
+        )
+        .await;
     assert_eq!(r.status, 400);
     let events = app.audit_events().await;
-    assert_eq!(events.iter().filter(|e| e["action"] == "admin.revoke").count(), 2);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["action"] == "admin.revoke")
+            .count(),
+        2
+    );
 }

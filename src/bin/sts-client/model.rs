@@ -1,0 +1,75 @@
+//! The client's view of what the broker returns, tolerant of brokers other than ours: only `host`,
+//! `owner` and `token` are needed to use a token (as in Atmos CLI); everything else is optional.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+/// One minted token as the client keeps it (also the state file's record).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ClientToken {
+    /// Broker token id, used to revoke through the broker; absent from brokers that lack it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) id: Option<String>,
+    /// GitHub host, e.g. `github.com` (may carry a port against a simulator).
+    #[serde(default)]
+    pub(crate) host: String,
+    /// Installation account login, exactly as in users' URLs.
+    #[serde(default)]
+    pub(crate) owner: String,
+    /// The installation token. Never printed except by `env`.
+    #[serde(default)]
+    pub(crate) token: String,
+    /// RFC 3339 expiry.
+    #[serde(default)]
+    pub(crate) expires_at: String,
+    /// `owner/repo` the token reaches; absent = every repository of the installation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) repositories: Option<Vec<String>>,
+    /// Granted permissions.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) permissions: BTreeMap<String, String>,
+    /// GitHub installation id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) installation_id: Option<i64>,
+}
+
+// Hand-written so that a token can never reach a log line through `{:?}`.
+impl std::fmt::Debug for ClientToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientToken")
+            .field("id", &self.id)
+            .field("host", &self.host)
+            .field("owner", &self.owner)
+            .field("token", &"[redacted]")
+            .field("expires_at", &self.expires_at)
+            .field("repositories", &self.repositories)
+            .field("permissions", &self.permissions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientToken {
+    /// Has what git needs (Atmos skips tokens lacking any of these).
+    pub(crate) fn is_usable(&self) -> bool {
+        !self.host.is_empty() && !self.owner.is_empty() && !self.token.is_empty()
+    }
+
+    /// Parsed `expiresAt`; `None` when absent or unparseable (treated as stale).
+    pub(crate) fn expires_at(&self) -> Option<OffsetDateTime> {
+        OffsetDateTime::parse(&self.expires_at, &Rfc3339).ok()
+    }
+}
+
+/// A repository the broker left out, with its reason code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Exclusion {
+    /// `owner/repo` as sent.
+    #[serde(default)]
+    pub(crate) repo: String,
+    /// One of the contract's five reason codes (shown verbatim).
+    #[serde(default)]
+    pub(crate) reason: String,
+}

@@ -1,0 +1,385 @@
+//! Minted tokens cached on disk between invocations, so that one job's steps share one mint.
+//!
+//! One directory per (broker URL, workspace, policy, sources) under the state root, mode 0700,
+//! holding `state.json` (0600) and, in file mode, `git.config` (0600). A damaged state file is
+//! ignored (and re-minted over), never fatal: the cache must not be able to break a job.
+
+use crate::model::{ClientToken, Exclusion};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use time::{Duration, OffsetDateTime};
+
+/// Tokens are reused until this long before `expiresAt` (Atmos's `tokenExpirySkew`), so that a
+/// command never starts with a token about to die.
+pub(crate) const TOKEN_EXPIRY_SKEW: Duration = Duration::seconds(60);
+/// A session is re-authenticated this long before its `exp` (what Atmos does), so that a mint
+/// never races the session's expiry.
+pub(crate) const SESSION_EXPIRY_SKEW: Duration = Duration::minutes(5);
+/// Largest state file read; anything bigger is not ours.
+const MAX_STATE_BYTES: u64 = 4 * 1024 * 1024;
+/// Bumped when the layout changes; other versions are ignored (re-minted), never misread.
+const STATE_VERSION: u32 = 1;
+pub(crate) const STATE_FILE: &str = "state.json";
+pub(crate) const GIT_CONFIG_FILE: &str = "git.config";
+
+/// What identifies one cache entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct StateKey {
+    pub(crate) broker_url: String,
+    pub(crate) workspace: String,
+    pub(crate) policy: String,
+    /// Sorted and de-duplicated, so `--repo a --repo b` and `--repo b --repo a` share state.
+    pub(crate) sources: Vec<String>,
+}
+
+impl StateKey {
+    pub(crate) fn new(broker_url: &str, workspace: &str, policy: &str, sources: &[String]) -> Self {
+        let mut sources: Vec<String> = sources.to_vec();
+        sources.sort();
+        sources.dedup();
+        Self {
+            broker_url: broker_url.trim_end_matches('/').to_owned(),
+            workspace: workspace.to_owned(),
+            policy: policy.to_owned(),
+            sources,
+        }
+    }
+
+    /// Directory name: a digest, so that no part of the key needs escaping.
+    fn dir_name(&self) -> String {
+        let mut hasher = Sha256::new();
+        for part in [&self.broker_url, &self.workspace, &self.policy] {
+            hasher.update(part.as_bytes());
+            hasher.update([0]);
+        }
+        for source in &self.sources {
+            hasher.update(source.as_bytes());
+            hasher.update([0]);
+        }
+        hex::encode(&hasher.finalize()[..16])
+    }
+}
+
+/// The session, kept so that `logout` can revoke through the broker in a later step.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SavedSession {
+    pub(crate) token: String,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub(crate) expires_at: Option<OffsetDateTime>,
+}
+
+impl std::fmt::Debug for SavedSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SavedSession")
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SavedSession {
+    /// Usable for another call now (Atmos: expired when `now > exp − 5 min`; no `exp` = never).
+    pub(crate) fn is_fresh(&self, now: OffsetDateTime) -> bool {
+        self.expires_at
+            .is_none_or(|exp| now < exp - SESSION_EXPIRY_SKEW)
+    }
+}
+
+/// The state file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct State {
+    pub(crate) version: u32,
+    pub(crate) key: StateKey,
+    #[serde(default)]
+    pub(crate) session: Option<SavedSession>,
+    #[serde(default)]
+    pub(crate) tokens: Vec<ClientToken>,
+    #[serde(default)]
+    pub(crate) excluded: Vec<Exclusion>,
+}
+
+impl State {
+    pub(crate) fn new(key: StateKey) -> Self {
+        Self {
+            version: STATE_VERSION,
+            key,
+            session: None,
+            tokens: Vec::new(),
+            excluded: Vec::new(),
+        }
+    }
+
+    /// Reuse without a network call? At least one token, every token present and more than
+    /// [`TOKEN_EXPIRY_SKEW`] from expiry (Atmos's `hasFreshState`).
+    pub(crate) fn tokens_are_fresh(&self, now: OffsetDateTime) -> bool {
+        !self.tokens.is_empty()
+            && self.tokens.iter().all(|token| {
+                !token.token.is_empty()
+                    && token
+                        .expires_at()
+                        .is_some_and(|exp| exp - TOKEN_EXPIRY_SKEW > now)
+            })
+    }
+}
+
+/// The state root: `--state-dir`, else `$XDG_DATA_HOME/sts-client`, else
+/// `~/.local/share/sts-client`. Data, not cache: CI cache actions must not carry tokens across jobs.
+pub(crate) fn default_root() -> Option<PathBuf> {
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        let xdg = PathBuf::from(xdg);
+        if xdg.is_absolute() {
+            return Some(xdg.join("sts-client"));
+        }
+    }
+    std::env::var_os("HOME")
+        .filter(|v| !v.is_empty())
+        .map(|home| PathBuf::from(home).join(".local/share/sts-client"))
+}
+
+/// One entry's directory.
+pub(crate) fn dir_for(root: &Path, key: &StateKey) -> PathBuf {
+    root.join(key.dir_name())
+}
+
+/// Load the state in `dir`. Missing, unreadable, damaged, foreign-version or key-mismatched
+/// state is `None` (with a note on stderr for damage), never an error.
+pub(crate) fn load(dir: &Path, key: Option<&StateKey>) -> Option<State> {
+    let path = dir.join(STATE_FILE);
+    let file = std::fs::File::open(&path).ok()?;
+    let mut text = String::new();
+    use std::io::Read as _;
+    if file
+        .take(MAX_STATE_BYTES + 1)
+        .read_to_string(&mut text)
+        .is_err()
+        || text.len() as u64 > MAX_STATE_BYTES
+    {
+        crate::ui::note(&format!(
+            "ignoring unreadable state {} (will mint again)",
+            path.display()
+        ));
+        return None;
+    }
+    match serde_json::from_str::<State>(&text) {
+        Ok(state) if state.version == STATE_VERSION && key.is_none_or(|k| *k == state.key) => {
+            Some(state)
+        }
+        Ok(_) => None,
+        Err(_) => {
+            crate::ui::note(&format!(
+                "ignoring damaged state {} (will mint again)",
+                path.display()
+            ));
+            None
+        }
+    }
+}
+
+/// Every state under `root` (for `logout --all` and the credential helper's fallback).
+pub(crate) fn load_all(root: &Path) -> Vec<(PathBuf, State)> {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    let mut states: Vec<(PathBuf, State)> = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.is_dir())
+        .filter_map(|dir| load(&dir, None).map(|state| (dir, state)))
+        .collect();
+    states.sort_by(|a, b| a.0.cmp(&b.0));
+    states
+}
+
+/// Write the state atomically (temp file + rename) with 0600 in a 0700 directory.
+pub(crate) fn save(dir: &Path, state: &State) -> std::io::Result<()> {
+    create_private_dir(dir)?;
+    let json = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
+    write_private(&dir.join(STATE_FILE), &json)
+}
+
+/// Remove an entry (idempotent).
+pub(crate) fn remove(dir: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Create `dir` and its missing parents as 0700, and tighten `dir` itself if it existed.
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)?;
+    Ok(())
+}
+
+/// Write `bytes` to `path` through a 0600 temp file renamed into place, so a reader never sees
+/// half a file and the secret is never world-readable, not even for a moment.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let mut temp = tempfile::NamedTempFile::new_in(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        temp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    temp.write_all(bytes)?;
+    temp.as_file().sync_all()?;
+    temp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn token(expires_at: &str) -> ClientToken {
+        ClientToken {
+            id: Some("tok_1".into()),
+            host: "github.com".into(),
+            owner: "acme".into(),
+            token: "ghs_x".into(),
+            expires_at: expires_at.into(),
+            repositories: None,
+            permissions: Default::default(),
+            installation_id: Some(1),
+        }
+    }
+
+    fn key() -> StateKey {
+        StateKey::new(
+            "http://b/",
+            "acme",
+            "default",
+            &["b/x".into(), "a/y".into()],
+        )
+    }
+
+    #[test]
+    fn keys_ignore_source_order_and_trailing_slashes() {
+        let other = StateKey::new(
+            "http://b",
+            "acme",
+            "default",
+            &["a/y".into(), "b/x".into(), "a/y".into()],
+        );
+        assert_eq!(key(), other);
+        assert_eq!(key().dir_name(), other.dir_name());
+        let policy = StateKey::new("http://b", "acme", "deploy", &["a/y".into(), "b/x".into()]);
+        assert_ne!(key().dir_name(), policy.dir_name());
+        let workspace = StateKey::new("http://b", "beta", "default", &["a/y".into(), "b/x".into()]);
+        assert_ne!(key().dir_name(), workspace.dir_name());
+    }
+
+    #[test]
+    fn freshness_follows_the_sixty_second_rule() {
+        let now = OffsetDateTime::from_unix_timestamp(1_900_000_000).unwrap();
+        let at = |secs: i64| {
+            (now + Duration::seconds(secs))
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap()
+        };
+        let cases: Vec<(Vec<ClientToken>, bool, &str)> = vec![
+            (vec![], false, "no tokens"),
+            (vec![token(&at(3600))], true, "an hour left"),
+            (vec![token(&at(61))], true, "just over the skew"),
+            (vec![token(&at(60))], false, "at the skew"),
+            (
+                vec![token(&at(3600)), token(&at(30))],
+                false,
+                "one about to die",
+            ),
+            (vec![token("not a time")], false, "unparseable expiry"),
+            (
+                vec![token("2099-01-01T00:00:00.000Z")],
+                true,
+                "fractional seconds parse",
+            ),
+            (
+                vec![ClientToken {
+                    token: String::new(),
+                    ..token(&at(3600))
+                }],
+                false,
+                "empty token",
+            ),
+        ];
+        for (tokens, fresh, what) in cases {
+            let state = State {
+                tokens,
+                ..State::new(key())
+            };
+            assert_eq!(state.tokens_are_fresh(now), fresh, "{what}");
+        }
+    }
+
+    #[test]
+    fn sessions_are_renewed_five_minutes_early_and_exp_less_ones_never() {
+        let now = OffsetDateTime::from_unix_timestamp(1_900_000_000).unwrap();
+        let session = |secs: Option<i64>| SavedSession {
+            token: "s".into(),
+            expires_at: secs.map(|s| now + Duration::seconds(s)),
+        };
+        assert!(session(Some(301)).is_fresh(now));
+        assert!(!session(Some(300)).is_fresh(now));
+        assert!(!session(Some(-10)).is_fresh(now));
+        assert!(session(None).is_fresh(now));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn saved_state_is_private_and_round_trips() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let root = tempfile::tempdir().unwrap();
+        let dir = dir_for(&root.path().join("nested/root"), &key());
+        let state = State {
+            tokens: vec![token("2030-01-01T00:00:00Z")],
+            ..State::new(key())
+        };
+        save(&dir, &state).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join(STATE_FILE)), 0o600);
+        let loaded = load(&dir, Some(&key())).unwrap();
+        assert_eq!(loaded.tokens, state.tokens);
+        // A state written for another key (a hash collision or a hand copy) is not used.
+        let other = StateKey::new("http://other", "acme", "default", &[]);
+        assert!(load(&dir, Some(&other)).is_none());
+        assert_eq!(load_all(&root.path().join("nested/root")).len(), 1);
+        remove(&dir).unwrap();
+        remove(&dir).unwrap();
+        assert!(load(&dir, None).is_none());
+    }
+
+    #[test]
+    fn damaged_state_is_ignored() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = dir_for(root.path(), &key());
+        create_private_dir(&dir).unwrap();
+        for junk in [
+            "",
+            "{",
+            "null",
+            "{\"version\":1}",
+            "{\"version\":99,\"key\":{}}",
+            "\u{0}\u{1}",
+        ] {
+            std::fs::write(dir.join(STATE_FILE), junk).unwrap();
+            assert!(load(&dir, Some(&key())).is_none(), "{junk:?}");
+        }
+    }
+}

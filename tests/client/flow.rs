@@ -1,0 +1,596 @@
+//! The client's flow against the broker: mint, cache, render, exec, logout, errors.
+
+use crate::helpers::{main_job, output, Run, World};
+use serde_json::{json, Value};
+use sts_broker::dev::{DEV_AUDIENCE, DEV_WORKSPACE};
+
+fn assert_no_secret(run: &Run, secrets: &[&str]) {
+    let all = run.all_output();
+    for secret in secrets {
+        assert!(!secret.is_empty());
+        assert!(!all.contains(secret), "a secret reached the output:\n{all}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn login_mints_caches_privately_and_prints_no_token() {
+    let w = World::start().await;
+    let oidc = w.oidc();
+    let run = w
+        .run(
+            &["login", "--repo", "acme/modules"],
+            &[("STS_OIDC_TOKEN", &oidc)],
+        )
+        .await;
+    run.ok();
+    assert!(
+        run.stderr.contains("minted 1 token for acme"),
+        "{}",
+        run.stderr
+    );
+    let tokens = w.cached_tokens();
+    assert_eq!(tokens.len(), 1);
+    assert!(w.world.github.token_is_live(&tokens[0]));
+    assert_no_secret(&run, &[&tokens[0], &oidc]);
+    #[cfg(unix)]
+    {
+        let (dir, state) = &w.states()[0];
+        assert_eq!(crate::helpers::mode(dir), 0o700);
+        assert_eq!(crate::helpers::mode(&dir.join("state.json")), 0o600);
+        // The session is kept (for logout), the OIDC token is not.
+        assert!(state["session"]["token"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty()));
+        assert!(!std::fs::read_to_string(dir.join("state.json"))
+            .unwrap()
+            .contains(&oidc));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn env_json_is_the_atmos_environment_and_the_cache_is_reused() {
+    let w = World::start().await;
+    let first = w
+        .run_as_job(&["env", "--format", "json", "--repo", "acme/modules"], &[])
+        .await;
+    first.ok();
+    let env = first.env_json();
+    let token = w.cached_tokens().remove(0);
+    let host = w.states()[0].1["tokens"][0]["host"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let rewrite = format!("url.https://x-access-token:{token}@{host}/acme/.insteadOf");
+    let expected: std::collections::BTreeMap<String, String> = [
+        ("GIT_CONFIG_COUNT", "2".to_owned()),
+        ("GIT_CONFIG_KEY_0", rewrite.clone()),
+        ("GIT_CONFIG_VALUE_0", format!("https://{host}/acme/")),
+        ("GIT_CONFIG_KEY_1", rewrite),
+        ("GIT_CONFIG_VALUE_1", format!("ssh://git@{host}/acme/")),
+        ("ATMOS_PRO_GITHUB_TOKEN", token.clone()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    assert_eq!(env, expected);
+    assert!(!first.stderr.contains(&token));
+
+    // No OIDC token this time: only the cache can answer, and no new mint happens.
+    let (minted, _) = w.minted_and_revoked();
+    let second = w
+        .run(&["env", "--format", "json", "--repo", "acme/modules"], &[])
+        .await;
+    second.ok();
+    assert_eq!(second.env_json(), expected);
+    assert_eq!(w.minted_and_revoked().0, minted);
+    assert!(
+        second.stderr.contains("reusing 1 token"),
+        "{}",
+        second.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exclusions_are_warnings_and_all_excluded_is_still_success() {
+    let w = World::start().await;
+    let run = w
+        .run_as_job(
+            &[
+                "login",
+                "--repo",
+                "dormant-co/legacy",
+                "--repo",
+                "acme/terraform-nowhere",
+                "--repo",
+                "stranger/repo",
+            ],
+            &[],
+        )
+        .await;
+    run.ok();
+    assert!(
+        run.stderr
+            .contains("dormant-co/legacy: installation_suspended"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("acme/terraform-nowhere: not_installed_in_workspace"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("stranger/repo: no_trust_policy"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("no tokens granted (3 excluded)"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_passes_the_exit_code_through_and_revokes_on_exit() {
+    let w = World::start().await;
+    let out = w.home.path().join("seen-token");
+    let script = format!(
+        "test \"$GIT_CONFIG_COUNT\" = 2 || exit 99; printf %s \"$ATMOS_PRO_GITHUB_TOKEN\" > {}; exit 7",
+        out.display()
+    );
+    let run = w
+        .run_as_job(
+            &["exec", "--repo", "acme/modules", "--", "sh", "-c", &script],
+            &[],
+        )
+        .await;
+    assert_eq!(run.code, 7, "{}", run.stderr);
+    let token = std::fs::read_to_string(&out).unwrap();
+    assert!(token.starts_with("ghs_"), "{token}");
+    assert!(!w.world.github.token_is_live(&token), "revoked on exit");
+    assert!(w.states().is_empty(), "state removed after revoke");
+    assert_no_secret(&run, &[&token]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_keep_leaves_the_tokens_live_and_cached() {
+    let w = World::start().await;
+    let run = w
+        .run_as_job(
+            &["exec", "--keep", "--repo", "acme/modules", "--", "true"],
+            &[],
+        )
+        .await;
+    run.ok();
+    let token = w.cached_tokens().remove(0);
+    assert!(w.world.github.token_is_live(&token));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_of_a_missing_program_is_127_and_still_revokes() {
+    let w = World::start().await;
+    let (_, revoked_before) = w.minted_and_revoked();
+    let run = w
+        .run_as_job(
+            &[
+                "exec",
+                "--repo",
+                "acme/modules",
+                "--",
+                "no-such-program-here",
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(run.code, 127, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("cannot run `no-such-program-here`"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        w.minted_and_revoked().1 > revoked_before,
+        "revoked at GitHub"
+    );
+    assert!(w.states().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logout_revokes_through_the_broker_and_is_idempotent() {
+    let w = World::start().await;
+    w.run_as_job(&["login", "--repo", "acme/modules"], &[])
+        .await
+        .ok();
+    let token = w.cached_tokens().remove(0);
+    let session = w.states()[0].1["session"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let run = w.run(&["logout"], &[]).await;
+    run.ok();
+    assert!(!w.world.github.token_is_live(&token));
+    assert!(w.states().is_empty());
+    // The session is over too: the broker refuses it.
+    let res = w
+        .http
+        .post(format!("{}/api/v1/sts", w.broker.url))
+        .bearer_auth(&session)
+        .json(&json!({"policyName": "default"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+
+    let again = w.run(&["logout"], &[]).await;
+    again.ok();
+    assert!(
+        again.stderr.contains("nothing to log out of"),
+        "{}",
+        again.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logout_falls_back_to_github_when_the_broker_is_gone() {
+    let w = World::start().await;
+    w.run_as_job(&["login", "--repo", "acme/modules"], &[])
+        .await
+        .ok();
+    let token = w.cached_tokens().remove(0);
+    let (dir, mut state) = w.states().remove(0);
+    state["key"]["brokerUrl"] = json!("http://127.0.0.1:9");
+    std::fs::write(dir.join("state.json"), state.to_string()).unwrap();
+
+    let mut command = w.command(&["logout"]);
+    command
+        .env_remove("STS_BROKER_URL")
+        .env("STS_GITHUB_API_URL", &w.world.config.github.api_url);
+    let run = output(command).await;
+    run.ok();
+    assert!(
+        !w.world.github.token_is_live(&token),
+        "revoked at GitHub directly"
+    );
+    assert!(w.states().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_state_file_is_minted_over_not_fatal() {
+    let w = World::start().await;
+    w.run_as_job(&["login", "--repo", "acme/modules"], &[])
+        .await
+        .ok();
+    let first = w.cached_tokens().remove(0);
+    let (dir, _) = w.states().remove(0);
+    std::fs::write(dir.join("state.json"), "{not json").unwrap();
+    let run = w
+        .run_as_job(&["login", "--repo", "acme/modules"], &[])
+        .await;
+    run.ok();
+    assert!(
+        run.stderr.contains("ignoring damaged state"),
+        "{}",
+        run.stderr
+    );
+    assert_ne!(w.cached_tokens()[0], first, "minted again");
+    assert_eq!(w.cached_tokens().len(), 1);
+}
+
+/// Make the cached tokens look stale so that the next run has to mint.
+fn age_tokens(w: &World) {
+    let (dir, mut state) = w.states().remove(0);
+    for token in state["tokens"].as_array_mut().unwrap() {
+        token["expiresAt"] = json!("2000-01-01T00:00:00Z");
+    }
+    std::fs::write(dir.join("state.json"), state.to_string()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_session_is_renewed_once_with_a_fresh_oidc_token() {
+    let w = World::start().await;
+    let first_oidc = w.oidc();
+    w.run(
+        &["login", "--repo", "acme/modules"],
+        &[("STS_OIDC_TOKEN", &first_oidc)],
+    )
+    .await
+    .ok();
+    let session = w.states()[0].1["session"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let res = w
+        .http
+        .delete(format!("{}/api/v1/auth/session", w.broker.url))
+        .bearer_auth(&session)
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success());
+    age_tokens(&w);
+
+    // The only OIDC token at hand was already used: a clear failure, not a loop.
+    let run = w
+        .run(
+            &["login", "--repo", "acme/modules"],
+            &[("STS_OIDC_TOKEN", &first_oidc)],
+        )
+        .await;
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("authenticating again"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("single use"), "{}", run.stderr);
+
+    // A fresh one: re-authenticated once, minted.
+    let run = w
+        .run_as_job(&["login", "--repo", "acme/modules"], &[])
+        .await;
+    run.ok();
+    assert!(
+        run.stderr.contains("minted 1 token for acme"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_workspace_without_the_entitlement_is_named() {
+    let w = World::start().await;
+    w.admin(
+        reqwest::Method::PATCH,
+        &format!("/workspaces/{DEV_WORKSPACE}"),
+        json!({"stsEnabled": false}),
+    )
+    .await;
+    let run = w.run_as_job(&["login"], &[]).await;
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("not entitled"), "{}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreachable_broker_and_missing_inputs_are_clear_errors() {
+    let w = World::start().await;
+    let run = w
+        .run_as_job(&["login"], &[("STS_BROKER_URL", "http://127.0.0.1:9")])
+        .await;
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .contains("cannot reach the broker at http://127.0.0.1:9"),
+        "{}",
+        run.stderr
+    );
+
+    let run = w.run(&["login"], &[]).await;
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("id-token: write"), "{}", run.stderr);
+
+    let mut command = w.command(&["login"]);
+    command.env_remove("STS_WORKSPACE");
+    let run = output(command).await;
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("no workspace"), "{}", run.stderr);
+
+    let run = w
+        .run(
+            &["login"],
+            &[("ACTIONS_ID_TOKEN_REQUEST_URL", "https://x/y")],
+        )
+        .await;
+    assert_eq!(
+        run.code, 1,
+        "half an Actions environment is refused up front"
+    );
+    assert!(
+        run.stderr.contains("ACTIONS_ID_TOKEN_REQUEST_TOKEN"),
+        "{}",
+        run.stderr
+    );
+
+    let run = w
+        .run(
+            &["login"],
+            &[
+                ("ACTIONS_ID_TOKEN_REQUEST_URL", "http://127.0.0.1:9/token"),
+                ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "t"),
+            ],
+        )
+        .await;
+    assert_eq!(run.code, 1, "the request token is never sent in clear");
+    assert!(
+        run.stderr.contains("must be an https URL"),
+        "{}",
+        run.stderr
+    );
+
+    let run = w.run_as_job(&["login", "--repo", "not-a-repo"], &[]).await;
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("expected owner/repo"), "{}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn atmos_environment_variables_are_understood() {
+    let w = World::start().await;
+    let mut command = w.command(&["login", "--repo", "acme/modules"]);
+    let base = format!("{}/", w.broker.url);
+    command
+        .env_remove("STS_BROKER_URL")
+        .env_remove("STS_WORKSPACE")
+        .env("ATMOS_PRO_BASE_URL", &base)
+        .env("ATMOS_PRO_WORKSPACE_ID", DEV_WORKSPACE)
+        .env(
+            "STS_OIDC_TOKEN",
+            w.world.issuer.token_for(&main_job(), DEV_AUDIENCE),
+        );
+    output(command).await.ok();
+    assert_eq!(w.cached_tokens().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn env_github_appends_to_github_env_and_masks_tokens() {
+    let w = World::start().await;
+    let github_env = w.home.path().join("github_env");
+    std::fs::write(&github_env, "EARLIER=kept\n").unwrap();
+    let path = github_env.to_str().unwrap();
+    let run = w
+        .run_as_job(
+            &["env", "--format", "github", "--repo", "acme/modules"],
+            &[("GITHUB_ENV", path), ("GITHUB_ACTIONS", "true")],
+        )
+        .await;
+    run.ok();
+    let token = w.cached_tokens().remove(0);
+    let written = std::fs::read_to_string(&github_env).unwrap();
+    assert!(written.starts_with("EARLIER=kept\n"), "{written}");
+    assert!(written.contains("GIT_CONFIG_COUNT=2\n"), "{written}");
+    assert!(
+        written.contains(&format!("ATMOS_PRO_GITHUB_TOKEN={token}\n")),
+        "{written}"
+    );
+    assert!(
+        run.stdout.contains(&format!("::add-mask::{token}")),
+        "{}",
+        run.stdout
+    );
+
+    // A file the client creates is private from the start.
+    let fresh = w.home.path().join("fresh_env");
+    let run = w
+        .run(
+            &[
+                "env",
+                "--format",
+                "dotenv",
+                "--repo",
+                "acme/modules",
+                "--output-file",
+                fresh.to_str().unwrap(),
+            ],
+            &[],
+        )
+        .await;
+    run.ok();
+    #[cfg(unix)]
+    assert_eq!(crate::helpers::mode(&fresh), 0o600);
+    assert!(std::fs::read_to_string(&fresh)
+        .unwrap()
+        .contains("GIT_CONFIG_COUNT=2"));
+
+    let run = w
+        .run(
+            &["env", "--format", "github", "--repo", "acme/modules"],
+            &[],
+        )
+        .await;
+    assert_eq!(run.code, 1, "no GITHUB_ENV and no --output-file");
+    assert!(run.stderr.contains("GITHUB_ENV"), "{}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn git_credential_get_serves_the_owners_token() {
+    let w = World::start().await;
+    w.run_as_job(&["login", "--repo", "acme/modules"], &[])
+        .await
+        .ok();
+    let token = w.cached_tokens().remove(0);
+    let host = w.states()[0].1["tokens"][0]["host"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let answer = credential(
+        &w,
+        "get",
+        &format!("protocol=https\nhost={host}\npath=acme/modules.git\n\n"),
+    )
+    .await;
+    assert!(answer.contains("username=x-access-token\n"), "{answer}");
+    assert!(answer.contains(&format!("password={token}\n")), "{answer}");
+    // Another owner gets nothing (git then fails or asks elsewhere).
+    let answer = credential(
+        &w,
+        "get",
+        &format!("protocol=https\nhost={host}\npath=beta/x.git\n\n"),
+    )
+    .await;
+    assert_eq!(answer, "");
+    // git saw the token rejected: it is dropped so the next `get` mints again.
+    let answer = credential(&w, "erase", &format!("protocol=https\nhost={host}\npath=acme/modules.git\nusername=x-access-token\npassword={token}\n\n")).await;
+    assert_eq!(answer, "");
+    let state: Value = w.states().remove(0).1;
+    assert!(state["tokens"].as_array().unwrap().is_empty());
+}
+
+async fn credential(w: &World, operation: &str, input: &str) -> String {
+    use tokio::io::AsyncWriteExt as _;
+    let mut command = w.command(&["git-credential", operation, "--repo", "acme/modules"]);
+    command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_forwards_sigterm_and_still_revokes() {
+    let w = World::start().await;
+    let ready = w.home.path().join("ready");
+    let seen = w.home.path().join("seen-token");
+    // The child reports readiness only after its trap is set, then waits to be told to stop.
+    let script = format!(
+        "trap 'exit 42' TERM; printf %s \"$ATMOS_PRO_GITHUB_TOKEN\" > {seen}; touch {ready}; \
+         while :; do sleep 0.1; done",
+        seen = seen.display(),
+        ready = ready.display()
+    );
+    let token = w.oidc();
+    let mut command = w.command(&["exec", "--repo", "acme/modules", "--", "sh", "-c", &script]);
+    command
+        .env("STS_OIDC_TOKEN", &token)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = command.spawn().unwrap();
+    let pid = child.id().unwrap();
+    let mut waited = 0;
+    while !ready.exists() {
+        assert!(waited < 600, "the child never became ready");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    let status = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(42),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let minted = std::fs::read_to_string(&seen).unwrap();
+    assert!(!minted.is_empty());
+    assert!(
+        !w.world.github.token_is_live(&minted),
+        "revoked after the signal"
+    );
+}

@@ -1,0 +1,165 @@
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use sts_broker::app::App;
+use sts_broker::dev::{DevWorld, DEV_AUDIENCE, DEV_WORKSPACE};
+use sts_broker::server::RunningBroker;
+use sts_broker::sim::oidc::ActionsJob;
+
+/// A broker seeded with the dev world, and a private home for the client.
+pub(crate) struct World {
+    pub(crate) world: DevWorld,
+    pub(crate) broker: RunningBroker,
+    pub(crate) home: tempfile::TempDir,
+    pub(crate) http: reqwest::Client,
+}
+
+/// What one run of the client did.
+pub(crate) struct Run {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+}
+
+impl Run {
+    /// Every output, to check that no token leaked.
+    pub(crate) fn all_output(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+
+    #[track_caller]
+    pub(crate) fn ok(&self) -> &Self {
+        assert_eq!(
+            self.code, 0,
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// stdout as the JSON object `env --format json` prints.
+    pub(crate) fn env_json(&self) -> BTreeMap<String, String> {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not a JSON object ({e}): {}", self.stdout))
+    }
+}
+
+/// The CI job the dev policy's `infra-main` rule trusts.
+pub(crate) fn main_job() -> ActionsJob {
+    ActionsJob::default()
+}
+
+impl World {
+    pub(crate) async fn start() -> Self {
+        sts_broker::telemetry::init_for_test();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let world = DevWorld::start(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let app = App::build(world.config.clone()).await.unwrap();
+        let broker = sts_broker::server::spawn(app, listener).unwrap();
+        world.seed(&broker.url).await.unwrap();
+        Self {
+            world,
+            broker,
+            home: tempfile::tempdir().unwrap(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub(crate) fn oidc(&self) -> String {
+        self.world.issuer.token_for(&main_job(), DEV_AUDIENCE)
+    }
+
+    pub(crate) fn state_root(&self) -> PathBuf {
+        self.home.path().join("data/sts-client")
+    }
+
+    /// The client with a clean environment: only what the test gives reaches it.
+    pub(crate) fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sts-client"));
+        command
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.home.path())
+            .env("XDG_DATA_HOME", self.home.path().join("data"))
+            .env("STS_BROKER_URL", &self.broker.url)
+            .env("STS_WORKSPACE", DEV_WORKSPACE)
+            .kill_on_drop(true);
+        command
+    }
+
+    pub(crate) async fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut command = self.command(args);
+        command.envs(env.iter().copied());
+        output(command).await
+    }
+
+    /// Run with a fresh OIDC token for the trusted job.
+    pub(crate) async fn run_as_job(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let token = self.oidc();
+        let mut all: Vec<(&str, &str)> = vec![("STS_OIDC_TOKEN", token.as_str())];
+        all.extend_from_slice(env);
+        self.run(args, &all).await
+    }
+
+    /// Every state file under the root, parsed.
+    pub(crate) fn states(&self) -> Vec<(PathBuf, Value)> {
+        let Ok(entries) = std::fs::read_dir(self.state_root()) else {
+            return Vec::new();
+        };
+        entries
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.join("state.json").exists())
+            .map(|dir| {
+                let text = std::fs::read_to_string(dir.join("state.json")).unwrap();
+                (dir, serde_json::from_str(&text).unwrap())
+            })
+            .collect()
+    }
+
+    /// The tokens in the only state file.
+    pub(crate) fn cached_tokens(&self) -> Vec<String> {
+        let states = self.states();
+        assert_eq!(states.len(), 1, "expected one state entry");
+        states[0].1["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["token"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    pub(crate) async fn admin(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let res = self
+            .http
+            .request(method, format!("{}/api/v1/admin{path}", self.broker.url))
+            .bearer_auth(&self.world.admin_token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success(), "admin {path}: {}", res.status());
+        res.json().await.unwrap()
+    }
+
+    pub(crate) fn minted_and_revoked(&self) -> (u64, u64) {
+        self.world.github.counts()
+    }
+}
+
+pub(crate) async fn output(mut command: tokio::process::Command) -> Run {
+    let out = command.output().await.expect("sts-client runs");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[cfg(unix)]
+pub(crate) fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}

@@ -6,3 +6,4 @@
 pub mod github;
 pub mod keys;
 pub mod oidc;
+pub mod tls;

@@ -309,7 +309,7 @@ pub async fn serve_dev(listen: &str) -> anyhow::Result<()> {
     println!("  oidc issuer   {}", world.issuer.issuer());
     match (world.git_url(), world.ca_pem_path()) {
         (Some(git_url), Some(ca)) => {
-            println!("  git (https)   {git_url}/OWNER/REPO (tokens name this host)");
+            println!("  git (https)   {git_url}  (e.g. {git_url}/acme/modules; minted tokens name this host)");
             println!("  git CA        export GIT_SSL_CAINFO={}", ca.display());
         }
         _ => println!("  git (https)   not started: `git` is not installed"),

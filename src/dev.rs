@@ -1,8 +1,13 @@
-//! A self-contained world for `serve --dev`, `demo`, tests and benchmarks: the GitHub simulator,
-//! the OIDC issuer simulator, generated keys and secrets in a temp dir, and a config that points
-//! the broker at them. Not for production.
+//! A self-contained world for `serve --dev`, `demo`, tests and benchmarks: the GitHub simulator
+//! (REST API, and git smart HTTPS for its repositories), the OIDC issuer simulator, generated keys
+//! and secrets in a temp dir, and a config that points the broker at them. Not for production.
+//!
+//! The broker's `github.host` is the git server's `127.0.0.1:PORT`, so minted tokens name a host
+//! that `git` can clone from (trusting the world's `git-ca.pem`). Without `git` installed the world
+//! still starts, with `github.host = "github.com"` and no git server (a warning says so).
 
 use crate::config::Config;
+use crate::sim::git::RunningGitServer;
 use crate::sim::github::{GitHubSimulator, RunningSimulator, SimInstallation, SimRepo};
 use crate::sim::keys::RsaKeyPair;
 use crate::sim::oidc::{OidcIssuerSimulator, RunningIssuer};
@@ -11,6 +16,7 @@ use base64::Engine as _;
 use secrecy::ExposeSecret as _;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 /// App id of the simulated GitHub App.
 pub const DEV_APP_ID: &str = "424242";
@@ -18,6 +24,8 @@ pub const DEV_APP_ID: &str = "424242";
 pub const DEV_AUDIENCE: &str = "atmos-pro.com";
 /// Workspace seeded in dev mode and the demo.
 pub const DEV_WORKSPACE: &str = "acme";
+/// File in the world's dir holding the git server's CA (PEM), for `GIT_SSL_CAINFO`.
+pub const GIT_CA_FILE: &str = "git-ca.pem";
 
 /// The policy seeded in dev mode and the demo; `ISSUER` stands for the dev issuer's URL (see
 /// [`dev_policy`]), since a rule's issuer defaults to GitHub's.
@@ -124,8 +132,15 @@ pub struct DevWorld {
     pub admin_token: String,
     /// Holds keys, secrets and the database.
     pub dir: tempfile::TempDir,
+    git: Option<DevGit>,
     _issuer_server: RunningIssuer,
     _github_server: RunningSimulator,
+}
+
+/// The world's git server and where its CA was written.
+struct DevGit {
+    server: RunningGitServer,
+    ca_pem_path: PathBuf,
 }
 
 impl DevWorld {
@@ -138,6 +153,14 @@ impl DevWorld {
             github.add_installation(installation);
         }
         let github_server = github.start().await.context("github simulator")?;
+        let git_server = match github.start_git().await {
+            Ok(server) => Some(server),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                tracing::warn!(error = %error, "dev world starts without a git server");
+                None
+            }
+            Err(error) => return Err(error).context("git server"),
+        };
         let issuer = OidcIssuerSimulator::new();
         let issuer_server = issuer.start().await.context("oidc issuer simulator")?;
 
@@ -150,6 +173,20 @@ impl DevWorld {
         std::fs::write(dir.path().join("token-key"), token_key)?;
         std::fs::write(dir.path().join("admin-token"), &admin_token)?;
         restrict(dir.path())?;
+        let git = match git_server {
+            Some(server) => {
+                let ca_pem_path = dir.path().join(GIT_CA_FILE);
+                server.ca.write_ca(&ca_pem_path)?;
+                Some(DevGit {
+                    server,
+                    ca_pem_path,
+                })
+            }
+            None => None,
+        };
+        let github_host = git
+            .as_ref()
+            .map_or("github.com", |git| git.server.host.as_str());
         let toml = format!(
             r#"
 [server]
@@ -161,6 +198,7 @@ url = "sqlite://{db}"
 
 [github]
 api_url = "{github_url}"
+host = "{github_host}"
 app_id = "{DEV_APP_ID}"
 private_key_file = "app.pem"
 
@@ -188,9 +226,25 @@ encryption_key_file = "token-key"
             config,
             admin_token,
             dir,
+            git,
             _issuer_server: issuer_server,
             _github_server: github_server,
         })
+    }
+
+    /// `https://127.0.0.1:PORT` of the git server (`None` when `git` is not installed).
+    pub fn git_url(&self) -> Option<&str> {
+        self.git.as_ref().map(|git| git.server.url.as_str())
+    }
+
+    /// `127.0.0.1:PORT` of the git server: the broker's `github.host`, reported with every token.
+    pub fn git_host(&self) -> Option<&str> {
+        self.git.as_ref().map(|git| git.server.host.as_str())
+    }
+
+    /// The git server's CA certificate (PEM) in the world's dir: `GIT_SSL_CAINFO=<this>`.
+    pub fn ca_pem_path(&self) -> Option<&Path> {
+        self.git.as_ref().map(|git| git.ca_pem_path.as_path())
     }
 
     /// Seed the workspace, its installation links and the policy through the admin API.
@@ -253,6 +307,13 @@ pub async fn serve_dev(listen: &str) -> anyhow::Result<()> {
     println!("  broker        {}", broker.url);
     println!("  github sim    {}", world.config.github.api_url);
     println!("  oidc issuer   {}", world.issuer.issuer());
+    match (world.git_url(), world.ca_pem_path()) {
+        (Some(git_url), Some(ca)) => {
+            println!("  git (https)   {git_url}  (e.g. {git_url}/acme/modules; minted tokens name this host)");
+            println!("  git CA        export GIT_SSL_CAINFO={}", ca.display());
+        }
+        _ => println!("  git (https)   not started: `git` is not installed"),
+    }
     println!("  admin token   {}", world.admin_token);
     println!("  workspace     {DEV_WORKSPACE} (policy `default`, installations acme, acme-labs, dormant-co)");
     println!();

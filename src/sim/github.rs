@@ -6,8 +6,8 @@
 //! a suspended installation; installation tokens that `GET /installation/repositories` accepts and
 //! that stop working once revoked or expired.
 //!
-//! Routing lives in [`GitHubSimulator::router`], so more surfaces (git smart HTTP) can be merged
-//! into the same server later.
+//! Routing lives in [`GitHubSimulator::router`]. Git smart HTTP over the same repositories and
+//! tokens is served separately, over TLS ([`GitHubSimulator::start_git`], in `sim::git`).
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
@@ -377,6 +377,85 @@ impl GitHubSimulator {
     pub fn requests(&self) -> Vec<SimRequest> {
         self.lock().requests.clone()
     }
+
+    /// Append a request served by another surface of the simulator (git smart HTTP) to the log.
+    pub(crate) fn record_request(&self, request: SimRequest) {
+        self.lock().requests.push(request);
+    }
+
+    /// Every repository of every installation, as `(owner login, repo)` with GitHub's spelling.
+    pub fn repositories(&self) -> Vec<(String, SimRepo)> {
+        self.lock()
+            .installations
+            .values()
+            .flat_map(|installation| {
+                installation
+                    .repositories
+                    .iter()
+                    .map(|repo| (installation.account_login.clone(), repo.clone()))
+            })
+            .collect()
+    }
+
+    /// The repository `owner/name` (both case-insensitive, as GitHub matches them), as
+    /// `(owner login, repo)` with GitHub's spelling.
+    pub fn find_repository(&self, owner: &str, name: &str) -> Option<(String, SimRepo)> {
+        let state = self.lock();
+        let installation = state.find_by_login(owner)?;
+        let repo = installation
+            .repositories
+            .iter()
+            .find(|repo| repo.name.eq_ignore_ascii_case(name))?;
+        Some((installation.account_login.clone(), repo.clone()))
+    }
+
+    /// What `token` may do to `owner/name` now: the check every git request goes through.
+    pub fn token_access(&self, token: &str, owner: &str, name: &str) -> TokenAccess {
+        let state = self.lock();
+        let Some(record) = state
+            .tokens
+            .get(token)
+            .filter(|record| record.is_live(OffsetDateTime::now_utc()))
+        else {
+            return TokenAccess::Invalid;
+        };
+        let reaches = state
+            .find_by_login(owner)
+            .filter(|installation| installation.id == record.installation_id)
+            .and_then(|installation| {
+                installation
+                    .repositories
+                    .iter()
+                    .find(|repo| repo.name.eq_ignore_ascii_case(name))
+            })
+            .is_some_and(|repo| {
+                record
+                    .repository_ids
+                    .as_ref()
+                    .is_none_or(|ids| ids.contains(&repo.id))
+            });
+        if reaches {
+            TokenAccess::Reaches {
+                permissions: record.permissions.clone(),
+            }
+        } else {
+            TokenAccess::NoAccess
+        }
+    }
+}
+
+/// What an installation token may do to one repository (see [`GitHubSimulator::token_access`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenAccess {
+    /// Not a token the simulator issued, or revoked, or expired: GitHub's "Bad credentials".
+    Invalid,
+    /// A live token that does not reach the repository (or the repository does not exist).
+    NoAccess,
+    /// A live token that reaches the repository with these permissions.
+    Reaches {
+        /// The token's permissions (`contents: read|write`, …).
+        permissions: BTreeMap<String, String>,
+    },
 }
 
 /// A simulator bound to a port. Dropping it stops the server.
@@ -799,7 +878,7 @@ struct AccessTokenBody {
 }
 
 /// Rank of a permission level; `None` for anything GitHub does not know (`writ`).
-fn level_rank(level: &str) -> Option<u8> {
+pub(crate) fn level_rank(level: &str) -> Option<u8> {
     match level {
         "read" => Some(1),
         "write" => Some(2),

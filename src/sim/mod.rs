@@ -2,7 +2,11 @@
 //!
 //! They back `serve --dev`, `demo`, the tests and the benchmarks. They behave as GitHub documents
 //! it (App JWT checked, 404/422/403, revoked tokens stop working); they are not for production.
+//! The GitHub simulator also serves its repositories over git smart HTTP(S) ([`git`]), with a
+//! throwaway loopback CA ([`tls`]), so that the real `git` can clone with minted tokens.
 
+pub mod git;
 pub mod github;
 pub mod keys;
 pub mod oidc;
+pub mod tls;

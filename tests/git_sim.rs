@@ -1,0 +1,557 @@
+//! The simulator's git smart HTTPS server, driven by the real `git` binary: clones and pushes
+//! succeed only with live installation tokens that reach the repository, exactly as Atmos's
+//! `insteadOf` rewrites present them. These tests need `git` on PATH and fail without it.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers fail the test on setup errors by design"
+)]
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::OnceLock;
+use sts_broker::app::App;
+use sts_broker::dev::{DevWorld, DEV_AUDIENCE, DEV_WORKSPACE};
+use sts_broker::sim::git::{readme_for, RunningGitServer};
+use sts_broker::sim::github::{GitHubSimulator, RunningSimulator, SimInstallation};
+use sts_broker::sim::keys::RsaKeyPair;
+use sts_broker::sim::oidc::ActionsJob;
+
+const APP_ID: &str = "777";
+const INSTALLATION: i64 = 1;
+
+/// One App key for every test: RSA generation is the slow part.
+fn app_key() -> &'static RsaKeyPair {
+    static KEY: OnceLock<RsaKeyPair> = OnceLock::new();
+    KEY.get_or_init(RsaKeyPair::generate)
+}
+
+fn app_jwt() -> String {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::RS256),
+        &json!({ "iat": now - 60, "exp": now + 540, "iss": APP_ID }),
+        &EncodingKey::from_rsa_pem(
+            secrecy::ExposeSecret::expose_secret(&app_key().private_pkcs1_pem()).as_bytes(),
+        )
+        .unwrap(),
+    )
+    .unwrap()
+}
+
+/// The simulator's API and git servers, and a home for `git` that holds no configuration.
+struct World {
+    sim: GitHubSimulator,
+    api: RunningSimulator,
+    git: RunningGitServer,
+    cli: GitCli,
+    http: reqwest::Client,
+}
+
+async fn world() -> World {
+    let sim = GitHubSimulator::new(APP_ID, app_key().public_key());
+    sim.add_installation(
+        SimInstallation::organization(INSTALLATION, "acme", 1001)
+            .with_repo(2001, "infra", true)
+            .with_repo(2002, "modules", true)
+            .with_repo(2003, "website", false),
+    );
+    let api = sim.start().await.unwrap();
+    let git = sim
+        .start_git()
+        .await
+        .expect("the git server needs the `git` binary on PATH");
+    World {
+        sim,
+        api,
+        cli: GitCli::new(&git.ca_pem_path),
+        git,
+        http: reqwest::Client::new(),
+    }
+}
+
+impl World {
+    /// Mint an installation token through the REST API, as the broker does.
+    async fn mint(&self, body: Value) -> String {
+        let response = self
+            .http
+            .post(format!(
+                "{}/app/installations/{INSTALLATION}/access_tokens",
+                self.api.url
+            ))
+            .bearer_auth(app_jwt())
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        let body: Value = response.json().await.unwrap();
+        body["token"].as_str().unwrap().to_owned()
+    }
+
+    async fn revoke(&self, token: &str) {
+        let response = self
+            .http
+            .delete(format!("{}/installation/token", self.api.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 204);
+    }
+
+    /// `https://HOST/path` as a user writes it.
+    fn url(&self, path: &str) -> String {
+        format!("{}/{path}", self.git.url)
+    }
+
+    /// `https://x-access-token:TOKEN@HOST/path`.
+    fn url_with_token(&self, token: &str, path: &str) -> String {
+        format!("https://x-access-token:{token}@{}/{path}", self.git.host)
+    }
+
+    async fn git(&self, cwd: &Path, args: &[&str], env: &[(String, String)]) -> Output {
+        self.cli.git(cwd, args, env).await
+    }
+
+    async fn clone(&self, url: &str, env: &[(String, String)]) -> Result<PathBuf, Output> {
+        self.cli.clone(url, env).await
+    }
+}
+
+/// The `git` binary with a home of its own and one CA to trust.
+struct GitCli {
+    home: tempfile::TempDir,
+    ca_pem_path: PathBuf,
+}
+
+impl GitCli {
+    fn new(ca_pem_path: &Path) -> Self {
+        Self {
+            home: tempfile::tempdir().unwrap(),
+            ca_pem_path: ca_pem_path.to_owned(),
+        }
+    }
+
+    /// Run `git` hermetically: no user or system config, no prompts, trusting only the CA.
+    async fn git(&self, cwd: &Path, args: &[&str], env: &[(String, String)]) -> Output {
+        let mut command = tokio::process::Command::new("git");
+        command
+            .args(args)
+            .current_dir(cwd)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.home.path())
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_SSL_CAINFO", &self.ca_pem_path)
+            .env("GIT_AUTHOR_NAME", "CI")
+            .env("GIT_AUTHOR_EMAIL", "ci@example.invalid")
+            .env("GIT_COMMITTER_NAME", "CI")
+            .env("GIT_COMMITTER_EMAIL", "ci@example.invalid")
+            .env("LC_ALL", "C");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        command.output().await.unwrap()
+    }
+
+    /// `git clone URL <fresh dir>`; the dir on success, the output on failure.
+    async fn clone(&self, url: &str, env: &[(String, String)]) -> Result<PathBuf, Output> {
+        let target = self
+            .home
+            .path()
+            .join(format!("clone-{}", uuid::Uuid::new_v4()));
+        let output = self
+            .git(
+                self.home.path(),
+                &["clone", "--quiet", url, target.to_str().unwrap()],
+                env,
+            )
+            .await;
+        if output.status.success() {
+            Ok(target)
+        } else {
+            assert!(!target.join("README.md").exists());
+            Err(output)
+        }
+    }
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn readme(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("README.md")).unwrap()
+}
+
+#[tokio::test]
+async fn a_private_clone_needs_a_live_token_that_reaches_the_repository() {
+    let w = world().await;
+
+    let anonymous = w.clone(&w.url("acme/infra"), &[]).await.unwrap_err();
+    assert!(
+        stderr(&anonymous).contains("terminal prompts disabled"),
+        "{}",
+        stderr(&anonymous)
+    );
+
+    let token = w
+        .mint(json!({"repositories": ["infra"], "permissions": {"contents": "read"}}))
+        .await;
+    let cloned = w
+        .clone(&w.url_with_token(&token, "acme/infra"), &[])
+        .await
+        .unwrap();
+    assert_eq!(readme(&cloned), readme_for("acme", "infra"));
+
+    let elsewhere = w
+        .clone(&w.url_with_token(&token, "acme/modules"), &[])
+        .await
+        .unwrap_err();
+    assert!(
+        stderr(&elsewhere).contains("not found"),
+        "{}",
+        stderr(&elsewhere)
+    );
+
+    let wrong_user = format!("https://someone:{token}@{}/acme/infra", w.git.host);
+    w.clone(&wrong_user, &[]).await.unwrap_err();
+
+    w.revoke(&token).await;
+    let revoked = w
+        .clone(&w.url_with_token(&token, "acme/infra"), &[])
+        .await
+        .unwrap_err();
+    assert!(
+        stderr(&revoked).contains("Authentication failed"),
+        "{}",
+        stderr(&revoked)
+    );
+
+    let expiring = w.mint(json!({})).await;
+    w.clone(&w.url_with_token(&expiring, "acme/infra"), &[])
+        .await
+        .unwrap();
+    assert!(w.sim.expire_token(&expiring));
+    w.clone(&w.url_with_token(&expiring, "acme/infra"), &[])
+        .await
+        .unwrap_err();
+}
+
+#[tokio::test]
+async fn a_push_needs_contents_write_and_lands_for_the_next_clone() {
+    let w = world().await;
+    let reader = w
+        .mint(json!({"repositories": ["infra"], "permissions": {"contents": "read"}}))
+        .await;
+    let writer = w
+        .mint(json!({"repositories": ["infra"], "permissions": {"contents": "write"}}))
+        .await;
+    let work = w
+        .clone(&w.url_with_token(&reader, "acme/infra"), &[])
+        .await
+        .unwrap();
+    std::fs::write(work.join("CHANGELOG.md"), "pushed through the simulator\n").unwrap();
+    let added = w.git(&work, &["add", "CHANGELOG.md"], &[]).await;
+    assert!(added.status.success(), "{}", stderr(&added));
+    let committed = w
+        .git(&work, &["commit", "--quiet", "-m", "Add a changelog"], &[])
+        .await;
+    assert!(committed.status.success(), "{}", stderr(&committed));
+
+    let refused = w.git(&work, &["push", "origin", "HEAD:main"], &[]).await;
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("403"), "{}", stderr(&refused));
+
+    let pushed = w
+        .git(
+            &work,
+            &[
+                "push",
+                &w.url_with_token(&writer, "acme/infra"),
+                "HEAD:main",
+            ],
+            &[],
+        )
+        .await;
+    assert!(pushed.status.success(), "{}", stderr(&pushed));
+
+    let again = w
+        .clone(&w.url_with_token(&reader, "acme/infra"), &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(again.join("CHANGELOG.md")).unwrap(),
+        "pushed through the simulator\n"
+    );
+    let log = w.git(&again, &["log", "-1", "--format=%s"], &[]).await;
+    assert_eq!(
+        String::from_utf8_lossy(&log.stdout).trim(),
+        "Add a changelog"
+    );
+
+    // Enough branches that git gzips its fetch request (it does above 1 KiB): the server must
+    // hand `Content-Encoding: gzip` to the backend.
+    let branches: Vec<String> = (0..40)
+        .map(|n| format!("HEAD:refs/heads/feature-with-a-long-name-{n:02}"))
+        .collect();
+    let mut args = vec!["push".to_owned(), w.url_with_token(&writer, "acme/infra")];
+    args.extend(branches);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let pushed = w.git(&again, &args, &[]).await;
+    assert!(pushed.status.success(), "{}", stderr(&pushed));
+    let mirror = w
+        .clone(&w.url_with_token(&reader, "acme/infra"), &[])
+        .await
+        .unwrap();
+    let fetched = w
+        .git(
+            &mirror,
+            &[
+                "fetch",
+                "--quiet",
+                "origin",
+                "+refs/heads/*:refs/heads/*",
+                "--update-head-ok",
+            ],
+            &[],
+        )
+        .await;
+    assert!(fetched.status.success(), "{}", stderr(&fetched));
+    let listed = w
+        .git(
+            &mirror,
+            &["for-each-ref", "--format=%(refname)", "refs/heads/"],
+            &[],
+        )
+        .await;
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).lines().count(), 41);
+}
+
+#[tokio::test]
+async fn an_atmos_insteadof_rewrite_carries_the_token_for_urls_as_users_write_them() {
+    let w = world().await;
+    let token = w.mint(json!({"permissions": {"contents": "read"}})).await;
+    let host = &w.git.host;
+    // Exactly what Atmos exports with `git_config_mode: env`.
+    let rewrites = [
+        ("GIT_CONFIG_COUNT".to_owned(), "2".to_owned()),
+        (
+            "GIT_CONFIG_KEY_0".to_owned(),
+            format!("url.https://x-access-token:{token}@{host}/acme/.insteadOf"),
+        ),
+        (
+            "GIT_CONFIG_VALUE_0".to_owned(),
+            format!("https://{host}/acme/"),
+        ),
+        (
+            "GIT_CONFIG_KEY_1".to_owned(),
+            format!("url.https://x-access-token:{token}@{host}/acme/.insteadOf"),
+        ),
+        (
+            "GIT_CONFIG_VALUE_1".to_owned(),
+            format!("ssh://git@{host}/acme/"),
+        ),
+    ];
+    for path in ["acme/infra", "acme/modules.git"] {
+        let cloned = w.clone(&w.url(path), &rewrites).await.unwrap();
+        let name = path.trim_start_matches("acme/").trim_end_matches(".git");
+        assert_eq!(readme(&cloned), readme_for("acme", name));
+    }
+    // The rewrite is a prefix match on the owner as written: another owner gets no token.
+    w.clone(&w.url("acme-labs/infra"), &rewrites)
+        .await
+        .unwrap_err();
+}
+
+#[tokio::test]
+async fn public_repositories_are_readable_anonymously_but_not_writable() {
+    let w = world().await;
+    let cloned = w.clone(&w.url("ACME/Website.git"), &[]).await.unwrap();
+    assert_eq!(readme(&cloned), readme_for("acme", "website"));
+
+    let reader = w
+        .mint(json!({"repositories": ["infra"], "permissions": {"contents": "read"}}))
+        .await;
+    std::fs::write(cloned.join("x.txt"), "x\n").unwrap();
+    assert!(w
+        .git(&cloned, &["add", "x.txt"], &[])
+        .await
+        .status
+        .success());
+    assert!(w
+        .git(&cloned, &["commit", "--quiet", "-m", "x"], &[])
+        .await
+        .status
+        .success());
+    let anonymous = w.git(&cloned, &["push", "origin", "HEAD:main"], &[]).await;
+    assert!(!anonymous.status.success());
+    let unreached = w
+        .git(
+            &cloned,
+            &[
+                "push",
+                &w.url_with_token(&reader, "acme/website"),
+                "HEAD:main",
+            ],
+            &[],
+        )
+        .await;
+    assert!(!unreached.status.success());
+    assert!(stderr(&unreached).contains("403"), "{}", stderr(&unreached));
+}
+
+#[tokio::test]
+async fn repositories_added_later_are_served_and_bad_requests_do_not_stop_the_server() {
+    let w = world().await;
+    w.sim.add_installation(
+        SimInstallation::organization(INSTALLATION, "acme", 1001)
+            .with_repo(2001, "infra", true)
+            .with_repo(2004, "late-arrival", true),
+    );
+    let token = w.mint(json!({"repositories": ["late-arrival"]})).await;
+
+    let trusting = reqwest::Client::builder()
+        .add_root_certificate(w.git.ca.root_certificate())
+        .build()
+        .unwrap();
+    let cases = [
+        ("/acme/late-arrival/info/refs", 403),
+        ("/acme/%2e%2e/info/refs?service=git-upload-pack", 404),
+        (
+            "/acme/late-arrival%2f..%2f..%2finfra/info/refs?service=git-upload-pack",
+            404,
+        ),
+        ("/acme/late-arrival/objects/info/packs", 404),
+        ("/nothing", 404),
+    ];
+    for (path, status) in cases {
+        let response = trusting
+            .get(format!("{}{path}", w.git.url))
+            .basic_auth("x-access-token", Some(&token))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{path}");
+    }
+    let challenged = trusting
+        .get(format!(
+            "{}/acme/late-arrival/info/refs?service=git-upload-pack",
+            w.git.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(challenged.status(), 401);
+    assert_eq!(
+        challenged.headers()["www-authenticate"],
+        r#"Basic realm="GitHub""#
+    );
+    // Whatever the backend makes of a body that is not a pkt-line stream, the server must go on
+    // serving (the clone below).
+    trusting
+        .post(format!("{}/acme/late-arrival/git-upload-pack", w.git.url))
+        .basic_auth("x-access-token", Some(&token))
+        .header("content-type", "application/x-git-upload-pack-request")
+        .body("this is not a pkt-line stream")
+        .send()
+        .await
+        .unwrap();
+
+    let cloned = w
+        .clone(&w.url_with_token(&token, "acme/late-arrival"), &[])
+        .await
+        .unwrap();
+    assert_eq!(readme(&cloned), readme_for("acme", "late-arrival"));
+    assert!(w
+        .git
+        .repository_path("acme", "late-arrival")
+        .join("HEAD")
+        .exists());
+    assert!(w.sim.request_count("/acme/late-arrival/") >= 2);
+}
+
+#[tokio::test]
+async fn tokens_the_dev_broker_mints_clone_from_the_host_they_name_until_revoked() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let world = DevWorld::start(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let git_host = world
+        .git_host()
+        .expect("the dev world's git server needs the `git` binary on PATH")
+        .to_owned();
+    assert_eq!(world.config.github.host, git_host);
+    let ca = world.ca_pem_path().unwrap();
+    assert!(ca.starts_with(world.dir.path()));
+    let cli = GitCli::new(ca);
+    let app = App::build(world.config.clone()).await.unwrap();
+    let broker = sts_broker::server::spawn(app, listener).unwrap();
+    world.seed(&broker.url).await.unwrap();
+    let http = reqwest::Client::new();
+
+    let job = ActionsJob {
+        workflow_path: ".github/workflows/deploy.yml".into(),
+        ..ActionsJob::default()
+    };
+    let exchanged: Value = http
+        .post(format!("{}/api/v1/auth/github-oidc", broker.url))
+        .json(&json!({ "token": world.issuer.token_for(&job, DEV_AUDIENCE), "workspaceId": DEV_WORKSPACE }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let session = exchanged["data"]["token"].as_str().unwrap().to_owned();
+    let minted: Value = http
+        .post(format!("{}/api/v1/sts", broker.url))
+        .bearer_auth(&session)
+        .json(&json!({ "sources": ["acme/modules"], "policyName": "default" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = &minted["data"]["tokens"][0];
+    assert_eq!(token["host"], git_host.as_str(), "{minted}");
+    let (host, owner, secret) = (
+        token["host"].as_str().unwrap(),
+        token["owner"].as_str().unwrap(),
+        token["token"].as_str().unwrap(),
+    );
+    let rewrite = [
+        ("GIT_CONFIG_COUNT".to_owned(), "1".to_owned()),
+        (
+            "GIT_CONFIG_KEY_0".to_owned(),
+            format!("url.https://x-access-token:{secret}@{host}/{owner}/.insteadOf"),
+        ),
+        (
+            "GIT_CONFIG_VALUE_0".to_owned(),
+            format!("https://{host}/{owner}/"),
+        ),
+    ];
+    let modules = format!("https://{host}/{owner}/modules");
+    let cloned = cli.clone(&modules, &rewrite).await.unwrap();
+    assert_eq!(readme(&cloned), readme_for("acme", "modules"));
+    // The policy does not grant payroll: the token does not reach it.
+    cli.clone(&format!("https://{host}/{owner}/payroll"), &rewrite)
+        .await
+        .unwrap_err();
+
+    let revoked = http
+        .post(format!("{}/api/v1/sts/revoke", broker.url))
+        .bearer_auth(&session)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    cli.clone(&modules, &rewrite).await.unwrap_err();
+}

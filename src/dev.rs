@@ -242,6 +242,12 @@ encryption_key_file = "token-key"
         self.git.as_ref().map(|git| git.server.host.as_str())
     }
 
+    /// The CA the git server's certificate chains to (`None` when `git` is not installed); other
+    /// loopback TLS servers of the world (the Actions OIDC endpoint in tests) can reuse it.
+    pub fn test_ca(&self) -> Option<&crate::sim::tls::TestCa> {
+        self.git.as_ref().map(|git| &git.server.ca)
+    }
+
     /// The git server's CA certificate (PEM) in the world's dir: `GIT_SSL_CAINFO=<this>`.
     pub fn ca_pem_path(&self) -> Option<&Path> {
         self.git.as_ref().map(|git| git.ca_pem_path.as_path())

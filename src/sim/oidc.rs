@@ -160,11 +160,7 @@ impl OidcIssuerSimulator {
         let issuer = format!("http://{addr}");
         write(&self.inner.issuer, issuer.clone());
 
-        let app = Router::new()
-            .route("/.well-known/openid-configuration", get(discovery))
-            .route("/.well-known/jwks", get(jwks))
-            .route("/actions/token", get(actions_token))
-            .with_state(self.clone());
+        let app = self.router();
         let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let served = axum::serve(listener, app)
@@ -182,6 +178,17 @@ impl OidcIssuerSimulator {
             shutdown: Some(shutdown),
             task,
         })
+    }
+
+    /// Discovery, JWKS and the Actions token-request endpoint, with this simulator's state;
+    /// [`Self::start`] serves exactly this. Public so that the Actions endpoint can also be served
+    /// over TLS (`sim::tls::serve_tls`), since clients require `https` for it.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/.well-known/openid-configuration", get(discovery))
+            .route("/.well-known/jwks", get(jwks))
+            .route("/actions/token", get(actions_token))
+            .with_state(self.clone())
     }
 
     /// The `iss` of tokens (`http://127.0.0.1:PORT`); only valid after `start` (empty before).

@@ -1,0 +1,141 @@
+//! Inside a GitHub Actions job: the OIDC token comes from the runner's request endpoint (https
+//! only), tokens are masked, and a dead session is renewed with a fresh runner token.
+
+use crate::helpers::{Run, World};
+use serde_json::json;
+use sts_broker::sim::tls::{serve_tls, RunningTls};
+
+struct Runner {
+    tls: RunningTls,
+    request_token: String,
+    ca: String,
+}
+
+async fn runner(w: &World) -> Runner {
+    let ca = w
+        .world
+        .test_ca()
+        .expect("the dev world has a CA (git is installed)");
+    let tls = serve_tls(w.world.issuer.router(), ca).await.unwrap();
+    Runner {
+        tls,
+        request_token: w.world.issuer.actions_request_token(),
+        ca: w.world.ca_pem_path().unwrap().display().to_string(),
+    }
+}
+
+impl Runner {
+    fn url(&self) -> String {
+        format!("{}/actions/token?api-version=2.0", self.tls.url)
+    }
+
+    async fn run(&self, w: &World, args: &[&str], request_token: &str, ca: bool) -> Run {
+        let url = self.url();
+        let mut env = vec![
+            ("GITHUB_ACTIONS", "true"),
+            ("ACTIONS_ID_TOKEN_REQUEST_URL", url.as_str()),
+            ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", request_token),
+        ];
+        if ca {
+            env.push(("STS_CA_CERT", self.ca.as_str()));
+        }
+        w.run(args, &env).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_runner_token_is_fetched_and_every_token_masked() {
+    let w = World::start().await;
+    let runner = runner(&w).await;
+    let run = runner
+        .run(
+            &w,
+            &["login", "--repo", "acme/modules"],
+            &runner.request_token,
+            true,
+        )
+        .await;
+    run.ok();
+    let token = w.cached_tokens().remove(0);
+    assert_eq!(run.stdout, format!("::add-mask::{token}\n"));
+    assert!(!run.stderr.contains(&token));
+    assert!(w.world.github.token_is_live(&token));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn runner_failures_say_what_to_fix() {
+    let w = World::start().await;
+    let runner = runner(&w).await;
+    let run = runner
+        .run(&w, &["login"], "wrong-request-token", true)
+        .await;
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("answered 401"), "{}", run.stderr);
+    assert!(run.stderr.contains("id-token: write"), "{}", run.stderr);
+
+    // An endpoint whose certificate is not trusted is refused, not ignored.
+    let run = runner
+        .run(&w, &["login"], &runner.request_token, false)
+        .await;
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .contains("could not reach the GitHub Actions OIDC endpoint"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_session_is_renewed_with_a_new_runner_token() {
+    let w = World::start().await;
+    let runner = runner(&w).await;
+    runner
+        .run(
+            &w,
+            &["login", "--repo", "acme/modules"],
+            &runner.request_token,
+            true,
+        )
+        .await
+        .ok();
+    let (dir, mut state) = w.states().remove(0);
+    let session = state["session"]["token"].as_str().unwrap().to_owned();
+    let res = w
+        .http
+        .delete(format!("{}/api/v1/auth/session", w.broker.url))
+        .bearer_auth(&session)
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success());
+    for token in state["tokens"].as_array_mut().unwrap() {
+        token["expiresAt"] = json!("2000-01-01T00:00:00Z");
+    }
+    std::fs::write(dir.join("state.json"), state.to_string()).unwrap();
+
+    let run = runner
+        .run(
+            &w,
+            &["login", "--repo", "acme/modules"],
+            &runner.request_token,
+            true,
+        )
+        .await;
+    run.ok();
+    assert!(
+        run.stderr.contains("authenticating again"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("minted 1 token for acme"),
+        "{}",
+        run.stderr
+    );
+    let new_session = w.states()[0].1["session"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(new_session, session);
+}

@@ -480,7 +480,7 @@ async fn env_github_appends_to_github_env_and_masks_tokens() {
     assert_eq!(crate::helpers::mode(&fresh), 0o600);
     assert!(std::fs::read_to_string(&fresh)
         .unwrap()
-        .contains("GIT_CONFIG_COUNT=2"));
+        .contains("GIT_CONFIG_COUNT='2'"));
 
     let run = w
         .run(

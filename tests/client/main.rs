@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod actions;
+mod fake;
 mod flow;
 mod git;
 mod helpers;

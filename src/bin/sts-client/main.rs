@@ -107,7 +107,7 @@ enum Command {
         /// Output format; `github` appends to $GITHUB_ENV (or --output-file)
         #[arg(long, value_enum, default_value = "bash")]
         format: EnvFormat,
-        /// Write here instead of stdout (`github`: append; others: replace), mode 0600
+        /// Write here instead of stdout: appended (JSON: replaced), as Atmos does; created 0600
         #[arg(long)]
         output_file: Option<PathBuf>,
     },
@@ -358,7 +358,8 @@ fn write_env(
                 .map_err(|e| ClientError::State(format!("writing to stdout: {e}")))?;
         }
         Some(path) => {
-            let append = format == EnvFormat::Github;
+            // Atmos appends every format but JSON, which must stay one object.
+            let append = format != EnvFormat::Json;
             write_secret_file(&path, text.as_bytes(), append).map_err(|e| {
                 ClientError::State(format!("could not write {}: {e}", path.display()))
             })?;
@@ -376,7 +377,7 @@ fn write_env(
     Ok(())
 }
 
-/// Append or replace, creating the file 0600 (Atmos: `O_APPEND|O_CREATE`, 0600).
+/// Append or replace, creating the file 0600: it holds tokens.
 fn write_secret_file(path: &Path, bytes: &[u8], append: bool) -> std::io::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.create(true).write(true);

@@ -610,8 +610,10 @@ pub(crate) enum EnvFormat {
     Bash,
     /// One pretty-printed JSON object, keys sorted.
     Json,
-    /// `KEY=value` lines; see [`format_env`] for quoting.
+    /// `KEY='value'` lines, as Atmos writes them.
     Dotenv,
+    /// Bare `KEY=value` lines (Atmos's `env` format), for tools that read them verbatim.
+    Env,
     /// `$GITHUB_ENV` lines; multi-line values as heredocs.
     Github,
 }
@@ -619,10 +621,10 @@ pub(crate) enum EnvFormat {
 /// Print `env` in `format`, keys sorted.
 ///
 /// - bash: every value single-quoted, `'` written as `'\''`, so `eval` never expands anything.
-/// - dotenv: bare `KEY=value` when the value only holds `[A-Za-z0-9_./:@%+,=~-]` (everything we
-///   emit does); otherwise double-quoted with `\\`, `\"`, `\$`, `` \` ``, `\n` and `\r` escaped, which
-///   python-dotenv, Docker Compose and `source` read back the same (bar `\n`/`\r`, which only
-///   dotenv parsers decode).
+/// - dotenv: `KEY='value'` with `'` written as `'\''`, byte for byte what Atmos CLI writes, so
+///   files from either tool compare equal; python-dotenv, Docker Compose and `source` read the
+///   values back unchanged (everything we emit is free of quotes and newlines).
+/// - env: `KEY=value`, unquoted (Atmos's `env` format).
 /// - github: `KEY=value`, or `KEY<<STS_EOF_<random hex>` … heredoc when the value spans lines, the
 ///   delimiter checked to be absent from the value.
 pub(crate) fn format_env(env: &BTreeMap<String, String>, format: EnvFormat) -> String {
@@ -642,7 +644,12 @@ pub(crate) fn format_env(env: &BTreeMap<String, String>, format: EnvFormat) -> S
         }
         EnvFormat::Dotenv => {
             for (k, v) in env {
-                let _ = writeln!(out, "{k}={}", dotenv_value(v));
+                let _ = writeln!(out, "{k}='{}'", v.replace('\'', r"'\''"));
+            }
+        }
+        EnvFormat::Env => {
+            for (k, v) in env {
+                let _ = writeln!(out, "{k}={v}");
             }
         }
         EnvFormat::Github => {
@@ -657,27 +664,6 @@ pub(crate) fn format_env(env: &BTreeMap<String, String>, format: EnvFormat) -> S
         }
     }
     out
-}
-
-fn dotenv_value(v: &str) -> String {
-    if all_chars(v, "_./:@%+,=~-") {
-        return v.to_owned();
-    }
-    let mut quoted = String::with_capacity(v.len() + 2);
-    quoted.push('"');
-    for c in v.chars() {
-        match c {
-            '\\' => quoted.push_str(r"\\"),
-            '"' => quoted.push_str("\\\""),
-            '$' => quoted.push_str("\\$"),
-            '`' => quoted.push_str("\\`"),
-            '\n' => quoted.push_str(r"\n"),
-            '\r' => quoted.push_str(r"\r"),
-            other => quoted.push(other),
-        }
-    }
-    quoted.push('"');
-    quoted
 }
 
 /// A heredoc delimiter that does not occur in `value`; random so a value cannot be crafted to
@@ -1394,25 +1380,23 @@ mod tests {
     }
 
     #[test]
-    fn dotenv_format_quotes_only_when_needed() {
+    fn dotenv_and_env_formats_are_atmos_byte_for_byte() {
         let cases = [
-            ("ghs_abc123", "K=ghs_abc123"),
+            ("ghs_abc123", "K='ghs_abc123'", "K=ghs_abc123"),
             (
                 "url.https://x-access-token:ghs_A@ghe.example.com:8443/acme/.insteadOf",
+                "K='url.https://x-access-token:ghs_A@ghe.example.com:8443/acme/.insteadOf'",
                 "K=url.https://x-access-token:ghs_A@ghe.example.com:8443/acme/.insteadOf",
             ),
-            ("", "K="),
-            ("a b", "K=\"a b\""),
-            ("a#b", "K=\"a#b\""),
-            ("$HOME", "K=\"\\$HOME\""),
-            ("say \"hi\"", "K=\"say \\\"hi\\\"\""),
-            ("one\ntwo\r", "K=\"one\\ntwo\\r\""),
-            ("back\\slash `id`", "K=\"back\\\\slash \\`id\\`\""),
-            ("it's", "K=\"it's\""),
+            ("", "K=''", "K="),
+            ("$HOME", "K='$HOME'", "K=$HOME"),
+            ("it's", "K='it'\\''s'", "K=it's"),
         ];
-        for (value, want) in cases {
+        for (value, dotenv, env) in cases {
             let out = format_env(&map(&[("K", value)]), EnvFormat::Dotenv);
-            assert_eq!(out, format!("{want}\n"), "{value:?}");
+            assert_eq!(out, format!("{dotenv}\n"), "{value:?}");
+            let out = format_env(&map(&[("K", value)]), EnvFormat::Env);
+            assert_eq!(out, format!("{env}\n"), "{value:?}");
         }
     }
 

@@ -189,6 +189,14 @@ pub async fn run() -> anyhow::Result<bool> {
         &format!("GET /repos/acme/payroll with the token: HTTP {hidden} (out of scope)"),
     );
 
+    let clone_dir = tempfile::tempdir()?;
+    if let Some(cloned) = git_clone(&world, &acme.token, clone_dir.path(), "before").await? {
+        story.check(
+            cloned,
+            "git clone https://<github host>/acme/modules with the token as Atmos rewires git: cloned",
+        );
+    }
+
     story.chapter(
         7,
         "The job ends and revokes everything (DELETE /api/v1/auth/session)",
@@ -214,6 +222,9 @@ pub async fn run() -> anyhow::Result<bool> {
         dead == 401,
         &format!("GET /repos/acme/modules with the revoked token: HTTP {dead}"),
     );
+    if let Some(cloned) = git_clone(&world, &acme.token, clone_dir.path(), "after").await? {
+        story.check(!cloned, "git clone with the revoked token: refused");
+    }
     let res = http
         .post(format!("{base}/api/v1/sts"))
         .bearer_auth(&session.token)
@@ -285,4 +296,36 @@ pub async fn run() -> anyhow::Result<bool> {
         println!("demo: {} step(s) misbehaved", story.failures);
     }
     Ok(story.failures == 0)
+}
+
+/// Clone `acme/modules` from the world's git server with `token`, through the `insteadOf`
+/// rewrite Atmos CLI (and `sts-client`) writes; `None` when the world has no git server.
+async fn git_clone(
+    world: &crate::dev::DevWorld,
+    token: &str,
+    dir: &std::path::Path,
+    name: &str,
+) -> anyhow::Result<Option<bool>> {
+    let (Some(host), Some(ca)) = (world.git_host(), world.ca_pem_path()) else {
+        return Ok(None);
+    };
+    let status = tokio::process::Command::new("git")
+        .args(["clone", "--quiet", &format!("https://{host}/acme/modules"), name])
+        .current_dir(dir)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_SSL_CAINFO", ca)
+        .env("GIT_CONFIG_COUNT", "1")
+        .env(
+            "GIT_CONFIG_KEY_0",
+            format!("url.https://x-access-token:{token}@{host}/acme/.insteadOf"),
+        )
+        .env("GIT_CONFIG_VALUE_0", format!("https://{host}/acme/"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .await
+        .context("running git")?;
+    Ok(Some(status.success()))
 }

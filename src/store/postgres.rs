@@ -523,14 +523,18 @@ impl Store for PgStore {
                       created_at, expires_at, revoked_at
                from issued_tokens
                where workspace_id = $1
-                 and ($2::bigint is null or (revoked_at is null and expires_at > $2))
-                 and ($3::text is null or session_id = $3)
-                 and ($4::text[] is null or id = any($4))
+                 and ($2::text is null
+                      or ($2 = 'revoked' and revoked_at is not null)
+                      or ($2 = 'active' and revoked_at is null and expires_at > $3::bigint)
+                      or ($2 = 'expired' and revoked_at is null and expires_at <= $3::bigint))
+                 and ($4::text is null or session_id = $4)
+                 and ($5::text[] is null or id = any($5))
                order by created_at desc, id desc
-               limit $5"#,
+               limit $6"#,
         )
         .bind(workspace_id)
-        .bind(filter.active_at.map(to_ms))
+        .bind(filter.state.map(|(state, _)| state.as_str()))
+        .bind(filter.state.map(|(_, at)| to_ms(at)))
         .bind(&filter.session_id)
         .bind(filter.ids.as_deref())
         .bind(filter.limit.map(i64::from))

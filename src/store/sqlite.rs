@@ -510,14 +510,18 @@ impl Store for SqliteStore {
                       created_at, expires_at, revoked_at
                from issued_tokens
                where workspace_id = ?1
-                 and (?2 is null or (revoked_at is null and expires_at > ?2))
-                 and (?3 is null or session_id = ?3)
-                 and (?4 is null or id in (select value from json_each(?4)))
+                 and (?2 is null
+                      or (?2 = 'revoked' and revoked_at is not null)
+                      or (?2 = 'active' and revoked_at is null and expires_at > ?3)
+                      or (?2 = 'expired' and revoked_at is null and expires_at <= ?3))
+                 and (?4 is null or session_id = ?4)
+                 and (?5 is null or id in (select value from json_each(?5)))
                order by created_at desc, id desc
-               limit coalesce(?5, -1)"#,
+               limit coalesce(?6, -1)"#,
         )
         .bind(workspace_id)
-        .bind(filter.active_at.map(to_ms))
+        .bind(filter.state.map(|(state, _)| state.as_str()))
+        .bind(filter.state.map(|(_, at)| to_ms(at)))
         .bind(&filter.session_id)
         .bind(ids)
         .bind(filter.limit.map(i64::from))

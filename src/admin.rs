@@ -9,7 +9,7 @@ use crate::http::error::{ApiError, ApiResult};
 use crate::mint::valid_policy_name;
 use crate::policy::{CompiledPolicy, PolicyFormat, RepoRef};
 use crate::store::{
-    InstallationLink, IssuedToken, NewPolicy, StoredPolicy, TokenFilter, Workspace,
+    InstallationLink, IssuedToken, NewPolicy, StoredPolicy, TokenFilter, TokenState, Workspace,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -137,13 +137,7 @@ pub struct TokenView {
 
 impl TokenView {
     fn new(t: IssuedToken, now: OffsetDateTime) -> Self {
-        let state = if t.revoked_at.is_some() {
-            "revoked"
-        } else if t.expires_at <= now {
-            "expired"
-        } else {
-            "active"
-        };
+        let state = t.state_at(now).as_str();
         Self {
             id: t.id,
             session_id: t.session_id,
@@ -281,7 +275,7 @@ impl Admin<'_> {
             .list_tokens(
                 id,
                 &TokenFilter {
-                    active_at: Some(OffsetDateTime::now_utc()),
+                    state: Some((TokenState::Active, OffsetDateTime::now_utc())),
                     ..TokenFilter::default()
                 },
             )
@@ -486,26 +480,29 @@ impl Admin<'_> {
     ) -> ApiResult<Vec<TokenView>> {
         self.workspace(ws).await?;
         let now = OffsetDateTime::now_utc();
-        let state = state.unwrap_or("all");
-        if !matches!(state, "active" | "revoked" | "expired" | "all") {
-            return Err(ApiError::invalid(vec![
-                "state: one of active, revoked, expired, all".to_owned(),
-            ]));
-        }
+        let state = match state.unwrap_or("all") {
+            "all" => None,
+            other => match TokenState::parse(other) {
+                Some(state) => Some((state, now)),
+                None => {
+                    return Err(ApiError::invalid(vec![
+                        "state: one of active, revoked, expired, all".to_owned(),
+                    ]))
+                }
+            },
+        };
         let filter = TokenFilter {
-            active_at: (state == "active").then_some(now),
+            state,
             limit: Some(limit.unwrap_or(AUDIT_PAGE_MAX).clamp(1, 10_000)),
             ..TokenFilter::default()
         };
-        let views = self
+        Ok(self
             .app
             .store
             .list_tokens(ws, &filter)
             .await?
             .into_iter()
-            .map(|t| TokenView::new(t, now));
-        Ok(views
-            .filter(|v| state == "all" || v.state == state)
+            .map(|t| TokenView::new(t, now))
             .collect())
     }
 

@@ -456,7 +456,10 @@ impl Config {
     }
 }
 
-/// Is the URL's host loopback (127.0.0.0/8, ::1, localhost)?
+/// Is the URL's host loopback (127.0.0.0/8, ::1, localhost)? The one check behind every
+/// "http only on loopback" rule (GitHub API URL, OIDC issuer and JWKS URLs, policy issuers): plain
+/// http is tolerated only where the traffic cannot leave the machine. `localhost` is matched
+/// exactly, never as a prefix, so `localhost.evil.com` is not loopback.
 pub fn is_loopback_url(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
@@ -572,6 +575,30 @@ encryption_key_file = "token-key"
         let path = write(dir.path(), "broker.toml", &body);
         let err = format!("{:#}", Config::load(Some(&path)).unwrap_err());
         assert!(err.contains("tokn"), "{err}");
+    }
+
+    #[test]
+    fn loopback_means_127_0_0_0_slash_8_ipv6_loopback_or_exactly_localhost() {
+        let cases = [
+            ("http://127.0.0.1:8080", true),
+            ("http://127.1.2.3", true),
+            ("https://127.0.0.1", true),
+            ("http://[::1]:8080", true),
+            ("http://localhost:9999", true),
+            ("http://LocalHost", true),
+            ("http://localhost.example.com", false),
+            ("http://127.0.0.1.evil.com", false),
+            ("http://10.0.0.1", false),
+            ("http://0.0.0.0", false),
+            ("http://[::]:80", false),
+            ("http://[::ffff:127.0.0.1]", false),
+            ("http://example.com", false),
+            ("file:///etc/passwd", false),
+        ];
+        for (raw, loopback) in cases {
+            let url = Url::parse(raw).unwrap();
+            assert_eq!(is_loopback_url(&url), loopback, "{raw}");
+        }
     }
 
     #[test]

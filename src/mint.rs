@@ -7,7 +7,7 @@ use crate::app::App;
 use crate::audit::{AuditEvent, AuditKind, AuditToken, Exclusion, Outcome};
 use crate::crypto::fingerprint;
 use crate::exchange::{actor_from_claims, audit_refusal, format_time, Authenticated};
-use crate::github::{GitHubError, Installation, InstallationToken, TokenRequest};
+use crate::github::{GitHubError, Installation, InstallationToken, Repository, TokenRequest};
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::types::{Excluded, MintRequest, MintResponse, Token};
 use crate::metrics::{Metrics, ReasonLabels};
@@ -17,6 +17,7 @@ use crate::store::{InstallationLink, IssuedToken};
 use futures::future::join_all;
 use secrecy::ExposeSecret as _;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use time::OffsetDateTime;
 
 /// Most sources one request may name: bounds the work (and GitHub calls) one caller can cause.
@@ -146,6 +147,7 @@ pub async fn mint(
         workspace_id: &session.workspace_id,
         links: HashMap::new(),
         installations: HashMap::new(),
+        repositories: HashMap::new(),
     };
 
     match compiled.as_deref() {
@@ -436,6 +438,7 @@ struct Planner<'a> {
     workspace_id: &'a str,
     links: HashMap<String, Option<InstallationLink>>,
     installations: HashMap<i64, Result<Installation, &'static str>>,
+    repositories: HashMap<i64, Result<Arc<Vec<Repository>>, &'static str>>,
 }
 
 impl Planner<'_> {
@@ -472,6 +475,41 @@ impl Planner<'_> {
         Ok(result)
     }
 
+    /// The repositories `installation` can reach, or the exclusion reason.
+    ///
+    /// The installation lookup is cached, so it can still say "active" when GitHub already
+    /// suspended or removed the installation; the listing (which mints a token) is then the
+    /// first to know. Both ways of learning it must end in the same exclusion, whichever path
+    /// (with or without `sources`) asked. The answer is remembered for the rest of the request
+    /// so every grant on that installation agrees and GitHub is asked once.
+    async fn repositories(
+        &mut self,
+        installation: &Installation,
+    ) -> ApiResult<Result<Arc<Vec<Repository>>, &'static str>> {
+        if let Some(hit) = self.repositories.get(&installation.id) {
+            return Ok(hit.clone());
+        }
+        let why = match self
+            .app
+            .github
+            .installation_repositories(installation.id)
+            .await
+        {
+            Ok(repos) => {
+                let repos = Arc::new(repos);
+                self.repositories
+                    .insert(installation.id, Ok(Arc::clone(&repos)));
+                return Ok(Ok(repos));
+            }
+            Err(GitHubError::NotFound) => reason::NOT_INSTALLED,
+            Err(GitHubError::Suspended) => reason::SUSPENDED,
+            Err(e) => return Err(e.into()),
+        };
+        self.installations.insert(installation.id, Err(why));
+        self.repositories.insert(installation.id, Err(why));
+        Ok(Err(why))
+    }
+
     /// Link, installation and canonical repository name for a granted source.
     async fn resolve_repo(
         &mut self,
@@ -484,16 +522,9 @@ impl Planner<'_> {
             Ok(i) => i,
             Err(why) => return Ok(Err(why)),
         };
-        let repos = match self
-            .app
-            .github
-            .installation_repositories(installation.id)
-            .await
-        {
+        let repos = match self.repositories(&installation).await? {
             Ok(r) => r,
-            Err(GitHubError::NotFound) => return Ok(Err(reason::NOT_INSTALLED)),
-            Err(GitHubError::Suspended) => return Ok(Err(reason::SUSPENDED)),
-            Err(e) => return Err(e.into()),
+            Err(why) => return Ok(Err(why)),
         };
         let Some(found) = repos
             .iter()
@@ -521,19 +552,13 @@ async fn plan_all_grants(
     let mut per_repo: BTreeMap<(i64, String), (Installation, PermissionSet)> = BTreeMap::new();
     for grant in policy.grants(issuer, claims) {
         let Some(link) = planner.link(&grant.owner).await? else {
-            skipped.push(Exclusion {
-                repo: format!("{}/*", grant.owner),
-                reason: reason::NOT_INSTALLED.into(),
-            });
+            skip(skipped, &grant.owner, reason::NOT_INSTALLED);
             continue;
         };
         let installation = match planner.installation(&link).await? {
             Ok(i) => i,
             Err(why) => {
-                skipped.push(Exclusion {
-                    repo: format!("{}/*", grant.owner),
-                    reason: why.into(),
-                });
+                skip(skipped, &grant.owner, why);
                 continue;
             }
         };
@@ -545,15 +570,12 @@ async fn plan_all_grants(
                 entry.1.merge(&grant.permissions);
             }
             RepoSelector::Patterns(_) => {
-                let repos = match planner
-                    .app
-                    .github
-                    .installation_repositories(installation.id)
-                    .await
-                {
+                let repos = match planner.repositories(&installation).await? {
                     Ok(r) => r,
-                    Err(GitHubError::NotFound) => continue,
-                    Err(e) => return Err(e.into()),
+                    Err(why) => {
+                        skip(skipped, &grant.owner, why);
+                        continue;
+                    }
                 };
                 for r in repos.iter().filter(|r| grant.repositories.matches(&r.name)) {
                     let entry = per_repo
@@ -595,6 +617,17 @@ async fn plan_all_grants(
         }
     }
     Ok(())
+}
+
+/// Note once per owner that its grants were skipped, for the audit event.
+fn skip(skipped: &mut Vec<Exclusion>, owner: &str, why: &str) {
+    let repo = format!("{owner}/*");
+    if !skipped.iter().any(|e| e.repo.eq_ignore_ascii_case(&repo)) {
+        skipped.push(Exclusion {
+            repo,
+            reason: why.into(),
+        });
+    }
 }
 
 #[cfg(test)]

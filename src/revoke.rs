@@ -6,7 +6,7 @@ use crate::app::App;
 use crate::audit::{Actor, AuditEvent, AuditKind, AuditToken, Outcome};
 use crate::exchange::{actor_from_claims, Authenticated};
 use crate::http::error::{ApiError, ApiResult};
-use crate::store::{IssuedToken, TokenFilter};
+use crate::store::{IssuedToken, TokenFilter, TokenState};
 use futures::stream::{self, StreamExt as _};
 use time::OffsetDateTime;
 
@@ -214,7 +214,7 @@ pub async fn admin_revoke(
         ));
     }
     let filter = TokenFilter {
-        active_at: Some(OffsetDateTime::now_utc()),
+        state: Some((TokenState::Active, OffsetDateTime::now_utc())),
         session_id: req.session_id.clone(),
         ids: req.token_ids.clone(),
         limit: None,

@@ -154,9 +154,51 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    // `Router::layer` wraps the routes *after* the path has been matched, so the path is rewritten
+    // by a service around the whole router instead.
+    let service = tower::ServiceBuilder::new()
+        .map_request(collapse_slashes::<axum::body::Body>)
+        .service(router(state));
+    axum::serve(
+        listener,
+        axum::ServiceExt::<Request>::into_make_service(service),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// Collapse every run of slashes in the request path to one, keeping the query as sent.
+///
+/// Atmos CLI builds the exchange URL as `{base_url}/{endpoint}/auth/github-oidc` without trimming,
+/// so a base URL that ends in `/` (or an endpoint written `/api/v1/`) reaches us as
+/// `//api/v1/auth/github-oidc`. Empty path segments carry no meaning in any route here, so the
+/// request is routed as if they were not there. tower-http's `NormalizePath` only trims the ends
+/// of the path, not `/api//v1`, hence this.
+pub fn collapse_slashes<B>(mut req: http::Request<B>) -> http::Request<B> {
+    let path = req.uri().path();
+    if !path.contains("//") {
+        return req;
+    }
+    let mut collapsed = String::with_capacity(path.len());
+    for c in path.chars() {
+        if !(c == '/' && collapsed.ends_with('/')) {
+            collapsed.push(c);
+        }
+    }
+    if let Some(query) = req.uri().query() {
+        collapsed.push('?');
+        collapsed.push_str(query);
+    }
+    let mut parts = req.uri().clone().into_parts();
+    // The collapsed path is a substring-wise subset of a path that already parsed, so it parses;
+    // if it somehow does not, the request is routed as sent (and most likely gets a 404).
+    if let Ok(path_and_query) = collapsed.parse() {
+        parts.path_and_query = Some(path_and_query);
+        if let Ok(uri) = http::Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -180,4 +222,40 @@ pub async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutdown signal received, finishing in-flight requests");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::collapse_slashes;
+
+    #[test]
+    fn runs_of_slashes_collapse_and_the_query_survives() {
+        let cases = [
+            ("/api/v1/sts", "/api/v1/sts"),
+            ("//api/v1/auth/github-oidc", "/api/v1/auth/github-oidc"),
+            ("/api//v1/sts", "/api/v1/sts"),
+            ("///api///v1//sts/revoke", "/api/v1/sts/revoke"),
+            ("/", "/"),
+            ("//", "/"),
+            (
+                "//api/v1/admin/workspaces/acme/audit?limit=2&cursor=a//b",
+                "/api/v1/admin/workspaces/acme/audit?limit=2&cursor=a//b",
+            ),
+            ("/api/v1/sts/", "/api/v1/sts/"),
+        ];
+        for (sent, routed) in cases {
+            let req = http::Request::builder().uri(sent).body(()).unwrap();
+            assert_eq!(
+                req.uri().path_and_query().map(|p| p.as_str()),
+                Some(sent),
+                "{sent}"
+            );
+            let req = collapse_slashes(req);
+            assert_eq!(
+                req.uri().path_and_query().map(|p| p.as_str()),
+                Some(routed),
+                "{sent}"
+            );
+        }
+    }
 }

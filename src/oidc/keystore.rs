@@ -349,7 +349,7 @@ pub(crate) fn check_url(url: &Url, allow_http: bool) -> Result<(), String> {
     }
     match url.scheme() {
         "https" => {}
-        "http" if allow_http && is_loopback(url) => {}
+        "http" if allow_http && crate::config::is_loopback_url(url) => {}
         "http" if allow_http => return Err("http is allowed only on a loopback host".into()),
         "http" => return Err("must be https (http needs allow_http and a loopback host)".into()),
         other => return Err(format!("unsupported scheme `{other}`")),
@@ -358,15 +358,6 @@ pub(crate) fn check_url(url: &Url, allow_http: bool) -> Result<(), String> {
         return Err("has no host".into());
     }
     Ok(())
-}
-
-fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
-        None => false,
-    }
 }
 
 #[cfg(test)]

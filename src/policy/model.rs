@@ -8,7 +8,7 @@ use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
-use url::{Host, Url};
+use url::Url;
 
 use super::matcher::{compile_glob, compile_pattern, has_glob, is_login_claim};
 use super::permissions::{self, PermissionSet};
@@ -647,15 +647,9 @@ pub(crate) fn binds_an_id(rule: &RuleDocument) -> bool {
 /// issuers: the built-in simulator and tests run plain-HTTP issuers on loopback.
 fn check_issuer(s: &str) -> Result<(), String> {
     let url = Url::parse(s).map_err(|e| format!("not a URL: {e}"))?;
-    let loopback = match url.host() {
-        Some(Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    };
     match url.scheme() {
         "https" if url.host().is_some() => {}
-        "http" if loopback => {}
+        "http" if crate::config::is_loopback_url(&url) => {}
         _ => return Err("must be an https URL (http only for a loopback host)".to_owned()),
     }
     if !url.username().is_empty() || url.password().is_some() {

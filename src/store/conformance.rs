@@ -10,7 +10,7 @@
 
 use super::{
     InstallationLink, IssuedToken, JtiRecord, NewPolicy, PurgeStats, SessionRecord,
-    SigningKeyRecord, Store, StoreError, TokenFilter, Workspace,
+    SigningKeyRecord, Store, StoreError, TokenFilter, TokenState, Workspace,
 };
 use crate::audit::{Actor, AuditEvent, AuditKind, AuditToken, Exclusion, Outcome};
 use std::collections::BTreeMap;
@@ -864,7 +864,7 @@ async fn list_tokens_applies_every_filter_newest_first(store: Arc<dyn Store>) {
         (
             "active at minute 10",
             TokenFilter {
-                active_at: Some(at(10)),
+                state: Some((TokenState::Active, at(10))),
                 ..TokenFilter::default()
             },
             vec!["tok-d", "tok-a"],
@@ -872,10 +872,52 @@ async fn list_tokens_applies_every_filter_newest_first(store: Arc<dyn Store>) {
         (
             "active exactly at expiry is not active",
             TokenFilter {
-                active_at: Some(at(60)),
+                state: Some((TokenState::Active, at(60))),
                 ..TokenFilter::default()
             },
             vec![],
+        ),
+        (
+            "revoked",
+            TokenFilter {
+                state: Some((TokenState::Revoked, at(10))),
+                ..TokenFilter::default()
+            },
+            vec!["tok-b"],
+        ),
+        (
+            "expired at minute 10",
+            TokenFilter {
+                state: Some((TokenState::Expired, at(10))),
+                ..TokenFilter::default()
+            },
+            vec!["tok-c"],
+        ),
+        (
+            "expired at expiry; a revoked token stays revoked",
+            TokenFilter {
+                state: Some((TokenState::Expired, at(60))),
+                ..TokenFilter::default()
+            },
+            vec!["tok-d", "tok-c", "tok-a"],
+        ),
+        (
+            "the state filter applies before the limit",
+            TokenFilter {
+                state: Some((TokenState::Revoked, at(10))),
+                limit: Some(1),
+                ..TokenFilter::default()
+            },
+            vec!["tok-b"],
+        ),
+        (
+            "expired, limit 1",
+            TokenFilter {
+                state: Some((TokenState::Expired, at(60))),
+                limit: Some(1),
+                ..TokenFilter::default()
+            },
+            vec!["tok-d"],
         ),
         (
             "session",
@@ -917,7 +959,7 @@ async fn list_tokens_applies_every_filter_newest_first(store: Arc<dyn Store>) {
         (
             "active and session",
             TokenFilter {
-                active_at: Some(at(10)),
+                state: Some((TokenState::Active, at(10))),
                 session_id: Some("ses-2".to_owned()),
                 ..TokenFilter::default()
             },
@@ -927,6 +969,30 @@ async fn list_tokens_applies_every_filter_newest_first(store: Arc<dyn Store>) {
     for (name, filter, expected) in cases {
         let listed = store.list_tokens("acme", &filter).await.unwrap();
         assert_eq!(ids(&listed), expected, "{name}");
+    }
+
+    // The SQL and `IssuedToken::state_at` (what the admin API shows) agree at every moment.
+    let all = store
+        .list_tokens("acme", &TokenFilter::default())
+        .await
+        .unwrap();
+    for minute in [0, 1, 2, 3, 10, 59, 60, 61] {
+        for state in [TokenState::Active, TokenState::Revoked, TokenState::Expired] {
+            let filter = TokenFilter {
+                state: Some((state, at(minute))),
+                ..TokenFilter::default()
+            };
+            let listed = store.list_tokens("acme", &filter).await.unwrap();
+            let expected: Vec<&IssuedToken> = all
+                .iter()
+                .filter(|t| t.state_at(at(minute)) == state)
+                .collect();
+            assert_eq!(
+                ids(&listed),
+                expected.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
+                "{state:?} at minute {minute}"
+            );
+        }
     }
 }
 

@@ -136,11 +136,58 @@ pub struct IssuedToken {
     pub revoked_at: Option<OffsetDateTime>,
 }
 
-/// Which token rows to list.
+/// Where an issued token stands at some moment. Revoked wins over expired: a token revoked
+/// before it ran out stays `Revoked`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenState {
+    /// Neither revoked nor expired.
+    Active,
+    /// Revoked (whenever it expires).
+    Revoked,
+    /// Not revoked, and its `expires_at` has passed (expiring exactly now counts as expired).
+    Expired,
+}
+
+impl TokenState {
+    /// The wire and storage name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+        }
+    }
+
+    /// Parse a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(Self::Active),
+            "revoked" => Some(Self::Revoked),
+            "expired" => Some(Self::Expired),
+            _ => None,
+        }
+    }
+}
+
+impl IssuedToken {
+    /// The token's state at `now`. The store filters with the same rule in SQL.
+    pub fn state_at(&self, now: OffsetDateTime) -> TokenState {
+        if self.revoked_at.is_some() {
+            TokenState::Revoked
+        } else if self.expires_at <= now {
+            TokenState::Expired
+        } else {
+            TokenState::Active
+        }
+    }
+}
+
+/// Which token rows to list. Every condition is applied in the query, before `limit`, so a page
+/// is short only when matching rows ran out.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TokenFilter {
-    /// Only tokens neither revoked nor expired at `now`.
-    pub active_at: Option<OffsetDateTime>,
+    /// Only tokens in this state at this moment.
+    pub state: Option<(TokenState, OffsetDateTime)>,
     /// Only tokens of this session.
     pub session_id: Option<String>,
     /// Only these ids.

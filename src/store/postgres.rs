@@ -6,8 +6,8 @@
 
 use super::codec::{enum_str, is_unique_violation, missing_or_backend, to_json, to_ms, write_err};
 use super::rows::{
-    all, audit_page, AuditRow, InstallationLinkRow, IssuedTokenRow, PolicyRow, SessionRow,
-    SigningKeyRow, WorkspaceRow,
+    all, audit_page, check_link, AuditRow, InstallationLinkRow, IssuedTokenRow, PolicyRow,
+    SessionRow, SigningKeyRow, WorkspaceRow,
 };
 use super::{
     AuditPage, InstallationLink, IssuedToken, JtiRecord, NewPolicy, PurgeStats, SessionRecord,
@@ -74,14 +74,6 @@ impl PgStore {
         .bind(link.installation_id)
         .fetch_optional(&mut *tx)
         .await?;
-        if let Some(row) = &by_id {
-            if row.workspace_id != link.workspace_id {
-                return Err(StoreError::Conflict(format!(
-                    "installation linked to workspace {}",
-                    row.workspace_id
-                )));
-            }
-        }
         let by_owner = sqlx::query_as::<_, InstallationLinkRow>(
             r#"select workspace_id, owner, account_id, installation_id,
                       repository_selection, created_at
@@ -91,9 +83,7 @@ impl PgStore {
         .bind(&link.owner)
         .fetch_optional(&mut *tx)
         .await?;
-        if by_owner.is_some_and(|row| row.installation_id != link.installation_id) {
-            return Err(StoreError::Conflict("owner already linked".to_owned()));
-        }
+        check_link(link, by_id.as_ref(), by_owner.as_ref())?;
         let written = if by_id.is_some() {
             // Re-link: refresh what GitHub reported, keep the original link time. The row may
             // have been unlinked since our read: then there is nothing to update and we retry.
@@ -523,14 +513,18 @@ impl Store for PgStore {
                       created_at, expires_at, revoked_at
                from issued_tokens
                where workspace_id = $1
-                 and ($2::bigint is null or (revoked_at is null and expires_at > $2))
-                 and ($3::text is null or session_id = $3)
-                 and ($4::text[] is null or id = any($4))
+                 and ($2::text is null
+                      or ($2 = 'revoked' and revoked_at is not null)
+                      or ($2 = 'active' and revoked_at is null and expires_at > $3::bigint)
+                      or ($2 = 'expired' and revoked_at is null and expires_at <= $3::bigint))
+                 and ($4::text is null or session_id = $4)
+                 and ($5::text[] is null or id = any($5))
                order by created_at desc, id desc
-               limit $5"#,
+               limit $6"#,
         )
         .bind(workspace_id)
-        .bind(filter.active_at.map(to_ms))
+        .bind(filter.state.map(|(state, _)| state.as_str()))
+        .bind(filter.state.map(|(_, at)| to_ms(at)))
         .bind(&filter.session_id)
         .bind(filter.ids.as_deref())
         .bind(filter.limit.map(i64::from))

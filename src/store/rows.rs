@@ -5,8 +5,8 @@
 
 use super::codec::{from_json, from_ms, from_ms_opt};
 use super::{
-    AuditPage, InstallationLink, IssuedToken, SessionRecord, SigningKeyRecord, StoreResult,
-    StoredPolicy, Workspace,
+    AuditPage, InstallationLink, IssuedToken, SessionRecord, SigningKeyRecord, StoreError,
+    StoreResult, StoredPolicy, Workspace,
 };
 use crate::audit::AuditEvent;
 
@@ -56,6 +56,29 @@ impl InstallationLinkRow {
             created_at: from_ms(self.created_at, "installation_links.created_at")?,
         })
     }
+}
+
+/// The linking rule both backends enforce inside their write transaction: an installation
+/// belongs to one workspace, and a workspace links one installation per owner. `by_id` is the
+/// stored row of the installation being linked, `by_owner` the workspace's row for the same owner
+/// (case-insensitive); re-linking the same installation to the same workspace is allowed.
+pub(super) fn check_link(
+    link: &InstallationLink,
+    by_id: Option<&InstallationLinkRow>,
+    by_owner: Option<&InstallationLinkRow>,
+) -> StoreResult<()> {
+    if let Some(row) = by_id {
+        if row.workspace_id != link.workspace_id {
+            return Err(StoreError::Conflict(format!(
+                "installation linked to workspace {}",
+                row.workspace_id
+            )));
+        }
+    }
+    if by_owner.is_some_and(|row| row.installation_id != link.installation_id) {
+        return Err(StoreError::Conflict("owner already linked".to_owned()));
+    }
+    Ok(())
 }
 
 /// `policy_versions` row (the tombstone column is only used in SQL).

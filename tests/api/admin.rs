@@ -224,3 +224,71 @@ async fn ops_endpoints_answer_without_an_envelope() {
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["success"], false);
 }
+
+#[tokio::test]
+async fn the_token_list_filters_by_state_before_it_applies_the_limit() {
+    let app = spawn_app().await;
+    let mint = |session: String| {
+        let app = &app;
+        async move {
+            let r = app
+                .post_sts(&session, json!({ "sources": ["acme/modules"] }))
+                .await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            tokens(&r)[0]["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let first_session = app.session(&main_job()).await;
+    let oldest = mint(first_session.clone()).await;
+    let r = app.post_revoke(&first_session, json!({})).await;
+    assert_eq!(r.data()["revoked"], 1);
+    let middle = mint(app.session(&main_job()).await).await;
+    let newest = mint(app.session(&main_job()).await).await;
+
+    let list = |query: &'static str| {
+        let app = &app;
+        async move {
+            let r = app
+                .admin(
+                    Method::GET,
+                    &format!("/workspaces/acme/tokens{query}"),
+                    None,
+                )
+                .await;
+            assert_eq!(r.status, 200, "{query}: {}", r.body);
+            r.data()["tokens"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| {
+                    (
+                        t["id"].as_str().unwrap().to_owned(),
+                        t["state"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let revoked = (oldest, "revoked".to_owned());
+    let active = [(newest, "active".to_owned()), (middle, "active".to_owned())];
+    // The two newest rows are active; the revoked one is still found with a page of one.
+    assert_eq!(list("?state=revoked&limit=1").await, vec![revoked.clone()]);
+    let page = list("?state=active&limit=1").await;
+    assert!(page.len() == 1 && active.contains(&page[0]), "{page:?}");
+    let mut page = list("?state=active").await;
+    page.sort();
+    let mut both = active.to_vec();
+    both.sort();
+    assert_eq!(page, both);
+    assert_eq!(list("?state=expired").await, vec![]);
+    let mut page = list("?limit=2").await;
+    page.sort();
+    assert_eq!(page, both, "newest first: the revoked token is the oldest");
+    assert_eq!(list("").await.last(), Some(&revoked));
+    assert_eq!(list("").await.len(), 3);
+    let r = app
+        .admin(Method::GET, "/workspaces/acme/tokens?state=live", None)
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.tag(), "invalid_request");
+}

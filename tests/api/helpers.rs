@@ -26,11 +26,17 @@ impl Reply {
 
 /// A broker on SQLite with the dev world seeded (workspace `acme`, policy `default`).
 pub(crate) async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// [`spawn_app`], with `prepare` run on the simulators before the broker starts and seeds.
+pub(crate) async fn spawn_app_with(prepare: impl FnOnce(&DevWorld)) -> TestApp {
     sts_broker::telemetry::init_for_test();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let world = DevWorld::start(listener.local_addr().unwrap())
         .await
         .unwrap();
+    prepare(&world);
     let app = App::build(world.config.clone()).await.unwrap();
     let broker = sts_broker::server::spawn(app, listener).unwrap();
     world.seed(&broker.url).await.unwrap();

@@ -9,6 +9,7 @@
 mod helpers;
 
 mod admin;
+mod atmos;
 mod exchange;
 mod mint;
 mod replicas;

@@ -227,3 +227,64 @@ async fn if_the_audit_write_fails_the_minted_tokens_are_revoked_and_the_caller_g
         "every token minted during the failed request was revoked at github"
     );
 }
+
+/// dormant-co (installation 300) is linked while active, so the broker caches it as active; then
+/// GitHub suspends it. The first to learn is the repository listing the planner asks for.
+async fn app_whose_cached_installation_was_suspended_since() -> TestApp {
+    const DORMANT: i64 = 300;
+    let app = spawn_app_with(|world| world.github.set_suspended(DORMANT, false)).await;
+    app.world.github.set_suspended(DORMANT, true);
+    app
+}
+
+#[tokio::test]
+async fn a_suspension_seen_only_by_the_repository_listing_excludes_the_source() {
+    let app = app_whose_cached_installation_was_suspended_since().await;
+    let session = app.session(&main_job()).await;
+    let r = app
+        .post_sts(
+            &session,
+            json!({ "sources": ["acme/modules", "dormant-co/legacy"], "policyName": "default" }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        tokens(&r)
+            .iter()
+            .map(|t| t["owner"].clone())
+            .collect::<Vec<_>>(),
+        vec![json!("acme")]
+    );
+    assert_eq!(
+        excluded(&r),
+        vec![(
+            "dormant-co/legacy".to_owned(),
+            "installation_suspended".to_owned()
+        )]
+    );
+}
+
+#[tokio::test]
+async fn a_suspension_seen_only_by_the_repository_listing_skips_the_owner_without_sources() {
+    let app = app_whose_cached_installation_was_suspended_since().await;
+    let session = app.session(&main_job()).await;
+    let r = app
+        .post_sts(&session, json!({ "policyName": "default" }))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mut owners: Vec<String> = tokens(&r)
+        .iter()
+        .map(|t| t["owner"].as_str().unwrap().to_owned())
+        .collect();
+    owners.sort();
+    assert_eq!(owners, ["acme", "acme-labs"]);
+    assert!(excluded(&r).is_empty(), "without sources nothing is listed");
+    let events = app.audit_events().await;
+    let mint = events.iter().find(|e| e["action"] == "mint").unwrap();
+    assert_eq!(mint["outcome"], "success");
+    assert_eq!(
+        mint["details"]["skipped"],
+        json!([{ "repo": "dormant-co/*", "reason": "installation_suspended" }]),
+        "{mint}"
+    );
+}

@@ -1,0 +1,205 @@
+//! `sts-broker serve --config FILE` as a real process: it starts, logs its bound address, serves
+//! an exchange and a mint, logs one JSON object per line with the request id and no secret, and
+//! exits 0 on SIGTERM.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "test setup failures should fail the test"
+)]
+
+use serde_json::{json, Value};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use sts_broker::dev::{DevWorld, DEV_AUDIENCE, DEV_WORKSPACE};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::Command;
+
+/// Generous caps for a busy machine: they bound a hang, they do not measure speed.
+const STARTUP_CAP: Duration = Duration::from_secs(120);
+const SHUTDOWN_CAP: Duration = Duration::from_secs(60);
+
+/// Collect a child's output lines, forwarding each one to `lines_tx` as it arrives.
+fn collect(
+    stream: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    sink: Arc<Mutex<Vec<String>>>,
+    lines_tx: tokio::sync::mpsc::UnboundedSender<String>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stream).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            sink.lock().unwrap().push(line.clone());
+            let _ = lines_tx.send(line);
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_as_a_process_logs_json_without_secrets_and_stops_on_sigterm() {
+    // The simulators run in this test; the broker picks its own port (`listen = ...:0`). The
+    // placeholder only ends up in `public_url`, which names the session JWT issuer and is never
+    // dialled.
+    let placeholder = "127.0.0.1:9".parse().unwrap();
+    let world = DevWorld::start(placeholder).await.unwrap();
+    let dir = world.dir.path();
+    let config = std::fs::read_to_string(dir.join("broker.toml"))
+        .unwrap()
+        .replace("listen = \"127.0.0.1:9\"", "listen = \"127.0.0.1:0\"")
+        + "\n[telemetry]\nlog_format = \"json\"\n";
+    assert!(config.contains("listen = \"127.0.0.1:0\""), "{config}");
+    let config_path = dir.join("serve.toml");
+    std::fs::write(&config_path, config).unwrap();
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sts-broker"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&config_path)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let stdout = Arc::new(Mutex::new(Vec::new()));
+    let stderr = Arc::new(Mutex::new(Vec::new()));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let out_task = collect(
+        child.stdout.take().unwrap(),
+        Arc::clone(&stdout),
+        tx.clone(),
+    );
+    let err_task = collect(child.stderr.take().unwrap(), Arc::clone(&stderr), tx);
+
+    // `serve` logs `listen` with the bound address once the socket is bound.
+    let addr = tokio::time::timeout(STARTUP_CAP, async {
+        while let Some(line) = rx.recv().await {
+            if let Ok(event) = serde_json::from_str::<Value>(&line) {
+                if let Some(listen) = event["fields"]["listen"].as_str() {
+                    return Some(listen.to_owned());
+                }
+            }
+        }
+        None
+    })
+    .await
+    .expect("serve logged its bound address")
+    .unwrap_or_else(|| {
+        panic!(
+            "serve exited before listening: {:?}",
+            stderr.lock().unwrap()
+        )
+    });
+    let base = format!("http://{addr}");
+    let http = reqwest::Client::new();
+
+    let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    world.seed(&base).await.unwrap();
+
+    let job = sts_broker::sim::oidc::ActionsJob {
+        workflow_path: ".github/workflows/deploy.yml".into(),
+        ..Default::default()
+    };
+    let oidc = world.issuer.token_for(&job, DEV_AUDIENCE);
+    let exchange: Value = http
+        .post(format!("{base}/api/v1/auth/github-oidc"))
+        .json(&json!({ "token": oidc, "workspaceId": DEV_WORKSPACE }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(exchange["success"], true, "{exchange}");
+    let session = exchange["data"]["token"].as_str().unwrap().to_owned();
+    let mint: Value = http
+        .post(format!("{base}/api/v1/sts"))
+        .bearer_auth(&session)
+        .json(&json!({ "sources": ["acme/modules"], "policyName": "default" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mint["success"], true, "{mint}");
+    let minted = mint["data"]["tokens"][0]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(world.github.token_is_live(&minted));
+    let mint_request_id = mint["request"].as_str().unwrap().to_owned();
+
+    let kill = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = tokio::time::timeout(SHUTDOWN_CAP, child.wait())
+        .await
+        .expect("serve stopped after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    out_task.await.unwrap();
+    err_task.await.unwrap();
+
+    let lines: Vec<String> = stdout
+        .lock()
+        .unwrap()
+        .iter()
+        .chain(stderr.lock().unwrap().iter())
+        .filter(|l| !l.trim().is_empty())
+        .cloned()
+        .collect();
+    let events: Vec<Value> = lines
+        .iter()
+        .map(|line| {
+            let event: Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+            assert!(event.is_object(), "{line}");
+            event
+        })
+        .collect();
+    // The mint's log line sits inside the request span, which carries the request id.
+    let mint_event = events
+        .iter()
+        .find(|e| {
+            e["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("minted "))
+        })
+        .unwrap_or_else(|| panic!("no mint log line in {lines:#?}"));
+    let request_ids: Vec<&str> = mint_event["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|span| span["request_id"].as_str())
+        .collect();
+    assert_eq!(request_ids, [mint_request_id.as_str()], "{mint_event}");
+    assert!(
+        events.iter().any(|e| e["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("shutdown signal received"))),
+        "{lines:#?}"
+    );
+
+    let all = lines.join("\n");
+    let token_key = std::fs::read_to_string(dir.join("token-key")).unwrap();
+    for (name, secret) in [
+        ("minted token", minted.as_str()),
+        ("admin token", world.admin_token.as_str()),
+        ("OIDC token", oidc.as_str()),
+        ("session token", session.as_str()),
+        ("token sealing key", token_key.trim()),
+    ] {
+        assert!(!secret.is_empty(), "{name}");
+        assert!(!all.contains(secret), "the {name} is in the logs");
+    }
+    // Parts of a JWT (its signature) must not leak either.
+    for jwt in [&oidc, &session] {
+        let signature = jwt.rsplit('.').next().unwrap();
+        assert!(!all.contains(signature), "a JWT signature is in the logs");
+    }
+}

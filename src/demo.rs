@@ -310,7 +310,12 @@ async fn git_clone(
         return Ok(None);
     };
     let status = tokio::process::Command::new("git")
-        .args(["clone", "--quiet", &format!("https://{host}/acme/modules"), name])
+        .args([
+            "clone",
+            "--quiet",
+            &format!("https://{host}/acme/modules"),
+            name,
+        ])
         .current_dir(dir)
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_CONFIG_NOSYSTEM", "1")

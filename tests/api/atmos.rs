@@ -130,7 +130,7 @@ async fn the_atmos_cli_sequence_works_end_to_end_with_a_trailing_slash_base_url(
     .await;
     assert_eq!(scoped.len(), 1);
     for token in all.iter().chain(&scoped) {
-        assert_eq!(token.host, "github.com");
+        assert_eq!(token.host, app.world.git_host().unwrap_or("github.com"));
         assert!(!token.token.is_empty());
         let expires = time::OffsetDateTime::parse(
             &token.expires_at,

@@ -424,8 +424,12 @@ async fn atmos_environment_variables_are_understood() {
         .env_remove("STS_WORKSPACE")
         .env("ATMOS_PRO_BASE_URL", &base)
         .env("ATMOS_PRO_WORKSPACE_ID", DEV_WORKSPACE)
+        // Atmos CLI's local test recipe: a token in ACTIONS_ID_TOKEN, placeholder request vars.
+        .env("GITHUB_ACTIONS", "true")
+        .env("ACTIONS_ID_TOKEN_REQUEST_URL", "https://x")
+        .env("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "x")
         .env(
-            "STS_OIDC_TOKEN",
+            "ACTIONS_ID_TOKEN",
             w.world.issuer.token_for(&main_job(), DEV_AUDIENCE),
         );
     output(command).await.ok();

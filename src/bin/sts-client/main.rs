@@ -185,6 +185,7 @@ fn http_client(ca_cert: Option<&Path>) -> Result<reqwest::Client, ClientError> {
 fn context(options: &Options) -> Result<Context, ClientError> {
     let oidc = oidc::OidcSource::resolve(
         options.oidc_token.clone(),
+        std::env::var(oidc::ENV_ID_TOKEN).ok(),
         std::env::var(oidc::ENV_REQUEST_URL).ok(),
         std::env::var(oidc::ENV_REQUEST_TOKEN).ok(),
     )?;

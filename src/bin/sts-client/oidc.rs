@@ -9,6 +9,9 @@ use url::Url;
 pub(crate) const ENV_REQUEST_URL: &str = "ACTIONS_ID_TOKEN_REQUEST_URL";
 /// The bearer the runner gives the job for [`ENV_REQUEST_URL`].
 pub(crate) const ENV_REQUEST_TOKEN: &str = "ACTIONS_ID_TOKEN_REQUEST_TOKEN";
+/// An OIDC token already fetched by an earlier step; Atmos CLI uses it verbatim, so we do too
+/// (its local test recipe sets it).
+pub(crate) const ENV_ID_TOKEN: &str = "ACTIONS_ID_TOKEN";
 /// Largest OIDC response read; a real one is ~1-2 KiB.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
@@ -40,13 +43,17 @@ impl std::fmt::Debug for OidcSource {
 }
 
 impl OidcSource {
-    /// Pick the source from a given token and the runner's environment variables.
+    /// Pick the source: a given token, else `ACTIONS_ID_TOKEN`, else the runner's endpoint.
     pub(crate) fn resolve(
         given: Option<String>,
+        actions_id_token: Option<String>,
         request_url: Option<String>,
         request_token: Option<String>,
     ) -> Result<Self, ClientError> {
-        if let Some(token) = given.filter(|t| !t.trim().is_empty()) {
+        if let Some(token) = given
+            .filter(|t| !t.trim().is_empty())
+            .or_else(|| actions_id_token.filter(|t| !t.trim().is_empty()))
+        {
             return Ok(Self::Static(token.trim().to_owned().into()));
         }
         let request_url = request_url.filter(|v| !v.is_empty());
@@ -161,9 +168,12 @@ mod tests {
 
     #[test]
     fn a_given_token_wins_over_the_runner() {
-        let source = OidcSource::resolve(s("jwt"), s("https://x/y"), s("t")).unwrap();
+        let source = OidcSource::resolve(s("jwt"), None, s("https://x/y"), s("t")).unwrap();
         assert!(matches!(source, OidcSource::Static(_)));
         assert!(!source.is_renewable());
+        // Atmos's shortcut: a token already in ACTIONS_ID_TOKEN is used as is.
+        let source = OidcSource::resolve(None, s("jwt"), s("https://x/y"), s("t")).unwrap();
+        assert!(matches!(source, OidcSource::Static(_)));
     }
 
     #[test]
@@ -179,22 +189,22 @@ mod tests {
             ("not a url", false),
         ];
         for (url, ok) in cases {
-            let result = OidcSource::resolve(None, s(url), s("t"));
+            let result = OidcSource::resolve(None, None, s(url), s("t"));
             assert_eq!(result.is_ok(), *ok, "{url}");
         }
     }
 
     #[test]
     fn half_an_actions_environment_is_an_error_naming_the_permission() {
-        let err = OidcSource::resolve(None, s("https://x/y"), None).unwrap_err();
+        let err = OidcSource::resolve(None, None, s("https://x/y"), None).unwrap_err();
         assert!(err.to_string().contains("id-token: write"), "{err}");
-        let err = OidcSource::resolve(None, None, s("t")).unwrap_err();
+        let err = OidcSource::resolve(None, None, None, s("t")).unwrap_err();
         assert!(err.to_string().contains("id-token: write"), "{err}");
     }
 
     #[test]
     fn nothing_at_all_is_missing_not_an_error_until_needed() {
-        let source = OidcSource::resolve(s("  "), s(""), None).unwrap();
+        let source = OidcSource::resolve(s("  "), s(""), s(""), None).unwrap();
         assert!(matches!(source, OidcSource::Missing));
     }
 

@@ -58,7 +58,7 @@ struct Options {
     /// Workspace id at the broker [env: STS_WORKSPACE, ATMOS_PRO_WORKSPACE_ID]
     #[arg(long, global = true)]
     workspace: Option<String>,
-    /// Trust policy to evaluate [env: STS_POLICY] [default: default]
+    /// Trust policy to evaluate [default: default]
     #[arg(long, global = true, env = "STS_POLICY")]
     policy: Option<String>,
     /// Target repository `owner/repo` (repeatable); none = all that the policy grants

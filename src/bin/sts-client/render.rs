@@ -69,7 +69,7 @@ const RESERVED_ENV_PREFIX: &str = "GIT_CONFIG";
 /// config keys, a git config file, shell lines and GitHub workflow commands; a broker that sent a
 /// quote, a newline or a slash could otherwise rewrite git configuration (e.g. add
 /// `core.sshCommand`) or smuggle a workflow command. GitHub tokens are `ghs_` + base62.
-const TOKEN_EXTRA_CHARS: &str = "-._~+=";
+const TOKEN_FORBIDDEN_CHARS: &str = "@";
 
 /// Characters allowed in an owner or repository name besides ASCII letters and digits (GitHub
 /// logins and repository names use a subset of these); same reason as [`TOKEN_EXTRA_CHARS`].
@@ -253,7 +253,9 @@ fn include_path(path: Option<&PathBuf>) -> Result<String, RenderError> {
 fn config_file_contents(rewrites: &[Rewrite]) -> String {
     let mut out = String::new();
     for rewrite in rewrites {
-        let _ = writeln!(out, "[url \"{}\"]", rewrite.base);
+        // A subsection is a quoted string: `"` and `\` are escaped, as Go's %q does in Atmos.
+        let quoted = rewrite.base.replace('\\', "\\\\").replace('"', "\\\"");
+        let _ = writeln!(out, "[url \"{quoted}\"]");
         for value in &rewrite.instead_of {
             let _ = writeln!(out, "\tinsteadOf = {value}");
         }
@@ -266,9 +268,15 @@ fn all_chars(s: &str, extra: &str) -> bool {
         .all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
 }
 
-/// The token value can go into a URL, a config file, a shell line or a workflow command unescaped.
+/// The token value can go into a URL's userinfo, a config line, a shell line or a workflow
+/// command: no control characters or whitespace (which would end a line or a word) and no `@`
+/// (which would end the userinfo early and point git at a host the token names). Anything else a
+/// broker sends is written as Atmos writes it (file mode escapes `"` and `\`).
 pub(crate) fn token_value_is_safe(token: &str) -> bool {
-    !token.is_empty() && all_chars(token, TOKEN_EXTRA_CHARS)
+    !token.is_empty()
+        && token
+            .chars()
+            .all(|c| !c.is_control() && !c.is_whitespace() && !TOKEN_FORBIDDEN_CHARS.contains(c))
 }
 
 fn host_is_safe(host: &str) -> bool {
@@ -472,30 +480,28 @@ impl TokenEnvSpec {
                 let mut chosen: BTreeMap<String, (&ClientToken, usize)> = BTreeMap::new();
                 for t in valid {
                     let name = render_name(parts, t);
-                    check_name(flag, &name)?;
+                    if let Err(error) = check_name(flag, &name) {
+                        // One odd owner must not cost the job its other variables (or the mint
+                        // already made): skip this one, as Atmos skips what it cannot render.
+                        warnings.push(format!("{error}; not exporting it"));
+                        continue;
+                    }
                     match chosen.get_mut(&name) {
                         None => {
                             chosen.insert(name, (t, 1));
                         }
                         Some((held, count)) => {
                             *count += 1;
-                            // A whole-installation token keeps the name; otherwise the later token
-                            // wins, as with Atmos's last-write-wins.
-                            if !(held.repositories.is_none() && t.repositories.is_some()) {
-                                *held = t;
-                            }
+                            // Atmos composes the environment last-write-wins: the later token.
+                            *held = t;
                         }
                     }
                 }
                 for (name, (t, count)) in chosen {
                     if count > 1 {
-                        let which = if t.repositories.is_none() {
-                            "one covering the whole installation"
-                        } else {
-                            "last one the broker returned"
-                        };
                         warnings.push(format!(
-                            "--token-env: {count} tokens render {name}; it holds the {which}"
+                            "--token-env: {count} tokens render {name}; it holds the last one \
+                             the broker returned (as Atmos does); git still gets every token"
                         ));
                     }
                     env.insert(name, t.token.clone());
@@ -583,11 +589,9 @@ fn render_name(parts: &[Part], t: &ClientToken) -> String {
 
 /// A portable env var name (`[A-Za-z_][A-Za-z0-9_]*`) that does not collide with our git keys.
 fn check_name(flag: &str, name: &str) -> Result<(), RenderError> {
-    let valid = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    // Sanitising leaves only [A-Z0-9_]; a leading digit is accepted by `env` and exported by
+    // Atmos (`1PASSWORD_TOKEN`), so only the empty name is refused here.
+    let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !valid {
         return Err(RenderError::InvalidName {
             flag: flag.to_owned(),
@@ -686,7 +690,8 @@ pub(crate) fn add_mask_lines(tokens: &[ClientToken]) -> String {
     for t in tokens {
         // An unsafe token is never printed, and a newline in it would end the command early.
         if token_value_is_safe(&t.token) && seen.insert(t.token.as_str()) {
-            let _ = writeln!(out, "::add-mask::{}", t.token);
+            // `%` is the workflow-command escape; the runner unescapes `%25` back to `%`.
+            let _ = writeln!(out, "::add-mask::{}", t.token.replace('%', "%25"));
         }
     }
     out
@@ -1028,11 +1033,8 @@ mod tests {
             ("GH_{owner", "unmatched brace"),
             ("GH_owner}", "unmatched brace"),
             ("GH_{{ .owner }", "unmatched brace"),
-            ("{owner}_TOKEN", "\"42CORP_TOKEN\", which is not a valid"),
-            ("1TOKEN", "not a valid environment variable name"),
             ("MY-TOKEN", "not a valid environment variable name"),
             ("GIT_CONFIG_COUNT", "clobber git's GIT_CONFIG"),
-            ("GIT_CONFIG_{owner}", "clobber git's GIT_CONFIG"),
         ];
         for (flag, want) in cases {
             let err = environment(&tokens, &env_opts(TokenEnv::from_flag(Some(flag))))
@@ -1041,6 +1043,70 @@ mod tests {
             assert!(err.starts_with("--token-env"), "{flag}: {err}");
             assert!(err.contains(want), "{flag}: {err}");
         }
+    }
+
+    #[test]
+    fn a_template_name_that_cannot_be_used_skips_that_token_only() {
+        let tokens = [
+            tok("github.com", "42corp", "ghs_A", None),
+            tok("github.com", "acme", "ghs_B", None),
+        ];
+        // A leading digit is fine (Atmos exports it too).
+        let got = environment(
+            &tokens,
+            &env_opts(TokenEnv::from_flag(Some("{owner}_TOKEN"))),
+        )
+        .unwrap();
+        assert_eq!(got.env["42CORP_TOKEN"], "ghs_A");
+        assert_eq!(got.env["ACME_TOKEN"], "ghs_B");
+        // A name that would clobber git's variables is skipped with a warning; the rest stays.
+        let got = environment(
+            &tokens,
+            &env_opts(TokenEnv::from_flag(Some("GIT_CONFIG_{owner}"))),
+        )
+        .unwrap();
+        assert!(!got.env.contains_key("GIT_CONFIG_ACME"));
+        assert_eq!(got.env["GIT_CONFIG_COUNT"], "4");
+        assert!(
+            got.warnings
+                .iter()
+                .any(|w| w.contains("clobber git's GIT_CONFIG")),
+            "{:?}",
+            got.warnings
+        );
+    }
+
+    #[test]
+    fn odd_but_harmless_token_characters_are_written_as_atmos_writes_them() {
+        let tokens = [tok("github.com", "acme", "ab/c+d=\"e\\f", None)];
+        let got = environment(&tokens, &env_opts(TokenEnv::Default)).unwrap();
+        assert_eq!(
+            got.env["GIT_CONFIG_KEY_0"],
+            "url.https://x-access-token:ab/c+d=\"e\\f@github.com/acme/.insteadOf"
+        );
+        assert_eq!(got.env["ATMOS_PRO_GITHUB_TOKEN"], "ab/c+d=\"e\\f");
+        let file_opts = RenderOptions {
+            mode: GitConfigMode::File,
+            token_env: TokenEnv::Default,
+            git_config_path: Some(std::path::PathBuf::from("/tmp/state/git.config")),
+        };
+        let file = environment(&tokens, &file_opts)
+            .unwrap()
+            .git_config_file
+            .unwrap();
+        assert!(
+            file.starts_with(
+                "[url \"https://x-access-token:ab/c+d=\\\"e\\\\f@github.com/acme/\"]\n"
+            ),
+            "{file}"
+        );
+        // `@` would move the host: refused.
+        let got = environment(
+            &[tok("github.com", "acme", "x@evil.example/", None)],
+            &env_opts(TokenEnv::Default),
+        )
+        .unwrap();
+        assert!(got.env.is_empty());
     }
 
     #[test]
@@ -1054,12 +1120,12 @@ mod tests {
         let flag = TokenEnv::from_flag(Some("GH_TOKEN_{owner}"));
         let cases = [
             (
-                "the whole-installation token wins over a scoped one, in either order",
+                "the later token wins, as Atmos's last-write-wins",
                 vec![
                     tok("github.com", "acme", "ghs_W", None),
                     tok("github.com", "acme", "ghs_S", Some(&["acme/modules"])),
                 ],
-                "ghs_W",
+                "ghs_S",
             ),
             (
                 "scoped first",

@@ -57,8 +57,11 @@ async fn the_runner_token_is_fetched_and_every_token_masked() {
         .await;
     run.ok();
     let token = w.cached_tokens().remove(0);
-    assert_eq!(run.stdout, format!("::add-mask::{token}\n"));
-    assert!(!run.stderr.contains(&token));
+    // The mask comes first, before any line that could show the token.
+    let first_line = run.stderr.lines().next().unwrap_or_default();
+    assert_eq!(first_line, format!("::add-mask::{token}"), "{}", run.stderr);
+    assert_eq!(run.stderr.matches(&token).count(), 1, "only in the mask");
+    assert_eq!(run.stdout, "");
     assert!(w.world.github.token_is_live(&token));
 }
 

@@ -458,10 +458,11 @@ async fn env_github_appends_to_github_env_and_masks_tokens() {
         "{written}"
     );
     assert!(
-        run.stdout.contains(&format!("::add-mask::{token}")),
+        run.stderr.contains(&format!("::add-mask::{token}\n")),
         "{}",
-        run.stdout
+        run.stderr
     );
+    assert_eq!(run.stdout, "", "stdout stays clean");
 
     // A file the client creates is private from the start.
     let fresh = w.home.path().join("fresh_env");

@@ -29,9 +29,9 @@ pub(crate) struct Session {
 /// What `POST /sts` gave.
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct Minted {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::model::null_as_default")]
     pub(crate) tokens: Vec<ClientToken>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::model::null_as_default")]
     pub(crate) excluded: Vec<Exclusion>,
 }
 
@@ -147,7 +147,11 @@ impl Broker {
                 _ => CallError::Other(ClientError::Broker(format!("mint failed: {message}"))),
             });
         }
-        let data = envelope.get("data").cloned().unwrap_or(Value::Null);
+        // `"data": null` (or none) is an empty grant, as Atmos decodes it.
+        let data = match envelope.get("data") {
+            None | Some(Value::Null) => return Ok(Minted::default()),
+            Some(data) => data.clone(),
+        };
         serde_json::from_value(data).map_err(|e| {
             CallError::Other(ClientError::Broker(format!(
                 "the broker's mint answer is not what the contract says: {e}"
@@ -256,15 +260,22 @@ fn error_message(status: u16, envelope: &Value) -> String {
     message
 }
 
-/// A JWT's `exp` read without verifying (the broker verifies; we only schedule re-auth).
-/// Not a JWT or no `exp` → `None` (non-expiring, as Atmos treats it).
+/// A JWT's `exp` read without verifying (the broker verifies; we only schedule re-auth), with
+/// Atmos's rules: not a JWT, or no `exp` → `None` (non-expiring); a JWT whose payload cannot be
+/// read → already expired (authenticate again rather than trust it).
 pub(crate) fn jwt_expiry(jwt: &str) -> Option<OffsetDateTime> {
     use base64::Engine as _;
-    let payload = jwt.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+    let parts: Vec<&str> = jwt.split('.').collect();
+    let [_, payload, _] = parts.as_slice() else {
+        return None;
+    };
+    let claims: Option<Value> = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
-        .ok()?;
-    let claims: Value = serde_json::from_slice(&bytes).ok()?;
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    let Some(claims) = claims else {
+        return Some(OffsetDateTime::UNIX_EPOCH);
+    };
     let exp = claims.get("exp")?.as_i64()?;
     OffsetDateTime::from_unix_timestamp(exp).ok()
 }
@@ -343,7 +354,7 @@ mod tests {
         let jwt = format!("h.{payload}.s");
         assert_eq!(jwt_expiry(&jwt).unwrap().unix_timestamp(), 1_900_000_000);
         assert_eq!(jwt_expiry("opaque"), None);
-        assert_eq!(jwt_expiry("a.!!!.c"), None);
+        assert_eq!(jwt_expiry("a.!!!.c"), Some(OffsetDateTime::UNIX_EPOCH));
         let no_exp = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"sub":"x"}"#);
         assert_eq!(jwt_expiry(&format!("h.{no_exp}.s")), None);
     }
@@ -359,5 +370,11 @@ mod tests {
         assert_eq!(minted.tokens[0].id, None);
         let minted: Minted = serde_json::from_value(json!({"tokens": []})).unwrap();
         assert!(minted.excluded.is_empty());
+        // Go's decoder leaves zero values for nulls; so do we.
+        let data = json!({"tokens": [{"host": "h", "owner": "o", "token": "t", "expiresAt": null,
+            "permissions": null, "installationId": "12"}], "excluded": []});
+        let minted: Minted = serde_json::from_value(data).unwrap();
+        assert!(minted.tokens[0].permissions.is_empty());
+        assert_eq!(minted.tokens[0].expires_at, "");
     }
 }

@@ -70,6 +70,7 @@ impl Context {
         let now = OffsetDateTime::now_utc();
         let mut state = state::load(&dir, Some(&key)).unwrap_or_else(|| State::new(key.clone()));
         if state.tokens_are_fresh(now) {
+            crate::mask_in_actions(&state.tokens);
             ui::note(&format!(
                 "reusing {} minted earlier",
                 count(state.tokens.len(), "token")
@@ -130,6 +131,8 @@ impl Context {
             Err(CallError::Other(error)) => return Err(error),
         };
 
+        // Before anything else is printed, so that no later line can show a token unmasked.
+        crate::mask_in_actions(&minted.tokens);
         for exclusion in &minted.excluded {
             ui::warn(&format!(
                 "GitHub STS excluded {}: {}",

@@ -222,7 +222,12 @@ fn context(options: &Options) -> Result<Context, ClientError> {
         sources,
         audience: options.audience.clone(),
         oidc,
-        state_root: options.state_dir.clone().or_else(state::default_root),
+        // Absolute, so that file mode's include.path (which git requires absolute) is.
+        state_root: options
+            .state_dir
+            .clone()
+            .map(|dir| std::path::absolute(&dir).unwrap_or(dir))
+            .or_else(state::default_root),
         github_api_url: options.github_api_url.clone().filter(|u| !u.is_empty()),
     })
 }
@@ -232,8 +237,7 @@ async fn run(cli: Cli) -> Result<i32, ClientError> {
     let ctx = context(options)?;
     match cli.command {
         Command::Login => {
-            let obtained = ctx.obtain().await?;
-            mask_in_actions(&obtained.state.tokens);
+            ctx.obtain().await?;
             Ok(0)
         }
         Command::Env {
@@ -242,13 +246,12 @@ async fn run(cli: Cli) -> Result<i32, ClientError> {
         } => {
             let obtained = ctx.obtain().await?;
             let rendered = render_for(options, &obtained)?;
-            write_env(format, output_file.as_deref(), &rendered.env, &obtained)?;
+            write_env(format, output_file.as_deref(), &rendered.env)?;
             Ok(0)
         }
         Command::Exec { keep, command } => {
             let obtained = ctx.obtain().await?;
             let rendered = render_for(options, &obtained)?;
-            mask_in_actions(&obtained.state.tokens);
             let code = match exec::run(&command, &rendered.env).await {
                 Ok(code) => code,
                 Err(e) => {
@@ -265,11 +268,9 @@ async fn run(cli: Cli) -> Result<i32, ClientError> {
             if keep {
                 ui::note("--keep: tokens stay live and cached");
             } else if let Err(error) = ctx.logout(&obtained.dir, &obtained.state).await {
+                // The command's status is what the job acts on (as in Atmos); the failure to
+                // revoke is loud but does not replace it. The tokens expire within the hour.
                 ui::warn(&error.to_string());
-                // A command that succeeded must not hide that its tokens may still be live.
-                if code == 0 {
-                    return Ok(1);
-                }
             }
             Ok(code)
         }
@@ -320,11 +321,15 @@ fn render_for(
     Ok(rendered)
 }
 
-/// In GitHub Actions, tell the runner to hide every token from the logs.
-fn mask_in_actions(tokens: &[model::ClientToken]) {
+/// In GitHub Actions, tell the runner to hide every token from the logs. On stderr: the runner
+/// reads workflow commands from both streams, and stdout belongs to `env` output and to the
+/// child of `exec`, which callers parse.
+pub(crate) fn mask_in_actions(tokens: &[model::ClientToken]) {
     if ui::in_github_actions() {
-        print!("{}", render::add_mask_lines(tokens));
-        let _ = std::io::stdout().flush();
+        let mut stderr = std::io::stderr().lock();
+        let _ = stderr
+            .write_all(render::add_mask_lines(tokens).as_bytes())
+            .and_then(|()| stderr.flush());
     }
 }
 
@@ -332,7 +337,6 @@ fn write_env(
     format: EnvFormat,
     output_file: Option<&Path>,
     env: &std::collections::BTreeMap<String, String>,
-    obtained: &flow::Obtained,
 ) -> Result<(), ClientError> {
     let text = render::format_env(env, format);
     let target = match (format, output_file) {
@@ -364,10 +368,6 @@ fn write_env(
             write_secret_file(&path, text.as_bytes(), append).map_err(|e| {
                 ClientError::State(format!("could not write {}: {e}", path.display()))
             })?;
-            if format == EnvFormat::Github {
-                // The runner reads $GITHUB_ENV after the step; mask the values in this step's log.
-                mask_in_actions(&obtained.state.tokens);
-            }
             ui::note(&format!(
                 "wrote {} variables to {}",
                 env.len(),

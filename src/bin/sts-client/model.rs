@@ -14,26 +14,30 @@ pub(crate) struct ClientToken {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) id: Option<String>,
     /// GitHub host, e.g. `github.com` (may carry a port against a simulator).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub(crate) host: String,
     /// Installation account login, exactly as in users' URLs.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub(crate) owner: String,
     /// The installation token. Never printed except by `env`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub(crate) token: String,
     /// RFC 3339 expiry.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub(crate) expires_at: String,
     /// `owner/repo` the token reaches; absent = every repository of the installation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) repositories: Option<Vec<String>>,
     /// Granted permissions.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub(crate) permissions: BTreeMap<String, String>,
-    /// GitHub installation id.
+    /// GitHub installation id, kept as sent (other brokers may send a string).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) installation_id: Option<i64>,
+    pub(crate) installation_id: Option<serde_json::Value>,
 }
 
 // Hand-written so that a token can never reach a log line through `{:?}`.
@@ -72,4 +76,13 @@ pub(crate) struct Exclusion {
     /// One of the contract's five reason codes (shown verbatim).
     #[serde(default)]
     pub(crate) reason: String,
+}
+
+/// `null` decodes as the default, as Go's encoding/json leaves the zero value (Atmos's decoder).
+pub(crate) fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }

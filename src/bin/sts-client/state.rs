@@ -256,7 +256,7 @@ mod tests {
             expires_at: expires_at.into(),
             repositories: None,
             permissions: Default::default(),
-            installation_id: Some(1),
+            installation_id: Some(serde_json::json!(1)),
         }
     }
 

@@ -599,3 +599,43 @@ async fn exec_forwards_sigterm_and_still_revokes() {
         "revoked after the signal"
     );
 }
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_interrupted_while_minting_exits_cleanly_instead_of_dying() {
+    // A broker that accepts and never answers: the client is stuck in the exchange.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (accepted_tx, mut accepted) = tokio::sync::mpsc::channel::<()>(1);
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+            let _ = accepted_tx.try_send(());
+        }
+    });
+    let w = World::start().await;
+    let mut command = w.command(&["exec", "--", "true"]);
+    command
+        .env("STS_BROKER_URL", &url)
+        .env("STS_OIDC_TOKEN", "header.payload.signature")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = command.spawn().unwrap();
+    let pid = child.id().unwrap();
+    accepted.recv().await.unwrap();
+    let status = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(143), "{stderr}");
+    assert!(
+        stderr.contains("interrupted before the command started"),
+        "{stderr}"
+    );
+    hold.abort();
+}

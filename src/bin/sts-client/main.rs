@@ -250,20 +250,38 @@ async fn run(cli: Cli) -> Result<i32, ClientError> {
             Ok(0)
         }
         Command::Exec { keep, command } => {
-            let obtained = ctx.obtain().await?;
-            let rendered = render_for(options, &obtained)?;
-            let code = match exec::run(&command, &rendered.env).await {
-                Ok(code) => code,
-                Err(e) => {
-                    ui::error(&format!(
-                        "cannot run `{}`: {e}",
-                        command
-                            .first()
-                            .map(|c| c.to_string_lossy().into_owned())
-                            .unwrap_or_default()
-                    ));
-                    exec::EXIT_CANNOT_RUN
+            let mut signals = exec::Signals::install()
+                .map_err(|e| ClientError::Usage(format!("cannot handle signals: {e}")))?;
+            let obtained = tokio::select! {
+                obtained = ctx.obtain() => obtained?,
+                number = signals.next() => {
+                    // Dropping the mint mid-flight is safe: the session was saved before the mint,
+                    // and ending it revokes whatever the broker minted for it.
+                    ui::warn("interrupted before the command started");
+                    if !keep {
+                        revoke_saved(&ctx).await;
+                    }
+                    return Ok(128 + number);
                 }
+            };
+            let code = match render_for(options, &obtained) {
+                Err(error) => {
+                    ui::error(&error.to_string());
+                    1
+                }
+                Ok(rendered) => match exec::run(&command, &rendered.env, &mut signals).await {
+                    Ok(code) => code,
+                    Err(e) => {
+                        ui::error(&format!(
+                            "cannot run `{}`: {e}",
+                            command
+                                .first()
+                                .map(|c| c.to_string_lossy().into_owned())
+                                .unwrap_or_default()
+                        ));
+                        exec::EXIT_CANNOT_RUN
+                    }
+                },
             };
             if keep {
                 ui::note("--keep: tokens stay live and cached");
@@ -319,6 +337,19 @@ fn render_for(
         })?;
     }
     Ok(rendered)
+}
+
+/// Revoke what this invocation's entry holds (after an interrupted `exec`); best effort.
+async fn revoke_saved(ctx: &Context) {
+    let (Ok(key), Ok(root)) = (ctx.key(), ctx.state_root()) else {
+        return;
+    };
+    let dir = state::dir_for(&root, &key);
+    if let Some(saved) = state::load(&dir, Some(&key)) {
+        if let Err(error) = ctx.logout(&dir, &saved).await {
+            ui::warn(&error.to_string());
+        }
+    }
 }
 
 /// In GitHub Actions, tell the runner to hide every token from the logs. On stderr: the runner

@@ -530,12 +530,40 @@ async fn git_credential_get_serves_the_owners_token() {
     assert_eq!(answer, "");
     let state: Value = w.states().remove(0).1;
     assert!(state["tokens"].as_array().unwrap().is_empty());
+    assert_eq!(state["remint"], true);
+
+    // The next `get` mints again (an OIDC token is at hand) and serves the new token.
+    let answer = credential_with(
+        &w,
+        "get",
+        &format!("protocol=https\nhost={host}\npath=acme/modules.git\n\n"),
+        &[("STS_OIDC_TOKEN", &w.oidc())],
+    )
+    .await;
+    let new_token = w.cached_tokens().remove(0);
+    assert_ne!(new_token, token);
+    assert!(
+        answer.contains(&format!("password={new_token}\n")),
+        "{answer}"
+    );
+
+    // logout revokes both: the current one through the broker, the erased one at GitHub.
+    let mut command = w.command(&["logout"]);
+    command.env("STS_GITHUB_API_URL", &w.world.config.github.api_url);
+    output(command).await.ok();
+    assert!(!w.world.github.token_is_live(&new_token));
+    assert!(!w.world.github.token_is_live(&token));
 }
 
 async fn credential(w: &World, operation: &str, input: &str) -> String {
+    credential_with(w, operation, input, &[]).await
+}
+
+async fn credential_with(w: &World, operation: &str, input: &str, env: &[(&str, &str)]) -> String {
     use tokio::io::AsyncWriteExt as _;
     let mut command = w.command(&["git-credential", operation, "--repo", "acme/modules"]);
     command
+        .envs(env.iter().copied())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
@@ -638,4 +666,26 @@ async fn exec_interrupted_while_minting_exits_cleanly_instead_of_dying() {
         "{stderr}"
     );
     hold.abort();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn parallel_steps_share_one_mint() {
+    let w = World::start().await;
+    let (a, b) = (w.oidc(), w.oidc());
+    let (env_a, env_b) = (
+        [("STS_OIDC_TOKEN", a.as_str())],
+        [("STS_OIDC_TOKEN", b.as_str())],
+    );
+    let args = ["login", "--repo", "acme/modules"];
+    let (first, second) = tokio::join!(w.run(&args, &env_a), w.run(&args, &env_b));
+    first.ok();
+    second.ok();
+    let stderr = format!("{}{}", first.stderr, second.stderr);
+    assert_eq!(
+        stderr.matches("minted 1 token for acme").count(),
+        1,
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("reusing 1 token").count(), 1, "{stderr}");
+    assert_eq!(w.cached_tokens().len(), 1);
 }

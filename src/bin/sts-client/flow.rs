@@ -67,6 +67,9 @@ impl Context {
     pub(crate) async fn obtain(&self) -> Result<Obtained, ClientError> {
         let key = self.key()?;
         let dir = state::dir_for(&self.state_root()?, &key);
+        // Held until the state is saved; a second process waits, then reuses what this one minted.
+        let _lock = state::lock_entry(&dir)
+            .map_err(|e| ClientError::State(format!("could not lock {}: {e}", dir.display())))?;
         let now = OffsetDateTime::now_utc();
         let mut state = state::load(&dir, Some(&key)).unwrap_or_else(|| State::new(key.clone()));
         if state.tokens_are_fresh(now) {
@@ -146,8 +149,10 @@ impl Context {
                 count(unusable, "token")
             ));
         }
+        state.retire_live(OffsetDateTime::now_utc());
         state.tokens = minted.tokens;
         state.excluded = minted.excluded;
+        state.remint = false;
         state::save(&dir, &state)
             .map_err(|e| ClientError::State(format!("could not save {}: {e}", dir.display())))?;
         ui::note(&summary(&state.tokens, state.excluded.len()));
@@ -209,6 +214,11 @@ impl Context {
         dir: &std::path::Path,
         state: &State,
     ) -> Result<(), ClientError> {
+        let _lock = state::lock_entry(dir)
+            .map_err(|e| ClientError::State(format!("could not lock {}: {e}", dir.display())))?;
+        // Another process may have minted over the entry since the caller read it.
+        let current = state::load(dir, None);
+        let state = current.as_ref().unwrap_or(state);
         let broker = self.broker_at(&state.key.broker_url);
         let mut broker_revoked = false;
         if let Some(saved) = &state.session {
@@ -216,8 +226,13 @@ impl Context {
                 token: saved.token.clone().into(),
                 expires_at: saved.expires_at,
             };
-            if !state.tokens.is_empty() {
-                let ids: Option<Vec<String>> = state.tokens.iter().map(|t| t.id.clone()).collect();
+            if !state.tokens.is_empty() || !state.retired.is_empty() {
+                let ids: Option<Vec<String>> = state
+                    .tokens
+                    .iter()
+                    .chain(&state.retired)
+                    .map(|t| t.id.clone())
+                    .collect();
                 match broker.revoke(&session, ids.as_deref()).await {
                     Ok(_) => broker_revoked = true,
                     Err(CallError::SessionRefused(message)) => ui::note(&format!(
@@ -245,6 +260,19 @@ impl Context {
                         token.owner
                     ));
                 }
+            }
+        }
+        // Retired tokens may come from an earlier session, which the broker only revokes for
+        // that session's holder; the token itself can always revoke itself at GitHub.
+        for token in state.retired.iter().filter(|t| !t.token.is_empty()) {
+            if let Err(message) =
+                crate::github::revoke(&self.http, self.github_api_url.as_deref(), token).await
+            {
+                ui::note(&format!(
+                    "an earlier {} token could not be revoked at GitHub ({message}); it expires \
+                     within the hour",
+                    token.owner
+                ));
             }
         }
         state::remove(dir)

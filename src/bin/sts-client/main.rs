@@ -461,15 +461,25 @@ async fn git_credential(ctx: &Context, operation: &str) -> Result<i32, ClientErr
             Ok(0)
         }
         Some(credential::Operation::Erase) => {
-            for (dir, mut state) in ctx.matching_states()? {
+            for (dir, _) in ctx.matching_states()? {
+                let _lock = state::lock_entry(&dir).map_err(|e| {
+                    ClientError::State(format!("could not lock {}: {e}", dir.display()))
+                })?;
+                let Some(mut state) = state::load(&dir, None) else {
+                    continue;
+                };
                 let mut drop = credential::erase_matches(&state.tokens, &request);
                 if drop.is_empty() {
                     continue;
                 }
+                // git saw the token rejected (revoked by an operator, say): stop handing it out
+                // and mint again at the next `get`; keep it for `logout` in case it still lives.
                 drop.sort_unstable();
                 for index in drop.into_iter().rev() {
-                    state.tokens.remove(index);
+                    let token = state.tokens.remove(index);
+                    state.retired.push(token);
                 }
+                state.remint = true;
                 state::save(&dir, &state).map_err(|e| {
                     ClientError::State(format!("could not save {}: {e}", dir.display()))
                 })?;

@@ -100,6 +100,13 @@ pub(crate) struct State {
     pub(crate) tokens: Vec<ClientToken>,
     #[serde(default)]
     pub(crate) excluded: Vec<Exclusion>,
+    /// Tokens replaced by a later mint while still live: no longer handed out, still revoked by
+    /// `logout`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) retired: Vec<ClientToken>,
+    /// git reported a token rejected (`erase`): mint again at the next chance.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) remint: bool,
 }
 
 impl State {
@@ -110,13 +117,24 @@ impl State {
             session: None,
             tokens: Vec::new(),
             excluded: Vec::new(),
+            retired: Vec::new(),
+            remint: false,
         }
+    }
+
+    /// Before the tokens are replaced: keep the ones still live for `logout`, forget dead ones.
+    pub(crate) fn retire_live(&mut self, now: OffsetDateTime) {
+        let tokens = std::mem::take(&mut self.tokens);
+        self.retired.extend(tokens);
+        self.retired
+            .retain(|t| !t.token.is_empty() && t.expires_at().is_none_or(|exp| exp > now));
     }
 
     /// Reuse without a network call? At least one token, every token present and more than
     /// [`TOKEN_EXPIRY_SKEW`] from expiry (Atmos's `hasFreshState`).
     pub(crate) fn tokens_are_fresh(&self, now: OffsetDateTime) -> bool {
-        !self.tokens.is_empty()
+        !self.remint
+            && !self.tokens.is_empty()
             && self.tokens.iter().all(|token| {
                 !token.token.is_empty()
                     && token
@@ -199,6 +217,24 @@ pub(crate) fn save(dir: &Path, state: &State) -> std::io::Result<()> {
     create_private_dir(dir)?;
     let json = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
     write_private(&dir.join(STATE_FILE), &json)
+}
+
+/// Exclusive lock on one entry, held while it is read, minted over and written, so that parallel
+/// steps or git credential calls on one runner share one mint instead of racing (the loser's
+/// session and tokens would vanish from the state unrevoked). Released when dropped.
+pub(crate) fn lock_entry(dir: &Path) -> std::io::Result<std::fs::File> {
+    let parent = dir.parent().unwrap_or_else(|| Path::new("."));
+    create_private_dir(parent)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).truncate(false).write(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let file = options.open(dir.with_extension("lock"))?;
+    file.lock()?;
+    Ok(file)
 }
 
 /// Remove an entry (idempotent).

@@ -112,8 +112,9 @@ impl Context {
                             error
                         } else {
                             ClientError::SessionRejected(format!(
-                                "{error}; the session expired and the OIDC token given with \
-                                 --oidc-token (STS_OIDC_TOKEN) is single use: pass a fresh one"
+                                "{error}; the session expired and the OIDC token given \
+                                 (--oidc-token, STS_OIDC_TOKEN or ACTIONS_ID_TOKEN) is single \
+                                 use: pass a fresh one"
                             ))
                         }
                     })?;

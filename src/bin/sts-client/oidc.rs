@@ -20,10 +20,12 @@ const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 pub(crate) enum OidcSource {
     /// Given outright (`--oidc-token` / `STS_OIDC_TOKEN`). Single use at the broker.
     Static(secrecy::SecretString),
-    /// The GitHub Actions runner's request endpoint; each call yields a fresh token.
+    /// The GitHub Actions runner's request endpoint; each call yields a fresh token. `preset`
+    /// (`ACTIONS_ID_TOKEN`, as Atmos reads it) is handed out first, once; renewals ask the runner.
     Actions {
         request_url: Url,
         request_token: secrecy::SecretString,
+        preset: std::sync::Arc<std::sync::Mutex<Option<secrecy::SecretString>>>,
     },
     /// Neither is available: say what is missing when a token is needed.
     Missing,
@@ -50,14 +52,27 @@ impl OidcSource {
         request_url: Option<String>,
         request_token: Option<String>,
     ) -> Result<Self, ClientError> {
-        if let Some(token) = given
-            .filter(|t| !t.trim().is_empty())
-            .or_else(|| actions_id_token.filter(|t| !t.trim().is_empty()))
-        {
+        if let Some(token) = given.filter(|t| !t.trim().is_empty()) {
             return Ok(Self::Static(token.trim().to_owned().into()));
         }
+        let preset = actions_id_token
+            .filter(|t| !t.trim().is_empty())
+            .map(|t| t.trim().to_owned());
         let request_url = request_url.filter(|v| !v.is_empty());
         let request_token = request_token.filter(|v| !v.is_empty());
+        if let Some(token) = preset {
+            return Ok(
+                match (request_url.as_deref().map(check_request_url), request_token) {
+                    (Some(Ok(request_url)), Some(request_token)) => Self::Actions {
+                        request_url,
+                        request_token: request_token.into(),
+                        preset: std::sync::Arc::new(std::sync::Mutex::new(Some(token.into()))),
+                    },
+                    // Without a usable runner endpoint the preset token is all there is.
+                    _ => Self::Static(token.into()),
+                },
+            );
+        }
         match (request_url, request_token) {
             (None, None) => Ok(Self::Missing),
             (Some(_), None) | (None, Some(_)) => Err(ClientError::Oidc(format!(
@@ -69,6 +84,7 @@ impl OidcSource {
                 Ok(Self::Actions {
                     request_url,
                     request_token: token.into(),
+                    preset: std::sync::Arc::default(),
                 })
             }
         }
@@ -97,7 +113,15 @@ impl OidcSource {
             Self::Actions {
                 request_url,
                 request_token,
+                preset,
             } => {
+                let preset = preset
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
+                if let Some(token) = preset {
+                    return Ok(token);
+                }
                 let mut url = request_url.clone();
                 url.query_pairs_mut().append_pair("audience", audience);
                 let response = http
@@ -171,8 +195,12 @@ mod tests {
         let source = OidcSource::resolve(s("jwt"), None, s("https://x/y"), s("t")).unwrap();
         assert!(matches!(source, OidcSource::Static(_)));
         assert!(!source.is_renewable());
-        // Atmos's shortcut: a token already in ACTIONS_ID_TOKEN is used as is.
+        // Atmos's shortcut: a token already in ACTIONS_ID_TOKEN is used first; with the runner's
+        // endpoint at hand, renewals ask it.
         let source = OidcSource::resolve(None, s("jwt"), s("https://x/y"), s("t")).unwrap();
+        assert!(matches!(source, OidcSource::Actions { .. }));
+        assert!(source.is_renewable());
+        let source = OidcSource::resolve(None, s("jwt"), None, None).unwrap();
         assert!(matches!(source, OidcSource::Static(_)));
     }
 

@@ -402,23 +402,7 @@ fn router(server: Arc<GitServer>) -> Router {
 
 /// Log git requests in the simulator's request log (no credentials are kept).
 async fn record(State(server): State<Arc<GitServer>>, request: Request, next: Next) -> Response {
-    let seen = {
-        let header = |name: header::HeaderName| {
-            request
-                .headers()
-                .get(name)
-                .and_then(|value| value.to_str().ok())
-                .map(str::to_owned)
-        };
-        SimRequest {
-            method: request.method().to_string(),
-            path: request.uri().path().to_owned(),
-            user_agent: header(header::USER_AGENT),
-            accept: header(header::ACCEPT),
-            api_version: None,
-        }
-    };
-    server.sim.record_request(seen);
+    server.sim.record_request(SimRequest::of(&request));
     next.run(request).await
 }
 

@@ -156,6 +156,26 @@ pub struct SimRequest {
     pub api_version: Option<String>,
 }
 
+impl SimRequest {
+    /// What the request log keeps of `request`: never its credentials.
+    pub(crate) fn of<B>(request: &axum::http::Request<B>) -> Self {
+        let header = |name: HeaderName| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned)
+        };
+        Self {
+            method: request.method().to_string(),
+            path: request.uri().path().to_owned(),
+            user_agent: header(header::USER_AGENT),
+            accept: header(header::ACCEPT),
+            api_version: header(HeaderName::from_static("x-github-api-version")),
+        }
+    }
+}
+
 /// One token as the simulator keeps it.
 #[derive(Debug, Clone)]
 struct TokenRecord {
@@ -715,21 +735,7 @@ async fn record_and_inject(
 ) -> Response {
     let failure = {
         let mut state = sim.lock();
-        let header = |name: header::HeaderName| {
-            request
-                .headers()
-                .get(name)
-                .and_then(|value| value.to_str().ok())
-                .map(str::to_owned)
-        };
-        let seen = SimRequest {
-            method: request.method().to_string(),
-            path: request.uri().path().to_owned(),
-            user_agent: header(header::USER_AGENT),
-            accept: header(header::ACCEPT),
-            api_version: header(HeaderName::from_static("x-github-api-version")),
-        };
-        state.requests.push(seen);
+        state.requests.push(SimRequest::of(&request));
         state.failures.pop_front()
     };
     match failure {

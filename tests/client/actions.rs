@@ -2,7 +2,6 @@
 //! only), tokens are masked, and a dead session is renewed with a fresh runner token.
 
 use crate::helpers::{Run, World};
-use serde_json::json;
 use sts_broker::sim::tls::{serve_tls, RunningTls};
 
 struct Runner {
@@ -102,20 +101,9 @@ async fn a_dead_session_is_renewed_with_a_new_runner_token() {
         )
         .await
         .ok();
-    let (dir, mut state) = w.states().remove(0);
-    let session = state["session"]["token"].as_str().unwrap().to_owned();
-    let res = w
-        .http
-        .delete(format!("{}/api/v1/auth/session", w.broker.url))
-        .bearer_auth(&session)
-        .send()
-        .await
-        .unwrap();
-    assert!(res.status().is_success());
-    for token in state["tokens"].as_array_mut().unwrap() {
-        token["expiresAt"] = json!("2000-01-01T00:00:00Z");
-    }
-    std::fs::write(dir.join("state.json"), state.to_string()).unwrap();
+    let session = w.saved_session();
+    w.end_session(&session).await;
+    w.age_tokens();
 
     let run = runner
         .run(
@@ -136,9 +124,6 @@ async fn a_dead_session_is_renewed_with_a_new_runner_token() {
         "{}",
         run.stderr
     );
-    let new_session = w.states()[0].1["session"]["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let new_session = w.saved_session();
     assert_ne!(new_session, session);
 }

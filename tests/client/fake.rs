@@ -49,16 +49,8 @@ async fn fake(sts: (u16, String)) -> Fake {
 
 impl Fake {
     async fn run(&self, args: &[&str]) -> Run {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sts-client"));
-        command
-            .args(args)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.home.path())
-            .env("XDG_DATA_HOME", self.home.path().join("data"))
-            .env("STS_BROKER_URL", &self.url)
-            .env("STS_WORKSPACE", "ws")
-            .env("STS_OIDC_TOKEN", "header.payload.signature");
+        let mut command = crate::helpers::client_command(self.home.path(), &self.url, "ws", args);
+        command.env("STS_OIDC_TOKEN", "header.payload.signature");
         crate::helpers::output(command).await
     }
 }

@@ -204,10 +204,7 @@ async fn logout_revokes_through_the_broker_and_is_idempotent() {
         .await
         .ok();
     let token = w.cached_tokens().remove(0);
-    let session = w.states()[0].1["session"]["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let session = w.saved_session();
 
     let run = w.run(&["logout"], &[]).await;
     run.ok();
@@ -279,15 +276,6 @@ async fn a_damaged_state_file_is_minted_over_not_fatal() {
     assert_eq!(w.cached_tokens().len(), 1);
 }
 
-/// Make the cached tokens look stale so that the next run has to mint.
-fn age_tokens(w: &World) {
-    let (dir, mut state) = w.states().remove(0);
-    for token in state["tokens"].as_array_mut().unwrap() {
-        token["expiresAt"] = json!("2000-01-01T00:00:00Z");
-    }
-    std::fs::write(dir.join("state.json"), state.to_string()).unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dead_session_is_renewed_once_with_a_fresh_oidc_token() {
     let w = World::start().await;
@@ -298,19 +286,8 @@ async fn a_dead_session_is_renewed_once_with_a_fresh_oidc_token() {
     )
     .await
     .ok();
-    let session = w.states()[0].1["session"]["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let res = w
-        .http
-        .delete(format!("{}/api/v1/auth/session", w.broker.url))
-        .bearer_auth(&session)
-        .send()
-        .await
-        .unwrap();
-    assert!(res.status().is_success());
-    age_tokens(&w);
+    w.end_session(&w.saved_session()).await;
+    w.age_tokens();
 
     // The only OIDC token at hand was already used: a clear failure, not a loop.
     let run = w

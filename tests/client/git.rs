@@ -8,19 +8,36 @@ use sts_broker::sim::git::readme_for;
 
 /// git with no user or system config, no prompts, trusting the simulator's CA.
 fn git_command(w: &World, args: &[&str], global_config: &Path) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new("git");
+    clean_command(w, "git", args, global_config)
+}
+
+/// `program` with only PATH and HOME from us, plus [`isolate_git`].
+fn clean_command(
+    w: &World,
+    program: &str,
+    args: &[&str],
+    global_config: &Path,
+) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(program);
     command
         .args(args)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", w.home.path())
+        .kill_on_drop(true);
+    isolate_git(w, &mut command, global_config);
+    command
+}
+
+/// Whatever git `command` runs (itself or a child) sees no user or system config, never prompts,
+/// trusts the simulator's CA and works in the test's home.
+fn isolate_git(w: &World, command: &mut tokio::process::Command, global_config: &Path) {
+    command
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_CONFIG_GLOBAL", global_config)
         .env("GIT_SSL_CAINFO", ca(w))
-        .current_dir(w.home.path())
-        .kill_on_drop(true);
-    command
+        .current_dir(w.home.path());
 }
 
 fn ca(w: &World) -> PathBuf {
@@ -60,13 +77,8 @@ async fn clone_works_under_exec_only_and_not_after_the_revoke() {
         seen.display()
     );
     let mut command = w.command(&["exec", "--repo", "acme/modules", "--", "sh", "-c", &script]);
-    command
-        .env("STS_OIDC_TOKEN", w.oidc())
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", &config)
-        .env("GIT_SSL_CAINFO", ca(&w))
-        .current_dir(w.home.path());
+    command.env("STS_OIDC_TOKEN", w.oidc());
+    isolate_git(&w, &mut command, &config);
     let run = output(command).await;
     run.ok();
     assert_eq!(
@@ -92,13 +104,8 @@ async fn exec_reaches_only_what_the_policy_granted() {
     let config = empty_global_config(&w);
     let script = format!("git clone {} payroll", repo_url(&w, "acme/payroll"));
     let mut command = w.command(&["exec", "--repo", "acme/modules", "--", "sh", "-c", &script]);
-    command
-        .env("STS_OIDC_TOKEN", w.oidc())
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", &config)
-        .env("GIT_SSL_CAINFO", ca(&w))
-        .current_dir(w.home.path());
+    command.env("STS_OIDC_TOKEN", w.oidc());
+    isolate_git(&w, &mut command, &config);
     let run = output(command).await;
     assert_ne!(run.code, 0, "acme/payroll is not granted: {}", run.stderr);
     assert!(!w.home.path().join("payroll/README.md").exists());
@@ -169,19 +176,7 @@ async fn clone_in_a_shell_that_sourced_env_bash() {
             repo_url(&w, "acme/modules")
         )
     };
-    let shell = |target: &str| {
-        let mut sh = tokio::process::Command::new("sh");
-        sh.args(["-c", &script(target)])
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", w.home.path())
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", &config)
-            .env("GIT_SSL_CAINFO", ca(&w))
-            .current_dir(w.home.path());
-        output(sh)
-    };
+    let shell = |target: &str| output(clean_command(&w, "sh", &["-c", &script(target)], &config));
     shell("first").await.ok();
     assert_eq!(
         readme(&w.home.path().join("first")),

@@ -77,17 +77,7 @@ impl World {
 
     /// The client with a clean environment: only what the test gives reaches it.
     pub(crate) fn command(&self, args: &[&str]) -> tokio::process::Command {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sts-client"));
-        command
-            .args(args)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.home.path())
-            .env("XDG_DATA_HOME", self.home.path().join("data"))
-            .env("STS_BROKER_URL", &self.broker.url)
-            .env("STS_WORKSPACE", DEV_WORKSPACE)
-            .kill_on_drop(true);
-        command
+        client_command(self.home.path(), &self.broker.url, DEV_WORKSPACE, args)
     }
 
     pub(crate) async fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
@@ -131,6 +121,35 @@ impl World {
             .collect()
     }
 
+    /// The session JWT kept in the only state entry.
+    pub(crate) fn saved_session(&self) -> String {
+        self.states()[0].1["session"]["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// End `session` at the broker (as an operator's revoke or its expiry would).
+    pub(crate) async fn end_session(&self, session: &str) {
+        let res = self
+            .http
+            .delete(format!("{}/api/v1/auth/session", self.broker.url))
+            .bearer_auth(session)
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success(), "{}", res.status());
+    }
+
+    /// Make the cached tokens look stale so that the next run has to mint.
+    pub(crate) fn age_tokens(&self) {
+        let (dir, mut state) = self.states().remove(0);
+        for token in state["tokens"].as_array_mut().unwrap() {
+            token["expiresAt"] = Value::from("2000-01-01T00:00:00Z");
+        }
+        std::fs::write(dir.join("state.json"), state.to_string()).unwrap();
+    }
+
     pub(crate) async fn admin(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
         let res = self
             .http
@@ -147,6 +166,27 @@ impl World {
     pub(crate) fn minted_and_revoked(&self) -> (u64, u64) {
         self.world.github.counts()
     }
+}
+
+/// The client with a clean environment (PATH, a private HOME and data dir, the broker and the
+/// workspace): nothing from the developer's or CI's environment leaks into a test.
+pub(crate) fn client_command(
+    home: &Path,
+    broker_url: &str,
+    workspace: &str,
+    args: &[&str],
+) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sts-client"));
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env("STS_BROKER_URL", broker_url)
+        .env("STS_WORKSPACE", workspace)
+        .kill_on_drop(true);
+    command
 }
 
 pub(crate) async fn output(mut command: tokio::process::Command) -> Run {

@@ -279,23 +279,10 @@ pub(crate) fn erase_matches(tokens: &[ClientToken], request: &CredentialRequest)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
+    use crate::model::tok;
     use time::macros::datetime;
 
     const NOW: OffsetDateTime = datetime!(2030-01-01 00:00:00 UTC);
-
-    fn tok(host: &str, owner: &str, token: &str, repos: Option<&[&str]>) -> ClientToken {
-        ClientToken {
-            id: None,
-            host: host.to_owned(),
-            owner: owner.to_owned(),
-            token: token.to_owned(),
-            expires_at: "2030-01-01T01:00:00Z".to_owned(),
-            repositories: repos.map(|r| r.iter().map(|s| (*s).to_owned()).collect()),
-            permissions: BTreeMap::new(),
-            installation_id: None,
-        }
-    }
 
     fn req(protocol: &str, host: &str, path: Option<&str>) -> CredentialRequest {
         CredentialRequest {

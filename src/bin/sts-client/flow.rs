@@ -188,7 +188,7 @@ impl Context {
             .as_deref()
             .map(|u| u.trim_end_matches('/').to_owned());
         let wanted_sources =
-            (!self.sources.is_empty()).then(|| StateKey::new("", "", "", &self.sources).sources);
+            (!self.sources.is_empty()).then(|| state::normalised_sources(&self.sources));
         Ok(state::load_all(&self.state_root()?)
             .into_iter()
             .filter(|(_, state)| {

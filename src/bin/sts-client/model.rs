@@ -67,6 +67,22 @@ impl ClientToken {
     }
 }
 
+/// A token for unit tests: expires 2030-01-01T01:00:00Z; `repos` = `None` is a
+/// whole-installation token.
+#[cfg(test)]
+pub(crate) fn tok(host: &str, owner: &str, token: &str, repos: Option<&[&str]>) -> ClientToken {
+    ClientToken {
+        id: None,
+        host: host.to_owned(),
+        owner: owner.to_owned(),
+        token: token.to_owned(),
+        expires_at: "2030-01-01T01:00:00Z".to_owned(),
+        repositories: repos.map(|r| r.iter().map(|s| (*s).to_owned()).collect()),
+        permissions: BTreeMap::new(),
+        installation_id: None,
+    }
+}
+
 /// A repository the broker left out, with its reason code.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Exclusion {

@@ -690,8 +690,12 @@ pub(crate) fn add_mask_lines(tokens: &[ClientToken]) -> String {
     for t in tokens {
         // An unsafe token is never printed, and a newline in it would end the command early.
         if token_value_is_safe(&t.token) && seen.insert(t.token.as_str()) {
-            // `%` is the workflow-command escape; the runner unescapes `%25` back to `%`.
-            let _ = writeln!(out, "::add-mask::{}", t.token.replace('%', "%25"));
+            // The runner unescapes workflow-command data, so a `%` in the token must be escaped.
+            let _ = writeln!(
+                out,
+                "::add-mask::{}",
+                crate::ui::escape_command_data(&t.token)
+            );
         }
     }
     out
@@ -700,20 +704,8 @@ pub(crate) fn add_mask_lines(tokens: &[ClientToken]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::tok;
     use std::path::Path;
-
-    fn tok(host: &str, owner: &str, token: &str, repos: Option<&[&str]>) -> ClientToken {
-        ClientToken {
-            id: None,
-            host: host.to_owned(),
-            owner: owner.to_owned(),
-            token: token.to_owned(),
-            expires_at: "2030-01-01T00:00:00Z".to_owned(),
-            repositories: repos.map(|r| r.iter().map(|s| (*s).to_owned()).collect()),
-            permissions: BTreeMap::new(),
-            installation_id: None,
-        }
-    }
 
     fn env_opts(token_env: TokenEnv) -> RenderOptions {
         RenderOptions {

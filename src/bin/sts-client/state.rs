@@ -37,14 +37,11 @@ pub(crate) struct StateKey {
 
 impl StateKey {
     pub(crate) fn new(broker_url: &str, workspace: &str, policy: &str, sources: &[String]) -> Self {
-        let mut sources: Vec<String> = sources.to_vec();
-        sources.sort();
-        sources.dedup();
         Self {
             broker_url: broker_url.trim_end_matches('/').to_owned(),
             workspace: workspace.to_owned(),
             policy: policy.to_owned(),
-            sources,
+            sources: normalised_sources(sources),
         }
     }
 
@@ -61,6 +58,14 @@ impl StateKey {
         }
         hex::encode(&hasher.finalize()[..16])
     }
+}
+
+/// Sources as a key holds them: sorted and de-duplicated.
+pub(crate) fn normalised_sources(sources: &[String]) -> Vec<String> {
+    let mut sources = sources.to_vec();
+    sources.sort();
+    sources.dedup();
+    sources
 }
 
 /// The session, kept so that `logout` can revoke through the broker in a later step.

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use sts_broker::app::App;
 use sts_broker::dev::{DevWorld, DEV_AUDIENCE, DEV_WORKSPACE};
-use sts_broker::sim::oidc::{ActionsJob, OidcIssuerSimulator};
+use sts_sim::oidc::{ActionsJob, OidcIssuerSimulator};
 
 #[derive(Parser, Debug)]
 #[command(name = "load", about = "sts-broker load benchmark")]

@@ -491,7 +491,7 @@ mod tests {
 
     fn valid_dir() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
-        let key = crate::sim::keys::RsaKeyPair::generate();
+        let key = sts_sim::keys::RsaKeyPair::generate();
         write(
             dir.path(),
             "app.pem",

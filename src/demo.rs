@@ -4,9 +4,9 @@
 use crate::app::App;
 use crate::dev::{DevWorld, DEV_AUDIENCE, DEV_WORKSPACE};
 use crate::http::types::{Envelope, ExchangeResponse, MintResponse, RevokeResponse};
-use crate::sim::oidc::ActionsJob;
 use anyhow::Context as _;
 use serde::de::DeserializeOwned;
+use sts_sim::oidc::ActionsJob;
 
 struct Story {
     failures: usize,

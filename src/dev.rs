@@ -7,16 +7,16 @@
 //! still starts, with `github.host = "github.com"` and no git server (a warning says so).
 
 use crate::config::Config;
-use crate::sim::git::RunningGitServer;
-use crate::sim::github::{GitHubSimulator, RunningSimulator, SimInstallation, SimRepo};
-use crate::sim::keys::RsaKeyPair;
-use crate::sim::oidc::{OidcIssuerSimulator, RunningIssuer};
 use anyhow::Context as _;
 use base64::Engine as _;
 use secrecy::ExposeSecret as _;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use sts_sim::git::RunningGitServer;
+use sts_sim::github::{GitHubSimulator, RunningSimulator, SimInstallation, SimRepo};
+use sts_sim::keys::RsaKeyPair;
+use sts_sim::oidc::{OidcIssuerSimulator, RunningIssuer};
 
 /// App id of the simulated GitHub App.
 pub const DEV_APP_ID: &str = "424242";
@@ -244,7 +244,7 @@ encryption_key_file = "token-key"
 
     /// The CA the git server's certificate chains to (`None` when `git` is not installed); other
     /// loopback TLS servers of the world (the Actions OIDC endpoint in tests) can reuse it.
-    pub fn test_ca(&self) -> Option<&crate::sim::tls::TestCa> {
+    pub fn test_ca(&self) -> Option<&sts_sim::tls::TestCa> {
         self.git.as_ref().map(|git| &git.server.ca)
     }
 
@@ -307,7 +307,7 @@ pub async fn serve_dev(listen: &str) -> anyhow::Result<()> {
     let app = crate::app::App::build(world.config.clone()).await?;
     let broker = crate::server::spawn(app, listener)?;
     world.seed(&broker.url).await?;
-    let job = crate::sim::oidc::ActionsJob::default();
+    let job = sts_sim::oidc::ActionsJob::default();
     let oidc = world.issuer.token_for(&job, DEV_AUDIENCE);
     println!("sts-broker dev mode (NOT for production: simulated GitHub and OIDC issuer)");
     println!("  broker        {}", broker.url);

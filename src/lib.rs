@@ -9,7 +9,9 @@ pub mod app;
 pub mod audit;
 pub mod config;
 pub mod crypto;
+#[cfg(feature = "dev")]
 pub mod demo;
+#[cfg(feature = "dev")]
 pub mod dev;
 pub mod exchange;
 pub mod github;
@@ -21,6 +23,5 @@ pub mod policy;
 pub mod revoke;
 pub mod server;
 pub mod session;
-pub mod sim;
 pub mod store;
 pub mod telemetry;

@@ -22,16 +22,20 @@ enum Command {
     /// Run the service.
     Serve {
         /// Configuration file (TOML).
-        #[arg(long, required_unless_present = "dev")]
+        #[cfg_attr(feature = "dev", arg(long, required_unless_present = "dev"))]
+        #[cfg_attr(not(feature = "dev"), arg(long, required = true))]
         config: Option<PathBuf>,
         /// Run with built-in GitHub and OIDC simulators, SQLite in a temp dir, a seeded workspace.
+        #[cfg(feature = "dev")]
         #[arg(long, conflicts_with = "config")]
         dev: bool,
         /// Listen address in dev mode.
+        #[cfg(feature = "dev")]
         #[arg(long, default_value = "127.0.0.1:8080", requires = "dev")]
         listen: String,
     },
     /// Run the whole flow once against the simulators and tell it as a story.
+    #[cfg(feature = "dev")]
     Demo,
     /// Run database migrations and exit.
     Migrate {
@@ -82,6 +86,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             sts_broker::server::run_until_stopped(broker).await?;
             Ok(ExitCode::SUCCESS)
         }
+        #[cfg(feature = "dev")]
         Command::Serve {
             dev: true, listen, ..
         } => {
@@ -90,6 +95,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve { .. } => anyhow::bail!("give --config FILE or --dev"),
+        #[cfg(feature = "dev")]
         Command::Demo => {
             if sts_broker::demo::run().await? {
                 Ok(ExitCode::SUCCESS)

@@ -14,10 +14,10 @@ use std::process::Output;
 use std::sync::OnceLock;
 use sts_broker::app::App;
 use sts_broker::dev::{DevWorld, DEV_AUDIENCE, DEV_WORKSPACE};
-use sts_broker::sim::git::{readme_for, RunningGitServer};
-use sts_broker::sim::github::{GitHubSimulator, RunningSimulator, SimInstallation};
-use sts_broker::sim::keys::RsaKeyPair;
-use sts_broker::sim::oidc::ActionsJob;
+use sts_sim::git::{readme_for, RunningGitServer};
+use sts_sim::github::{GitHubSimulator, RunningSimulator, SimInstallation};
+use sts_sim::keys::RsaKeyPair;
+use sts_sim::oidc::ActionsJob;
 
 const APP_ID: &str = "777";
 const INSTALLATION: i64 = 1;

@@ -97,7 +97,7 @@ async fn serve_runs_as_a_process_logs_json_without_secrets_and_stops_on_sigterm(
     assert_eq!(ready.status(), 200);
     world.seed(&base).await.unwrap();
 
-    let job = sts_broker::sim::oidc::ActionsJob {
+    let job = sts_sim::oidc::ActionsJob {
         workflow_path: ".github/workflows/deploy.yml".into(),
         ..Default::default()
     };

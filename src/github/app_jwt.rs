@@ -109,8 +109,8 @@ impl AppJwtSigner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::keys::RsaKeyPair;
     use jsonwebtoken::{DecodingKey, Validation};
+    use sts_sim::keys::RsaKeyPair;
 
     fn decode(jwt: &SecretString, key: &DecodingKey) -> (Header, AppJwtClaims) {
         let mut validation = Validation::new(Algorithm::RS256);

@@ -735,9 +735,9 @@ struct TokenJson {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::github::{GitHubSimulator, RunningSimulator, SimInstallation};
-    use crate::sim::keys::RsaKeyPair;
     use std::sync::{Arc, OnceLock};
+    use sts_sim::github::{GitHubSimulator, RunningSimulator, SimInstallation};
+    use sts_sim::keys::RsaKeyPair;
 
     const APP_ID: &str = "4242";
 

@@ -392,7 +392,7 @@ mod tests {
     }
 
     fn rsa_jwk() -> Jwk {
-        let key = crate::sim::keys::RsaKeyPair::generate();
+        let key = sts_sim::keys::RsaKeyPair::generate();
         serde_json::from_value(key.public_jwk()).unwrap()
     }
 

@@ -1,10 +1,10 @@
 //! Verifier tests against the issuer simulator on loopback.
 
 use super::*;
-use crate::sim::keys::RsaKeyPair;
-use crate::sim::oidc::{ActionsJob, JwksBody, OidcIssuerSimulator, RunningIssuer};
 use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{json, Value};
+use sts_sim::keys::RsaKeyPair;
+use sts_sim::oidc::{ActionsJob, JwksBody, OidcIssuerSimulator, RunningIssuer};
 
 const AUDIENCE: &str = "sts.test";
 
@@ -786,4 +786,57 @@ async fn redirects_are_followed_only_on_the_same_origin_and_at_most_three_times(
         }
     }
     server.abort();
+}
+
+/// The issuer simulator's Actions token endpoint (`sts_sim::oidc`) hands out tokens this verifier
+/// accepts, for the job it was told to impersonate and GitHub's default audience.
+#[tokio::test]
+async fn the_actions_endpoint_hands_out_verifiable_tokens_for_the_configured_job() {
+    let sim = OidcIssuerSimulator::new();
+    let running = sim.start().await.unwrap();
+    sim.set_actions_job(ActionsJob {
+        owner: "globex".into(),
+        owner_id: "7".into(),
+        ..ActionsJob::default()
+    });
+    let client = reqwest::Client::new();
+    let fetch = |url: String| {
+        let request = client
+            .get(url)
+            .bearer_auth(sim.actions_request_token())
+            .send();
+        async move {
+            let body: Value = request.await.unwrap().json().await.unwrap();
+            body["value"].as_str().unwrap().to_owned()
+        }
+    };
+
+    let token = fetch(format!(
+        "{}&audience=atmos-pro.com",
+        sim.actions_token_url()
+    ))
+    .await;
+    let verified = verifier_for(&running.issuer, "atmos-pro.com")
+        .verify(&token)
+        .await
+        .unwrap();
+    assert_eq!(verified.claims["repository_owner"], json!("globex"));
+    assert_eq!(verified.claims["repository_owner_id"], json!("7"));
+
+    // Without `audience`, GitHub's default: the owner's URL.
+    let token = fetch(sim.actions_token_url()).await;
+    verifier_for(&running.issuer, "https://github.com/globex")
+        .verify(&token)
+        .await
+        .unwrap();
+}
+
+fn verifier_for(issuer: &str, audience: &str) -> OidcVerifier {
+    OidcVerifier::new(vec![IssuerSettings {
+        issuer: issuer.to_owned(),
+        audiences: vec![audience.to_owned()],
+        jwks_url: None,
+        allow_http: true,
+    }])
+    .unwrap()
 }

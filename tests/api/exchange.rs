@@ -2,7 +2,7 @@ use crate::helpers::*;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::json;
-use sts_broker::sim::keys::RsaKeyPair;
+use sts_sim::keys::RsaKeyPair;
 
 #[tokio::test]
 async fn exchange_returns_an_enveloped_session_with_an_expiry() {

@@ -2,7 +2,7 @@ use serde_json::{json, Value};
 use sts_broker::app::App;
 use sts_broker::dev::{DevWorld, DEV_AUDIENCE, DEV_WORKSPACE};
 use sts_broker::server::RunningBroker;
-use sts_broker::sim::oidc::ActionsJob;
+use sts_sim::oidc::ActionsJob;
 
 pub(crate) struct TestApp {
     pub(crate) world: DevWorld,

@@ -1,6 +1,6 @@
 use crate::helpers::*;
 use serde_json::json;
-use sts_broker::sim::oidc::ActionsJob;
+use sts_sim::oidc::ActionsJob;
 
 #[tokio::test]
 async fn mint_groups_by_installation_and_explains_every_exclusion() {

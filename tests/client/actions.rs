@@ -2,7 +2,7 @@
 //! only), tokens are masked, and a dead session is renewed with a fresh runner token.
 
 use crate::helpers::{Run, World};
-use sts_broker::sim::tls::{serve_tls, RunningTls};
+use sts_sim::tls::{serve_tls, RunningTls};
 
 struct Runner {
     tls: RunningTls,

@@ -4,7 +4,7 @@
 
 use crate::helpers::{output, World};
 use std::path::{Path, PathBuf};
-use sts_broker::sim::git::readme_for;
+use sts_sim::git::readme_for;
 
 /// git with no user or system config, no prompts, trusting the simulator's CA.
 fn git_command(w: &World, args: &[&str], global_config: &Path) -> tokio::process::Command {

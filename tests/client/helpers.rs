@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use sts_broker::app::App;
 use sts_broker::dev::{DevWorld, DEV_AUDIENCE, DEV_WORKSPACE};
 use sts_broker::server::RunningBroker;
-use sts_broker::sim::oidc::ActionsJob;
+use sts_sim::oidc::ActionsJob;
 
 /// A broker seeded with the dev world, and a private home for the client.
 pub(crate) struct World {

@@ -1108,7 +1108,7 @@ async fn revoke_token(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::keys::RsaKeyPair;
+    use crate::keys::RsaKeyPair;
     use jsonwebtoken::{EncodingKey, Header};
     use std::sync::OnceLock;
 

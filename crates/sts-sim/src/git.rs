@@ -34,8 +34,8 @@
 //! repository's existence does not leak; an authenticated one that cannot see it gets the 404.
 //! With `GIT_TERMINAL_PROMPT=0` every refusal makes `git` fail.
 
-use crate::sim::github::{level_rank, GitHubSimulator, SimRequest, TokenAccess};
-use crate::sim::tls::{serve_tls, RunningTls, TestCa};
+use crate::github::{level_rank, GitHubSimulator, SimRequest, TokenAccess};
+use crate::tls::{serve_tls, RunningTls, TestCa};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
@@ -818,8 +818,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::github::SimInstallation;
-    use crate::sim::keys::RsaKeyPair;
+    use crate::github::SimInstallation;
+    use crate::keys::RsaKeyPair;
 
     fn simulator() -> GitHubSimulator {
         let sim = GitHubSimulator::new("1", RsaKeyPair::generate().public_key());

@@ -7,7 +7,7 @@
 //! that stop working once revoked or expired.
 //!
 //! Routing lives in [`GitHubSimulator::router`]. Git smart HTTP over the same repositories and
-//! tokens is served separately, over TLS ([`GitHubSimulator::start_git`], in `sim::git`).
+//! tokens is served separately, over TLS ([`GitHubSimulator::start_git`], in [`crate::git`]).
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};

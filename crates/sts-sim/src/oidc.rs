@@ -185,7 +185,7 @@ impl OidcIssuerSimulator {
 
     /// Discovery, JWKS and the Actions token-request endpoint, with this simulator's state;
     /// [`Self::start`] serves exactly this. Public so that the Actions endpoint can also be served
-    /// over TLS (`sim::tls::serve_tls`), since clients require `https` for it.
+    /// over TLS ([`crate::tls::serve_tls`]), since clients require `https` for it.
     pub fn router(&self) -> Router {
         Router::new()
             .route("/.well-known/openid-configuration", get(discovery))

@@ -13,6 +13,7 @@ use super::{
     SigningKeyRecord, Store, StoreError, TokenFilter, TokenState, Workspace,
 };
 use crate::audit::{Actor, AuditEvent, AuditKind, AuditToken, Exclusion, Outcome};
+use crate::policy::PolicyFormat;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use time::macros::datetime;
@@ -236,7 +237,7 @@ fn policy(workspace_id: &str, name: &str, source: &str) -> NewPolicy {
         workspace_id: workspace_id.to_owned(),
         name: name.to_owned(),
         source: source.to_owned(),
-        format: "yaml".to_owned(),
+        format: PolicyFormat::Yaml,
         created_at: T0,
     }
 }
@@ -576,7 +577,7 @@ async fn policy_versions_count_up_and_continue_after_a_delete(store: Arc<dyn Sto
     assert_eq!(store.list_policies("acme").await.unwrap(), vec![]);
 
     let mut again = policy("acme", "default", "v4");
-    again.format = "json".to_owned();
+    again.format = PolicyFormat::Json;
     again.created_at = at(3);
     let stored = store.put_policy(&again).await.unwrap();
     let expected = super::StoredPolicy {
@@ -584,7 +585,7 @@ async fn policy_versions_count_up_and_continue_after_a_delete(store: Arc<dyn Sto
         name: "default".to_owned(),
         version: 4,
         source: "v4".to_owned(),
-        format: "json".to_owned(),
+        format: PolicyFormat::Json,
         created_at: at(3),
     };
     assert_eq!(stored, expected);

@@ -106,7 +106,7 @@ fn policy_view(p: StoredPolicy, warnings: Vec<String>) -> PolicyView {
     PolicyView {
         name: p.name,
         version: p.version,
-        format: p.format,
+        format: p.format.as_str().to_owned(),
         source: p.source,
         created_at: format_time(p.created_at),
         warnings,
@@ -410,7 +410,7 @@ impl Admin<'_> {
                 workspace_id: ws.to_owned(),
                 name: name.to_owned(),
                 source: body.to_owned(),
-                format: format.as_str().to_owned(),
+                format,
                 created_at: OffsetDateTime::now_utc(),
             })
             .await?;
@@ -425,7 +425,8 @@ impl Admin<'_> {
         };
         event.policy_name = Some(stored.name.clone());
         event.policy_version = Some(stored.version);
-        event.details = serde_json::json!({ "format": stored.format, "warnings": warnings });
+        event.details =
+            serde_json::json!({ "format": stored.format.as_str(), "warnings": warnings });
         self.app.store.append_audit(&event).await?;
         Ok((!existed, policy_view(stored, warnings)))
     }

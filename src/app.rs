@@ -5,7 +5,7 @@ use crate::crypto::Sealer;
 use crate::github::{GitHubApp, GitHubClient, GitHubClientConfig};
 use crate::metrics::Metrics;
 use crate::oidc::{IssuerSettings, OidcVerifier};
-use crate::policy::{CompiledPolicy, PolicyFormat};
+use crate::policy::CompiledPolicy;
 use crate::session::SessionKeys;
 use crate::store::{Store, StoredPolicy};
 use anyhow::Context as _;
@@ -157,12 +157,7 @@ impl App {
         {
             return Arc::clone(hit);
         }
-        let format = if stored.format == "yaml" {
-            PolicyFormat::Yaml
-        } else {
-            PolicyFormat::Json
-        };
-        let compiled = Arc::new(CompiledPolicy::from_source(&stored.source, format));
+        let compiled = Arc::new(CompiledPolicy::from_source(&stored.source, stored.format));
         let mut cache = self.policies.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= POLICY_CACHE_CAPACITY {
             cache.clear();

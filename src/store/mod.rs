@@ -9,6 +9,7 @@ mod conformance;
 mod model;
 mod postgres;
 mod rows;
+mod sql;
 mod sqlite;
 
 pub use model::*;

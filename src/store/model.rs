@@ -1,6 +1,7 @@
 //! Rows as the rest of the broker sees them. Backend-neutral: no sqlx types here.
 
 use crate::audit::AuditEvent;
+use crate::policy::PolicyFormat;
 use std::collections::BTreeMap;
 use time::OffsetDateTime;
 
@@ -45,8 +46,8 @@ pub struct NewPolicy {
     pub name: String,
     /// The policy as the admin sent it (YAML or JSON text).
     pub source: String,
-    /// `json` or `yaml`.
-    pub format: String,
+    /// How `source` is written; stored as [`PolicyFormat::as_str`].
+    pub format: PolicyFormat,
     /// When it was put.
     pub created_at: OffsetDateTime,
 }
@@ -62,8 +63,8 @@ pub struct StoredPolicy {
     pub version: i64,
     /// The policy as the admin sent it.
     pub source: String,
-    /// `json` or `yaml`.
-    pub format: String,
+    /// How `source` is written.
+    pub format: PolicyFormat,
     /// When this version was put.
     pub created_at: OffsetDateTime,
 }

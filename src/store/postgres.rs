@@ -3,11 +3,19 @@
 //! Several broker processes may share one database, so no check-then-write trusts its check:
 //! each one is a single statement, locks the row it depends on, or retries when a unique index
 //! shows that another process won the race.
+//!
+//! Statements called as `Postgres::…` are the ones both backends share (`sql.rs`); what is
+//! PostgreSQL's own is here: the row lock of `put_policy`, the retried link, and id lists
+//! passed as `text[]`.
 
-use super::codec::{enum_str, is_unique_violation, missing_or_backend, to_json, to_ms, write_err};
+use super::codec::{is_unique_violation, missing_or_backend, to_ms};
 use super::rows::{
-    all, audit_page, check_link, AuditRow, InstallationLinkRow, IssuedTokenRow, PolicyRow,
-    SessionRow, SigningKeyRow, WorkspaceRow,
+    all, audit_page, page_rows, InstallationLinkRow, IssuedTokenRow, PolicyRow, SessionRow,
+    WorkspaceRow,
+};
+use super::sql::{
+    installation_already_linked, no_active_signing_key, on_insert_policy, on_insert_workspace,
+    SharedSql as _,
 };
 use super::{
     AuditPage, InstallationLink, IssuedToken, JtiRecord, NewPolicy, PurgeStats, SessionRecord,
@@ -17,7 +25,7 @@ use super::{
 use crate::audit::AuditEvent;
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{Postgres, Transaction};
+use sqlx::Postgres;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,63 +71,19 @@ pub(crate) async fn connect_with(
 
 impl PgStore {
     /// One attempt at `link_installation`; `None` when a concurrent link won the race between
-    /// our checks and our insert (the caller retries and then sees the winner's row).
+    /// our checks and our write (the caller retries and then sees the winner's row).
     async fn link_once(&self, link: &InstallationLink) -> StoreResult<Option<InstallationLinkRow>> {
         let mut tx = self.pool.begin().await?;
-        let by_id = sqlx::query_as::<_, InstallationLinkRow>(
-            r#"select workspace_id, owner, account_id, installation_id,
-                      repository_selection, created_at
-               from installation_links where installation_id = $1"#,
-        )
-        .bind(link.installation_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let by_owner = sqlx::query_as::<_, InstallationLinkRow>(
-            r#"select workspace_id, owner, account_id, installation_id,
-                      repository_selection, created_at
-               from installation_links where workspace_id = $1 and lower(owner) = lower($2)"#,
-        )
-        .bind(&link.workspace_id)
-        .bind(&link.owner)
-        .fetch_optional(&mut *tx)
-        .await?;
-        check_link(link, by_id.as_ref(), by_owner.as_ref())?;
-        let written = if by_id.is_some() {
-            // Re-link: refresh what GitHub reported, keep the original link time. The row may
-            // have been unlinked since our read: then there is nothing to update and we retry.
-            sqlx::query_as::<_, InstallationLinkRow>(
-                r#"update installation_links
-                   set owner = $1, account_id = $2, repository_selection = $3
-                   where installation_id = $4 and workspace_id = $5
-                   returning workspace_id, owner, account_id, installation_id,
-                             repository_selection, created_at"#,
-            )
-            .bind(&link.owner)
-            .bind(link.account_id)
-            .bind(&link.repository_selection)
-            .bind(link.installation_id)
-            .bind(&link.workspace_id)
-            .fetch_optional(&mut *tx)
-            .await
+        let relink = Postgres::checked_existing_link(&mut tx, link)
+            .await?
+            .is_some();
+        // A re-link finds no row when the link was removed since our read: retry.
+        let written = if relink {
+            Postgres::update_link(link)
         } else {
-            sqlx::query_as::<_, InstallationLinkRow>(
-                r#"insert into installation_links
-                   (workspace_id, owner, account_id, installation_id,
-                    repository_selection, created_at)
-                   values ($1, $2, $3, $4, $5, $6)
-                   returning workspace_id, owner, account_id, installation_id,
-                             repository_selection, created_at"#,
-            )
-            .bind(&link.workspace_id)
-            .bind(&link.owner)
-            .bind(link.account_id)
-            .bind(link.installation_id)
-            .bind(&link.repository_selection)
-            .bind(to_ms(link.created_at))
-            .fetch_optional(&mut *tx)
-            .await
+            Postgres::insert_link(link)
         };
-        let row = match written {
+        let row = match written.fetch_optional(&mut *tx).await {
             Ok(Some(row)) => row,
             Ok(None) => return Ok(None),
             Err(e) if is_unique_violation(&e) => return Ok(None),
@@ -130,33 +94,6 @@ impl PgStore {
     }
 }
 
-/// Insert one audit event inside `tx`.
-async fn insert_audit(
-    tx: &mut Transaction<'static, Postgres>,
-    event: &AuditEvent,
-) -> StoreResult<()> {
-    sqlx::query(
-        r#"insert into audit_events (id, time, workspace_id, kind, outcome, body)
-           values ($1, $2, $3, $4, $5, $6)"#,
-    )
-    .bind(&event.id)
-    .bind(to_ms(event.time))
-    .bind(&event.workspace_id)
-    .bind(enum_str(&event.kind, "audit kind")?)
-    .bind(enum_str(&event.outcome, "audit outcome")?)
-    .bind(to_json(event, "audit event")?)
-    .execute(&mut **tx)
-    .await
-    .map_err(|e| {
-        write_err(
-            e,
-            || StoreError::Conflict("audit event exists".to_owned()),
-            "workspace",
-        )
-    })?;
-    Ok(())
-}
-
 #[async_trait]
 impl Store for PgStore {
     fn backend(&self) -> &'static str {
@@ -164,49 +101,27 @@ impl Store for PgStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query(r#"select 1"#).execute(&self.pool).await?;
+        Postgres::select_one().execute(&self.pool).await?;
         Ok(())
     }
 
     async fn create_workspace(&self, ws: &Workspace) -> StoreResult<()> {
-        sqlx::query(
-            r#"insert into workspaces (id, name, sts_enabled, created_at, updated_at)
-               values ($1, $2, $3, $4, $5)"#,
-        )
-        .bind(&ws.id)
-        .bind(&ws.name)
-        .bind(ws.sts_enabled)
-        .bind(to_ms(ws.created_at))
-        .bind(to_ms(ws.updated_at))
-        .execute(&self.pool)
-        .await
-        .map_err(|e| {
-            write_err(
-                e,
-                || StoreError::Conflict("workspace exists".to_owned()),
-                "workspace",
-            )
-        })?;
+        Postgres::insert_workspace(ws)
+            .execute(&self.pool)
+            .await
+            .map_err(on_insert_workspace)?;
         Ok(())
     }
 
     async fn get_workspace(&self, id: &str) -> StoreResult<Option<Workspace>> {
-        sqlx::query_as::<_, WorkspaceRow>(
-            r#"select id, name, sts_enabled, created_at, updated_at from workspaces where id = $1"#,
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?
-        .map(WorkspaceRow::into_model)
-        .transpose()
+        let row = Postgres::select_workspace(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(WorkspaceRow::into_model).transpose()
     }
 
     async fn list_workspaces(&self) -> StoreResult<Vec<Workspace>> {
-        let rows = sqlx::query_as::<_, WorkspaceRow>(
-            r#"select id, name, sts_enabled, created_at, updated_at from workspaces order by id"#,
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = Postgres::select_workspaces().fetch_all(&self.pool).await?;
         all(rows, WorkspaceRow::into_model)
     }
 
@@ -216,25 +131,14 @@ impl Store for PgStore {
         enabled: bool,
         at: OffsetDateTime,
     ) -> StoreResult<Option<Workspace>> {
-        sqlx::query_as::<_, WorkspaceRow>(
-            r#"update workspaces set sts_enabled = $1, updated_at = $2 where id = $3
-               returning id, name, sts_enabled, created_at, updated_at"#,
-        )
-        .bind(enabled)
-        .bind(to_ms(at))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?
-        .map(WorkspaceRow::into_model)
-        .transpose()
+        let row = Postgres::update_sts_enabled(id, enabled, at)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(WorkspaceRow::into_model).transpose()
     }
 
     async fn delete_workspace(&self, id: &str) -> StoreResult<bool> {
-        // Links, policies, sessions and tokens go by `on delete cascade`; audit has no FK.
-        let done = sqlx::query(r#"delete from workspaces where id = $1"#)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        let done = Postgres::delete_workspace(id).execute(&self.pool).await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -244,20 +148,13 @@ impl Store for PgStore {
                 return row.into_model();
             }
         }
-        Err(StoreError::Conflict(
-            "installation already linked".to_owned(),
-        ))
+        Err(installation_already_linked())
     }
 
     async fn list_installations(&self, workspace_id: &str) -> StoreResult<Vec<InstallationLink>> {
-        let rows = sqlx::query_as::<_, InstallationLinkRow>(
-            r#"select workspace_id, owner, account_id, installation_id,
-                      repository_selection, created_at
-               from installation_links where workspace_id = $1 order by lower(owner)"#,
-        )
-        .bind(workspace_id)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = Postgres::select_links(workspace_id)
+            .fetch_all(&self.pool)
+            .await?;
         all(rows, InstallationLinkRow::into_model)
     }
 
@@ -266,28 +163,16 @@ impl Store for PgStore {
         workspace_id: &str,
         owner: &str,
     ) -> StoreResult<Option<InstallationLink>> {
-        sqlx::query_as::<_, InstallationLinkRow>(
-            r#"select workspace_id, owner, account_id, installation_id,
-                      repository_selection, created_at
-               from installation_links where workspace_id = $1 and lower(owner) = lower($2)"#,
-        )
-        .bind(workspace_id)
-        .bind(owner)
-        .fetch_optional(&self.pool)
-        .await?
-        .map(InstallationLinkRow::into_model)
-        .transpose()
+        let row = Postgres::select_link_by_owner(workspace_id, owner)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(InstallationLinkRow::into_model).transpose()
     }
 
     async fn unlink_installation(&self, workspace_id: &str, owner: &str) -> StoreResult<bool> {
-        let done = sqlx::query(
-            r#"delete from installation_links
-               where workspace_id = $1 and lower(owner) = lower($2)"#,
-        )
-        .bind(workspace_id)
-        .bind(owner)
-        .execute(&self.pool)
-        .await?;
+        let done = Postgres::delete_link(workspace_id, owner)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -303,26 +188,10 @@ impl Store for PgStore {
         if workspace.is_none() {
             return Err(StoreError::NotFound("workspace".to_owned()));
         }
-        let row = sqlx::query_as::<_, PolicyRow>(
-            r#"insert into policy_versions (workspace_id, name, version, source, format, created_at)
-               select $1, $2, coalesce(max(version), 0) + 1, $3, $4, $5
-               from policy_versions where workspace_id = $1 and name = $2
-               returning workspace_id, name, version, source, format, created_at"#,
-        )
-        .bind(&new.workspace_id)
-        .bind(&new.name)
-        .bind(&new.source)
-        .bind(&new.format)
-        .bind(to_ms(new.created_at))
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| {
-            write_err(
-                e,
-                || StoreError::Conflict("policy version exists".to_owned()),
-                "workspace",
-            )
-        })?;
+        let row = Postgres::insert_policy_version(new)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(on_insert_policy)?;
         tx.commit().await?;
         row.into_model()
     }
@@ -332,33 +201,16 @@ impl Store for PgStore {
         workspace_id: &str,
         name: &str,
     ) -> StoreResult<Option<StoredPolicy>> {
-        sqlx::query_as::<_, PolicyRow>(
-            r#"select workspace_id, name, version, source, format, created_at
-               from policy_versions
-               where workspace_id = $1 and name = $2 and deleted_at is null
-                 and version = (select max(version) from policy_versions
-                                where workspace_id = $1 and name = $2)"#,
-        )
-        .bind(workspace_id)
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await?
-        .map(PolicyRow::into_model)
-        .transpose()
+        let row = Postgres::select_current_policy(workspace_id, name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(PolicyRow::into_model).transpose()
     }
 
     async fn list_policies(&self, workspace_id: &str) -> StoreResult<Vec<StoredPolicy>> {
-        let rows = sqlx::query_as::<_, PolicyRow>(
-            r#"select p.workspace_id, p.name, p.version, p.source, p.format, p.created_at
-               from policy_versions p
-               where p.workspace_id = $1 and p.deleted_at is null
-                 and p.version = (select max(q.version) from policy_versions q
-                                  where q.workspace_id = p.workspace_id and q.name = p.name)
-               order by p.name"#,
-        )
-        .bind(workspace_id)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = Postgres::select_current_policies(workspace_id)
+            .fetch_all(&self.pool)
+            .await?;
         all(rows, PolicyRow::into_model)
     }
 
@@ -368,17 +220,9 @@ impl Store for PgStore {
         name: &str,
         at: OffsetDateTime,
     ) -> StoreResult<bool> {
-        let done = sqlx::query(
-            r#"update policy_versions set deleted_at = $3
-               where workspace_id = $1 and name = $2 and deleted_at is null
-                 and version = (select max(version) from policy_versions
-                                where workspace_id = $1 and name = $2)"#,
-        )
-        .bind(workspace_id)
-        .bind(name)
-        .bind(to_ms(at))
-        .execute(&self.pool)
-        .await?;
+        let done = Postgres::delete_current_policy(workspace_id, name, at)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -388,115 +232,29 @@ impl Store for PgStore {
         session: &SessionRecord,
         audit: &AuditEvent,
     ) -> StoreResult<()> {
+        // The replay key's primary key decides a race between processes: the second insert
+        // waits for the first transaction, then fails as a replay.
         let mut tx = self.pool.begin().await?;
-        // The replay key goes first: a duplicate aborts before anything else is written, and
-        // dropping `tx` rolls back.
-        sqlx::query(
-            r#"insert into oidc_replay_keys (issuer, jti, expires_at) values ($1, $2, $3)"#,
-        )
-        .bind(&jti.issuer)
-        .bind(&jti.jti)
-        .bind(to_ms(jti.expires_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| {
-            if is_unique_violation(&e) {
-                StoreError::Replay
-            } else {
-                StoreError::Backend(e)
-            }
-        })?;
-        sqlx::query(
-            r#"insert into sessions
-               (id, workspace_id, issuer, subject, claims, created_at, expires_at, revoked_at)
-               values ($1, $2, $3, $4, $5, $6, $7, $8)"#,
-        )
-        .bind(&session.id)
-        .bind(&session.workspace_id)
-        .bind(&session.issuer)
-        .bind(&session.subject)
-        .bind(to_json(&session.claims, "session claims")?)
-        .bind(to_ms(session.created_at))
-        .bind(to_ms(session.expires_at))
-        .bind(session.revoked_at.map(to_ms))
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| {
-            write_err(
-                e,
-                || StoreError::Conflict("session exists".to_owned()),
-                "workspace",
-            )
-        })?;
-        insert_audit(&mut tx, audit).await?;
+        Postgres::write_exchange(&mut tx, jti, session, audit).await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn get_session(&self, id: &str) -> StoreResult<Option<SessionRecord>> {
-        sqlx::query_as::<_, SessionRow>(
-            r#"select id, workspace_id, issuer, subject, claims, created_at, expires_at, revoked_at
-               from sessions where id = $1"#,
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?
-        .map(SessionRow::into_model)
-        .transpose()
+        let row = Postgres::select_session(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(SessionRow::into_model).transpose()
     }
 
     async fn revoke_session(&self, id: &str, at: OffsetDateTime) -> StoreResult<bool> {
-        let done = sqlx::query(
-            r#"update sessions set revoked_at = $1 where id = $2 and revoked_at is null"#,
-        )
-        .bind(to_ms(at))
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
+        let done = Postgres::revoke_session(id, at).execute(&self.pool).await?;
         Ok(done.rows_affected() > 0)
     }
 
     async fn record_issuance(&self, tokens: &[IssuedToken], audit: &AuditEvent) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
-        for token in tokens {
-            let repositories = token
-                .repositories
-                .as_ref()
-                .map(|r| to_json(r, "token repositories"))
-                .transpose()?;
-            sqlx::query(
-                r#"insert into issued_tokens
-                   (id, workspace_id, session_id, installation_id, owner, host, repositories,
-                    permissions, fingerprint, sealed_token, policy_name, policy_version,
-                    created_at, expires_at, revoked_at)
-                   values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"#,
-            )
-            .bind(&token.id)
-            .bind(&token.workspace_id)
-            .bind(&token.session_id)
-            .bind(token.installation_id)
-            .bind(&token.owner)
-            .bind(&token.host)
-            .bind(repositories)
-            .bind(to_json(&token.permissions, "token permissions")?)
-            .bind(&token.fingerprint)
-            .bind(&token.sealed_token)
-            .bind(&token.policy_name)
-            .bind(token.policy_version)
-            .bind(to_ms(token.created_at))
-            .bind(to_ms(token.expires_at))
-            .bind(token.revoked_at.map(to_ms))
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| {
-                write_err(
-                    e,
-                    || StoreError::Conflict("token id exists".to_owned()),
-                    "workspace or session",
-                )
-            })?;
-        }
-        insert_audit(&mut tx, audit).await?;
+        Postgres::write_issuance(&mut tx, tokens, audit).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -506,7 +264,8 @@ impl Store for PgStore {
         workspace_id: &str,
         filter: &TokenFilter,
     ) -> StoreResult<Vec<IssuedToken>> {
-        // `limit null` is `limit all` in PostgreSQL.
+        // The state rule is `IssuedToken::state_at`'s. The ids travel as one text[]
+        // (`= any`), and `limit null` is `limit all` in PostgreSQL.
         let rows = sqlx::query_as::<_, IssuedTokenRow>(
             r#"select id, workspace_id, session_id, installation_id, owner, host, repositories,
                       permissions, fingerprint, sealed_token, policy_name, policy_version,
@@ -550,29 +309,15 @@ impl Store for PgStore {
     }
 
     async fn purge_expired(&self, now: OffsetDateTime) -> StoreResult<PurgeStats> {
-        let now = to_ms(now);
         let mut tx = self.pool.begin().await?;
-        let sealed = sqlx::query(
-            r#"update issued_tokens set sealed_token = null
-               where sealed_token is not null and expires_at < $1"#,
-        )
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        let replay = sqlx::query(r#"delete from oidc_replay_keys where expires_at < $1"#)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        let stats = Postgres::write_purge(&mut tx, now).await?;
         tx.commit().await?;
-        Ok(PurgeStats {
-            sealed_tokens_cleared: sealed.rows_affected(),
-            replay_keys_deleted: replay.rows_affected(),
-        })
+        Ok(stats)
     }
 
     async fn append_audit(&self, event: &AuditEvent) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
-        insert_audit(&mut tx, event).await?;
+        Postgres::write_audit(&mut tx, event).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -584,18 +329,9 @@ impl Store for PgStore {
         before: Option<i64>,
     ) -> StoreResult<AuditPage> {
         let limit = limit.clamp(1, MAX_AUDIT_PAGE);
-        // One row more than asked tells whether another page follows.
-        let rows = sqlx::query_as::<_, AuditRow>(
-            r#"select seq, body from audit_events
-               where workspace_id = $1 and ($2::bigint is null or seq < $2)
-               order by seq desc
-               limit $3"#,
-        )
-        .bind(workspace_id)
-        .bind(before)
-        .bind(i64::from(limit) + 1)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = Postgres::select_audit_page(workspace_id, before, page_rows(limit))
+            .fetch_all(&self.pool)
+            .await?;
         audit_page(rows, limit)
     }
 
@@ -603,31 +339,15 @@ impl Store for PgStore {
         &self,
         candidate: &SigningKeyRecord,
     ) -> StoreResult<SigningKeyRecord> {
-        // The partial unique index on `active` makes the first writer win: a racing insert
-        // waits for the winner's commit, then does nothing, and everyone reads the winner.
-        sqlx::query(
-            r#"insert into signing_keys
-               (kid, algorithm, private_key_sealed, public_jwk, created_at, active)
-               values ($1, $2, $3, $4, $5, true)
-               on conflict do nothing"#,
-        )
-        .bind(&candidate.kid)
-        .bind(&candidate.algorithm)
-        .bind(&candidate.private_key_sealed)
-        .bind(to_json(&candidate.public_jwk, "public jwk")?)
-        .bind(to_ms(candidate.created_at))
-        .execute(&self.pool)
-        .await?;
-        let row = sqlx::query_as::<_, SigningKeyRow>(
-            r#"select kid, algorithm, private_key_sealed, public_jwk, created_at
-               from signing_keys where active"#,
-        )
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else {
-            return Err(StoreError::Corrupt("no active signing key".to_owned()));
-        };
-        row.into_model()
+        // The first writer wins: a racing insert waits for the winner's commit, then does
+        // nothing, and everyone reads the winner.
+        Postgres::insert_signing_key(candidate)?
+            .execute(&self.pool)
+            .await?;
+        let row = Postgres::select_active_signing_key()
+            .fetch_optional(&self.pool)
+            .await?;
+        row.ok_or_else(no_active_signing_key)?.into_model()
     }
 }
 

@@ -9,6 +9,7 @@ use super::{
     StoreResult, StoredPolicy, Workspace,
 };
 use crate::audit::AuditEvent;
+use crate::policy::PolicyFormat;
 
 /// `workspaces` row.
 #[derive(sqlx::FromRow)]
@@ -100,7 +101,10 @@ impl PolicyRow {
             name: self.name,
             version: self.version,
             source: self.source,
-            format: self.format,
+            // A format this build does not know must not be parsed as something else.
+            format: PolicyFormat::from_stored(&self.format).ok_or_else(|| {
+                StoreError::Corrupt(format!("policy_versions.format {:?}", self.format))
+            })?,
             created_at: from_ms(self.created_at, "policy_versions.created_at")?,
         })
     }
@@ -224,7 +228,13 @@ pub(super) fn all<R, T>(rows: Vec<R>, f: impl Fn(R) -> StoreResult<T>) -> StoreR
     rows.into_iter().map(f).collect()
 }
 
-/// A page of `limit` events from `rows` (fetched with `limit + 1` so that the extra row tells
+/// How many rows to fetch for a page of `limit` events: one more than asked tells whether
+/// another page follows.
+pub(super) fn page_rows(limit: u32) -> i64 {
+    i64::from(limit) + 1
+}
+
+/// A page of `limit` events from `rows` (fetched with [`page_rows`] so that the extra row tells
 /// whether an older page follows); the cursor is the seq of the last event returned.
 pub(super) fn audit_page(mut rows: Vec<AuditRow>, limit: u32) -> StoreResult<AuditPage> {
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
@@ -239,4 +249,39 @@ pub(super) fn audit_page(mut rows: Vec<AuditRow>, limit: u32) -> StoreResult<Aud
         events: all(rows, AuditRow::into_event)?,
         next_cursor,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy_row(format: &str) -> PolicyRow {
+        PolicyRow {
+            workspace_id: "acme".to_owned(),
+            name: "default".to_owned(),
+            version: 1,
+            source: "rules: []".to_owned(),
+            format: format.to_owned(),
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn stored_policy_formats_decode_to_their_enum() {
+        for format in [PolicyFormat::Json, PolicyFormat::Yaml] {
+            let stored = policy_row(format.as_str()).into_model().unwrap();
+            assert_eq!(stored.format, format);
+        }
+    }
+
+    #[test]
+    fn an_unknown_stored_policy_format_is_corrupt_not_json() {
+        for format in ["toml", "JSON", ""] {
+            let err = policy_row(format).into_model().unwrap_err();
+            assert!(
+                matches!(&err, StoreError::Corrupt(m) if m.starts_with("policy_versions.format")),
+                "{format:?}: {err:?}"
+            );
+        }
+    }
 }

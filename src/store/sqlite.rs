@@ -1,9 +1,17 @@
 //! SQLite backend (the default): one file, WAL, migrations in `migrations/sqlite`.
+//!
+//! Statements called as `Sqlite::…` are the ones both backends share (`sql.rs`); what is
+//! SQLite's own is here: a read pool beside a single-connection writer, `BEGIN IMMEDIATE`, and
+//! id lists passed as JSON for `json_each`.
 
-use super::codec::{enum_str, is_unique_violation, to_json, to_ms, write_err};
+use super::codec::{to_json, to_ms, write_err};
 use super::rows::{
-    all, audit_page, check_link, AuditRow, InstallationLinkRow, IssuedTokenRow, PolicyRow,
-    SessionRow, SigningKeyRow, WorkspaceRow,
+    all, audit_page, page_rows, InstallationLinkRow, IssuedTokenRow, PolicyRow, SessionRow,
+    WorkspaceRow,
+};
+use super::sql::{
+    installation_already_linked, no_active_signing_key, on_insert_policy, on_insert_workspace,
+    SharedSql as _,
 };
 use super::{
     AuditPage, InstallationLink, IssuedToken, JtiRecord, NewPolicy, PurgeStats, SessionRecord,
@@ -89,33 +97,6 @@ impl SqliteStore {
     }
 }
 
-/// Insert one audit event inside `tx`.
-async fn insert_audit(
-    tx: &mut Transaction<'static, Sqlite>,
-    event: &AuditEvent,
-) -> StoreResult<()> {
-    sqlx::query(
-        r#"insert into audit_events (id, time, workspace_id, kind, outcome, body)
-           values (?, ?, ?, ?, ?, ?)"#,
-    )
-    .bind(&event.id)
-    .bind(to_ms(event.time))
-    .bind(&event.workspace_id)
-    .bind(enum_str(&event.kind, "audit kind")?)
-    .bind(enum_str(&event.outcome, "audit outcome")?)
-    .bind(to_json(event, "audit event")?)
-    .execute(&mut **tx)
-    .await
-    .map_err(|e| {
-        write_err(
-            e,
-            || StoreError::Conflict("audit event exists".to_owned()),
-            "workspace",
-        )
-    })?;
-    Ok(())
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
@@ -123,49 +104,27 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query(r#"select 1"#).execute(&self.pool).await?;
+        Sqlite::select_one().execute(&self.pool).await?;
         Ok(())
     }
 
     async fn create_workspace(&self, ws: &Workspace) -> StoreResult<()> {
-        sqlx::query(
-            r#"insert into workspaces (id, name, sts_enabled, created_at, updated_at)
-               values (?, ?, ?, ?, ?)"#,
-        )
-        .bind(&ws.id)
-        .bind(&ws.name)
-        .bind(ws.sts_enabled)
-        .bind(to_ms(ws.created_at))
-        .bind(to_ms(ws.updated_at))
-        .execute(&self.writer)
-        .await
-        .map_err(|e| {
-            write_err(
-                e,
-                || StoreError::Conflict("workspace exists".to_owned()),
-                "workspace",
-            )
-        })?;
+        Sqlite::insert_workspace(ws)
+            .execute(&self.writer)
+            .await
+            .map_err(on_insert_workspace)?;
         Ok(())
     }
 
     async fn get_workspace(&self, id: &str) -> StoreResult<Option<Workspace>> {
-        sqlx::query_as::<_, WorkspaceRow>(
-            r#"select id, name, sts_enabled, created_at, updated_at from workspaces where id = ?"#,
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?
-        .map(WorkspaceRow::into_model)
-        .transpose()
+        let row = Sqlite::select_workspace(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(WorkspaceRow::into_model).transpose()
     }
 
     async fn list_workspaces(&self) -> StoreResult<Vec<Workspace>> {
-        let rows = sqlx::query_as::<_, WorkspaceRow>(
-            r#"select id, name, sts_enabled, created_at, updated_at from workspaces order by id"#,
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = Sqlite::select_workspaces().fetch_all(&self.pool).await?;
         all(rows, WorkspaceRow::into_model)
     }
 
@@ -175,98 +134,41 @@ impl Store for SqliteStore {
         enabled: bool,
         at: OffsetDateTime,
     ) -> StoreResult<Option<Workspace>> {
-        sqlx::query_as::<_, WorkspaceRow>(
-            r#"update workspaces set sts_enabled = ?, updated_at = ? where id = ?
-               returning id, name, sts_enabled, created_at, updated_at"#,
-        )
-        .bind(enabled)
-        .bind(to_ms(at))
-        .bind(id)
-        .fetch_optional(&self.writer)
-        .await?
-        .map(WorkspaceRow::into_model)
-        .transpose()
+        let row = Sqlite::update_sts_enabled(id, enabled, at)
+            .fetch_optional(&self.writer)
+            .await?;
+        row.map(WorkspaceRow::into_model).transpose()
     }
 
     async fn delete_workspace(&self, id: &str) -> StoreResult<bool> {
-        // Links, policies, sessions and tokens go by `on delete cascade`; audit has no FK.
-        let done = sqlx::query(r#"delete from workspaces where id = ?"#)
-            .bind(id)
-            .execute(&self.writer)
-            .await?;
+        let done = Sqlite::delete_workspace(id).execute(&self.writer).await?;
         Ok(done.rows_affected() > 0)
     }
 
     async fn link_installation(&self, link: &InstallationLink) -> StoreResult<InstallationLink> {
+        // The write lock, taken up front, keeps the check and the write together: no other
+        // writer can link in between.
         let mut tx = self.begin_write().await?;
-        let by_id = sqlx::query_as::<_, InstallationLinkRow>(
-            r#"select workspace_id, owner, account_id, installation_id,
-                      repository_selection, created_at
-               from installation_links where installation_id = ?"#,
-        )
-        .bind(link.installation_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let by_owner = sqlx::query_as::<_, InstallationLinkRow>(
-            r#"select workspace_id, owner, account_id, installation_id,
-                      repository_selection, created_at
-               from installation_links where workspace_id = ? and lower(owner) = lower(?)"#,
-        )
-        .bind(&link.workspace_id)
-        .bind(&link.owner)
-        .fetch_optional(&mut *tx)
-        .await?;
-        check_link(link, by_id.as_ref(), by_owner.as_ref())?;
-        let row = if by_id.is_some() {
-            // Re-link: refresh what GitHub reported, keep the original link time.
-            sqlx::query_as::<_, InstallationLinkRow>(
-                r#"update installation_links
-                   set owner = ?, account_id = ?, repository_selection = ?
-                   where installation_id = ?
-                   returning workspace_id, owner, account_id, installation_id,
-                             repository_selection, created_at"#,
-            )
-            .bind(&link.owner)
-            .bind(link.account_id)
-            .bind(&link.repository_selection)
-            .bind(link.installation_id)
-            .fetch_one(&mut *tx)
+        let relink = Sqlite::checked_existing_link(&mut tx, link)
             .await?
+            .is_some();
+        let written = if relink {
+            Sqlite::update_link(link)
         } else {
-            sqlx::query_as::<_, InstallationLinkRow>(
-                r#"insert into installation_links
-                   (workspace_id, owner, account_id, installation_id,
-                    repository_selection, created_at)
-                   values (?, ?, ?, ?, ?, ?)
-                   returning workspace_id, owner, account_id, installation_id,
-                             repository_selection, created_at"#,
-            )
-            .bind(&link.workspace_id)
-            .bind(&link.owner)
-            .bind(link.account_id)
-            .bind(link.installation_id)
-            .bind(&link.repository_selection)
-            .bind(to_ms(link.created_at))
+            Sqlite::insert_link(link)
+        };
+        let row = written
             .fetch_one(&mut *tx)
             .await
-            .map_err(|e| {
-                let conflict = || StoreError::Conflict("installation already linked".to_owned());
-                write_err(e, conflict, "workspace")
-            })?
-        };
+            .map_err(|e| write_err(e, installation_already_linked, "workspace"))?;
         tx.commit().await?;
         row.into_model()
     }
 
     async fn list_installations(&self, workspace_id: &str) -> StoreResult<Vec<InstallationLink>> {
-        let rows = sqlx::query_as::<_, InstallationLinkRow>(
-            r#"select workspace_id, owner, account_id, installation_id,
-                      repository_selection, created_at
-               from installation_links where workspace_id = ? order by lower(owner)"#,
-        )
-        .bind(workspace_id)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = Sqlite::select_links(workspace_id)
+            .fetch_all(&self.pool)
+            .await?;
         all(rows, InstallationLinkRow::into_model)
     }
 
@@ -275,53 +177,25 @@ impl Store for SqliteStore {
         workspace_id: &str,
         owner: &str,
     ) -> StoreResult<Option<InstallationLink>> {
-        sqlx::query_as::<_, InstallationLinkRow>(
-            r#"select workspace_id, owner, account_id, installation_id,
-                      repository_selection, created_at
-               from installation_links where workspace_id = ? and lower(owner) = lower(?)"#,
-        )
-        .bind(workspace_id)
-        .bind(owner)
-        .fetch_optional(&self.pool)
-        .await?
-        .map(InstallationLinkRow::into_model)
-        .transpose()
+        let row = Sqlite::select_link_by_owner(workspace_id, owner)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(InstallationLinkRow::into_model).transpose()
     }
 
     async fn unlink_installation(&self, workspace_id: &str, owner: &str) -> StoreResult<bool> {
-        let done = sqlx::query(
-            r#"delete from installation_links
-               where workspace_id = ? and lower(owner) = lower(?)"#,
-        )
-        .bind(workspace_id)
-        .bind(owner)
-        .execute(&self.writer)
-        .await?;
+        let done = Sqlite::delete_link(workspace_id, owner)
+            .execute(&self.writer)
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 
     async fn put_policy(&self, new: &NewPolicy) -> StoreResult<StoredPolicy> {
         // One statement computes and claims the next version; SQLite serialises writers.
-        let row = sqlx::query_as::<_, PolicyRow>(
-            r#"insert into policy_versions (workspace_id, name, version, source, format, created_at)
-               select ?1, ?2, coalesce(max(version), 0) + 1, ?3, ?4, ?5
-               from policy_versions where workspace_id = ?1 and name = ?2
-               returning workspace_id, name, version, source, format, created_at"#,
-        )
-        .bind(&new.workspace_id)
-        .bind(&new.name)
-        .bind(&new.source)
-        .bind(&new.format)
-        .bind(to_ms(new.created_at))
-        .fetch_one(&self.writer)
-        .await
-        .map_err(|e| {
-            write_err(
-                e,
-                || StoreError::Conflict("policy version exists".to_owned()),
-                "workspace",
-            )
-        })?;
+        let row = Sqlite::insert_policy_version(new)
+            .fetch_one(&self.writer)
+            .await
+            .map_err(on_insert_policy)?;
         row.into_model()
     }
 
@@ -330,33 +204,16 @@ impl Store for SqliteStore {
         workspace_id: &str,
         name: &str,
     ) -> StoreResult<Option<StoredPolicy>> {
-        sqlx::query_as::<_, PolicyRow>(
-            r#"select workspace_id, name, version, source, format, created_at
-               from policy_versions
-               where workspace_id = ?1 and name = ?2 and deleted_at is null
-                 and version = (select max(version) from policy_versions
-                                where workspace_id = ?1 and name = ?2)"#,
-        )
-        .bind(workspace_id)
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await?
-        .map(PolicyRow::into_model)
-        .transpose()
+        let row = Sqlite::select_current_policy(workspace_id, name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(PolicyRow::into_model).transpose()
     }
 
     async fn list_policies(&self, workspace_id: &str) -> StoreResult<Vec<StoredPolicy>> {
-        let rows = sqlx::query_as::<_, PolicyRow>(
-            r#"select p.workspace_id, p.name, p.version, p.source, p.format, p.created_at
-               from policy_versions p
-               where p.workspace_id = ?1 and p.deleted_at is null
-                 and p.version = (select max(q.version) from policy_versions q
-                                  where q.workspace_id = p.workspace_id and q.name = p.name)
-               order by p.name"#,
-        )
-        .bind(workspace_id)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = Sqlite::select_current_policies(workspace_id)
+            .fetch_all(&self.pool)
+            .await?;
         all(rows, PolicyRow::into_model)
     }
 
@@ -366,17 +223,9 @@ impl Store for SqliteStore {
         name: &str,
         at: OffsetDateTime,
     ) -> StoreResult<bool> {
-        let done = sqlx::query(
-            r#"update policy_versions set deleted_at = ?3
-               where workspace_id = ?1 and name = ?2 and deleted_at is null
-                 and version = (select max(version) from policy_versions
-                                where workspace_id = ?1 and name = ?2)"#,
-        )
-        .bind(workspace_id)
-        .bind(name)
-        .bind(to_ms(at))
-        .execute(&self.writer)
-        .await?;
+        let done = Sqlite::delete_current_policy(workspace_id, name, at)
+            .execute(&self.writer)
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -387,112 +236,26 @@ impl Store for SqliteStore {
         audit: &AuditEvent,
     ) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
-        // The replay key goes first: a duplicate aborts before anything else is written, and
-        // dropping `tx` rolls back.
-        sqlx::query(r#"insert into oidc_replay_keys (issuer, jti, expires_at) values (?, ?, ?)"#)
-            .bind(&jti.issuer)
-            .bind(&jti.jti)
-            .bind(to_ms(jti.expires_at))
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    StoreError::Replay
-                } else {
-                    StoreError::Backend(e)
-                }
-            })?;
-        sqlx::query(
-            r#"insert into sessions
-               (id, workspace_id, issuer, subject, claims, created_at, expires_at, revoked_at)
-               values (?, ?, ?, ?, ?, ?, ?, ?)"#,
-        )
-        .bind(&session.id)
-        .bind(&session.workspace_id)
-        .bind(&session.issuer)
-        .bind(&session.subject)
-        .bind(to_json(&session.claims, "session claims")?)
-        .bind(to_ms(session.created_at))
-        .bind(to_ms(session.expires_at))
-        .bind(session.revoked_at.map(to_ms))
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| {
-            write_err(
-                e,
-                || StoreError::Conflict("session exists".to_owned()),
-                "workspace",
-            )
-        })?;
-        insert_audit(&mut tx, audit).await?;
+        Sqlite::write_exchange(&mut tx, jti, session, audit).await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn get_session(&self, id: &str) -> StoreResult<Option<SessionRecord>> {
-        sqlx::query_as::<_, SessionRow>(
-            r#"select id, workspace_id, issuer, subject, claims, created_at, expires_at, revoked_at
-               from sessions where id = ?"#,
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?
-        .map(SessionRow::into_model)
-        .transpose()
+        let row = Sqlite::select_session(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(SessionRow::into_model).transpose()
     }
 
     async fn revoke_session(&self, id: &str, at: OffsetDateTime) -> StoreResult<bool> {
-        let done = sqlx::query(
-            r#"update sessions set revoked_at = ? where id = ? and revoked_at is null"#,
-        )
-        .bind(to_ms(at))
-        .bind(id)
-        .execute(&self.writer)
-        .await?;
+        let done = Sqlite::revoke_session(id, at).execute(&self.writer).await?;
         Ok(done.rows_affected() > 0)
     }
 
     async fn record_issuance(&self, tokens: &[IssuedToken], audit: &AuditEvent) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
-        for token in tokens {
-            let repositories = token
-                .repositories
-                .as_ref()
-                .map(|r| to_json(r, "token repositories"))
-                .transpose()?;
-            sqlx::query(
-                r#"insert into issued_tokens
-                   (id, workspace_id, session_id, installation_id, owner, host, repositories,
-                    permissions, fingerprint, sealed_token, policy_name, policy_version,
-                    created_at, expires_at, revoked_at)
-                   values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"#,
-            )
-            .bind(&token.id)
-            .bind(&token.workspace_id)
-            .bind(&token.session_id)
-            .bind(token.installation_id)
-            .bind(&token.owner)
-            .bind(&token.host)
-            .bind(repositories)
-            .bind(to_json(&token.permissions, "token permissions")?)
-            .bind(&token.fingerprint)
-            .bind(&token.sealed_token)
-            .bind(&token.policy_name)
-            .bind(token.policy_version)
-            .bind(to_ms(token.created_at))
-            .bind(to_ms(token.expires_at))
-            .bind(token.revoked_at.map(to_ms))
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| {
-                write_err(
-                    e,
-                    || StoreError::Conflict("token id exists".to_owned()),
-                    "workspace or session",
-                )
-            })?;
-        }
-        insert_audit(&mut tx, audit).await?;
+        Sqlite::write_issuance(&mut tx, tokens, audit).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -507,21 +270,22 @@ impl Store for SqliteStore {
             .as_ref()
             .map(|ids| to_json(ids, "token ids"))
             .transpose()?;
-        // A negative LIMIT means no limit in SQLite.
+        // The state rule is `IssuedToken::state_at`'s. The ids travel as one JSON array
+        // (`json_each`), and a negative LIMIT means no limit in SQLite.
         let rows = sqlx::query_as::<_, IssuedTokenRow>(
             r#"select id, workspace_id, session_id, installation_id, owner, host, repositories,
                       permissions, fingerprint, sealed_token, policy_name, policy_version,
                       created_at, expires_at, revoked_at
                from issued_tokens
-               where workspace_id = ?1
-                 and (?2 is null
-                      or (?2 = 'revoked' and revoked_at is not null)
-                      or (?2 = 'active' and revoked_at is null and expires_at > ?3)
-                      or (?2 = 'expired' and revoked_at is null and expires_at <= ?3))
-                 and (?4 is null or session_id = ?4)
-                 and (?5 is null or id in (select value from json_each(?5)))
+               where workspace_id = $1
+                 and ($2 is null
+                      or ($2 = 'revoked' and revoked_at is not null)
+                      or ($2 = 'active' and revoked_at is null and expires_at > $3)
+                      or ($2 = 'expired' and revoked_at is null and expires_at <= $3))
+                 and ($4 is null or session_id = $4)
+                 and ($5 is null or id in (select value from json_each($5)))
                order by created_at desc, id desc
-               limit coalesce(?6, -1)"#,
+               limit coalesce($6, -1)"#,
         )
         .bind(workspace_id)
         .bind(filter.state.map(|(state, _)| state.as_str()))
@@ -541,8 +305,8 @@ impl Store for SqliteStore {
         // The ids travel as one JSON array parameter, so no placeholder list and no limit on
         // the number of bound variables.
         let done = sqlx::query(
-            r#"update issued_tokens set revoked_at = ?1
-               where revoked_at is null and id in (select value from json_each(?2))"#,
+            r#"update issued_tokens set revoked_at = $1
+               where revoked_at is null and id in (select value from json_each($2))"#,
         )
         .bind(to_ms(at))
         .bind(to_json(ids, "token ids")?)
@@ -552,29 +316,15 @@ impl Store for SqliteStore {
     }
 
     async fn purge_expired(&self, now: OffsetDateTime) -> StoreResult<PurgeStats> {
-        let now = to_ms(now);
         let mut tx = self.begin_write().await?;
-        let sealed = sqlx::query(
-            r#"update issued_tokens set sealed_token = null
-               where sealed_token is not null and expires_at < ?"#,
-        )
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        let replay = sqlx::query(r#"delete from oidc_replay_keys where expires_at < ?"#)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        let stats = Sqlite::write_purge(&mut tx, now).await?;
         tx.commit().await?;
-        Ok(PurgeStats {
-            sealed_tokens_cleared: sealed.rows_affected(),
-            replay_keys_deleted: replay.rows_affected(),
-        })
+        Ok(stats)
     }
 
     async fn append_audit(&self, event: &AuditEvent) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
-        insert_audit(&mut tx, event).await?;
+        Sqlite::write_audit(&mut tx, event).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -586,18 +336,9 @@ impl Store for SqliteStore {
         before: Option<i64>,
     ) -> StoreResult<AuditPage> {
         let limit = limit.clamp(1, MAX_AUDIT_PAGE);
-        // One row more than asked tells whether another page follows.
-        let rows = sqlx::query_as::<_, AuditRow>(
-            r#"select seq, body from audit_events
-               where workspace_id = ?1 and (?2 is null or seq < ?2)
-               order by seq desc
-               limit ?3"#,
-        )
-        .bind(workspace_id)
-        .bind(before)
-        .bind(i64::from(limit) + 1)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = Sqlite::select_audit_page(workspace_id, before, page_rows(limit))
+            .fetch_all(&self.pool)
+            .await?;
         audit_page(rows, limit)
     }
 
@@ -605,31 +346,14 @@ impl Store for SqliteStore {
         &self,
         candidate: &SigningKeyRecord,
     ) -> StoreResult<SigningKeyRecord> {
-        // The partial unique index on `active` makes the first writer win; later inserts do
-        // nothing and everyone reads the winner.
-        sqlx::query(
-            r#"insert into signing_keys
-               (kid, algorithm, private_key_sealed, public_jwk, created_at, active)
-               values (?, ?, ?, ?, ?, 1)
-               on conflict do nothing"#,
-        )
-        .bind(&candidate.kid)
-        .bind(&candidate.algorithm)
-        .bind(&candidate.private_key_sealed)
-        .bind(to_json(&candidate.public_jwk, "public jwk")?)
-        .bind(to_ms(candidate.created_at))
-        .execute(&self.writer)
-        .await?;
-        let row = sqlx::query_as::<_, SigningKeyRow>(
-            r#"select kid, algorithm, private_key_sealed, public_jwk, created_at
-               from signing_keys where active"#,
-        )
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else {
-            return Err(StoreError::Corrupt("no active signing key".to_owned()));
-        };
-        row.into_model()
+        // The first writer wins; everyone reads the winner.
+        Sqlite::insert_signing_key(candidate)?
+            .execute(&self.writer)
+            .await?;
+        let row = Sqlite::select_active_signing_key()
+            .fetch_optional(&self.pool)
+            .await?;
+        row.ok_or_else(no_active_signing_key)?.into_model()
     }
 }
 

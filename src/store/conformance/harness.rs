@@ -1,0 +1,117 @@
+//! Fresh databases for each case: a temp SQLite file, or a PostgreSQL schema of its own.
+
+use crate::store::{postgres, sqlite, Store};
+use futures::FutureExt;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::Connection;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::str::FromStr;
+use std::sync::Arc;
+
+/// Used when `STS_TEST_DATABASE_URL` is unset: the PostgreSQL of the dev machine and CI.
+const DEFAULT_TEST_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// Pool size of each store under test; the two-process cases run two of them at once.
+const TEST_POOL_SIZE: u32 = 4;
+
+/// Run `case` on a fresh SQLite file.
+pub(super) async fn sqlite<F, Fut>(case: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().expect("temp dir");
+    let options = SqliteConnectOptions::new().filename(dir.path().join("store.db"));
+    let store = sqlite::connect_with(options, TEST_POOL_SIZE)
+        .await
+        .expect("open the sqlite store");
+    assert_eq!(store.backend(), "sqlite");
+    case(store).await;
+}
+
+/// A schema of its own in the test database, so tests run in parallel without sharing rows.
+struct Schema {
+    admin: PgConnection,
+    name: String,
+    options: PgConnectOptions,
+}
+
+impl Schema {
+    async fn create() -> Self {
+        let url = std::env::var("STS_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| DEFAULT_TEST_DATABASE_URL.to_owned());
+        let options = PgConnectOptions::from_str(&url)
+            .unwrap_or_else(|e| panic!("STS_TEST_DATABASE_URL is not a postgres url: {e}"));
+        let mut admin = PgConnection::connect_with(&options)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "PostgreSQL is unreachable at {}:{} ({e}); the postgres conformance tests \
+                     need it: start it or point STS_TEST_DATABASE_URL at one",
+                    options.get_host(),
+                    options.get_port(),
+                )
+            });
+        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(&format!("create schema {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("create the test schema");
+        let options = options.options([("search_path", name.as_str())]);
+        Self {
+            admin,
+            name,
+            options,
+        }
+    }
+
+    async fn store(&self) -> Arc<dyn Store> {
+        let store = postgres::connect_with(self.options.clone(), TEST_POOL_SIZE)
+            .await
+            .expect("open the postgres store");
+        assert_eq!(store.backend(), "postgres");
+        store
+    }
+
+    /// Drop the schema, then re-raise a panic of the case, if any.
+    async fn finish(mut self, outcome: std::thread::Result<()>) {
+        sqlx::query(&format!("drop schema {} cascade", self.name))
+            .execute(&mut self.admin)
+            .await
+            .expect("drop the test schema");
+        self.admin
+            .close()
+            .await
+            .expect("close the admin connection");
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
+/// Run `case` on a store in a fresh PostgreSQL schema.
+pub(super) async fn postgres<F, Fut>(case: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let schema = Schema::create().await;
+    let store = schema.store().await;
+    let outcome = AssertUnwindSafe(case(store)).catch_unwind().await;
+    schema.finish(outcome).await;
+}
+
+/// Run `case` on two stores (two pools, like two broker processes) sharing one fresh schema.
+pub(super) async fn postgres_pair<F, Fut>(case: F)
+where
+    F: FnOnce(Arc<dyn Store>, Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let schema = Schema::create().await;
+    let first = schema.store().await;
+    let second = schema.store().await;
+    let outcome = AssertUnwindSafe(case(first, second)).catch_unwind().await;
+    schema.finish(outcome).await;
+}

@@ -1,0 +1,149 @@
+//! PostgreSQL only: two broker processes (two pools) on one database.
+
+use super::fixtures::*;
+use super::harness;
+
+/// Rounds of the concurrent replay race: one round could pass by luck of scheduling.
+const REPLAY_RACE_ROUNDS: usize = 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_replay_key_raced_from_two_processes_is_accepted_once() {
+    harness::postgres_pair(|first, second| async move {
+        with_workspaces(&*first, &["acme"]).await;
+        for round in 0..REPLAY_RACE_ROUNDS {
+            let key = replay_key(&format!("jti-race-{round}"), at(10));
+            let attempt = |store: Arc<dyn Store>, who: &str| {
+                let key = key.clone();
+                let session = session(&format!("ses-{round}-{who}"), "acme");
+                let event = audit(Some("acme"), &format!("exchange-{round}-{who}"));
+                tokio::spawn(async move { store.record_exchange(&key, &session, &event).await })
+            };
+            let a = attempt(Arc::clone(&first), "a");
+            let b = attempt(Arc::clone(&second), "b");
+            let results = [a.await.unwrap(), b.await.unwrap()];
+
+            let accepted = results.iter().filter(|r| r.is_ok()).count();
+            let replayed = results
+                .iter()
+                .filter(|r| matches!(r, Err(StoreError::Replay)))
+                .count();
+            assert_eq!((accepted, replayed), (1, 1), "round {round}: {results:?}");
+            let sessions = [
+                first.get_session(&format!("ses-{round}-a")).await.unwrap(),
+                first.get_session(&format!("ses-{round}-b")).await.unwrap(),
+            ];
+            assert_eq!(sessions.iter().flatten().count(), 1, "round {round}");
+        }
+        let page = second.list_audit("acme", 500, None).await.unwrap();
+        assert_eq!(page.events.len(), REPLAY_RACE_ROUNDS);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_a_session_revoked_through_one_process_is_revoked_for_the_other() {
+    harness::postgres_pair(|first, second| async move {
+        with_workspaces(&*first, &["acme"]).await;
+        with_session(&*first, "acme", "ses-1").await;
+        assert_eq!(
+            second
+                .get_session("ses-1")
+                .await
+                .unwrap()
+                .unwrap()
+                .revoked_at,
+            None
+        );
+
+        assert!(first.revoke_session("ses-1", at(5)).await.unwrap());
+
+        let seen = second.get_session("ses-1").await.unwrap().unwrap();
+        assert_eq!(seen.revoked_at, Some(at(5)));
+        assert!(!second.revoke_session("ses-1", at(6)).await.unwrap());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_concurrent_signing_key_candidates_converge_on_one_key() {
+    harness::postgres_pair(|first, second| async move {
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let store = if i % 2 == 0 {
+                    Arc::clone(&first)
+                } else {
+                    Arc::clone(&second)
+                };
+                let candidate = signing_key(&format!("kid-{i}"));
+                tokio::spawn(async move { store.load_or_store_signing_key(&candidate).await })
+            })
+            .collect();
+        let mut kids = Vec::new();
+        for task in tasks {
+            kids.push(task.await.unwrap().unwrap().kid);
+        }
+        kids.dedup();
+        assert_eq!(kids.len(), 1, "{kids:?}");
+        let again = second
+            .load_or_store_signing_key(&signing_key("kid-late"))
+            .await
+            .unwrap();
+        assert_eq!(again.kid, kids[0]);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_concurrent_policy_puts_from_two_processes_get_distinct_versions() {
+    harness::postgres_pair(|first, second| async move {
+        with_workspaces(&*first, &["acme"]).await;
+        let tasks: Vec<_> = (0..10)
+            .map(|i| {
+                let store = if i % 2 == 0 {
+                    Arc::clone(&first)
+                } else {
+                    Arc::clone(&second)
+                };
+                let new = policy("acme", "default", &format!("v{i}"));
+                tokio::spawn(async move { store.put_policy(&new).await })
+            })
+            .collect();
+        let mut versions = Vec::new();
+        for task in tasks {
+            versions.push(task.await.unwrap().unwrap().version);
+        }
+        versions.sort_unstable();
+        assert_eq!(versions, (1..=10).collect::<Vec<i64>>());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_one_installation_raced_into_two_workspaces_is_linked_once() {
+    harness::postgres_pair(|first, second| async move {
+        with_workspaces(&*first, &["ws-a", "ws-b"]).await;
+        let a = {
+            let store = Arc::clone(&first);
+            tokio::spawn(async move { store.link_installation(&link("ws-a", "acme", 42)).await })
+        };
+        let b = {
+            let store = Arc::clone(&second);
+            tokio::spawn(async move { store.link_installation(&link("ws-b", "acme", 42)).await })
+        };
+        let results = [a.await.unwrap(), b.await.unwrap()];
+
+        let linked: Vec<_> = results
+            .iter()
+            .flatten()
+            .map(|l| l.workspace_id.clone())
+            .collect();
+        assert_eq!(linked.len(), 1, "{results:?}");
+        let loser = results.iter().find_map(|r| r.as_ref().err()).unwrap();
+        let expected = format!("installation linked to workspace {}", linked[0]);
+        assert!(
+            matches!(loser, StoreError::Conflict(m) if *m == expected),
+            "{loser:?}"
+        );
+    })
+    .await;
+}

@@ -1,0 +1,507 @@
+//! The statements both backends run unchanged, each written once with its binds beside it.
+//!
+//! Both schemas use the same tables, columns and Rust-side types (TEXT, BIGINT, BOOLEAN), and
+//! sqlx's SQLite driver accepts PostgreSQL's `$N` placeholders, so one text serves both. What
+//! really differs per backend (the pools, how a write transaction starts, PostgreSQL's row locks
+//! and race retries, how a list of ids travels) stays in `sqlite.rs` and `postgres.rs`, which
+//! call these as `Sqlite::select_workspace(…)` / `Postgres::select_workspace(…)`.
+//!
+//! The statements are default methods of [`SharedSql`], implemented for both sqlx databases: the
+//! trait's `where` clause says, once, what a backend must encode and decode for them.
+
+use super::codec::{enum_str, is_unique_violation, to_json, to_ms, write_err};
+use super::rows::{
+    check_link, AuditRow, InstallationLinkRow, IssuedTokenRow, PolicyRow, SessionRow,
+    SigningKeyRow, WorkspaceRow,
+};
+use super::{
+    InstallationLink, IssuedToken, JtiRecord, NewPolicy, PurgeStats, SessionRecord,
+    SigningKeyRecord, StoreError, StoreResult, Workspace,
+};
+use crate::audit::AuditEvent;
+use sqlx::query::{Query, QueryAs};
+use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Type};
+use time::OffsetDateTime;
+
+/// A statement with its arguments bound, ready to execute.
+pub(super) type Statement<'q, DB> = Query<'q, DB, <DB as Database>::Arguments<'q>>;
+
+/// A statement that returns rows of `R`.
+pub(super) type RowsOf<'q, DB, R> = QueryAs<'q, DB, R, <DB as Database>::Arguments<'q>>;
+
+/// The statements shared by SQLite and PostgreSQL; see the module docs.
+pub(super) trait SharedSql: Database
+where
+    for<'c> &'c mut Self::Connection: Executor<'c, Database = Self>,
+    for<'q> Self::Arguments<'q>: IntoArguments<'q, Self>,
+    for<'q> bool: Encode<'q, Self> + Type<Self>,
+    for<'q> i64: Encode<'q, Self> + Type<Self>,
+    for<'q> Option<i64>: Encode<'q, Self> + Type<Self>,
+    for<'q> String: Encode<'q, Self> + Type<Self>,
+    for<'q> Option<String>: Encode<'q, Self> + Type<Self>,
+    for<'q> &'q str: Encode<'q, Self> + Type<Self>,
+    for<'q> &'q String: Encode<'q, Self> + Type<Self>,
+    for<'q> &'q Option<String>: Encode<'q, Self> + Type<Self>,
+    for<'r> WorkspaceRow: FromRow<'r, Self::Row>,
+    for<'r> InstallationLinkRow: FromRow<'r, Self::Row>,
+    for<'r> PolicyRow: FromRow<'r, Self::Row>,
+    for<'r> SessionRow: FromRow<'r, Self::Row>,
+    for<'r> IssuedTokenRow: FromRow<'r, Self::Row>,
+    for<'r> AuditRow: FromRow<'r, Self::Row>,
+    for<'r> SigningKeyRow: FromRow<'r, Self::Row>,
+{
+    /// Rows a statement changed (sqlx has no trait for it).
+    fn rows_affected(done: &Self::QueryResult) -> u64;
+
+    /// The cheapest round trip.
+    fn select_one() -> Statement<'static, Self> {
+        sqlx::query(r#"select 1"#)
+    }
+
+    // ---- workspaces ----
+
+    /// Insert a workspace; a unique violation means the id is taken ([`on_insert_workspace`]).
+    fn insert_workspace(ws: &Workspace) -> Statement<'_, Self> {
+        sqlx::query(
+            r#"insert into workspaces (id, name, sts_enabled, created_at, updated_at)
+               values ($1, $2, $3, $4, $5)"#,
+        )
+        .bind(&ws.id)
+        .bind(&ws.name)
+        .bind(ws.sts_enabled)
+        .bind(to_ms(ws.created_at))
+        .bind(to_ms(ws.updated_at))
+    }
+
+    /// One workspace by id.
+    fn select_workspace(id: &str) -> RowsOf<'_, Self, WorkspaceRow> {
+        sqlx::query_as(
+            r#"select id, name, sts_enabled, created_at, updated_at from workspaces where id = $1"#,
+        )
+        .bind(id)
+    }
+
+    /// Every workspace, by id.
+    fn select_workspaces() -> RowsOf<'static, Self, WorkspaceRow> {
+        sqlx::query_as(
+            r#"select id, name, sts_enabled, created_at, updated_at from workspaces order by id"#,
+        )
+    }
+
+    /// Flip the STS entitlement; returns the changed row, none when the workspace is missing.
+    fn update_sts_enabled(
+        id: &str,
+        enabled: bool,
+        at: OffsetDateTime,
+    ) -> RowsOf<'_, Self, WorkspaceRow> {
+        sqlx::query_as(
+            r#"update workspaces set sts_enabled = $1, updated_at = $2 where id = $3
+               returning id, name, sts_enabled, created_at, updated_at"#,
+        )
+        .bind(enabled)
+        .bind(to_ms(at))
+        .bind(id)
+    }
+
+    /// Delete a workspace. Links, policies, sessions and tokens go by `on delete cascade`; the
+    /// audit log has no foreign key and stays.
+    fn delete_workspace(id: &str) -> Statement<'_, Self> {
+        sqlx::query(r#"delete from workspaces where id = $1"#).bind(id)
+    }
+
+    // ---- installation links ----
+
+    /// The link of an installation, in whatever workspace.
+    fn select_link_by_installation(
+        installation_id: i64,
+    ) -> RowsOf<'static, Self, InstallationLinkRow> {
+        sqlx::query_as(
+            r#"select workspace_id, owner, account_id, installation_id,
+                      repository_selection, created_at
+               from installation_links where installation_id = $1"#,
+        )
+        .bind(installation_id)
+    }
+
+    /// The workspace's link for `owner`, compared case-insensitively as GitHub logins are.
+    fn select_link_by_owner<'q>(
+        workspace_id: &'q str,
+        owner: &'q str,
+    ) -> RowsOf<'q, Self, InstallationLinkRow> {
+        sqlx::query_as(
+            r#"select workspace_id, owner, account_id, installation_id,
+                      repository_selection, created_at
+               from installation_links where workspace_id = $1 and lower(owner) = lower($2)"#,
+        )
+        .bind(workspace_id)
+        .bind(owner)
+    }
+
+    /// A workspace's links, by owner (lowercase).
+    fn select_links(workspace_id: &str) -> RowsOf<'_, Self, InstallationLinkRow> {
+        sqlx::query_as(
+            r#"select workspace_id, owner, account_id, installation_id,
+                      repository_selection, created_at
+               from installation_links where workspace_id = $1 order by lower(owner)"#,
+        )
+        .bind(workspace_id)
+    }
+
+    /// Re-link: refresh what GitHub reported, keep the original link time. Returns no row when
+    /// the installation is no longer linked to this workspace (on PostgreSQL another process
+    /// may have unlinked it since the caller's check; SQLite's write lock rules that out).
+    fn update_link(link: &InstallationLink) -> RowsOf<'_, Self, InstallationLinkRow> {
+        sqlx::query_as(
+            r#"update installation_links
+               set owner = $1, account_id = $2, repository_selection = $3
+               where installation_id = $4 and workspace_id = $5
+               returning workspace_id, owner, account_id, installation_id,
+                         repository_selection, created_at"#,
+        )
+        .bind(&link.owner)
+        .bind(link.account_id)
+        .bind(&link.repository_selection)
+        .bind(link.installation_id)
+        .bind(&link.workspace_id)
+    }
+
+    /// A new link. A unique violation means another link took the installation or the owner
+    /// first; a foreign-key violation, that the workspace is missing.
+    fn insert_link(link: &InstallationLink) -> RowsOf<'_, Self, InstallationLinkRow> {
+        sqlx::query_as(
+            r#"insert into installation_links
+               (workspace_id, owner, account_id, installation_id,
+                repository_selection, created_at)
+               values ($1, $2, $3, $4, $5, $6)
+               returning workspace_id, owner, account_id, installation_id,
+                         repository_selection, created_at"#,
+        )
+        .bind(&link.workspace_id)
+        .bind(&link.owner)
+        .bind(link.account_id)
+        .bind(link.installation_id)
+        .bind(&link.repository_selection)
+        .bind(to_ms(link.created_at))
+    }
+
+    /// Remove the workspace's link for `owner` (case-insensitive).
+    fn delete_link<'q>(workspace_id: &'q str, owner: &'q str) -> Statement<'q, Self> {
+        sqlx::query(
+            r#"delete from installation_links
+               where workspace_id = $1 and lower(owner) = lower($2)"#,
+        )
+        .bind(workspace_id)
+        .bind(owner)
+    }
+
+    /// Inside a write transaction: the stored link of the installation being linked, after
+    /// [`check_link`] passed against it and against the workspace's link for the same owner.
+    /// `Some` means re-link ([`update_link`](Self::update_link)), `None` a new link.
+    async fn checked_existing_link(
+        conn: &mut Self::Connection,
+        link: &InstallationLink,
+    ) -> StoreResult<Option<InstallationLinkRow>> {
+        let by_id = Self::select_link_by_installation(link.installation_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        let by_owner = Self::select_link_by_owner(&link.workspace_id, &link.owner)
+            .fetch_optional(&mut *conn)
+            .await?;
+        check_link(link, by_id.as_ref(), by_owner.as_ref())?;
+        Ok(by_id)
+    }
+
+    // ---- policies ----
+
+    /// Store the next version of a policy: one statement computes and claims previous max
+    /// version + 1 (counting deleted versions). Two writers computing the same version meet the
+    /// primary key ([`on_insert_policy`]); the backends serialise puts so that they do not.
+    fn insert_policy_version(new: &NewPolicy) -> RowsOf<'_, Self, PolicyRow> {
+        sqlx::query_as(
+            r#"insert into policy_versions (workspace_id, name, version, source, format, created_at)
+               select $1, $2, coalesce(max(version), 0) + 1, $3, $4, $5
+               from policy_versions where workspace_id = $1 and name = $2
+               returning workspace_id, name, version, source, format, created_at"#,
+        )
+        .bind(&new.workspace_id)
+        .bind(&new.name)
+        .bind(&new.source)
+        .bind(new.format.as_str())
+        .bind(to_ms(new.created_at))
+    }
+
+    /// The current version of a policy, none when absent or deleted.
+    fn select_current_policy<'q>(
+        workspace_id: &'q str,
+        name: &'q str,
+    ) -> RowsOf<'q, Self, PolicyRow> {
+        sqlx::query_as(
+            r#"select workspace_id, name, version, source, format, created_at
+               from policy_versions
+               where workspace_id = $1 and name = $2 and deleted_at is null
+                 and version = (select max(version) from policy_versions
+                                where workspace_id = $1 and name = $2)"#,
+        )
+        .bind(workspace_id)
+        .bind(name)
+    }
+
+    /// Current versions of the workspace's live policies, by name.
+    fn select_current_policies(workspace_id: &str) -> RowsOf<'_, Self, PolicyRow> {
+        sqlx::query_as(
+            r#"select p.workspace_id, p.name, p.version, p.source, p.format, p.created_at
+               from policy_versions p
+               where p.workspace_id = $1 and p.deleted_at is null
+                 and p.version = (select max(q.version) from policy_versions q
+                                  where q.workspace_id = p.workspace_id and q.name = p.name)
+               order by p.name"#,
+        )
+        .bind(workspace_id)
+    }
+
+    /// Mark the current version deleted, if it is not yet.
+    fn delete_current_policy<'q>(
+        workspace_id: &'q str,
+        name: &'q str,
+        at: OffsetDateTime,
+    ) -> Statement<'q, Self> {
+        sqlx::query(
+            r#"update policy_versions set deleted_at = $3
+               where workspace_id = $1 and name = $2 and deleted_at is null
+                 and version = (select max(version) from policy_versions
+                                where workspace_id = $1 and name = $2)"#,
+        )
+        .bind(workspace_id)
+        .bind(name)
+        .bind(to_ms(at))
+    }
+
+    // ---- exchange and sessions ----
+
+    /// Inside a transaction: the writes of an exchange. The replay key goes first, so a
+    /// duplicate aborts before anything else is written; the caller's dropped transaction rolls
+    /// back whatever an error interrupted.
+    async fn write_exchange(
+        conn: &mut Self::Connection,
+        jti: &JtiRecord,
+        session: &SessionRecord,
+        audit: &AuditEvent,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            r#"insert into oidc_replay_keys (issuer, jti, expires_at) values ($1, $2, $3)"#,
+        )
+        .bind(&jti.issuer)
+        .bind(&jti.jti)
+        .bind(to_ms(jti.expires_at))
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::Replay
+            } else {
+                StoreError::Backend(e)
+            }
+        })?;
+        sqlx::query(
+            r#"insert into sessions
+               (id, workspace_id, issuer, subject, claims, created_at, expires_at, revoked_at)
+               values ($1, $2, $3, $4, $5, $6, $7, $8)"#,
+        )
+        .bind(&session.id)
+        .bind(&session.workspace_id)
+        .bind(&session.issuer)
+        .bind(&session.subject)
+        .bind(to_json(&session.claims, "session claims")?)
+        .bind(to_ms(session.created_at))
+        .bind(to_ms(session.expires_at))
+        .bind(session.revoked_at.map(to_ms))
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| write_err(e, || conflict("session exists"), "workspace"))?;
+        Self::write_audit(conn, audit).await
+    }
+
+    /// One session by id.
+    fn select_session(id: &str) -> RowsOf<'_, Self, SessionRow> {
+        sqlx::query_as(
+            r#"select id, workspace_id, issuer, subject, claims, created_at, expires_at, revoked_at
+               from sessions where id = $1"#,
+        )
+        .bind(id)
+    }
+
+    /// Set `revoked_at` unless already set.
+    fn revoke_session(id: &str, at: OffsetDateTime) -> Statement<'_, Self> {
+        sqlx::query(r#"update sessions set revoked_at = $1 where id = $2 and revoked_at is null"#)
+            .bind(to_ms(at))
+            .bind(id)
+    }
+
+    // ---- issued tokens ----
+
+    /// Inside a transaction: insert every token row, then the audit event.
+    async fn write_issuance(
+        conn: &mut Self::Connection,
+        tokens: &[IssuedToken],
+        audit: &AuditEvent,
+    ) -> StoreResult<()> {
+        for token in tokens {
+            let repositories = token
+                .repositories
+                .as_ref()
+                .map(|r| to_json(r, "token repositories"))
+                .transpose()?;
+            sqlx::query(
+                r#"insert into issued_tokens
+                   (id, workspace_id, session_id, installation_id, owner, host, repositories,
+                    permissions, fingerprint, sealed_token, policy_name, policy_version,
+                    created_at, expires_at, revoked_at)
+                   values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"#,
+            )
+            .bind(&token.id)
+            .bind(&token.workspace_id)
+            .bind(&token.session_id)
+            .bind(token.installation_id)
+            .bind(&token.owner)
+            .bind(&token.host)
+            .bind(repositories)
+            .bind(to_json(&token.permissions, "token permissions")?)
+            .bind(&token.fingerprint)
+            .bind(&token.sealed_token)
+            .bind(&token.policy_name)
+            .bind(token.policy_version)
+            .bind(to_ms(token.created_at))
+            .bind(to_ms(token.expires_at))
+            .bind(token.revoked_at.map(to_ms))
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| write_err(e, || conflict("token id exists"), "workspace or session"))?;
+        }
+        Self::write_audit(conn, audit).await
+    }
+
+    /// Inside a transaction: clear the sealed tokens that expired before `now` (nothing left to
+    /// revoke) and delete the replay keys that did (their tokens are refused anyway).
+    async fn write_purge(
+        conn: &mut Self::Connection,
+        now: OffsetDateTime,
+    ) -> StoreResult<PurgeStats> {
+        let now = to_ms(now);
+        let sealed = sqlx::query(
+            r#"update issued_tokens set sealed_token = null
+               where sealed_token is not null and expires_at < $1"#,
+        )
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+        let replay = sqlx::query(r#"delete from oidc_replay_keys where expires_at < $1"#)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+        Ok(PurgeStats {
+            sealed_tokens_cleared: Self::rows_affected(&sealed),
+            replay_keys_deleted: Self::rows_affected(&replay),
+        })
+    }
+
+    // ---- audit ----
+
+    /// Inside a transaction: append one audit event.
+    async fn write_audit(conn: &mut Self::Connection, event: &AuditEvent) -> StoreResult<()> {
+        sqlx::query(
+            r#"insert into audit_events (id, time, workspace_id, kind, outcome, body)
+               values ($1, $2, $3, $4, $5, $6)"#,
+        )
+        .bind(&event.id)
+        .bind(to_ms(event.time))
+        .bind(&event.workspace_id)
+        .bind(enum_str(&event.kind, "audit kind")?)
+        .bind(enum_str(&event.outcome, "audit outcome")?)
+        .bind(to_json(event, "audit event")?)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| write_err(e, || conflict("audit event exists"), "workspace"))?;
+        Ok(())
+    }
+
+    /// Up to `rows` events of a workspace, newest first, older than the `before` cursor if any.
+    fn select_audit_page(
+        workspace_id: &str,
+        before: Option<i64>,
+        rows: i64,
+    ) -> RowsOf<'_, Self, AuditRow> {
+        sqlx::query_as(
+            r#"select seq, body from audit_events
+               where workspace_id = $1 and ($2 is null or seq < $2)
+               order by seq desc
+               limit $3"#,
+        )
+        .bind(workspace_id)
+        .bind(before)
+        .bind(rows)
+    }
+
+    // ---- session signing key ----
+
+    /// Store `candidate` as the active key unless there is one: the partial unique index on
+    /// `active` makes the first writer win, later inserts do nothing.
+    fn insert_signing_key(candidate: &SigningKeyRecord) -> StoreResult<Statement<'_, Self>> {
+        Ok(sqlx::query(
+            r#"insert into signing_keys
+               (kid, algorithm, private_key_sealed, public_jwk, created_at, active)
+               values ($1, $2, $3, $4, $5, true)
+               on conflict do nothing"#,
+        )
+        .bind(&candidate.kid)
+        .bind(&candidate.algorithm)
+        .bind(&candidate.private_key_sealed)
+        .bind(to_json(&candidate.public_jwk, "public jwk")?)
+        .bind(to_ms(candidate.created_at)))
+    }
+
+    /// The active signing key.
+    fn select_active_signing_key() -> RowsOf<'static, Self, SigningKeyRow> {
+        sqlx::query_as(
+            r#"select kid, algorithm, private_key_sealed, public_jwk, created_at
+               from signing_keys where active"#,
+        )
+    }
+}
+
+impl SharedSql for sqlx::Sqlite {
+    fn rows_affected(done: &sqlx::sqlite::SqliteQueryResult) -> u64 {
+        done.rows_affected()
+    }
+}
+
+impl SharedSql for sqlx::Postgres {
+    fn rows_affected(done: &sqlx::postgres::PgQueryResult) -> u64 {
+        done.rows_affected()
+    }
+}
+
+/// A `Conflict` saying what clashed.
+fn conflict(what: &str) -> StoreError {
+    StoreError::Conflict(what.to_owned())
+}
+
+/// Map an [`insert_workspace`](SharedSql::insert_workspace) error.
+pub(super) fn on_insert_workspace(e: sqlx::Error) -> StoreError {
+    write_err(e, || conflict("workspace exists"), "workspace")
+}
+
+/// Map an [`insert_policy_version`](SharedSql::insert_policy_version) error.
+pub(super) fn on_insert_policy(e: sqlx::Error) -> StoreError {
+    write_err(e, || conflict("policy version exists"), "workspace")
+}
+
+/// The error of a link that lost to another link of the same installation or owner.
+pub(super) fn installation_already_linked() -> StoreError {
+    conflict("installation already linked")
+}
+
+/// What an empty `signing_keys` after [`insert_signing_key`](SharedSql::insert_signing_key)
+/// means: the row was deleted behind our back.
+pub(super) fn no_active_signing_key() -> StoreError {
+    StoreError::Corrupt("no active signing key".to_owned())
+}

@@ -157,12 +157,7 @@ impl App {
         {
             return Arc::clone(hit);
         }
-        let format = if stored.format == "yaml" {
-            PolicyFormat::Yaml
-        } else {
-            PolicyFormat::Json
-        };
-        let compiled = Arc::new(CompiledPolicy::from_source(&stored.source, format));
+        let compiled = Arc::new(compile_stored(stored));
         let mut cache = self.policies.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= POLICY_CACHE_CAPACITY {
             cache.clear();
@@ -170,6 +165,19 @@ impl App {
         cache.insert(key, Arc::clone(&compiled));
         compiled
     }
+}
+
+/// Compile a stored policy version. A format this build cannot read makes the policy invalid (the
+/// mint then reports `trust_policy_invalid`): guessing JSON could grant what the author never
+/// wrote.
+fn compile_stored(stored: &StoredPolicy) -> Result<CompiledPolicy, Vec<String>> {
+    let Some(format) = PolicyFormat::from_stored(&stored.format) else {
+        return Err(vec![format!(
+            "format: `{}` is not a policy format (json or yaml)",
+            stored.format
+        )]);
+    };
+    CompiledPolicy::from_source(&stored.source, format)
 }
 
 /// Shared state of the HTTP layer.
@@ -180,5 +188,30 @@ impl std::ops::Deref for AppState {
     type Target = App;
     fn deref(&self) -> &App {
         &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(format: &str, source: &str) -> StoredPolicy {
+        StoredPolicy {
+            workspace_id: "acme".into(),
+            name: "default".into(),
+            version: 1,
+            source: source.into(),
+            format: format.into(),
+            created_at: time::OffsetDateTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn a_stored_policy_of_an_unknown_format_is_invalid_not_json() {
+        let json = r#"{"rules":[{"name":"r","match":{"repository_owner_id":"1"},
+            "grant":{"repositories":["acme/*"]}}]}"#;
+        assert!(compile_stored(&stored("json", json)).is_ok());
+        let errors = compile_stored(&stored("toml", json)).unwrap_err();
+        assert!(errors[0].contains("`toml`"), "{errors:?}");
     }
 }

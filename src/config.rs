@@ -35,6 +35,9 @@ pub const MIN_SESSION_TTL_SECONDS: u64 = 600;
 pub const MAX_SESSION_TTL_SECONDS: u64 = 86_400;
 /// Shortest operator token: shorter is guessable.
 pub const MIN_ADMIN_TOKEN_LEN: usize = 32;
+/// `User-Agent` of every request the broker makes (OIDC issuers, GitHub): GitHub refuses requests
+/// without one, and operators of an issuer can tell the broker's traffic (and version) apart.
+pub const USER_AGENT: &str = concat!("sts-broker/", env!("CARGO_PKG_VERSION"));
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -213,18 +216,30 @@ pub struct TokensConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TelemetryConfig {
-    /// `text` (default) or `json`.
-    #[serde(default = "default_log_format")]
-    pub log_format: String,
+    /// `text` (default) or `json`; any other value is refused when the file is read, naming
+    /// the key.
+    #[serde(default)]
+    pub log_format: LogFormat,
     /// OTLP/HTTP traces endpoint (`http://collector:4318/v1/traces`); off when absent.
     #[serde(default)]
     pub otlp_endpoint: Option<String>,
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines, for a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, for a log pipeline.
+    Json,
+}
+
 impl Default for TelemetryConfig {
     fn default() -> Self {
         Self {
-            log_format: default_log_format(),
+            log_format: LogFormat::default(),
             otlp_endpoint: None,
         }
     }
@@ -250,9 +265,6 @@ fn default_github_host() -> String {
 }
 fn default_session_ttl() -> u64 {
     3600
-}
-fn default_log_format() -> String {
-    "text".to_owned()
 }
 
 /// Secrets read from files or inline values, ready to use.
@@ -346,11 +358,11 @@ impl Config {
             errors.push("oidc.issuers: at least one issuer is required".to_owned());
         }
         for (i, issuer) in self.oidc.issuers.iter().enumerate() {
-            if let Err(e) = check_fetch_url(&issuer.issuer, issuer.allow_http) {
+            if let Err(e) = check_raw_fetch_url(&issuer.issuer, issuer.allow_http) {
                 errors.push(format!("oidc.issuers[{i}].issuer: {e}"));
             }
             if let Some(jwks) = &issuer.jwks_url {
-                if let Err(e) = check_fetch_url(jwks, issuer.allow_http) {
+                if let Err(e) = check_raw_fetch_url(jwks, issuer.allow_http) {
                     errors.push(format!("oidc.issuers[{i}].jwks_url: {e}"));
                 }
             }
@@ -373,9 +385,6 @@ impl Config {
             errors.push(format!(
                 "tokens.encryption_key_file / tokens.encryption_key: {e:#}"
             ));
-        }
-        if !matches!(self.telemetry.log_format.as_str(), "text" | "json") {
-            errors.push("telemetry.log_format: must be `text` or `json`".to_owned());
         }
         if errors.is_empty() {
             Ok(())
@@ -469,14 +478,30 @@ pub fn is_loopback_url(url: &Url) -> bool {
     }
 }
 
-fn check_fetch_url(raw: &str, allow_http: bool) -> Result<(), String> {
-    let url = Url::parse(raw).map_err(|_| "not a URL".to_owned())?;
-    match url.scheme() {
-        "https" => Ok(()),
-        "http" if allow_http && is_loopback_url(&url) => Ok(()),
-        "http" if allow_http => Err("allow_http is honoured only for loopback hosts".to_owned()),
-        _ => Err("must be https (http only with allow_http on a loopback host)".to_owned()),
+/// The rule for every URL the broker fetches from an OIDC issuer (issuer, discovered or
+/// configured JWKS URL): `https://`, or `http://` on a loopback host when `allow_http` is set
+/// (tests and dev mode). Credentials in the URL are refused: they would end up in logs.
+pub fn check_fetch_url(url: &Url, allow_http: bool) -> Result<(), String> {
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not contain credentials".into());
     }
+    match url.scheme() {
+        "https" => {}
+        "http" if allow_http && is_loopback_url(url) => {}
+        "http" if allow_http => return Err("http is allowed only on a loopback host".into()),
+        "http" => return Err("must be https (http needs allow_http and a loopback host)".into()),
+        other => return Err(format!("unsupported scheme `{other}`")),
+    }
+    if url.host().is_none() {
+        return Err("has no host".into());
+    }
+    Ok(())
+}
+
+/// [`check_fetch_url`] on a configured string.
+fn check_raw_fetch_url(raw: &str, allow_http: bool) -> Result<(), String> {
+    let url = Url::parse(raw).map_err(|_| "not a URL".to_owned())?;
+    check_fetch_url(&url, allow_http)
 }
 
 #[cfg(test)]
@@ -603,13 +628,53 @@ encryption_key_file = "token-key"
 
     #[test]
     fn allow_http_is_honoured_only_for_loopback() {
-        assert!(check_fetch_url("http://127.0.0.1:9999", true).is_ok());
-        assert!(check_fetch_url("http://localhost:9999", true).is_ok());
-        assert!(check_fetch_url("http://[::1]:9999", true).is_ok());
-        assert!(check_fetch_url("http://127.0.0.1:9999", false).is_err());
-        assert!(check_fetch_url("http://10.0.0.1", true).is_err());
-        assert!(check_fetch_url("http://127.0.0.1.evil.com", true).is_err());
-        assert!(check_fetch_url("ftp://127.0.0.1", true).is_err());
+        assert!(check_raw_fetch_url("http://127.0.0.1:9999", true).is_ok());
+        assert!(check_raw_fetch_url("http://localhost:9999", true).is_ok());
+        assert!(check_raw_fetch_url("http://[::1]:9999", true).is_ok());
+        assert!(check_raw_fetch_url("http://127.0.0.1:9999", false).is_err());
+        assert!(check_raw_fetch_url("http://10.0.0.1", true).is_err());
+        assert!(check_raw_fetch_url("http://127.0.0.1.evil.com", true).is_err());
+        assert!(check_raw_fetch_url("ftp://127.0.0.1", true).is_err());
+    }
+
+    #[test]
+    fn url_rules_accept_https_and_loopback_http_only() {
+        let cases = [
+            ("https://token.actions.githubusercontent.com", false, true),
+            ("https://example.com/x", true, true),
+            ("http://127.0.0.1:8080", true, true),
+            ("http://127.1.2.3:8080", true, true),
+            ("http://[::1]:8080", true, true),
+            ("http://localhost:8080", true, true),
+            ("http://LOCALHOST:8080", true, true),
+            ("http://127.0.0.1:8080", false, false),
+            ("http://example.com", true, false),
+            ("http://localhost.example.com", true, false),
+            ("http://10.0.0.1", true, false),
+            ("ftp://127.0.0.1", true, false),
+            ("https://user:pass@example.com", false, false),
+        ];
+        for (url, allow_http, ok) in cases {
+            let parsed = Url::parse(url).unwrap();
+            assert_eq!(
+                check_fetch_url(&parsed, allow_http).is_ok(),
+                ok,
+                "{url} allow_http={allow_http}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_log_format_is_refused_naming_the_key() {
+        let dir = valid_dir();
+        let body = format!("{VALID}\n[telemetry]\nlog_format = \"xml\"\n");
+        let path = write(dir.path(), "broker.toml", &body);
+        let err = format!("{:#}", Config::load(Some(&path)).unwrap_err());
+        assert!(err.contains("log_format"), "{err}");
+        let body = format!("{VALID}\n[telemetry]\nlog_format = \"json\"\n");
+        let path = write(dir.path(), "broker.toml", &body);
+        let config = Config::load(Some(&path)).unwrap();
+        assert_eq!(config.telemetry.log_format, LogFormat::Json);
     }
 
     #[test]

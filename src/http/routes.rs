@@ -222,22 +222,11 @@ pub(super) async fn put_policy(
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    let format = match content_type.as_str() {
-        "application/json" => PolicyFormat::Json,
-        "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" => {
-            PolicyFormat::Yaml
-        }
-        _ => {
-            return Err(ApiError::unsupported_media_type(
-                "send the policy as application/json or application/yaml",
-            ))
-        }
+        .unwrap_or_default();
+    let Some(format) = PolicyFormat::from_content_type(content_type) else {
+        return Err(ApiError::unsupported_media_type(
+            "send the policy as application/json or application/yaml",
+        ));
     };
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::invalid(vec!["body: not UTF-8".to_owned()]))?;

@@ -180,6 +180,14 @@ pub struct SessionConfig {
     pub ttl_seconds: u64,
 }
 
+impl SessionConfig {
+    /// The session lifetime. A `std` duration, so adding it to a time needs no fallible
+    /// conversion; validation keeps it between the minimum and a day.
+    pub fn ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.ttl_seconds)
+    }
+}
+
 impl Default for SessionConfig {
     fn default() -> Self {
         Self {
@@ -213,7 +221,7 @@ pub struct TokensConfig {
 }
 
 /// `[telemetry]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TelemetryConfig {
     /// `text` (default) or `json`; any other value is refused when the file is read, naming
@@ -234,15 +242,6 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line, for a log pipeline.
     Json,
-}
-
-impl Default for TelemetryConfig {
-    fn default() -> Self {
-        Self {
-            log_format: LogFormat::default(),
-            otlp_endpoint: None,
-        }
-    }
 }
 
 fn default_listen() -> String {

@@ -4,7 +4,7 @@
 //! their inputs and outputs into wire bodies and [`FlowError`] into a status.
 //!
 //! May import: `app`, `audit`, `config`, `crypto`, `github`, `ids`, `metrics`, `oidc`, `policy`,
-//! `session`, `store`. Never `axum` or `crate::http`.
+//! `session`, `store`. Never the web framework or the http layer.
 
 pub mod admin;
 pub mod exchange;

@@ -79,6 +79,7 @@ impl Verb {
 /// One route: method, full path, handler.
 type Route = (Verb, &'static str, MethodRouter<AppState>);
 
+/// A table entry: `handler` serves `verb` on `path`.
 fn route<H, T>(verb: Verb, path: &'static str, handler: H) -> Route
 where
     H: Handler<T, AppState>,

@@ -408,3 +408,6 @@ impl<'a> Planner<'a> {
         Ok(Ok((installation, found.name.clone())))
     }
 }
+
+#[cfg(test)]
+mod tests;

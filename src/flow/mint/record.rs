@@ -29,7 +29,7 @@ pub(super) fn event(auth: &Authenticated, request: &MintRequest, request_id: &st
 }
 
 /// Details every mint event carries: what was asked, and why the policy is invalid if it is.
-fn details(request: &MintRequest, plan: &Plan) -> serde_json::Map<String, serde_json::Value> {
+fn base_details(request: &MintRequest, plan: &Plan) -> serde_json::Map<String, serde_json::Value> {
     let mut details = serde_json::Map::new();
     details.insert("sources".into(), serde_json::json!(request.requested));
     if let Some(errors) = &plan.policy_errors {
@@ -48,7 +48,7 @@ pub(super) async fn failure(
     error: GitHubError,
 ) -> FlowError {
     let ids = revoke_minted(app, minted).await;
-    let mut details = details(request, plan);
+    let mut details = base_details(request, plan);
     details.insert("revokedAfterFailure".into(), serde_json::json!(ids));
     audit.outcome = Outcome::Failure;
     audit.reason = Some(error.code().to_owned());
@@ -149,7 +149,7 @@ pub(super) async fn record(
         .iter()
         .map(|e| Exclusion::new(e.repo.clone(), e.reason))
         .collect();
-    let mut details = details(request, plan);
+    let mut details = base_details(request, plan);
     if !plan.skipped.is_empty() {
         let skipped: Vec<Exclusion> = plan
             .skipped

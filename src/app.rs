@@ -1,4 +1,5 @@
-//! `App`: every dependency of the broker, built in one place. No globals.
+//! `App`: every dependency of the broker, built in one place. No globals. The flows run on it;
+//! it knows nothing of HTTP.
 
 use crate::config::Config;
 use crate::crypto::Sealer;
@@ -50,56 +51,34 @@ impl std::fmt::Debug for App {
     }
 }
 
-/// Parts a test (or the demo) may supply instead of the ones built from config.
-#[derive(Default)]
-pub struct Overrides {
-    /// Use this store instead of connecting to `database.url`.
-    pub store: Option<Arc<dyn Store>>,
-    /// Use this GitHub implementation.
-    pub github: Option<Arc<dyn GitHubApp>>,
-}
-
 impl App {
     /// Build everything from the configuration.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        Self::build_with(config, Overrides::default()).await
-    }
-
-    /// Build, using the given overrides where present.
-    pub async fn build_with(config: Config, overrides: Overrides) -> anyhow::Result<Self> {
         let secrets = config.secrets()?;
         let metrics = Arc::new(Metrics::new());
-        let store = match overrides.store {
-            Some(store) => store,
-            None => crate::store::connect(
-                config.database.url.expose_secret(),
-                config.database.max_connections,
+        let store = crate::store::connect(
+            config.database.url.expose_secret(),
+            config.database.max_connections,
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "database {}",
+                crate::config::redact_url(config.database.url.expose_secret())
             )
-            .await
-            .with_context(|| {
-                format!(
-                    "database {}",
-                    crate::config::redact_url(config.database.url.expose_secret())
-                )
-            })?,
-        };
-        let github = match overrides.github {
-            Some(github) => github,
-            None => {
-                let observer_metrics = Arc::clone(&metrics);
-                Arc::new(
-                    GitHubClient::new(GitHubClientConfig {
-                        api_url: config.github.api_url.parse().context("github.api_url")?,
-                        app_id: config.github.app_id.clone(),
-                        private_key_pem: secrets.app_private_key.clone(),
-                        observer: Some(Arc::new(move |op, status, latency| {
-                            observer_metrics.github_call(op, status, latency);
-                        })),
-                    })
-                    .context("github app client")?,
-                )
-            }
-        };
+        })?;
+        let observer_metrics = Arc::clone(&metrics);
+        let github: Arc<dyn GitHubApp> = Arc::new(
+            GitHubClient::new(GitHubClientConfig {
+                api_url: config.github.api_url.parse().context("github.api_url")?,
+                app_id: config.github.app_id.clone(),
+                private_key_pem: secrets.app_private_key.clone(),
+                observer: Some(Arc::new(move |op, status, latency| {
+                    observer_metrics.github_call(op, status, latency);
+                })),
+            })
+            .context("github app client")?,
+        );
         let issuers = config
             .oidc
             .issuers
@@ -157,6 +136,8 @@ impl App {
         {
             return Arc::clone(hit);
         }
+        // The store decodes the format into `PolicyFormat` and refuses one it does not know
+        // (`StoreError::Corrupt`), so nothing unknown is ever compiled as if it were JSON.
         let compiled = Arc::new(CompiledPolicy::from_source(&stored.source, stored.format));
         let mut cache = self.policies.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= POLICY_CACHE_CAPACITY {
@@ -164,16 +145,5 @@ impl App {
         }
         cache.insert(key, Arc::clone(&compiled));
         compiled
-    }
-}
-
-/// Shared state of the HTTP layer.
-#[derive(Clone, Debug)]
-pub struct AppState(pub Arc<App>);
-
-impl std::ops::Deref for AppState {
-    type Target = App;
-    fn deref(&self) -> &App {
-        &self.0
     }
 }

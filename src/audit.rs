@@ -4,7 +4,107 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use time::{OffsetDateTime, UtcOffset};
+
+/// Claims copied into the audit actor (strings only). Never the raw token.
+const AUDITED_CLAIMS: &[&str] = &[
+    "iss",
+    "sub",
+    "repository",
+    "repository_id",
+    "repository_owner",
+    "repository_owner_id",
+    "ref",
+    "workflow_ref",
+    "job_workflow_ref",
+    "run_id",
+    "run_attempt",
+    "actor",
+    "event_name",
+    "environment",
+];
+
+/// `t` as RFC 3339 in UTC (`…Z`), the one time format of audit details and the wire.
+pub fn format_time(t: OffsetDateTime) -> String {
+    // RFC 3339 cannot write years outside 0000–9999; every time here is "now" plus at most a
+    // day, a stored copy of such a time, or GitHub's expiry parsed from RFC 3339.
+    #[expect(
+        clippy::expect_used,
+        reason = "a UTC time within years 0000-9999 always formats as RFC 3339"
+    )]
+    t.to_offset(UtcOffset::UTC)
+        .format(&Rfc3339)
+        .expect("rfc 3339 formatting of a utc time")
+}
+
+/// Who an actor is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActorKind {
+    /// A CI caller, known by its verified OIDC claims.
+    Oidc,
+    /// The operator token.
+    Admin,
+    /// Nobody verified yet.
+    #[default]
+    Anonymous,
+}
+
+impl ActorKind {
+    /// The stored (serialized) form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Oidc => "oidc",
+            Self::Admin => "admin",
+            Self::Anonymous => "anonymous",
+        }
+    }
+}
+
+/// Why a repository was left out of a mint: the five reason codes of the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExclusionReason {
+    /// No link for the owner, or the installation cannot reach the repository.
+    NotInstalledInWorkspace,
+    /// The installation is suspended.
+    InstallationSuspended,
+    /// No policy of that name, or no rule grants the repository.
+    NoTrustPolicy,
+    /// Some rule grants the repository but the caller fails its match.
+    TrustPolicyDenied,
+    /// The stored policy no longer compiles, or grants what the installation cannot give.
+    TrustPolicyInvalid,
+}
+
+impl ExclusionReason {
+    /// Every reason, for documentation checks.
+    pub const ALL: [Self; 5] = [
+        Self::NotInstalledInWorkspace,
+        Self::InstallationSuspended,
+        Self::NoTrustPolicy,
+        Self::TrustPolicyDenied,
+        Self::TrustPolicyInvalid,
+    ];
+
+    /// The code on the wire and in the audit log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotInstalledInWorkspace => "not_installed_in_workspace",
+            Self::InstallationSuspended => "installation_suspended",
+            Self::NoTrustPolicy => "no_trust_policy",
+            Self::TrustPolicyDenied => "trust_policy_denied",
+            Self::TrustPolicyInvalid => "trust_policy_invalid",
+        }
+    }
+}
+
+impl std::fmt::Display for ExclusionReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// What happened, as a stable snake_case string in the stored event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,7 +138,9 @@ pub enum Outcome {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Actor {
-    /// `oidc` for CI callers, `admin` for the operator token, `anonymous` before verification.
+    /// An [`ActorKind`] in its stored form. A string (not the enum) only while the store's
+    /// conformance test builds actors from literals; every flow sets it through [`Actor::of`]
+    /// or [`Actor::from_claims`].
     #[serde(rename = "type")]
     pub kind: String,
     /// Session id, when the caller holds one.
@@ -48,6 +150,34 @@ pub struct Actor {
     /// `workflow_ref`, `job_workflow_ref`, `run_id`, ...). Strings only.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub claims: BTreeMap<String, String>,
+}
+
+impl Actor {
+    /// An actor of `kind` with no session and no claims.
+    pub fn of(kind: ActorKind) -> Self {
+        Self {
+            kind: kind.as_str().to_owned(),
+            ..Self::default()
+        }
+    }
+
+    /// A CI caller, from its verified OIDC claims: only the [`AUDITED_CLAIMS`] that are strings.
+    pub fn from_claims(claims: &serde_json::Value, session_id: Option<&str>) -> Self {
+        let claims = AUDITED_CLAIMS
+            .iter()
+            .filter_map(|k| {
+                claims
+                    .get(*k)
+                    .and_then(|v| v.as_str())
+                    .map(|v| ((*k).to_owned(), v.to_owned()))
+            })
+            .collect();
+        Self {
+            kind: ActorKind::Oidc.as_str().to_owned(),
+            session_id: session_id.map(str::to_owned),
+            claims,
+        }
+    }
 }
 
 /// A token that the event is about: never the token itself.
@@ -82,8 +212,19 @@ pub struct AuditToken {
 pub struct Exclusion {
     /// `owner/repo`.
     pub repo: String,
-    /// One of the five reason codes of the contract.
+    /// An [`ExclusionReason`] in its stored form; a string only while the store's conformance
+    /// test builds exclusions from literals. Flows use [`Exclusion::new`].
     pub reason: String,
+}
+
+impl Exclusion {
+    /// `repo` left out for `reason`.
+    pub fn new(repo: impl Into<String>, reason: ExclusionReason) -> Self {
+        Self {
+            repo: repo.into(),
+            reason: reason.as_str().to_owned(),
+        }
+    }
 }
 
 /// One audit event. Built up during a flow and written once at its end.
@@ -145,10 +286,7 @@ impl AuditEvent {
             reason: None,
             workspace_id: None,
             request_id: None,
-            actor: Actor {
-                kind: "anonymous".to_owned(),
-                ..Actor::default()
-            },
+            actor: Actor::of(ActorKind::Anonymous),
             policy_name: None,
             policy_version: None,
             installation_ids: Vec::new(),
@@ -156,5 +294,49 @@ impl AuditEvent {
             exclusions: Vec::new(),
             details: serde_json::Value::Null,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_audit_actor_keeps_only_listed_string_claims() {
+        let claims = serde_json::json!({
+            "sub": "repo:acme/infra:ref:refs/heads/main", "repository": "acme/infra",
+            "run_id": "42", "repository_id": 7, "secret_custom": "x"
+        });
+        let actor = Actor::from_claims(&claims, Some("ses_1"));
+        assert_eq!(actor.kind, "oidc");
+        assert_eq!(
+            actor.claims.get("repository").map(String::as_str),
+            Some("acme/infra")
+        );
+        assert!(
+            !actor.claims.contains_key("repository_id"),
+            "numbers are not strings"
+        );
+        assert!(!actor.claims.contains_key("secret_custom"));
+    }
+
+    #[test]
+    fn enums_serialize_as_the_strings_already_stored() {
+        for kind in [ActorKind::Oidc, ActorKind::Admin, ActorKind::Anonymous] {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+        }
+        for reason in ExclusionReason::ALL {
+            assert_eq!(serde_json::to_value(reason).unwrap(), reason.as_str());
+            assert_eq!(
+                serde_json::from_value::<ExclusionReason>(reason.as_str().into()).unwrap(),
+                reason
+            );
+        }
+    }
+
+    #[test]
+    fn times_are_written_in_utc_with_z() {
+        let t = OffsetDateTime::UNIX_EPOCH.to_offset(time::macros::offset!(+2));
+        assert_eq!(format_time(t), "1970-01-01T00:00:00Z");
     }
 }

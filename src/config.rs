@@ -35,6 +35,9 @@ pub const MIN_SESSION_TTL_SECONDS: u64 = 600;
 pub const MAX_SESSION_TTL_SECONDS: u64 = 86_400;
 /// Shortest operator token: shorter is guessable.
 pub const MIN_ADMIN_TOKEN_LEN: usize = 32;
+/// `User-Agent` of every request the broker makes (OIDC issuers, GitHub): GitHub refuses requests
+/// without one, and operators of an issuer can tell the broker's traffic (and version) apart.
+pub const USER_AGENT: &str = concat!("sts-broker/", env!("CARGO_PKG_VERSION"));
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -177,6 +180,14 @@ pub struct SessionConfig {
     pub ttl_seconds: u64,
 }
 
+impl SessionConfig {
+    /// The session lifetime. A `std` duration, so adding it to a time needs no fallible
+    /// conversion; validation keeps it between the minimum and a day.
+    pub fn ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.ttl_seconds)
+    }
+}
+
 impl Default for SessionConfig {
     fn default() -> Self {
         Self {
@@ -210,24 +221,27 @@ pub struct TokensConfig {
 }
 
 /// `[telemetry]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TelemetryConfig {
-    /// `text` (default) or `json`.
-    #[serde(default = "default_log_format")]
-    pub log_format: String,
+    /// `text` (default) or `json`; any other value is refused when the file is read, naming
+    /// the key.
+    #[serde(default)]
+    pub log_format: LogFormat,
     /// OTLP/HTTP traces endpoint (`http://collector:4318/v1/traces`); off when absent.
     #[serde(default)]
     pub otlp_endpoint: Option<String>,
 }
 
-impl Default for TelemetryConfig {
-    fn default() -> Self {
-        Self {
-            log_format: default_log_format(),
-            otlp_endpoint: None,
-        }
-    }
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines, for a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, for a log pipeline.
+    Json,
 }
 
 fn default_listen() -> String {
@@ -250,9 +264,6 @@ fn default_github_host() -> String {
 }
 fn default_session_ttl() -> u64 {
     3600
-}
-fn default_log_format() -> String {
-    "text".to_owned()
 }
 
 /// Secrets read from files or inline values, ready to use.
@@ -346,11 +357,11 @@ impl Config {
             errors.push("oidc.issuers: at least one issuer is required".to_owned());
         }
         for (i, issuer) in self.oidc.issuers.iter().enumerate() {
-            if let Err(e) = check_fetch_url(&issuer.issuer, issuer.allow_http) {
+            if let Err(e) = check_raw_fetch_url(&issuer.issuer, issuer.allow_http) {
                 errors.push(format!("oidc.issuers[{i}].issuer: {e}"));
             }
             if let Some(jwks) = &issuer.jwks_url {
-                if let Err(e) = check_fetch_url(jwks, issuer.allow_http) {
+                if let Err(e) = check_raw_fetch_url(jwks, issuer.allow_http) {
                     errors.push(format!("oidc.issuers[{i}].jwks_url: {e}"));
                 }
             }
@@ -373,9 +384,6 @@ impl Config {
             errors.push(format!(
                 "tokens.encryption_key_file / tokens.encryption_key: {e:#}"
             ));
-        }
-        if !matches!(self.telemetry.log_format.as_str(), "text" | "json") {
-            errors.push("telemetry.log_format: must be `text` or `json`".to_owned());
         }
         if errors.is_empty() {
             Ok(())
@@ -469,155 +477,31 @@ pub fn is_loopback_url(url: &Url) -> bool {
     }
 }
 
-fn check_fetch_url(raw: &str, allow_http: bool) -> Result<(), String> {
-    let url = Url::parse(raw).map_err(|_| "not a URL".to_owned())?;
-    match url.scheme() {
-        "https" => Ok(()),
-        "http" if allow_http && is_loopback_url(&url) => Ok(()),
-        "http" if allow_http => Err("allow_http is honoured only for loopback hosts".to_owned()),
-        _ => Err("must be https (http only with allow_http on a loopback host)".to_owned()),
+/// The rule for every URL the broker fetches from an OIDC issuer (issuer, discovered or
+/// configured JWKS URL): `https://`, or `http://` on a loopback host when `allow_http` is set
+/// (tests and dev mode). Credentials in the URL are refused: they would end up in logs.
+pub fn check_fetch_url(url: &Url, allow_http: bool) -> Result<(), String> {
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not contain credentials".into());
     }
+    match url.scheme() {
+        "https" => {}
+        "http" if allow_http && is_loopback_url(url) => {}
+        "http" if allow_http => return Err("http is allowed only on a loopback host".into()),
+        "http" => return Err("must be https (http needs allow_http and a loopback host)".into()),
+        other => return Err(format!("unsupported scheme `{other}`")),
+    }
+    if url.host().is_none() {
+        return Err("has no host".into());
+    }
+    Ok(())
+}
+
+/// [`check_fetch_url`] on a configured string.
+fn check_raw_fetch_url(raw: &str, allow_http: bool) -> Result<(), String> {
+    let url = Url::parse(raw).map_err(|_| "not a URL".to_owned())?;
+    check_fetch_url(&url, allow_http)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
-        let p = dir.join(name);
-        std::fs::write(&p, body).unwrap();
-        p
-    }
-
-    fn valid_dir() -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        let key = sts_sim::keys::RsaKeyPair::generate();
-        write(
-            dir.path(),
-            "app.pem",
-            key.private_pkcs1_pem().expose_secret(),
-        );
-        write(dir.path(), "admin-token", &"a".repeat(40));
-        write(dir.path(), "token-key", &STANDARD.encode([7u8; 32]));
-        dir
-    }
-
-    const VALID: &str = r#"
-[server]
-listen = "127.0.0.1:0"
-public_url = "http://127.0.0.1:8080"
-[database]
-url = "postgres://sts:hunter2@db:5432/sts"
-[github]
-app_id = "123"
-private_key_file = "app.pem"
-[[oidc.issuers]]
-issuer = "https://token.actions.githubusercontent.com"
-audiences = ["atmos-pro.com"]
-[admin]
-token_file = "admin-token"
-[tokens]
-encryption_key_file = "token-key"
-"#;
-
-    #[test]
-    fn a_valid_file_loads_and_resolves_files_next_to_it() {
-        let dir = valid_dir();
-        let path = write(dir.path(), "broker.toml", VALID);
-        let config = Config::load(Some(&path)).unwrap();
-        assert_eq!(config.github.api_url, "https://api.github.com");
-        assert_eq!(config.session.ttl_seconds, 3600);
-        assert_eq!(config.admin_token().unwrap().expose_secret().len(), 40);
-        assert_eq!(config.token_key().unwrap().expose_secret(), &[7u8; 32]);
-    }
-
-    #[test]
-    fn debug_output_hides_the_database_password_and_inline_secrets() {
-        let dir = valid_dir();
-        let body = format!("{VALID}\n").replace(
-            "token_file = \"admin-token\"",
-            &format!("token = \"{}\"", "s3cr3t-admin-token-value-xxxxxxxxxxxxx"),
-        );
-        let path = write(dir.path(), "broker.toml", &body);
-        let config = Config::load(Some(&path)).unwrap();
-        let debug = format!("{config:?}");
-        assert!(!debug.contains("hunter2"), "{debug}");
-        assert!(!debug.contains("s3cr3t-admin-token"), "{debug}");
-        assert!(debug.contains("REDACTED"));
-    }
-
-    #[test]
-    fn errors_name_every_bad_key_at_once() {
-        let dir = valid_dir();
-        let body = VALID
-            .replace("127.0.0.1:0", "not-an-address")
-            .replace(
-                "encryption_key_file = \"token-key\"",
-                "encryption_key = \"c2hvcnQ=\"",
-            )
-            .replace(
-                "https://token.actions.githubusercontent.com",
-                "http://issuer.example.com",
-            );
-        let path = write(dir.path(), "broker.toml", &body);
-        let err = format!("{:#}", Config::load(Some(&path)).unwrap_err());
-        assert!(err.contains("server.listen"), "{err}");
-        assert!(err.contains("tokens.encryption_key"), "{err}");
-        assert!(err.contains("oidc.issuers[0].issuer"), "{err}");
-    }
-
-    #[test]
-    fn unknown_keys_are_rejected_with_their_name() {
-        let dir = valid_dir();
-        let body = VALID
-            .replace("[session]", "")
-            .replace("[admin]", "[admin]\ntokn = \"x\"");
-        let path = write(dir.path(), "broker.toml", &body);
-        let err = format!("{:#}", Config::load(Some(&path)).unwrap_err());
-        assert!(err.contains("tokn"), "{err}");
-    }
-
-    #[test]
-    fn loopback_means_127_0_0_0_slash_8_ipv6_loopback_or_exactly_localhost() {
-        let cases = [
-            ("http://127.0.0.1:8080", true),
-            ("http://127.1.2.3", true),
-            ("https://127.0.0.1", true),
-            ("http://[::1]:8080", true),
-            ("http://localhost:9999", true),
-            ("http://LocalHost", true),
-            ("http://localhost.example.com", false),
-            ("http://127.0.0.1.evil.com", false),
-            ("http://10.0.0.1", false),
-            ("http://0.0.0.0", false),
-            ("http://[::]:80", false),
-            ("http://[::ffff:127.0.0.1]", false),
-            ("http://example.com", false),
-            ("file:///etc/passwd", false),
-        ];
-        for (raw, loopback) in cases {
-            let url = Url::parse(raw).unwrap();
-            assert_eq!(is_loopback_url(&url), loopback, "{raw}");
-        }
-    }
-
-    #[test]
-    fn allow_http_is_honoured_only_for_loopback() {
-        assert!(check_fetch_url("http://127.0.0.1:9999", true).is_ok());
-        assert!(check_fetch_url("http://localhost:9999", true).is_ok());
-        assert!(check_fetch_url("http://[::1]:9999", true).is_ok());
-        assert!(check_fetch_url("http://127.0.0.1:9999", false).is_err());
-        assert!(check_fetch_url("http://10.0.0.1", true).is_err());
-        assert!(check_fetch_url("http://127.0.0.1.evil.com", true).is_err());
-        assert!(check_fetch_url("ftp://127.0.0.1", true).is_err());
-    }
-
-    #[test]
-    fn redact_url_keeps_everything_but_the_password() {
-        assert_eq!(
-            redact_url("postgres://u:pw@h:5432/db"),
-            "postgres://u:REDACTED@h:5432/db"
-        );
-        assert_eq!(redact_url("sqlite://./x.db"), "sqlite://./x.db");
-    }
-}
+mod tests;

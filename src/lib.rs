@@ -4,7 +4,6 @@
 //! least-privilege GitHub App installation tokens chosen by the workspace's trust policies.
 //! Every issuance, denial and revocation is audited.
 
-pub mod admin;
 pub mod app;
 pub mod audit;
 pub mod config;
@@ -13,14 +12,13 @@ pub mod crypto;
 pub mod demo;
 #[cfg(feature = "dev")]
 pub mod dev;
-pub mod exchange;
+pub mod flow;
 pub mod github;
 pub mod http;
+pub mod ids;
 pub mod metrics;
-pub mod mint;
 pub mod oidc;
 pub mod policy;
-pub mod revoke;
 pub mod server;
 pub mod session;
 pub mod store;

@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use sts_broker::app::App;
-use sts_broker::config::Config;
+use sts_broker::config::{Config, LogFormat};
 
 #[derive(Parser)]
 #[command(
@@ -76,7 +76,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         } => {
             let config = Config::load(Some(&path))?;
             let _guard = sts_broker::telemetry::init(
-                &config.telemetry.log_format,
+                config.telemetry.log_format,
                 config.telemetry.otlp_endpoint.as_deref(),
             )?;
             let listener = tokio::net::TcpListener::bind(&config.server.listen).await?;
@@ -90,7 +90,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Serve {
             dev: true, listen, ..
         } => {
-            let _guard = sts_broker::telemetry::init("text", None)?;
+            let _guard = sts_broker::telemetry::init(LogFormat::Text, None)?;
             sts_broker::dev::serve_dev(&listen).await?;
             Ok(ExitCode::SUCCESS)
         }

@@ -1,7 +1,8 @@
 //! Running the broker: bind, serve, housekeeping, shutdown. Used by `serve`, `demo`, the tests and
 //! the benchmarks, so they all run the same server.
 
-use crate::app::{App, AppState};
+use crate::app::App;
+use crate::http::AppState;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,25 +48,14 @@ impl Drop for RunningBroker {
     }
 }
 
-/// Serve `app` on `listener` in the background.
+/// Serve `app` on `listener` in the background, until [`RunningBroker::stop`] or drop.
 pub fn spawn(app: App, listener: tokio::net::TcpListener) -> std::io::Result<RunningBroker> {
-    spawn_with_shutdown(app, listener, std::future::pending())
-}
-
-/// Serve `app` on `listener`, stopping also when `signal` resolves.
-pub fn spawn_with_shutdown(
-    app: App,
-    listener: tokio::net::TcpListener,
-    signal: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<RunningBroker> {
     let addr = listener.local_addr()?;
     let app = Arc::new(app);
     let (tx, rx) = oneshot::channel::<()>();
     let shutdown = async move {
-        tokio::select! {
-            _ = rx => {},
-            () = signal => {},
-        }
+        // A dropped sender stops the server too.
+        let _ = rx.await;
     };
     let state = AppState(Arc::clone(&app));
     let handle = tokio::spawn(crate::http::serve(listener, state, shutdown));

@@ -5,16 +5,24 @@
 //! restarts and every replica signs and verifies with the same key.
 
 use crate::crypto::Sealer;
-use crate::store::SigningKeyRecord;
+use crate::store::{SessionRecord, SigningKeyRecord, Store, StoreError};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use p256::pkcs8::{EncodePrivateKey as _, LineEnding};
-use secrecy::ExposeSecret as _;
+use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-/// The session JWT's `typ` claim for sessions made from a GitHub Actions OIDC token; the same
-/// name Atmos Pro gives its workspace GitHub Actions sessions.
-pub const GITHUB_ACTIONS_SESSION: &str = "ws:gh:action";
+/// What kind of caller a session was made for: the session JWT's `typ` claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SessionType {
+    /// Made from a GitHub Actions OIDC token; the same `typ` Atmos Pro gives its workspace
+    /// GitHub Actions sessions. Only these may mint.
+    #[serde(rename = "ws:gh:action")]
+    GitHubActions,
+    /// Made from another configured issuer's token.
+    #[serde(rename = "ws:oidc")]
+    Oidc,
+}
 /// Audience of session JWTs: only this broker accepts them.
 pub const SESSION_AUDIENCE: &str = "sts-broker";
 /// Clock-skew allowance between replicas when checking session `exp`/`nbf`: replicas share a
@@ -41,8 +49,8 @@ pub struct SessionClaims {
     pub jti: String,
     /// Workspace the session is bound to.
     pub ws: String,
-    /// Session kind ([`GITHUB_ACTIONS_SESSION`]).
-    pub typ: String,
+    /// Session kind.
+    pub typ: SessionType,
     /// Issued at (epoch seconds).
     pub iat: i64,
     /// Not before.
@@ -51,15 +59,66 @@ pub struct SessionClaims {
     pub exp: i64,
 }
 
-/// Why a session JWT was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+/// Why a session was refused.
+#[derive(Debug, thiserror::Error)]
 pub enum SessionError {
-    /// Bad signature, wrong issuer/audience, malformed.
+    /// Bad signature, wrong issuer/audience, malformed, or no such session.
     #[error("invalid session token")]
     Invalid,
     /// Past `exp`.
     #[error("session expired")]
     Expired,
+    /// Ended by logout or an administrator.
+    #[error("session revoked")]
+    Revoked,
+    /// The session row could not be read.
+    #[error("session lookup failed")]
+    Store(#[from] StoreError),
+}
+
+/// What a session may be used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Minting: the session must be live.
+    Use,
+    /// Revoking: a revoked or recently expired session may still revoke (idempotent logout).
+    Revoke,
+}
+
+/// An authenticated session.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    /// The JWT's claims.
+    pub claims: SessionClaims,
+    /// The session row.
+    pub session: SessionRecord,
+}
+
+/// Check a session bearer token: signature, expiry, and the session row (revocation is seen by
+/// every replica because it lives in the database).
+pub async fn authenticate(
+    store: &dyn Store,
+    keys: &SessionKeys,
+    token: &SecretString,
+    purpose: Purpose,
+) -> Result<Authenticated, SessionError> {
+    let grace = (purpose == Purpose::Revoke).then_some(REVOKE_GRACE_SECONDS);
+    let claims = keys.verify(token.expose_secret(), grace)?;
+    let Some(session) = store.get_session(&claims.sid).await? else {
+        return Err(SessionError::Invalid);
+    };
+    if session.workspace_id != claims.ws {
+        return Err(SessionError::Invalid);
+    }
+    if purpose == Purpose::Use {
+        if session.revoked_at.is_some() {
+            return Err(SessionError::Revoked);
+        }
+        if session.expires_at <= OffsetDateTime::now_utc() {
+            return Err(SessionError::Expired);
+        }
+    }
+    Ok(Authenticated { claims, session })
 }
 
 /// Signs and verifies session JWTs.
@@ -200,7 +259,7 @@ mod tests {
             sid: "s1".into(),
             jti: "s1".into(),
             ws: "acme".into(),
-            typ: GITHUB_ACTIONS_SESSION.into(),
+            typ: SessionType::GitHubActions,
             iat: now,
             nbf: now,
             exp: now + exp_in,
@@ -218,13 +277,16 @@ mod tests {
     fn an_expired_session_is_refused_unless_revoking_within_the_grace() {
         let (k, _) = keys();
         let token = k.sign(&claims(-600)).unwrap();
-        assert_eq!(k.verify(&token, None).unwrap_err(), SessionError::Expired);
+        assert!(matches!(
+            k.verify(&token, None).unwrap_err(),
+            SessionError::Expired
+        ));
         assert!(k.verify(&token, Some(REVOKE_GRACE_SECONDS)).is_ok());
         let old = k.sign(&claims(-REVOKE_GRACE_SECONDS - 60)).unwrap();
-        assert_eq!(
+        assert!(matches!(
             k.verify(&old, Some(REVOKE_GRACE_SECONDS)).unwrap_err(),
             SessionError::Expired
-        );
+        ));
     }
 
     #[test]
@@ -232,13 +294,25 @@ mod tests {
         let (k1, _) = keys();
         let (k2, _) = keys();
         let token = k2.sign(&claims(600)).unwrap();
-        assert_eq!(k1.verify(&token, None).unwrap_err(), SessionError::Invalid);
+        assert!(matches!(
+            k1.verify(&token, None).unwrap_err(),
+            SessionError::Invalid
+        ));
         let mut c = claims(600);
         c.iss = "http://other".into();
-        assert_eq!(
+        assert!(matches!(
             k1.verify(&k1.sign(&c).unwrap(), None).unwrap_err(),
             SessionError::Invalid
+        ));
+    }
+
+    #[test]
+    fn session_types_keep_their_wire_names() {
+        assert_eq!(
+            serde_json::to_value(SessionType::GitHubActions).unwrap(),
+            "ws:gh:action"
         );
+        assert_eq!(serde_json::to_value(SessionType::Oidc).unwrap(), "ws:oidc");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Logging and tracing: plain text by default, JSON on request, OTLP traces when configured.
 
+use crate::config::LogFormat;
 use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -20,17 +21,16 @@ impl Drop for TelemetryGuard {
     }
 }
 
-/// Install the global subscriber. `log_format` is `text` or `json`; `otlp_endpoint` enables
+/// Install the global subscriber, writing lines in `log_format`; `otlp_endpoint` enables
 /// OTLP/HTTP trace export. Filter from `RUST_LOG`, default `info`.
-pub fn init(log_format: &str, otlp_endpoint: Option<&str>) -> anyhow::Result<TelemetryGuard> {
+pub fn init(log_format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Result<TelemetryGuard> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = if log_format == "json" {
-        tracing_subscriber::fmt::layer()
+    let fmt = match log_format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(true)
-            .boxed()
-    } else {
-        tracing_subscriber::fmt::layer().with_target(false).boxed()
+            .boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer().with_target(false).boxed(),
     };
     let mut provider = None;
     let otel = match otlp_endpoint {

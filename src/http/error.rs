@@ -1,6 +1,8 @@
-//! `ApiError`: the only type that knows HTTP status codes, and the envelope every `/api` response
-//! is wrapped in.
+//! `ApiError` and the envelope every `/api` response is wrapped in. The status of every flow
+//! error is decided here, in one table (`From<FlowError> for ApiError`); the other statuses of
+//! the http layer are its own (malformed bodies, credentials, the envelope of layer errors).
 
+use crate::flow::{Conflict, FlowError, Forbidden, Missing, Unauthenticated};
 use crate::github::GitHubError;
 use crate::store::StoreError;
 use axum::body::Body;
@@ -28,9 +30,11 @@ pub struct ApiError {
     /// Cause, for the log only.
     #[source]
     pub source: Option<anyhow::Error>,
+    /// `Retry-After`, for answers that tell the caller to come back later.
+    pub retry_after: Option<std::time::Duration>,
 }
 
-/// Result alias for handlers and flows.
+/// Result alias for handlers.
 pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
@@ -41,6 +45,7 @@ impl ApiError {
             message: message.into(),
             validation_errors: Vec::new(),
             source: None,
+            retry_after: None,
         }
     }
     /// 400.
@@ -119,30 +124,91 @@ impl ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Conflict(what) => Self::conflict("conflict", what),
-            StoreError::NotFound(what) => Self::not_found("not_found", what),
-            StoreError::Replay => {
-                Self::unauthorized("token_replayed", "the OIDC token was already used")
-            }
-            other => Self::internal("database_error", other.into()),
-        }
-    }
-}
-
-impl From<GitHubError> for ApiError {
-    fn from(e: GitHubError) -> Self {
+impl From<FlowError> for ApiError {
+    /// The status table: which status and message each flow error answers with. The tag is the
+    /// error's [`code`](FlowError::code); 5xx causes go to the log only.
+    fn from(e: FlowError) -> Self {
         let tag = e.code();
         match e {
-            GitHubError::RateLimited { .. } => Self::unavailable(
+            FlowError::InvalidRequest(errors) => Self::invalid(errors),
+            FlowError::NotGitHubActionsSession => Self::bad_request(
+                tag,
+                "GitHub STS requires a session made from a GitHub Actions OIDC token",
+            ),
+            FlowError::Unauthenticated(why) => Self::unauthorized(
+                tag,
+                match why {
+                    Unauthenticated::InvalidToken => "the OIDC token was not accepted",
+                    Unauthenticated::InvalidSession => "the session token is not valid",
+                    Unauthenticated::SessionExpired => "the session has expired",
+                    Unauthenticated::SessionRevoked => "the session was revoked",
+                },
+            ),
+            FlowError::Replayed => Self::unauthorized(tag, "the OIDC token was already used"),
+            FlowError::Forbidden(Forbidden::StsNotEntitled) => Self::forbidden(
+                tag,
+                "the workspace is not entitled to GitHub STS or the feature is disabled",
+            ),
+            FlowError::NotFound(what) => Self::not_found(
+                tag,
+                match what {
+                    Missing::Workspace => "no such workspace".into(),
+                    Missing::Policy => "no such policy".into(),
+                    Missing::InstallationLink => "no installation linked for this owner".into(),
+                    Missing::Installation { owner } => {
+                        Cow::Owned(format!("the GitHub App is not installed on `{owner}`"))
+                    }
+                },
+            ),
+            FlowError::Conflict(what) => Self::conflict(
+                tag,
+                match what {
+                    Conflict::WorkspaceExists => "a workspace with this id exists",
+                    Conflict::InstallationLinkedElsewhere => {
+                        "this installation is already linked to another workspace"
+                    }
+                },
+            ),
+            FlowError::RateLimited { retry_after } => {
+                let mut e = Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    tag,
+                    "too many requests, try again later",
+                );
+                e.retry_after = retry_after;
+                e
+            }
+            FlowError::PolicyInvalid(errors) => {
+                Self::unprocessable(tag, "the policy is invalid", errors)
+            }
+            e @ FlowError::IssuerUnavailable(_) => Self::unavailable(
+                tag,
+                "the OIDC issuer's keys could not be fetched, try again later",
+                Some(e.into()),
+            ),
+            e @ FlowError::RevokeIncomplete { workspace_kept, .. } => Self::upstream(
+                tag,
+                if workspace_kept {
+                    "some tokens could not be revoked at github; the workspace was kept, retry"
+                } else {
+                    "some tokens could not be revoked at github; retry the request"
+                },
+                e.into(),
+            ),
+            FlowError::GitHub(e @ GitHubError::RateLimited { .. }) => Self::unavailable(
                 tag,
                 "github rate limit reached, try again later",
                 Some(e.into()),
             ),
-            GitHubError::NotFound => Self::not_found(tag, "not found on github"),
-            other => Self::upstream(tag, "github request failed", other.into()),
+            FlowError::GitHub(GitHubError::NotFound) => Self::not_found(tag, "not found on github"),
+            FlowError::GitHub(e) => Self::upstream(tag, "github request failed", e.into()),
+            FlowError::Store(StoreError::Conflict(what)) => Self::conflict(tag, what),
+            FlowError::Store(StoreError::NotFound(what)) => Self::not_found(tag, what),
+            FlowError::Store(StoreError::Replay) => {
+                Self::unauthorized(tag, "the OIDC token was already used")
+            }
+            FlowError::Store(e) => Self::internal(tag, e.into()),
+            FlowError::Internal { source, .. } => Self::internal(tag, source),
         }
     }
 }
@@ -153,6 +219,10 @@ impl IntoResponse for ApiError {
         if self.status == StatusCode::UNAUTHORIZED {
             res.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(after) = self.retry_after {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(after.as_secs()));
         }
         res.extensions_mut().insert(Arc::new(self));
         res
@@ -302,3 +372,6 @@ fn log_error(err: &ApiError, request_id: &str) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -36,6 +36,7 @@ fn json_rejection(rejection: &axum::extract::rejection::JsonRejection) -> ApiErr
                 message: "request body too large".into(),
                 validation_errors: Vec::new(),
                 source: None,
+                retry_after: None,
             }
         }
         other => ApiError::invalid(vec![other.body_text()]),

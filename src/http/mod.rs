@@ -1,18 +1,23 @@
-//! The HTTP layer: router, layers, serve. Handlers are thin adapters over the domain flows.
+//! The HTTP layer: router, layers, serve. Handlers are thin adapters over the flows: every wire
+//! body, every status and every axum type lives under this module.
+//!
+//! May import: `flow` and what the flows use (`app`, the domain modules, `config`). Nothing below
+//! it imports this module.
 
 pub mod error;
 pub mod extract;
 mod routes;
 pub mod types;
 
-pub use crate::app::AppState;
-
+use crate::app::App;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
-use axum::http::HeaderName;
+use axum::handler::Handler;
+use axum::http::{HeaderName, Method};
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::{get, post, put};
+use axum::routing::{MethodFilter, MethodRouter};
 use axum::Router;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -27,85 +32,158 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// refused before it is read, so a caller cannot make the broker buffer large bodies.
 pub const BODY_LIMIT_BYTES: usize = 128 * 1024;
 
-/// Every route. The OpenAPI test walks this list; keep `openapi.yaml` in step.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/healthz"),
-    ("GET", "/readyz"),
-    ("GET", "/metrics"),
-    ("GET", "/.well-known/jwks.json"),
-    ("POST", "/api/v1/auth/github-oidc"),
-    ("DELETE", "/api/v1/auth/session"),
-    ("POST", "/api/v1/sts"),
-    ("POST", "/api/v1/sts/revoke"),
-    ("GET", "/api/v1/admin/workspaces"),
-    ("POST", "/api/v1/admin/workspaces"),
-    ("GET", "/api/v1/admin/workspaces/{ws}"),
-    ("PATCH", "/api/v1/admin/workspaces/{ws}"),
-    ("DELETE", "/api/v1/admin/workspaces/{ws}"),
-    ("GET", "/api/v1/admin/workspaces/{ws}/installations"),
-    ("PUT", "/api/v1/admin/workspaces/{ws}/installations/{owner}"),
-    (
-        "DELETE",
-        "/api/v1/admin/workspaces/{ws}/installations/{owner}",
-    ),
-    ("GET", "/api/v1/admin/workspaces/{ws}/policies"),
-    ("GET", "/api/v1/admin/workspaces/{ws}/policies/{name}"),
-    ("PUT", "/api/v1/admin/workspaces/{ws}/policies/{name}"),
-    ("DELETE", "/api/v1/admin/workspaces/{ws}/policies/{name}"),
-    ("GET", "/api/v1/admin/workspaces/{ws}/tokens"),
-    ("POST", "/api/v1/admin/workspaces/{ws}/revocations"),
-    ("GET", "/api/v1/admin/workspaces/{ws}/audit"),
-];
+/// Shared state of the HTTP layer: the broker.
+#[derive(Clone, Debug)]
+pub struct AppState(pub Arc<App>);
+
+impl std::ops::Deref for AppState {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}
+
+/// The methods routes use; each converts to axum's filter and to the HTTP method without a
+/// fallible step, so a route's method is written once.
+#[derive(Debug, Clone, Copy)]
+enum Verb {
+    Get,
+    Post,
+    Put,
+    Patch,
+    Delete,
+}
+
+impl Verb {
+    fn method(self) -> Method {
+        match self {
+            Self::Get => Method::GET,
+            Self::Post => Method::POST,
+            Self::Put => Method::PUT,
+            Self::Patch => Method::PATCH,
+            Self::Delete => Method::DELETE,
+        }
+    }
+
+    fn filter(self) -> MethodFilter {
+        match self {
+            Self::Get => MethodFilter::GET,
+            Self::Post => MethodFilter::POST,
+            Self::Put => MethodFilter::PUT,
+            Self::Patch => MethodFilter::PATCH,
+            Self::Delete => MethodFilter::DELETE,
+        }
+    }
+}
+
+/// One route: method, full path, handler.
+type Route = (Verb, &'static str, MethodRouter<AppState>);
+
+/// A table entry: `handler` serves `verb` on `path`.
+fn route<H, T>(verb: Verb, path: &'static str, handler: H) -> Route
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
+    (verb, path, axum::routing::on(verb.filter(), handler))
+}
+
+/// Every route, once: [`router`] serves this table and [`routes`] lists it for the OpenAPI test.
+fn route_table() -> Vec<Route> {
+    use Verb::{Delete, Get, Patch, Post, Put};
+    vec![
+        route(Get, "/healthz", routes::healthz),
+        route(Get, "/readyz", routes::readyz),
+        route(Get, "/metrics", routes::metrics),
+        route(Get, "/.well-known/jwks.json", routes::jwks),
+        route(Post, "/api/v1/auth/github-oidc", routes::exchange_token),
+        route(Delete, "/api/v1/auth/session", routes::end_session),
+        route(Post, "/api/v1/sts", routes::mint_tokens),
+        route(Post, "/api/v1/sts/revoke", routes::revoke_tokens),
+        route(Get, "/api/v1/admin/workspaces", routes::list_workspaces),
+        route(Post, "/api/v1/admin/workspaces", routes::create_workspace),
+        route(Get, "/api/v1/admin/workspaces/{ws}", routes::get_workspace),
+        route(
+            Patch,
+            "/api/v1/admin/workspaces/{ws}",
+            routes::patch_workspace,
+        ),
+        route(
+            Delete,
+            "/api/v1/admin/workspaces/{ws}",
+            routes::delete_workspace,
+        ),
+        route(
+            Get,
+            "/api/v1/admin/workspaces/{ws}/installations",
+            routes::list_installations,
+        ),
+        route(
+            Put,
+            "/api/v1/admin/workspaces/{ws}/installations/{owner}",
+            routes::link_installation,
+        ),
+        route(
+            Delete,
+            "/api/v1/admin/workspaces/{ws}/installations/{owner}",
+            routes::unlink_installation,
+        ),
+        route(
+            Get,
+            "/api/v1/admin/workspaces/{ws}/policies",
+            routes::list_policies,
+        ),
+        route(
+            Get,
+            "/api/v1/admin/workspaces/{ws}/policies/{name}",
+            routes::get_policy,
+        ),
+        route(
+            Put,
+            "/api/v1/admin/workspaces/{ws}/policies/{name}",
+            routes::put_policy,
+        ),
+        route(
+            Delete,
+            "/api/v1/admin/workspaces/{ws}/policies/{name}",
+            routes::delete_policy,
+        ),
+        route(
+            Get,
+            "/api/v1/admin/workspaces/{ws}/tokens",
+            routes::list_tokens,
+        ),
+        route(
+            Post,
+            "/api/v1/admin/workspaces/{ws}/revocations",
+            routes::admin_revoke,
+        ),
+        route(
+            Get,
+            "/api/v1/admin/workspaces/{ws}/audit",
+            routes::audit_log,
+        ),
+    ]
+}
+
+/// Every (method, path) the router serves. The OpenAPI test compares it with `openapi.yaml`.
+pub fn routes() -> Vec<(Method, &'static str)> {
+    route_table()
+        .into_iter()
+        .map(|(verb, path, _)| (verb.method(), path))
+        .collect()
+}
 
 /// The router with every layer.
 pub fn router(state: AppState) -> Router {
     let timeout = Duration::from_secs(state.config.server.request_timeout_seconds);
-    let api = Router::new()
-        .route("/auth/github-oidc", post(routes::exchange_token))
-        .route("/auth/session", axum::routing::delete(routes::end_session))
-        .route("/sts", post(routes::mint_tokens))
-        .route("/sts/revoke", post(routes::revoke_tokens))
-        .route(
-            "/admin/workspaces",
-            get(routes::list_workspaces).post(routes::create_workspace),
-        )
-        .route(
-            "/admin/workspaces/{ws}",
-            get(routes::get_workspace)
-                .patch(routes::patch_workspace)
-                .delete(routes::delete_workspace),
-        )
-        .route(
-            "/admin/workspaces/{ws}/installations",
-            get(routes::list_installations),
-        )
-        .route(
-            "/admin/workspaces/{ws}/installations/{owner}",
-            put(routes::link_installation).delete(routes::unlink_installation),
-        )
-        .route(
-            "/admin/workspaces/{ws}/policies",
-            get(routes::list_policies),
-        )
-        .route(
-            "/admin/workspaces/{ws}/policies/{name}",
-            get(routes::get_policy)
-                .put(routes::put_policy)
-                .delete(routes::delete_policy),
-        )
-        .route("/admin/workspaces/{ws}/tokens", get(routes::list_tokens))
-        .route(
-            "/admin/workspaces/{ws}/revocations",
-            post(routes::admin_revoke),
-        )
-        .route("/admin/workspaces/{ws}/audit", get(routes::audit_log));
+    let routes = route_table()
+        .into_iter()
+        .fold(Router::new(), |router, (_, path, handler)| {
+            router.route(path, handler)
+        });
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
-    Router::new()
-        .route("/healthz", get(routes::healthz))
-        .route("/readyz", get(routes::readyz))
-        .route("/metrics", get(routes::metrics))
-        .route("/.well-known/jwks.json", get(routes::jwks))
-        .nest("/api/v1", api)
+    routes
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT_BYTES))
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, timeout))

@@ -1,18 +1,25 @@
-//! Handlers: extract → call the domain flow → wrap the result. Nothing else.
+//! Handlers: extract → parse the path → call the flow → wrap the result. Nothing else.
 
 use super::error::{ApiData, ApiError, ApiResult};
 use super::extract::{Admin, AppJson, BearerToken, RequestId};
-use super::types::{ExchangeRequest, MintRequest, RevokeRequest, RevokeResponse};
+use super::types::admin::{
+    AdminRevocation, AuditPageView, AuditQuery, CreateWorkspace, Deleted, InstallationList,
+    InstallationView, PatchWorkspace, PolicyList, PolicyView, TokenList, TokenView, TokensQuery,
+    Unlinked, WorkspaceDeleted, WorkspaceList, WorkspaceView,
+};
+use super::types::{ExchangeRequest, MintRequest, MintResponse, RevokeRequest, RevokeResponse};
 use super::AppState;
-use crate::admin::{self, CreateWorkspace, PatchWorkspace};
-use crate::exchange::{self, Purpose};
+use crate::flow::admin::NewWorkspace;
+use crate::flow::revoke::Revocation;
+use crate::flow::{self, FlowError, Missing};
+use crate::ids::{InvalidId, PolicyName, WorkspaceId};
 use crate::policy::PolicyFormat;
-use crate::revoke::{self, AdminRevocation};
+use crate::session::Purpose;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 pub(super) async fn healthz() -> impl IntoResponse {
     axum::Json(serde_json::json!({ "status": "ok" }))
@@ -48,12 +55,45 @@ pub(super) async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
     axum::Json(state.sessions.jwks())
 }
 
+/// A workspace named in a path. A malformed id names no workspace that can exist, so it is
+/// answered as one that does not.
+fn workspace(raw: &str) -> Result<WorkspaceId, FlowError> {
+    WorkspaceId::parse(raw).map_err(|_| FlowError::NotFound(Missing::Workspace))
+}
+
+/// A policy named in a path. A malformed name is refused (by `malformed`) only after the
+/// workspace is known to exist, as for a well-formed name, so both orders answer the same.
+async fn policy_name(
+    admin: &flow::admin::Admin<'_>,
+    ws: &WorkspaceId,
+    raw: &str,
+    malformed: impl FnOnce(InvalidId) -> FlowError,
+) -> Result<PolicyName, FlowError> {
+    match PolicyName::parse(raw) {
+        Ok(name) => Ok(name),
+        Err(e) => {
+            admin.get_workspace(ws).await?;
+            Err(malformed(e))
+        }
+    }
+}
+
+/// An optional JSON body: Atmos always sends one, but an empty body means "defaults", as the
+/// contract allows.
+fn optional_json<T: DeserializeOwned + Default>(body: &[u8]) -> ApiResult<T> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::invalid(vec![format!("body: {e}")]))
+}
+
 pub(super) async fn exchange_token(
     State(state): State<AppState>,
     RequestId(rid): RequestId,
     AppJson(req): AppJson<ExchangeRequest>,
 ) -> ApiResult<ApiData> {
-    Ok(ApiData::ok(exchange::exchange(&state, req, &rid).await?))
+    let session = flow::exchange::exchange(&state, req.into(), &rid).await?;
+    Ok(ApiData::ok(super::types::ExchangeResponse::from(session)))
 }
 
 pub(super) async fn mint_tokens(
@@ -62,16 +102,10 @@ pub(super) async fn mint_tokens(
     BearerToken(token): BearerToken,
     body: Bytes,
 ) -> ApiResult<ApiData> {
-    let auth = exchange::authenticate(&state, &token, Purpose::Use).await?;
-    // Atmos always sends a body, but an empty one means "defaults", as the contract allows.
-    let req: MintRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        MintRequest::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::invalid(vec![format!("body: {e}")]))?
-    };
-    Ok(ApiData::ok(
-        crate::mint::mint(&state, &auth, req, &rid).await?,
-    ))
+    let auth = flow::authenticate(&state, &token, Purpose::Use).await?;
+    let req: MintRequest = optional_json(&body)?;
+    let minted = flow::mint::mint(&state, &auth, req.into(), &rid).await?;
+    Ok(ApiData::ok(MintResponse::from(minted)))
 }
 
 pub(super) async fn revoke_tokens(
@@ -80,13 +114,9 @@ pub(super) async fn revoke_tokens(
     BearerToken(token): BearerToken,
     body: Bytes,
 ) -> ApiResult<ApiData> {
-    let auth = exchange::authenticate(&state, &token, Purpose::Revoke).await?;
-    let req: RevokeRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        RevokeRequest::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::invalid(vec![format!("body: {e}")]))?
-    };
-    let revoked = revoke::revoke_session_tokens(&state, &auth, req.ids, &rid).await?;
+    let auth = flow::authenticate(&state, &token, Purpose::Revoke).await?;
+    let req: RevokeRequest = optional_json(&body)?;
+    let revoked = flow::revoke::revoke_session_tokens(&state, &auth, req.ids, &rid).await?;
     Ok(ApiData::ok(RevokeResponse { revoked }))
 }
 
@@ -95,13 +125,13 @@ pub(super) async fn end_session(
     RequestId(rid): RequestId,
     BearerToken(token): BearerToken,
 ) -> ApiResult<ApiData> {
-    let auth = exchange::authenticate(&state, &token, Purpose::Revoke).await?;
-    let revoked = revoke::end_session(&state, &auth, &rid).await?;
+    let auth = flow::authenticate(&state, &token, Purpose::Revoke).await?;
+    let revoked = flow::revoke::end_session(&state, &auth, &rid).await?;
     Ok(ApiData::ok(RevokeResponse { revoked }))
 }
 
-fn admin<'a>(state: &'a AppState, rid: &'a str) -> admin::Admin<'a> {
-    admin::Admin {
+fn admin<'a>(state: &'a AppState, rid: &'a str) -> flow::admin::Admin<'a> {
+    flow::admin::Admin {
         app: state,
         request_id: rid,
     }
@@ -112,9 +142,10 @@ pub(super) async fn list_workspaces(
     _: Admin,
     RequestId(rid): RequestId,
 ) -> ApiResult<ApiData> {
-    Ok(ApiData::ok(
-        serde_json::json!({ "workspaces": admin(&s, &rid).list_workspaces().await? }),
-    ))
+    let workspaces = admin(&s, &rid).list_workspaces().await?;
+    Ok(ApiData::ok(WorkspaceList {
+        workspaces: workspaces.into_iter().map(Into::into).collect(),
+    }))
 }
 
 pub(super) async fn create_workspace(
@@ -123,9 +154,9 @@ pub(super) async fn create_workspace(
     RequestId(rid): RequestId,
     AppJson(req): AppJson<CreateWorkspace>,
 ) -> ApiResult<ApiData> {
-    Ok(ApiData::created(
-        admin(&s, &rid).create_workspace(req).await?,
-    ))
+    let new = NewWorkspace::try_from(req)?;
+    let created = admin(&s, &rid).create_workspace(new).await?;
+    Ok(ApiData::created(WorkspaceView::from(created)))
 }
 
 pub(super) async fn get_workspace(
@@ -134,7 +165,8 @@ pub(super) async fn get_workspace(
     RequestId(rid): RequestId,
     Path(ws): Path<String>,
 ) -> ApiResult<ApiData> {
-    Ok(ApiData::ok(admin(&s, &rid).get_workspace(&ws).await?))
+    let found = admin(&s, &rid).get_workspace(&workspace(&ws)?).await?;
+    Ok(ApiData::ok(WorkspaceView::from(found)))
 }
 
 pub(super) async fn patch_workspace(
@@ -144,9 +176,10 @@ pub(super) async fn patch_workspace(
     Path(ws): Path<String>,
     AppJson(req): AppJson<PatchWorkspace>,
 ) -> ApiResult<ApiData> {
-    Ok(ApiData::ok(
-        admin(&s, &rid).patch_workspace(&ws, req).await?,
-    ))
+    let updated = admin(&s, &rid)
+        .patch_workspace(&workspace(&ws)?, req.sts_enabled)
+        .await?;
+    Ok(ApiData::ok(WorkspaceView::from(updated)))
 }
 
 pub(super) async fn delete_workspace(
@@ -155,7 +188,11 @@ pub(super) async fn delete_workspace(
     RequestId(rid): RequestId,
     Path(ws): Path<String>,
 ) -> ApiResult<ApiData> {
-    Ok(ApiData::ok(admin(&s, &rid).delete_workspace(&ws).await?))
+    let revoked = admin(&s, &rid).delete_workspace(&workspace(&ws)?).await?;
+    Ok(ApiData::ok(WorkspaceDeleted {
+        deleted: true,
+        revoked,
+    }))
 }
 
 pub(super) async fn list_installations(
@@ -164,9 +201,10 @@ pub(super) async fn list_installations(
     RequestId(rid): RequestId,
     Path(ws): Path<String>,
 ) -> ApiResult<ApiData> {
-    Ok(ApiData::ok(
-        serde_json::json!({ "installations": admin(&s, &rid).list_installations(&ws).await? }),
-    ))
+    let links = admin(&s, &rid).list_installations(&workspace(&ws)?).await?;
+    Ok(ApiData::ok(InstallationList {
+        installations: links.into_iter().map(Into::into).collect(),
+    }))
 }
 
 pub(super) async fn link_installation(
@@ -175,9 +213,10 @@ pub(super) async fn link_installation(
     RequestId(rid): RequestId,
     Path((ws, owner)): Path<(String, String)>,
 ) -> ApiResult<ApiData> {
-    Ok(ApiData::ok(
-        admin(&s, &rid).link_installation(&ws, &owner).await?,
-    ))
+    let link = admin(&s, &rid)
+        .link_installation(&workspace(&ws)?, &owner)
+        .await?;
+    Ok(ApiData::ok(InstallationView::from(link)))
 }
 
 pub(super) async fn unlink_installation(
@@ -186,9 +225,10 @@ pub(super) async fn unlink_installation(
     RequestId(rid): RequestId,
     Path((ws, owner)): Path<(String, String)>,
 ) -> ApiResult<ApiData> {
-    Ok(ApiData::ok(
-        admin(&s, &rid).unlink_installation(&ws, &owner).await?,
-    ))
+    admin(&s, &rid)
+        .unlink_installation(&workspace(&ws)?, &owner)
+        .await?;
+    Ok(ApiData::ok(Unlinked { unlinked: true }))
 }
 
 pub(super) async fn list_policies(
@@ -197,9 +237,10 @@ pub(super) async fn list_policies(
     RequestId(rid): RequestId,
     Path(ws): Path<String>,
 ) -> ApiResult<ApiData> {
-    Ok(ApiData::ok(
-        serde_json::json!({ "policies": admin(&s, &rid).list_policies(&ws).await? }),
-    ))
+    let policies = admin(&s, &rid).list_policies(&workspace(&ws)?).await?;
+    Ok(ApiData::ok(PolicyList {
+        policies: policies.into_iter().map(Into::into).collect(),
+    }))
 }
 
 pub(super) async fn get_policy(
@@ -208,7 +249,11 @@ pub(super) async fn get_policy(
     RequestId(rid): RequestId,
     Path((ws, name)): Path<(String, String)>,
 ) -> ApiResult<ApiData> {
-    Ok(ApiData::ok(admin(&s, &rid).get_policy(&ws, &name).await?))
+    let admin = admin(&s, &rid);
+    let ws = workspace(&ws)?;
+    let name = policy_name(&admin, &ws, &name, |_| FlowError::NotFound(Missing::Policy)).await?;
+    let policy = admin.get_policy(&ws, &name).await?;
+    Ok(ApiData::ok(PolicyView::from(policy)))
 }
 
 pub(super) async fn put_policy(
@@ -222,26 +267,23 @@ pub(super) async fn put_policy(
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    let format = match content_type.as_str() {
-        "application/json" => PolicyFormat::Json,
-        "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" => {
-            PolicyFormat::Yaml
-        }
-        _ => {
-            return Err(ApiError::unsupported_media_type(
-                "send the policy as application/json or application/yaml",
-            ))
-        }
+        .unwrap_or_default();
+    let Some(format) = PolicyFormat::from_content_type(content_type) else {
+        return Err(ApiError::unsupported_media_type(
+            "send the policy as application/json or application/yaml",
+        ));
     };
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::invalid(vec!["body: not UTF-8".to_owned()]))?;
-    let (created, view) = admin(&s, &rid).put_policy(&ws, &name, text, format).await?;
+    let admin = admin(&s, &rid);
+    let ws = workspace(&ws)?;
+    let name = policy_name(&admin, &ws, &name, |e| {
+        FlowError::invalid(format!("name: {e}"))
+    })
+    .await?;
+    let put = admin.put_policy(&ws, &name, text, format).await?;
+    let created = put.created;
+    let view = PolicyView::from(put);
     Ok(if created {
         ApiData::created(view)
     } else {
@@ -255,16 +297,11 @@ pub(super) async fn delete_policy(
     RequestId(rid): RequestId,
     Path((ws, name)): Path<(String, String)>,
 ) -> ApiResult<ApiData> {
-    Ok(ApiData::ok(
-        admin(&s, &rid).delete_policy(&ws, &name).await?,
-    ))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct TokensQuery {
-    state: Option<String>,
-    limit: Option<u32>,
+    let admin = admin(&s, &rid);
+    let ws = workspace(&ws)?;
+    let name = policy_name(&admin, &ws, &name, |_| FlowError::NotFound(Missing::Policy)).await?;
+    admin.delete_policy(&ws, &name).await?;
+    Ok(ApiData::ok(Deleted { deleted: true }))
 }
 
 pub(super) async fn list_tokens(
@@ -275,9 +312,12 @@ pub(super) async fn list_tokens(
     query: Result<Query<TokensQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<ApiData> {
     let Query(q) = query.map_err(|e| ApiError::invalid(vec![e.body_text()]))?;
-    Ok(ApiData::ok(serde_json::json!({
-        "tokens": admin(&s, &rid).list_tokens(&ws, q.state.as_deref(), q.limit).await?
-    })))
+    let listing = admin(&s, &rid)
+        .list_tokens(&workspace(&ws)?, q.state.as_deref(), q.limit)
+        .await?;
+    Ok(ApiData::ok(TokenList {
+        tokens: TokenView::list(listing),
+    }))
 }
 
 pub(super) async fn admin_revoke(
@@ -287,15 +327,10 @@ pub(super) async fn admin_revoke(
     Path(ws): Path<String>,
     AppJson(req): AppJson<AdminRevocation>,
 ) -> ApiResult<ApiData> {
-    let revoked = revoke::admin_revoke(&s, &ws, req, &rid).await?;
+    // The selectors are checked before the workspace, as the contract orders the answers.
+    let revocation = Revocation::try_from(req)?;
+    let revoked = flow::revoke::admin_revoke(&s, &workspace(&ws)?, revocation, &rid).await?;
     Ok(ApiData::ok(RevokeResponse { revoked }))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct AuditQuery {
-    limit: Option<u32>,
-    cursor: Option<String>,
 }
 
 pub(super) async fn audit_log(
@@ -306,9 +341,8 @@ pub(super) async fn audit_log(
     query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<ApiData> {
     let Query(q) = query.map_err(|e| ApiError::invalid(vec![e.body_text()]))?;
-    Ok(ApiData::ok(
-        admin(&s, &rid)
-            .audit_page(&ws, q.limit, q.cursor.as_deref())
-            .await?,
-    ))
+    let page = admin(&s, &rid)
+        .audit_page(&workspace(&ws)?, q.limit, q.cursor.as_deref())
+        .await?;
+    Ok(ApiData::ok(AuditPageView::from(page)))
 }

@@ -8,6 +8,8 @@ mod keystore;
 mod tests;
 pub mod unverified;
 
+pub use unverified::MAX_TOKEN_BYTES;
+
 pub use keystore::{
     JwksCache, JWKS_CACHE_TTL, JWKS_FAILURE_BACKOFF, JWKS_REFRESH_COOLDOWN, MAX_FETCH_BYTES,
     MIN_RSA_MODULUS_BITS,
@@ -23,8 +25,9 @@ use time::OffsetDateTime;
 use url::Url;
 
 /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds. Runners' and the broker's clocks
-/// drift; GitHub facts ask for a small named leeway (at most 60 s). Keep replay-guard records at
-/// least `exp + JWT_LEEWAY`, or a token could be replayed in the leeway after its record expired.
+/// drift, and GitHub's tokens are valid for minutes only, so a minute is generous yet small. Keep
+/// replay-guard records at least `exp + JWT_LEEWAY`, or a token could be replayed in the leeway
+/// after its record expired.
 pub const JWT_LEEWAY: u64 = 60;
 
 /// The only signature algorithm accepted. GitHub signs Actions tokens with RS256 only; pinning it
@@ -40,9 +43,6 @@ pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Redirects followed per issuer request; only to the origin of the URL first requested, so a
 /// redirect cannot turn a configured issuer into a fetch of an arbitrary host.
 pub const MAX_FETCH_REDIRECTS: usize = 3;
-
-/// `User-Agent` of requests to issuers.
-pub const USER_AGENT: &str = concat!("sts-broker/", env!("CARGO_PKG_VERSION"));
 
 /// Claims jsonwebtoken must find before it validates anything (`iat` is checked by us: the crate
 /// ignores it).
@@ -160,10 +160,10 @@ impl OidcVerifier {
             let name = &settings.issuer;
             let url =
                 Url::parse(name).map_err(|e| format!("oidc issuer `{name}`: invalid url: {e}"))?;
-            keystore::check_url(&url, settings.allow_http)
+            crate::config::check_fetch_url(&url, settings.allow_http)
                 .map_err(|e| format!("oidc issuer `{name}`: issuer url {e}"))?;
             if let Some(jwks_url) = &settings.jwks_url {
-                keystore::check_url(jwks_url, settings.allow_http)
+                crate::config::check_fetch_url(jwks_url, settings.allow_http)
                     .map_err(|e| format!("oidc issuer `{name}`: jwks_url {e}"))?;
             }
             if settings.audiences.iter().all(|aud| aud.is_empty()) {
@@ -174,7 +174,7 @@ impl OidcVerifier {
             .use_rustls_tls()
             .connect_timeout(FETCH_CONNECT_TIMEOUT)
             .timeout(FETCH_TIMEOUT)
-            .user_agent(USER_AGENT)
+            .user_agent(crate::config::USER_AGENT)
             .redirect(same_origin_redirects())
             .build()
             .map_err(|e| format!("oidc http client: {e}"))?;

@@ -1,5 +1,13 @@
-//! Request and response bodies on the wire, shared with `sts-client`. They match `openapi.yaml`.
+//! Request and response bodies on the wire, as `openapi.yaml` describes them, and their
+//! conversions to and from the flows' inputs and outputs. The admin API's bodies are in
+//! [`admin`]. (`sts-client` keeps its own copies, so it can be built without the broker.)
 
+pub mod admin;
+
+use crate::audit::{format_time, ExclusionReason};
+use crate::flow::exchange::{ExchangeInput, NewSession};
+use crate::flow::mint::{Excluded as MintExcluded, MintInput, Minted, MintedToken};
+use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -38,6 +46,15 @@ pub struct ExchangeRequest {
     pub workspace_id: String,
 }
 
+impl From<ExchangeRequest> for ExchangeInput {
+    fn from(req: ExchangeRequest) -> Self {
+        Self {
+            token: SecretString::from(req.token),
+            workspace_id: req.workspace_id,
+        }
+    }
+}
+
 /// `POST /auth/github-oidc` data.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -58,6 +75,24 @@ pub struct MintRequest {
     /// Policy to evaluate; default `default`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_name: Option<String>,
+}
+
+impl From<MintRequest> for MintInput {
+    fn from(req: MintRequest) -> Self {
+        Self {
+            sources: req.sources,
+            policy_name: req.policy_name,
+        }
+    }
+}
+
+impl From<NewSession> for ExchangeResponse {
+    fn from(session: NewSession) -> Self {
+        Self {
+            token: session.token.expose_secret().to_owned(),
+            expires_at: format_time(session.expires_at),
+        }
+    }
 }
 
 /// One minted token.
@@ -84,14 +119,37 @@ pub struct Token {
     pub installation_id: i64,
 }
 
+impl From<MintedToken> for Token {
+    fn from(t: MintedToken) -> Self {
+        Self {
+            id: t.id,
+            host: t.host,
+            owner: t.owner,
+            token: t.token.expose_secret().to_owned(),
+            expires_at: format_time(t.expires_at),
+            repositories: t.repositories,
+            permissions: t.permissions,
+            installation_id: t.installation_id,
+        }
+    }
+}
+
 /// A repository left out, with its reason code.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Excluded {
     /// `owner/repo` as the caller sent it.
     pub repo: String,
-    /// `not_installed_in_workspace`, `installation_suspended`, `no_trust_policy`,
-    /// `trust_policy_denied` or `trust_policy_invalid`.
-    pub reason: String,
+    /// Why.
+    pub reason: ExclusionReason,
+}
+
+impl From<MintExcluded> for Excluded {
+    fn from(e: MintExcluded) -> Self {
+        Self {
+            repo: e.repo,
+            reason: e.reason,
+        }
+    }
 }
 
 /// `POST /sts` data.
@@ -102,6 +160,15 @@ pub struct MintResponse {
     /// Sources that got nothing, with why.
     #[serde(default)]
     pub excluded: Vec<Excluded>,
+}
+
+impl From<Minted> for MintResponse {
+    fn from(minted: Minted) -> Self {
+        Self {
+            tokens: minted.tokens.into_iter().map(Into::into).collect(),
+            excluded: minted.excluded.into_iter().map(Into::into).collect(),
+        }
+    }
 }
 
 /// `POST /sts/revoke` body.

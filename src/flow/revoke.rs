@@ -2,12 +2,14 @@
 //! or by an administrator. Every path reaches GitHub (`DELETE /installation/token` with the
 //! unsealed token) before the row is marked revoked; all are idempotent.
 
+use super::{existing_workspace, FlowError, FlowResult};
 use crate::app::App;
-use crate::audit::{Actor, AuditEvent, AuditKind, AuditToken, Outcome};
-use crate::exchange::{actor_from_claims, Authenticated};
-use crate::http::error::{ApiError, ApiResult};
+use crate::audit::{Actor, ActorKind, AuditEvent, AuditKind, AuditToken, Outcome};
+use crate::ids::WorkspaceId;
+use crate::session::Authenticated;
 use crate::store::{IssuedToken, TokenFilter, TokenState};
 use futures::stream::{self, StreamExt as _};
+use serde::Serialize;
 use time::OffsetDateTime;
 
 /// How many GitHub revoke calls run at once: fast for a job's handful of tokens, gentle on
@@ -25,7 +27,7 @@ pub struct RevokeOutcome {
 
 /// Revoke `tokens` at GitHub and mark them revoked. Tokens already revoked are skipped; expired
 /// ones are marked without a call (GitHub no longer honours them).
-pub async fn revoke_tokens(app: &App, tokens: Vec<IssuedToken>) -> ApiResult<RevokeOutcome> {
+pub async fn revoke_tokens(app: &App, tokens: Vec<IssuedToken>) -> FlowResult<RevokeOutcome> {
     let now = OffsetDateTime::now_utc();
     let live: Vec<IssuedToken> = tokens
         .into_iter()
@@ -86,7 +88,7 @@ fn audit_tokens(tokens: &[IssuedToken]) -> Vec<AuditToken> {
 }
 
 /// Finish a revoke flow: audit, then error if GitHub refused some (the caller may retry).
-async fn finish(app: &App, mut audit: AuditEvent, outcome: RevokeOutcome) -> ApiResult<u64> {
+async fn finish(app: &App, mut audit: AuditEvent, outcome: RevokeOutcome) -> FlowResult<u64> {
     audit.tokens = audit_tokens(&outcome.revoked);
     let mut ids: Vec<i64> = outcome.revoked.iter().map(|t| t.installation_id).collect();
     ids.sort_unstable();
@@ -104,11 +106,10 @@ async fn finish(app: &App, mut audit: AuditEvent, outcome: RevokeOutcome) -> Api
     if outcome.failed.is_empty() {
         Ok(revoked)
     } else {
-        Err(ApiError::upstream(
-            "github_revoke_failed",
-            "some tokens could not be revoked at github; retry the request",
-            anyhow::anyhow!("{} tokens not revoked", outcome.failed.len()),
-        ))
+        Err(FlowError::RevokeIncomplete {
+            not_revoked: outcome.failed.len(),
+            workspace_kept: false,
+        })
     }
 }
 
@@ -121,7 +122,7 @@ fn session_audit(
     let mut audit = AuditEvent::new(kind, action);
     audit.workspace_id = Some(auth.session.workspace_id.clone());
     audit.request_id = Some(request_id.to_owned());
-    audit.actor = actor_from_claims(&auth.session.claims, Some(&auth.session.id));
+    audit.actor = Actor::from_claims(&auth.session.claims, Some(&auth.session.id));
     audit
 }
 
@@ -132,7 +133,7 @@ pub async fn revoke_session_tokens(
     auth: &Authenticated,
     ids: Option<Vec<String>>,
     request_id: &str,
-) -> ApiResult<u64> {
+) -> FlowResult<u64> {
     let filter = TokenFilter {
         session_id: Some(auth.session.id.clone()),
         ids,
@@ -153,7 +154,7 @@ pub async fn revoke_session_tokens(
 
 /// `DELETE /auth/session`: the session and all its tokens.
 #[tracing::instrument(skip_all, fields(session.id = %auth.session.id))]
-pub async fn end_session(app: &App, auth: &Authenticated, request_id: &str) -> ApiResult<u64> {
+pub async fn end_session(app: &App, auth: &Authenticated, request_id: &str) -> FlowResult<u64> {
     let filter = TokenFilter {
         session_id: Some(auth.session.id.clone()),
         ..TokenFilter::default()
@@ -175,52 +176,62 @@ pub async fn end_session(app: &App, auth: &Authenticated, request_id: &str) -> A
 }
 
 /// Which tokens an administrator revokes; selectors combine with AND, `all` alone selects every
-/// active token of the workspace.
-#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AdminRevocation {
-    /// Token ids.
-    #[serde(default)]
-    pub token_ids: Option<Vec<String>>,
-    /// Every token of this session (the session is revoked too).
-    #[serde(default)]
-    pub session_id: Option<String>,
-    /// Every token that reaches `owner/repo` (including whole-installation tokens of the owner).
-    #[serde(default)]
-    pub repository: Option<String>,
-    /// Every active token of the workspace.
-    #[serde(default)]
-    pub all: Option<bool>,
+/// active token of the workspace. Serialized as it is kept in the audit event (absent selectors
+/// as `null`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Revocation {
+    token_ids: Option<Vec<String>>,
+    session_id: Option<String>,
+    repository: Option<String>,
+    all: Option<bool>,
 }
 
-/// `POST /admin/workspaces/{ws}/revocations`.
-#[tracing::instrument(skip_all, fields(workspace.id = %workspace_id))]
+impl Revocation {
+    /// Token ids, every token (and the session) of `session_id`, every token that reaches
+    /// `repository` (`owner/repo`, whole-installation tokens of the owner included), or `all`.
+    /// At least one must be given.
+    pub fn new(
+        token_ids: Option<Vec<String>>,
+        session_id: Option<String>,
+        repository: Option<String>,
+        all: Option<bool>,
+    ) -> FlowResult<Self> {
+        if !all.unwrap_or(false)
+            && token_ids.is_none()
+            && session_id.is_none()
+            && repository.is_none()
+        {
+            return Err(FlowError::invalid(
+                "name at least one of tokenIds, sessionId, repository, or set all: true",
+            ));
+        }
+        Ok(Self {
+            token_ids,
+            session_id,
+            repository,
+            all,
+        })
+    }
+}
+
+/// An administrator's revocation in `workspace`.
+#[tracing::instrument(skip_all, fields(workspace.id = %workspace))]
 pub async fn admin_revoke(
     app: &App,
-    workspace_id: &str,
-    req: AdminRevocation,
+    workspace: &WorkspaceId,
+    revocation: Revocation,
     request_id: &str,
-) -> ApiResult<u64> {
-    let all = req.all.unwrap_or(false);
-    if !all && req.token_ids.is_none() && req.session_id.is_none() && req.repository.is_none() {
-        return Err(ApiError::invalid(vec![
-            "name at least one of tokenIds, sessionId, repository, or set all: true".to_owned(),
-        ]));
-    }
-    if app.store.get_workspace(workspace_id).await?.is_none() {
-        return Err(ApiError::not_found(
-            "workspace_not_found",
-            "no such workspace",
-        ));
-    }
+) -> FlowResult<u64> {
+    existing_workspace(app, workspace).await?;
     let filter = TokenFilter {
         state: Some((TokenState::Active, OffsetDateTime::now_utc())),
-        session_id: req.session_id.clone(),
-        ids: req.token_ids.clone(),
+        session_id: revocation.session_id.clone(),
+        ids: revocation.token_ids.clone(),
         limit: None,
     };
-    let mut tokens = app.store.list_tokens(workspace_id, &filter).await?;
-    if let Some(repo) = &req.repository {
+    let mut tokens = app.store.list_tokens(workspace.as_str(), &filter).await?;
+    if let Some(repo) = &revocation.repository {
         let owner = repo.split('/').next().unwrap_or_default();
         tokens.retain(|t| match &t.repositories {
             Some(list) => list.iter().any(|r| r.eq_ignore_ascii_case(repo)),
@@ -228,24 +239,15 @@ pub async fn admin_revoke(
         });
     }
     let outcome = revoke_tokens(app, tokens).await?;
-    if let Some(session_id) = &req.session_id {
+    if let Some(session_id) = &revocation.session_id {
         app.store
             .revoke_session(session_id, OffsetDateTime::now_utc())
             .await?;
     }
     let mut audit = AuditEvent::new(AuditKind::Revoke, "admin.revoke");
-    audit.workspace_id = Some(workspace_id.to_owned());
+    audit.workspace_id = Some(workspace.as_str().to_owned());
     audit.request_id = Some(request_id.to_owned());
-    audit.actor = Actor {
-        kind: "admin".to_owned(),
-        ..Actor::default()
-    };
-    let selectors = serde_json::to_value(&req).unwrap_or_default();
-    let revoked = finish(app, audit_with_details(audit, selectors), outcome).await?;
-    Ok(revoked)
-}
-
-fn audit_with_details(mut audit: AuditEvent, details: serde_json::Value) -> AuditEvent {
-    audit.details = serde_json::json!({ "selectors": details });
-    audit
+    audit.actor = Actor::of(ActorKind::Admin);
+    audit.details = serde_json::json!({ "selectors": revocation });
+    finish(app, audit, outcome).await
 }

@@ -1,0 +1,181 @@
+//! Tests of configuration loading and validation.
+
+use super::*;
+
+fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+fn valid_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let key = sts_sim::keys::RsaKeyPair::generate();
+    write(
+        dir.path(),
+        "app.pem",
+        key.private_pkcs1_pem().expose_secret(),
+    );
+    write(dir.path(), "admin-token", &"a".repeat(40));
+    write(dir.path(), "token-key", &STANDARD.encode([7u8; 32]));
+    dir
+}
+
+const VALID: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+public_url = "http://127.0.0.1:8080"
+[database]
+url = "postgres://sts:hunter2@db:5432/sts"
+[github]
+app_id = "123"
+private_key_file = "app.pem"
+[[oidc.issuers]]
+issuer = "https://token.actions.githubusercontent.com"
+audiences = ["atmos-pro.com"]
+[admin]
+token_file = "admin-token"
+[tokens]
+encryption_key_file = "token-key"
+"#;
+
+#[test]
+fn a_valid_file_loads_and_resolves_files_next_to_it() {
+    let dir = valid_dir();
+    let path = write(dir.path(), "broker.toml", VALID);
+    let config = Config::load(Some(&path)).unwrap();
+    assert_eq!(config.github.api_url, "https://api.github.com");
+    assert_eq!(config.session.ttl_seconds, 3600);
+    assert_eq!(config.admin_token().unwrap().expose_secret().len(), 40);
+    assert_eq!(config.token_key().unwrap().expose_secret(), &[7u8; 32]);
+}
+
+#[test]
+fn debug_output_hides_the_database_password_and_inline_secrets() {
+    let dir = valid_dir();
+    let body = format!("{VALID}\n").replace(
+        "token_file = \"admin-token\"",
+        &format!("token = \"{}\"", "s3cr3t-admin-token-value-xxxxxxxxxxxxx"),
+    );
+    let path = write(dir.path(), "broker.toml", &body);
+    let config = Config::load(Some(&path)).unwrap();
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("hunter2"), "{debug}");
+    assert!(!debug.contains("s3cr3t-admin-token"), "{debug}");
+    assert!(debug.contains("REDACTED"));
+}
+
+#[test]
+fn errors_name_every_bad_key_at_once() {
+    let dir = valid_dir();
+    let body = VALID
+        .replace("127.0.0.1:0", "not-an-address")
+        .replace(
+            "encryption_key_file = \"token-key\"",
+            "encryption_key = \"c2hvcnQ=\"",
+        )
+        .replace(
+            "https://token.actions.githubusercontent.com",
+            "http://issuer.example.com",
+        );
+    let path = write(dir.path(), "broker.toml", &body);
+    let err = format!("{:#}", Config::load(Some(&path)).unwrap_err());
+    assert!(err.contains("server.listen"), "{err}");
+    assert!(err.contains("tokens.encryption_key"), "{err}");
+    assert!(err.contains("oidc.issuers[0].issuer"), "{err}");
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_their_name() {
+    let dir = valid_dir();
+    let body = VALID
+        .replace("[session]", "")
+        .replace("[admin]", "[admin]\ntokn = \"x\"");
+    let path = write(dir.path(), "broker.toml", &body);
+    let err = format!("{:#}", Config::load(Some(&path)).unwrap_err());
+    assert!(err.contains("tokn"), "{err}");
+}
+
+#[test]
+fn loopback_means_127_0_0_0_slash_8_ipv6_loopback_or_exactly_localhost() {
+    let cases = [
+        ("http://127.0.0.1:8080", true),
+        ("http://127.1.2.3", true),
+        ("https://127.0.0.1", true),
+        ("http://[::1]:8080", true),
+        ("http://localhost:9999", true),
+        ("http://LocalHost", true),
+        ("http://localhost.example.com", false),
+        ("http://127.0.0.1.evil.com", false),
+        ("http://10.0.0.1", false),
+        ("http://0.0.0.0", false),
+        ("http://[::]:80", false),
+        ("http://[::ffff:127.0.0.1]", false),
+        ("http://example.com", false),
+        ("file:///etc/passwd", false),
+    ];
+    for (raw, loopback) in cases {
+        let url = Url::parse(raw).unwrap();
+        assert_eq!(is_loopback_url(&url), loopback, "{raw}");
+    }
+}
+
+#[test]
+fn allow_http_is_honoured_only_for_loopback() {
+    assert!(check_raw_fetch_url("http://127.0.0.1:9999", true).is_ok());
+    assert!(check_raw_fetch_url("http://localhost:9999", true).is_ok());
+    assert!(check_raw_fetch_url("http://[::1]:9999", true).is_ok());
+    assert!(check_raw_fetch_url("http://127.0.0.1:9999", false).is_err());
+    assert!(check_raw_fetch_url("http://10.0.0.1", true).is_err());
+    assert!(check_raw_fetch_url("http://127.0.0.1.evil.com", true).is_err());
+    assert!(check_raw_fetch_url("ftp://127.0.0.1", true).is_err());
+}
+
+#[test]
+fn url_rules_accept_https_and_loopback_http_only() {
+    let cases = [
+        ("https://token.actions.githubusercontent.com", false, true),
+        ("https://example.com/x", true, true),
+        ("http://127.0.0.1:8080", true, true),
+        ("http://127.1.2.3:8080", true, true),
+        ("http://[::1]:8080", true, true),
+        ("http://localhost:8080", true, true),
+        ("http://LOCALHOST:8080", true, true),
+        ("http://127.0.0.1:8080", false, false),
+        ("http://example.com", true, false),
+        ("http://localhost.example.com", true, false),
+        ("http://10.0.0.1", true, false),
+        ("ftp://127.0.0.1", true, false),
+        ("https://user:pass@example.com", false, false),
+    ];
+    for (url, allow_http, ok) in cases {
+        let parsed = Url::parse(url).unwrap();
+        assert_eq!(
+            check_fetch_url(&parsed, allow_http).is_ok(),
+            ok,
+            "{url} allow_http={allow_http}"
+        );
+    }
+}
+
+#[test]
+fn an_unknown_log_format_is_refused_naming_the_key() {
+    let dir = valid_dir();
+    let body = format!("{VALID}\n[telemetry]\nlog_format = \"xml\"\n");
+    let path = write(dir.path(), "broker.toml", &body);
+    let err = format!("{:#}", Config::load(Some(&path)).unwrap_err());
+    assert!(err.contains("log_format"), "{err}");
+    let body = format!("{VALID}\n[telemetry]\nlog_format = \"json\"\n");
+    let path = write(dir.path(), "broker.toml", &body);
+    let config = Config::load(Some(&path)).unwrap();
+    assert_eq!(config.telemetry.log_format, LogFormat::Json);
+}
+
+#[test]
+fn redact_url_keeps_everything_but_the_password() {
+    assert_eq!(
+        redact_url("postgres://u:pw@h:5432/db"),
+        "postgres://u:REDACTED@h:5432/db"
+    );
+    assert_eq!(redact_url("sqlite://./x.db"), "sqlite://./x.db");
+}

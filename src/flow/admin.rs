@@ -1,0 +1,409 @@
+//! Admin operations behind the operator token: workspaces, installation links, policies, token
+//! metadata and the audit log. Every change writes an audit event.
+
+use super::{existing_workspace, Conflict, FlowError, FlowResult, Missing};
+use crate::app::App;
+use crate::audit::{Actor, ActorKind, AuditEvent, AuditKind, Outcome};
+use crate::github::GitHubError;
+use crate::ids::{PolicyName, WorkspaceId};
+use crate::policy::{CompiledPolicy, PolicyFormat, RepoRef, MAX_POLICY_BYTES};
+use crate::store::{
+    AuditPage, InstallationLink, IssuedToken, NewPolicy, StoreError, StoredPolicy, TokenFilter,
+    TokenState, Workspace, MAX_AUDIT_PAGE,
+};
+use time::OffsetDateTime;
+
+/// Default page of the audit listing: a screenful.
+pub const AUDIT_PAGE_DEFAULT: u32 = 50;
+/// Default number of tokens listed: a workspace's recent history, small enough to read; ask for
+/// more with `limit`.
+pub const TOKEN_LIST_DEFAULT: u32 = 500;
+/// Most tokens one listing returns: a busy workspace mints thousands a day and an operator
+/// looking for a leak wants them in one answer, yet the answer must stay a few MiB at most.
+pub const TOKEN_LIST_MAX: u32 = 10_000;
+/// Longest workspace display name.
+pub const MAX_WORKSPACE_NAME_LEN: usize = 200;
+
+/// A workspace to create.
+#[derive(Debug)]
+pub struct NewWorkspace {
+    id: WorkspaceId,
+    name: String,
+    sts_enabled: bool,
+}
+
+impl NewWorkspace {
+    /// Check the id and display name (all problems at once); entitled unless `sts_enabled` says
+    /// otherwise.
+    pub fn new(id: &str, name: String, sts_enabled: Option<bool>) -> FlowResult<Self> {
+        let mut errors = Vec::new();
+        let id = WorkspaceId::parse(id)
+            .map_err(|e| errors.push(format!("id: {e}")))
+            .ok();
+        if name.trim().is_empty() || name.len() > MAX_WORKSPACE_NAME_LEN {
+            errors.push(format!(
+                "name: must be 1 to {MAX_WORKSPACE_NAME_LEN} characters"
+            ));
+        }
+        match id {
+            Some(id) if errors.is_empty() => Ok(Self {
+                id,
+                name,
+                sts_enabled: sts_enabled.unwrap_or(true),
+            }),
+            _ => Err(FlowError::InvalidRequest(errors)),
+        }
+    }
+}
+
+/// A stored policy version, with the warnings it compiled with.
+#[derive(Debug)]
+pub struct PutPolicy {
+    /// No live policy of this name existed before.
+    pub created: bool,
+    /// The stored version.
+    pub policy: StoredPolicy,
+    /// Problems that do not make the policy invalid.
+    pub warnings: Vec<String>,
+}
+
+/// Token metadata as of one instant (a token's state depends on the time it is read).
+#[derive(Debug)]
+pub struct TokenListing {
+    /// When the list was read.
+    pub at: OffsetDateTime,
+    /// Newest first.
+    pub tokens: Vec<IssuedToken>,
+}
+
+/// Admin operations with the request context needed for auditing.
+pub struct Admin<'a> {
+    /// The broker.
+    pub app: &'a App,
+    /// Request id, for the audit event.
+    pub request_id: &'a str,
+}
+
+impl Admin<'_> {
+    /// A successful admin event about `workspace`, by the operator.
+    fn event(&self, action: &str, workspace: &WorkspaceId) -> AuditEvent {
+        let mut event = AuditEvent::new(AuditKind::Admin, action);
+        event.outcome = Outcome::Success;
+        event.workspace_id = Some(workspace.as_str().to_owned());
+        event.request_id = Some(self.request_id.to_owned());
+        event.actor = Actor::of(ActorKind::Admin);
+        event
+    }
+
+    /// Record a change. The change is made, so a failing write is the request's failure: an
+    /// operator must not believe an unaudited change went unnoticed.
+    async fn audit(
+        &self,
+        action: &str,
+        workspace: &WorkspaceId,
+        details: serde_json::Value,
+    ) -> FlowResult<()> {
+        let mut event = self.event(action, workspace);
+        event.details = details;
+        self.app.store.append_audit(&event).await?;
+        Ok(())
+    }
+
+    /// Create a workspace.
+    pub async fn create_workspace(&self, new: NewWorkspace) -> FlowResult<Workspace> {
+        let now = OffsetDateTime::now_utc();
+        let ws = Workspace {
+            id: new.id.as_str().to_owned(),
+            name: new.name,
+            sts_enabled: new.sts_enabled,
+            created_at: now,
+            updated_at: now,
+        };
+        self.app
+            .store
+            .create_workspace(&ws)
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict(_) => FlowError::Conflict(Conflict::WorkspaceExists),
+                other => other.into(),
+            })?;
+        self.audit(
+            "workspace.create",
+            &new.id,
+            serde_json::json!({ "name": ws.name, "stsEnabled": ws.sts_enabled }),
+        )
+        .await?;
+        Ok(ws)
+    }
+
+    /// List workspaces.
+    pub async fn list_workspaces(&self) -> FlowResult<Vec<Workspace>> {
+        Ok(self.app.store.list_workspaces().await?)
+    }
+
+    /// Read one.
+    pub async fn get_workspace(&self, ws: &WorkspaceId) -> FlowResult<Workspace> {
+        existing_workspace(self.app, ws).await
+    }
+
+    /// Entitle or disable.
+    pub async fn patch_workspace(
+        &self,
+        ws: &WorkspaceId,
+        sts_enabled: bool,
+    ) -> FlowResult<Workspace> {
+        let updated = self
+            .app
+            .store
+            .set_workspace_sts_enabled(ws.as_str(), sts_enabled, OffsetDateTime::now_utc())
+            .await?
+            .ok_or(FlowError::NotFound(Missing::Workspace))?;
+        self.audit(
+            "workspace.update",
+            ws,
+            serde_json::json!({ "stsEnabled": sts_enabled }),
+        )
+        .await?;
+        Ok(updated)
+    }
+
+    /// Delete, after revoking its live tokens at GitHub; answers how many were revoked.
+    pub async fn delete_workspace(&self, ws: &WorkspaceId) -> FlowResult<usize> {
+        existing_workspace(self.app, ws).await?;
+        let filter = TokenFilter {
+            state: Some((TokenState::Active, OffsetDateTime::now_utc())),
+            ..TokenFilter::default()
+        };
+        let tokens = self.app.store.list_tokens(ws.as_str(), &filter).await?;
+        let outcome = super::revoke::revoke_tokens(self.app, tokens).await?;
+        if !outcome.failed.is_empty() {
+            return Err(FlowError::RevokeIncomplete {
+                not_revoked: outcome.failed.len(),
+                workspace_kept: true,
+            });
+        }
+        self.app.store.delete_workspace(ws.as_str()).await?;
+        let revoked = outcome.revoked.len();
+        self.audit(
+            "workspace.delete",
+            ws,
+            serde_json::json!({ "revokedTokens": revoked }),
+        )
+        .await?;
+        Ok(revoked)
+    }
+
+    /// Link the App's installation on `owner`.
+    pub async fn link_installation(
+        &self,
+        ws: &WorkspaceId,
+        owner: &str,
+    ) -> FlowResult<InstallationLink> {
+        existing_workspace(self.app, ws).await?;
+        if RepoRef::parse(&format!("{owner}/x")).is_none() {
+            return Err(FlowError::invalid(format!(
+                "owner: `{owner}` is not a GitHub login"
+            )));
+        }
+        let installation = self
+            .app
+            .github
+            .installation_for_owner(owner)
+            .await
+            .map_err(|e| match e {
+                GitHubError::NotFound => FlowError::NotFound(Missing::Installation {
+                    owner: owner.to_owned(),
+                }),
+                other => other.into(),
+            })?;
+        let link = InstallationLink {
+            workspace_id: ws.as_str().to_owned(),
+            owner: installation.account_login.clone(),
+            account_id: installation.account_id,
+            installation_id: installation.id,
+            repository_selection: installation.repository_selection.clone(),
+            created_at: OffsetDateTime::now_utc(),
+        };
+        let stored = self
+            .app
+            .store
+            .link_installation(&link)
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict(_) => {
+                    FlowError::Conflict(Conflict::InstallationLinkedElsewhere)
+                }
+                other => other.into(),
+            })?;
+        self.audit(
+            "installation.link",
+            ws,
+            serde_json::json!({ "owner": stored.owner, "installationId": stored.installation_id }),
+        )
+        .await?;
+        Ok(stored)
+    }
+
+    /// List links.
+    pub async fn list_installations(&self, ws: &WorkspaceId) -> FlowResult<Vec<InstallationLink>> {
+        existing_workspace(self.app, ws).await?;
+        Ok(self.app.store.list_installations(ws.as_str()).await?)
+    }
+
+    /// Unlink.
+    pub async fn unlink_installation(&self, ws: &WorkspaceId, owner: &str) -> FlowResult<()> {
+        existing_workspace(self.app, ws).await?;
+        if !self
+            .app
+            .store
+            .unlink_installation(ws.as_str(), owner)
+            .await?
+        {
+            return Err(FlowError::NotFound(Missing::InstallationLink));
+        }
+        self.audit(
+            "installation.unlink",
+            ws,
+            serde_json::json!({ "owner": owner }),
+        )
+        .await
+    }
+
+    /// Validate and store a new policy version.
+    pub async fn put_policy(
+        &self,
+        ws: &WorkspaceId,
+        name: &PolicyName,
+        body: &str,
+        format: PolicyFormat,
+    ) -> FlowResult<PutPolicy> {
+        existing_workspace(self.app, ws).await?;
+        if body.len() > MAX_POLICY_BYTES {
+            return Err(FlowError::PolicyInvalid(vec![format!(
+                "policy: larger than {MAX_POLICY_BYTES} bytes"
+            )]));
+        }
+        let compiled =
+            CompiledPolicy::from_source(body, format).map_err(FlowError::PolicyInvalid)?;
+        let existed = self
+            .app
+            .store
+            .get_policy(ws.as_str(), name.as_str())
+            .await?
+            .is_some();
+        let stored = self
+            .app
+            .store
+            .put_policy(&NewPolicy {
+                workspace_id: ws.as_str().to_owned(),
+                name: name.as_str().to_owned(),
+                source: body.to_owned(),
+                format,
+                created_at: OffsetDateTime::now_utc(),
+            })
+            .await?;
+        let warnings = compiled.warnings().to_vec();
+        let mut event = self.event("policy.put", ws);
+        event.policy_name = Some(stored.name.clone());
+        event.policy_version = Some(stored.version);
+        event.details =
+            serde_json::json!({ "format": stored.format.as_str(), "warnings": warnings });
+        self.app.store.append_audit(&event).await?;
+        Ok(PutPolicy {
+            created: !existed,
+            policy: stored,
+            warnings,
+        })
+    }
+
+    /// List live policies.
+    pub async fn list_policies(&self, ws: &WorkspaceId) -> FlowResult<Vec<StoredPolicy>> {
+        existing_workspace(self.app, ws).await?;
+        Ok(self.app.store.list_policies(ws.as_str()).await?)
+    }
+
+    /// Read one policy.
+    pub async fn get_policy(
+        &self,
+        ws: &WorkspaceId,
+        name: &PolicyName,
+    ) -> FlowResult<StoredPolicy> {
+        existing_workspace(self.app, ws).await?;
+        self.app
+            .store
+            .get_policy(ws.as_str(), name.as_str())
+            .await?
+            .ok_or(FlowError::NotFound(Missing::Policy))
+    }
+
+    /// Delete a policy (history kept).
+    pub async fn delete_policy(&self, ws: &WorkspaceId, name: &PolicyName) -> FlowResult<()> {
+        existing_workspace(self.app, ws).await?;
+        if !self
+            .app
+            .store
+            .delete_policy(ws.as_str(), name.as_str(), OffsetDateTime::now_utc())
+            .await?
+        {
+            return Err(FlowError::NotFound(Missing::Policy));
+        }
+        self.audit(
+            "policy.delete",
+            ws,
+            serde_json::json!({ "name": name.as_str() }),
+        )
+        .await
+    }
+
+    /// Token metadata; `state` = `active`, `revoked`, `expired` or `all` (default).
+    pub async fn list_tokens(
+        &self,
+        ws: &WorkspaceId,
+        state: Option<&str>,
+        limit: Option<u32>,
+    ) -> FlowResult<TokenListing> {
+        existing_workspace(self.app, ws).await?;
+        let at = OffsetDateTime::now_utc();
+        let state = match state.unwrap_or("all") {
+            "all" => None,
+            other => match TokenState::parse(other) {
+                Some(state) => Some((state, at)),
+                None => {
+                    return Err(FlowError::invalid(
+                        "state: one of active, revoked, expired, all",
+                    ))
+                }
+            },
+        };
+        let filter = TokenFilter {
+            state,
+            limit: Some(limit.unwrap_or(TOKEN_LIST_DEFAULT).clamp(1, TOKEN_LIST_MAX)),
+            ..TokenFilter::default()
+        };
+        let tokens = self.app.store.list_tokens(ws.as_str(), &filter).await?;
+        Ok(TokenListing { at, tokens })
+    }
+
+    /// One page of the audit log, older than `cursor` (a cursor from a previous page).
+    pub async fn audit_page(
+        &self,
+        ws: &WorkspaceId,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> FlowResult<AuditPage> {
+        existing_workspace(self.app, ws).await?;
+        let before = match cursor {
+            None | Some("") => None,
+            Some(c) => Some(
+                c.parse::<i64>()
+                    .map_err(|_| FlowError::invalid("cursor: not a cursor from a previous page"))?,
+            ),
+        };
+        let limit = limit.unwrap_or(AUDIT_PAGE_DEFAULT).clamp(1, MAX_AUDIT_PAGE);
+        Ok(self
+            .app
+            .store
+            .list_audit(ws.as_str(), limit, before)
+            .await?)
+    }
+}

@@ -1,0 +1,413 @@
+//! Second step of the mint: decide, per source (or per grant when no sources were named), what
+//! may be minted, group it by (installation, permission set) and split groups GitHub would refuse.
+
+use super::validate::{MintRequest, Source};
+use super::{Excluded, Group, MAX_REPOS_PER_TOKEN};
+use crate::app::App;
+use crate::audit::ExclusionReason;
+use crate::flow::FlowResult;
+use crate::github::{GitHubError, Installation, Repository};
+use crate::policy::{Claims, CompiledPolicy, PermissionSet, RepoDecision, RepoRef, RepoSelector};
+use crate::store::{InstallationLink, SessionRecord};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+/// Groups keyed by (installation id, permissions): one token each (before splitting).
+type Groups = BTreeMap<(i64, PermissionSet), Group>;
+
+/// What the plan decided.
+#[derive(Debug, Default)]
+pub(super) struct Plan {
+    /// Version of the evaluated policy, when it exists.
+    pub(super) policy_version: Option<i64>,
+    /// Why the stored policy no longer compiles, when it does not.
+    pub(super) policy_errors: Option<Vec<String>>,
+    /// Requested sources left out, reported to the caller.
+    pub(super) exclusions: Vec<Excluded>,
+    /// Owners skipped when no sources were named: in the audit event only.
+    pub(super) skipped: Vec<Excluded>,
+    /// Why each rule failed, per denied source: in the audit event only.
+    pub(super) denials: BTreeMap<String, Vec<String>>,
+    /// The tokens to mint, at most [`MAX_REPOS_PER_TOKEN`] repositories each.
+    pub(super) groups: Vec<Group>,
+}
+
+impl Plan {
+    /// Exclude each source for `reason`.
+    fn exclude_all(&mut self, sources: &[Source], reason: ExclusionReason) {
+        self.exclusions
+            .extend(sources.iter().map(|s| Excluded::new(s.raw.clone(), reason)));
+    }
+
+    /// Exclude what GitHub refused to mint: the caller's sources when it named them (reported),
+    /// else the whole owner (audit only).
+    pub(super) fn exclude_refused(
+        &mut self,
+        refused: Vec<(Group, ExclusionReason)>,
+        explicit: bool,
+    ) {
+        for (group, reason) in refused {
+            let target = if explicit {
+                &mut self.exclusions
+            } else {
+                &mut self.skipped
+            };
+            if group.sources.is_empty() {
+                let owner = format!("{}/*", group.installation.account_login);
+                target.push(Excluded::new(owner, reason));
+            } else {
+                target.extend(group.sources.into_iter().map(|s| Excluded::new(s, reason)));
+            }
+        }
+    }
+}
+
+/// Evaluate the request's policy for the session's caller.
+pub(super) async fn plan(
+    app: &App,
+    session: &SessionRecord,
+    request: &MintRequest,
+) -> FlowResult<Plan> {
+    let stored = app
+        .store
+        .get_policy(&session.workspace_id, request.policy.as_str())
+        .await?;
+    let mut plan = Plan {
+        policy_version: stored.as_ref().map(|p| p.version),
+        ..Plan::default()
+    };
+    let compiled = stored.as_ref().map(|p| app.compiled_policy(p));
+    let claims = session.claims.as_object().cloned().unwrap_or_default();
+    let mut planner = Planner::new(app, &session.workspace_id);
+    let mut groups = Groups::new();
+    match compiled.as_deref() {
+        None => plan.exclude_all(&request.sources, ExclusionReason::NoTrustPolicy),
+        Some(Err(errors)) => {
+            plan.policy_errors = Some(errors.clone());
+            plan.exclude_all(&request.sources, ExclusionReason::TrustPolicyInvalid);
+        }
+        Some(Ok(policy)) if request.explicit() => {
+            let caller = (session.issuer.as_str(), &claims);
+            plan_sources(
+                &mut planner,
+                policy,
+                caller,
+                &request.sources,
+                &mut plan,
+                &mut groups,
+            )
+            .await?;
+        }
+        Some(Ok(policy)) => {
+            plan_all_grants(
+                &mut planner,
+                policy,
+                &session.issuer,
+                &claims,
+                &mut groups,
+                &mut plan.skipped,
+            )
+            .await?;
+        }
+    }
+    plan.groups = split(groups);
+    Ok(plan)
+}
+
+/// With `sources`: the policy's verdict on each, and the installation that can reach it.
+async fn plan_sources(
+    planner: &mut Planner<'_>,
+    policy: &CompiledPolicy,
+    (issuer, claims): (&str, &Claims),
+    sources: &[Source],
+    plan: &mut Plan,
+    groups: &mut Groups,
+) -> FlowResult<()> {
+    for Source { raw, repo } in sources {
+        let (permissions, rules) = match policy.decide(issuer, claims, repo) {
+            RepoDecision::NotGranted => {
+                plan.exclusions
+                    .push(Excluded::new(raw.clone(), ExclusionReason::NoTrustPolicy));
+                continue;
+            }
+            RepoDecision::Denied { reasons } => {
+                plan.denials.insert(raw.clone(), reasons);
+                plan.exclusions.push(Excluded::new(
+                    raw.clone(),
+                    ExclusionReason::TrustPolicyDenied,
+                ));
+                continue;
+            }
+            RepoDecision::Granted { permissions, rules } => (permissions, rules),
+        };
+        let (installation, canonical) = match planner.resolve_repo(repo).await? {
+            Ok(found) => found,
+            Err(why) => {
+                plan.exclusions.push(Excluded::new(raw.clone(), why));
+                continue;
+            }
+        };
+        let group = groups
+            .entry((installation.id, permissions.clone()))
+            .or_insert_with(|| Group {
+                installation,
+                permissions,
+                repos: Some(BTreeSet::new()),
+                sources: Vec::new(),
+                rules: BTreeSet::new(),
+            });
+        if let Some(repos) = group.repos.as_mut() {
+            repos.insert(canonical);
+        }
+        group.sources.push(raw.clone());
+        group.rules.extend(rules);
+    }
+    Ok(())
+}
+
+/// What the grants of one installation add up to: its installation, merged permissions, and
+/// the rules they come from.
+type Merged = (Installation, PermissionSet, BTreeSet<String>);
+
+/// Without `sources`: everything the caller's matching rules grant. Owners without a link or with
+/// a suspended installation are skipped (and noted in the audit event only).
+async fn plan_all_grants(
+    planner: &mut Planner<'_>,
+    policy: &CompiledPolicy,
+    issuer: &str,
+    claims: &Claims,
+    groups: &mut Groups,
+    skipped: &mut Vec<Excluded>,
+) -> FlowResult<()> {
+    // Per installation: merged permissions of whole-installation grants, and per repository the
+    // merged permissions of pattern grants.
+    let mut whole: BTreeMap<i64, Merged> = BTreeMap::new();
+    let mut per_repo: BTreeMap<(i64, String), Merged> = BTreeMap::new();
+    for grant in policy.grants(issuer, claims) {
+        let Some(link) = planner.link(&grant.owner).await? else {
+            skip(
+                skipped,
+                &grant.owner,
+                ExclusionReason::NotInstalledInWorkspace,
+            );
+            continue;
+        };
+        let installation = match planner.installation(&link).await? {
+            Ok(i) => i,
+            Err(why) => {
+                skip(skipped, &grant.owner, why);
+                continue;
+            }
+        };
+        let fresh = || {
+            (
+                installation.clone(),
+                PermissionSet::default(),
+                BTreeSet::new(),
+            )
+        };
+        match &grant.repositories {
+            RepoSelector::All => {
+                let entry = whole.entry(installation.id).or_insert_with(fresh);
+                entry.1.merge(&grant.permissions);
+                entry.2.insert(grant.rule.clone());
+            }
+            RepoSelector::Patterns(_) => {
+                let repos = match planner.repositories(&installation).await? {
+                    Ok(r) => r,
+                    Err(why) => {
+                        skip(skipped, &grant.owner, why);
+                        continue;
+                    }
+                };
+                for r in repos.iter().filter(|r| grant.repositories.matches(&r.name)) {
+                    let entry = per_repo
+                        .entry((installation.id, r.name.clone()))
+                        .or_insert_with(fresh);
+                    entry.1.merge(&grant.permissions);
+                    entry.2.insert(grant.rule.clone());
+                }
+            }
+        }
+    }
+    for (id, (installation, permissions, rules)) in &whole {
+        groups.insert(
+            (*id, permissions.clone()),
+            Group {
+                installation: installation.clone(),
+                permissions: permissions.clone(),
+                repos: None,
+                sources: Vec::new(),
+                rules: rules.clone(),
+            },
+        );
+    }
+    for ((id, name), (installation, mut permissions, mut rules)) in per_repo {
+        if let Some((_, all, all_rules)) = whole.get(&id) {
+            permissions.merge(all);
+            if &permissions == all {
+                continue; // the whole-installation token already covers it
+            }
+            rules.extend(all_rules.iter().cloned());
+        }
+        let group = groups
+            .entry((id, permissions.clone()))
+            .or_insert_with(|| Group {
+                installation,
+                permissions,
+                repos: Some(BTreeSet::new()),
+                sources: Vec::new(),
+                rules: BTreeSet::new(),
+            });
+        if let Some(repos) = group.repos.as_mut() {
+            repos.insert(name);
+        }
+        group.rules.extend(rules);
+    }
+    Ok(())
+}
+
+/// Note once per owner that its grants were skipped, for the audit event.
+fn skip(skipped: &mut Vec<Excluded>, owner: &str, why: ExclusionReason) {
+    let repo = format!("{owner}/*");
+    if !skipped.iter().any(|e| e.repo.eq_ignore_ascii_case(&repo)) {
+        skipped.push(Excluded::new(repo, why));
+    }
+}
+
+/// Split groups of more than [`MAX_REPOS_PER_TOKEN`] repositories, which GitHub refuses.
+fn split(groups: Groups) -> Vec<Group> {
+    let mut to_mint = Vec::new();
+    for group in groups.into_values() {
+        match &group.repos {
+            Some(repos) if repos.len() > MAX_REPOS_PER_TOKEN => {
+                let names: Vec<String> = repos.iter().cloned().collect();
+                for chunk in names.chunks(MAX_REPOS_PER_TOKEN) {
+                    let mut part = group.clone();
+                    part.repos = Some(chunk.iter().cloned().collect());
+                    to_mint.push(part);
+                }
+            }
+            _ => to_mint.push(group),
+        }
+    }
+    to_mint
+}
+
+/// Looks up links and installations once per request.
+struct Planner<'a> {
+    app: &'a App,
+    workspace_id: &'a str,
+    links: HashMap<String, Option<InstallationLink>>,
+    installations: HashMap<i64, Result<Installation, ExclusionReason>>,
+    repositories: HashMap<i64, Result<Arc<Vec<Repository>>, ExclusionReason>>,
+}
+
+impl<'a> Planner<'a> {
+    fn new(app: &'a App, workspace_id: &'a str) -> Self {
+        Self {
+            app,
+            workspace_id,
+            links: HashMap::new(),
+            installations: HashMap::new(),
+            repositories: HashMap::new(),
+        }
+    }
+
+    /// The workspace's link for `owner` (case-insensitive).
+    async fn link(&mut self, owner: &str) -> FlowResult<Option<InstallationLink>> {
+        let key = owner.to_ascii_lowercase();
+        if let Some(hit) = self.links.get(&key) {
+            return Ok(hit.clone());
+        }
+        let link = self
+            .app
+            .store
+            .find_installation(self.workspace_id, owner)
+            .await?;
+        self.links.insert(key, link.clone());
+        Ok(link)
+    }
+
+    /// The installation behind a link, or the exclusion reason.
+    async fn installation(
+        &mut self,
+        link: &InstallationLink,
+    ) -> FlowResult<Result<Installation, ExclusionReason>> {
+        if let Some(hit) = self.installations.get(&link.installation_id) {
+            return Ok(hit.clone());
+        }
+        let result = match self.app.github.installation(link.installation_id).await {
+            Ok(i) if i.suspended => Err(ExclusionReason::InstallationSuspended),
+            Ok(i) => Ok(i),
+            Err(GitHubError::NotFound) => Err(ExclusionReason::NotInstalledInWorkspace),
+            Err(e) => return Err(e.into()),
+        };
+        self.installations
+            .insert(link.installation_id, result.clone());
+        Ok(result)
+    }
+
+    /// The repositories `installation` can reach, or the exclusion reason.
+    ///
+    /// The installation lookup is cached, so it can still say "active" when GitHub already
+    /// suspended or removed the installation; the listing (which mints a token) is then the
+    /// first to know. Both ways of learning it must end in the same exclusion, whichever path
+    /// (with or without `sources`) asked. The answer is remembered for the rest of the request
+    /// so every grant on that installation agrees and GitHub is asked once.
+    async fn repositories(
+        &mut self,
+        installation: &Installation,
+    ) -> FlowResult<Result<Arc<Vec<Repository>>, ExclusionReason>> {
+        if let Some(hit) = self.repositories.get(&installation.id) {
+            return Ok(hit.clone());
+        }
+        let why = match self
+            .app
+            .github
+            .installation_repositories(installation.id)
+            .await
+        {
+            Ok(repos) => {
+                let repos = Arc::new(repos);
+                self.repositories
+                    .insert(installation.id, Ok(Arc::clone(&repos)));
+                return Ok(Ok(repos));
+            }
+            Err(GitHubError::NotFound) => ExclusionReason::NotInstalledInWorkspace,
+            Err(GitHubError::Suspended) => ExclusionReason::InstallationSuspended,
+            Err(e) => return Err(e.into()),
+        };
+        self.installations.insert(installation.id, Err(why));
+        self.repositories.insert(installation.id, Err(why));
+        Ok(Err(why))
+    }
+
+    /// Link, installation and canonical repository name for a granted source.
+    async fn resolve_repo(
+        &mut self,
+        repo: &RepoRef,
+    ) -> FlowResult<Result<(Installation, String), ExclusionReason>> {
+        let Some(link) = self.link(&repo.owner).await? else {
+            return Ok(Err(ExclusionReason::NotInstalledInWorkspace));
+        };
+        let installation = match self.installation(&link).await? {
+            Ok(i) => i,
+            Err(why) => return Ok(Err(why)),
+        };
+        let repos = match self.repositories(&installation).await? {
+            Ok(r) => r,
+            Err(why) => return Ok(Err(why)),
+        };
+        let Some(found) = repos
+            .iter()
+            .find(|r| r.name.eq_ignore_ascii_case(&repo.name))
+        else {
+            return Ok(Err(ExclusionReason::NotInstalledInWorkspace));
+        };
+        Ok(Ok((installation, found.name.clone())))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use sts_broker::app::App;
-use sts_broker::config::{Config, LogFormat};
+use sts_broker::config::Config;
 
 #[derive(Parser)]
 #[command(
@@ -90,7 +90,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Serve {
             dev: true, listen, ..
         } => {
-            let _guard = sts_broker::telemetry::init(LogFormat::Text, None)?;
+            let _guard = sts_broker::telemetry::init(sts_broker::config::LogFormat::Text, None)?;
             sts_broker::dev::serve_dev(&listen).await?;
             Ok(ExitCode::SUCCESS)
         }

@@ -1,5 +1,5 @@
 //! Thin typed GitHub REST client over reqwest: explicit timeouts, no redirects, capped bodies,
-//! retries only where they are safe, and short-lived caches of installation lookups.
+//! bounded retries of transient failures, and short-lived caches of installation lookups.
 //!
 //! This file holds the client and the calls it makes; its child modules hold what changes on
 //! its own: `retry` (when a call is repeated), `response` (reading answers, mapping errors),
@@ -21,7 +21,6 @@ use cache::{
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, USER_AGENT};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use response::{link_has_next, map_error, parse};
-use retry::RetryPolicy;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -180,9 +179,7 @@ impl GitHubClient {
         auth: Auth<'_>,
     ) -> Result<(T, HeaderMap), GitHubError> {
         let response = self
-            .execute(operation, RetryPolicy::Idempotent, || {
-                self.request(Method::GET, url.clone(), &auth)
-            })
+            .execute(operation, || self.request(Method::GET, url.clone(), &auth))
             .await?;
         if !response.status.is_success() {
             return Err(map_error(&response));
@@ -326,7 +323,7 @@ impl GitHubApp for GitHubClient {
             permissions: (!request.permissions.is_empty()).then_some(&request.permissions),
         };
         let response = self
-            .execute("create_token", RetryPolicy::NotProcessedOnly, || {
+            .execute("create_token", || {
                 Ok(self
                     .request(Method::POST, url.clone(), &Auth::App)?
                     .json(&body))
@@ -350,13 +347,14 @@ impl GitHubApp for GitHubClient {
             repositories: json
                 .repositories
                 .map(|repos| repos.into_iter().map(|repo| repo.full_name).collect()),
+            attempts: response.attempts,
         })
     }
 
     async fn revoke_installation_token(&self, token: &SecretString) -> Result<(), GitHubError> {
         let url = self.endpoint(&["installation", "token"])?;
         let response = self
-            .execute("revoke_token", RetryPolicy::Idempotent, || {
+            .execute("revoke_token", || {
                 self.request(Method::DELETE, url.clone(), &Auth::Token(token))
             })
             .await?;

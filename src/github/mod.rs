@@ -69,6 +69,11 @@ pub struct InstallationToken {
     pub repository_selection: String,
     /// `owner/name` of each repository, when `selected`.
     pub repositories: Option<Vec<String>>,
+    /// Mint requests sent to get this token, first one included: more than 1 means GitHub
+    /// failed transiently (5xx, timeout, rate limit) and the mint was retried. The mint's audit
+    /// event records it, because each retry after a 5xx or a timeout may have left behind a token
+    /// that GitHub minted but never delivered.
+    pub attempts: u32,
 }
 
 /// What can go wrong talking to GitHub, in domain terms.

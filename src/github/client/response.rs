@@ -23,6 +23,8 @@ pub(super) struct ApiResponse {
     pub(super) headers: HeaderMap,
     /// The whole body.
     pub(super) body: Bytes,
+    /// Requests sent to get this answer, first one included (see `retry::MAX_ATTEMPTS`).
+    pub(super) attempts: u32,
 }
 
 /// Read the body, refusing more than [`MAX_RESPONSE_BYTES`].

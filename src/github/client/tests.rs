@@ -390,20 +390,74 @@ async fn a_get_gives_up_after_three_502s() {
 }
 
 #[tokio::test]
-async fn the_mint_is_not_retried_after_a_502() {
+async fn the_mint_is_retried_after_a_502_and_reports_two_attempts() {
     let f = fixture().await;
     f.sim.fail_next(1, 502, None);
+    let token = f
+        .client
+        .create_installation_token(1, &contents_read())
+        .await
+        .unwrap();
+    assert_eq!(token.attempts, 2);
+    assert!(f.sim.token_is_live(token.token.expose_secret()));
+    assert_eq!(f.sim.request_count("/app/installations/1/access_tokens"), 2);
+    assert_eq!(
+        f.calls.lock().unwrap().as_slice(),
+        [("create_token", 502), ("create_token", 201)]
+    );
+
+    let first_try = f
+        .client
+        .create_installation_token(1, &contents_read())
+        .await
+        .unwrap();
+    assert_eq!(first_try.attempts, 1);
+}
+
+#[tokio::test]
+async fn the_mint_gives_up_after_max_attempts_of_5xx() {
+    let f = fixture().await;
+    let bound = usize::try_from(retry::MAX_ATTEMPTS).unwrap();
+    // One more failure queued than we may spend: the broker must stop at the bound.
+    f.sim.fail_next(bound + 1, 503, None);
     let error = f
         .client
         .create_installation_token(1, &contents_read())
         .await
         .unwrap_err();
     assert!(
-        matches!(error, GitHubError::Upstream { status: 502 }),
+        matches!(error, GitHubError::Upstream { status: 503 }),
         "{error:?}"
     );
-    assert_eq!(f.sim.request_count("/app/installations/1/access_tokens"), 1);
+    assert_eq!(
+        f.sim.request_count("/app/installations/1/access_tokens"),
+        bound
+    );
     assert_eq!(f.sim.counts(), (0, 0));
+}
+
+#[tokio::test]
+async fn refused_mints_are_not_retried() {
+    let f = fixture().await;
+    f.sim.add_installation(
+        SimInstallation::organization(5, "Frozen", 1005).with_repo(1, "x", false),
+    );
+    f.sim.set_suspended(5, true);
+    // 422 (permission not granted), 404 (no installation), 403 (suspended): GitHub decided, and
+    // asking again cannot change its mind.
+    let refusals = [
+        (1, request(Some(&["infra"]), &[("issues", "write")])),
+        (404, contents_read()),
+        (5, contents_read()),
+    ];
+    for (installation, token_request) in refusals {
+        f.client
+            .create_installation_token(installation, &token_request)
+            .await
+            .unwrap_err();
+        let path = format!("/app/installations/{installation}/access_tokens");
+        assert_eq!(f.sim.request_count(&path), 1, "{path}");
+    }
 }
 
 #[tokio::test]
@@ -528,6 +582,7 @@ fn classifies_error_responses() {
             status: StatusCode::from_u16(status).unwrap(),
             headers: map,
             body: Bytes::from(serde_json::json!({ "message": message }).to_string()),
+            attempts: 1,
         }
     }
     let cases = [

@@ -34,8 +34,6 @@ pub(crate) const GITHUB_ACCEPT: &str = "application/vnd.github+json";
 pub(crate) const GITHUB_API_VERSION: &str = "2022-11-28";
 /// Header carrying [`GITHUB_API_VERSION`].
 pub(crate) const GITHUB_API_VERSION_HEADER: &str = "x-github-api-version";
-/// GitHub rejects requests without a User-Agent and asks for one that identifies the client.
-pub(crate) const GITHUB_USER_AGENT: &str = concat!("sts-broker/", env!("CARGO_PKG_VERSION"));
 
 /// Time to establish TCP+TLS: a GitHub that cannot accept a connection in 5 s is down for us.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -117,7 +115,12 @@ impl GitHubClient {
             GITHUB_API_VERSION_HEADER,
             HeaderValue::from_static(GITHUB_API_VERSION),
         );
-        headers.insert(USER_AGENT, HeaderValue::from_static(GITHUB_USER_AGENT));
+        // GitHub rejects requests without a User-Agent and asks for one that identifies the
+        // client (https://docs.github.com/en/rest/using-the-rest-api/getting-started-with-the-rest-api#user-agent).
+        headers.insert(
+            USER_AGENT,
+            HeaderValue::from_static(crate::config::USER_AGENT),
+        );
         let http = reqwest::Client::builder()
             .default_headers(headers)
             .connect_timeout(CONNECT_TIMEOUT)

@@ -76,8 +76,9 @@ pub struct InstallationToken {
     pub attempts: u32,
 }
 
-/// What can go wrong talking to GitHub, in domain terms.
-#[derive(Debug, thiserror::Error)]
+/// What can go wrong talking to GitHub, in domain terms. `Clone` because one failed lookup is
+/// handed to every caller that was waiting on it (see the single-flight caches in `client`).
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum GitHubError {
     /// 404: no such installation, or not visible to the App.
     #[error("not found")]
@@ -111,7 +112,7 @@ pub enum GitHubError {
     },
     /// Could not reach GitHub (connect, timeout, TLS), after retries.
     #[error("could not reach github")]
-    Transport(#[source] reqwest::Error),
+    Transport(#[source] Arc<reqwest::Error>),
     /// GitHub answered something we could not parse.
     #[error("unexpected response from github: {0}")]
     InvalidResponse(String),

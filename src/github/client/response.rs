@@ -37,7 +37,11 @@ pub(super) async fn read_capped(mut response: reqwest::Response) -> Result<Bytes
         return Err(too_large());
     }
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(GitHubError::Transport)? {
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|error| GitHubError::Transport(error.into()))?
+    {
         if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
             return Err(too_large());
         }

@@ -16,6 +16,7 @@ use super::response::{is_rate_limited, read_capped, retry_after, ApiResponse};
 use super::{GitHubClient, GitHubError, REQUEST_TIMEOUT};
 use rand::Rng as _;
 use reqwest::RequestBuilder;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Attempts per call, first one included. Three ride out a GitHub blip (a deploy, a lost
@@ -69,7 +70,7 @@ impl GitHubClient {
                         attempt += 1;
                         continue;
                     }
-                    return Err(GitHubError::Transport(error));
+                    return Err(GitHubError::Transport(Arc::new(error)));
                 }
             };
             let status = response.status();

@@ -626,3 +626,72 @@ fn reads_link_headers_and_retry_after() {
     headers.insert(reqwest::header::RETRY_AFTER, HeaderValue::from_static("3"));
     assert_eq!(retry_after(&headers), Some(Duration::from_secs(3)));
 }
+
+/// Callers racing on one cold cache entry, as 30 mints of one CI fan-out do.
+const RACERS: usize = 30;
+
+#[tokio::test]
+async fn concurrent_cold_repository_listings_share_one_listing() {
+    let f = fixture().await;
+    let listings =
+        futures::future::join_all((0..RACERS).map(|_| f.client.installation_repositories(1))).await;
+    for listing in listings {
+        assert_eq!(listing.unwrap().len(), 3);
+    }
+    assert_eq!(f.sim.request_count("/installation/repositories"), 1);
+    assert_eq!(f.sim.request_count("/app/installations/1/access_tokens"), 1);
+    // The one listing token was revoked, once.
+    assert_eq!(f.sim.counts(), (1, 1));
+}
+
+#[tokio::test]
+async fn concurrent_cold_installation_lookups_share_one_call() {
+    let f = fixture().await;
+    let by_id = futures::future::join_all((0..RACERS).map(|_| f.client.installation(1))).await;
+    for found in by_id {
+        assert_eq!(found.unwrap().account_login, "Acme");
+    }
+    assert_eq!(f.sim.request_count("/app/installations/1"), 1);
+
+    // Another installation, so that the lookup by id has not filled the cache by owner.
+    f.sim.add_installation(
+        SimInstallation::organization(6, "Globex", 1006).with_repo(2601, "plant", true),
+    );
+    let spellings = ["globex", "Globex", "GLOBEX"];
+    let by_owner = futures::future::join_all((0..RACERS).map(|n| {
+        f.client
+            .installation_for_owner(spellings[n % spellings.len()])
+    }))
+    .await;
+    for found in by_owner {
+        assert_eq!(found.unwrap().id, 6);
+    }
+    assert_eq!(f.sim.request_count("/users/"), 1);
+
+    // Misses share the call too, and the 404 is remembered.
+    let missing = futures::future::join_all((0..RACERS).map(|_| f.client.installation(77))).await;
+    for found in missing {
+        assert!(matches!(found, Err(GitHubError::NotFound)), "{found:?}");
+    }
+    f.client.installation(77).await.unwrap_err();
+    assert_eq!(f.sim.request_count("/app/installations/77"), 1);
+}
+
+#[tokio::test]
+async fn concurrent_callers_share_a_failure_that_is_not_cached() {
+    let f = fixture().await;
+    let bound = usize::try_from(retry::MAX_ATTEMPTS).unwrap();
+    f.sim.fail_next(bound, 502, None);
+    let failed = futures::future::join_all((0..RACERS).map(|_| f.client.installation(1))).await;
+    for outcome in failed {
+        assert!(
+            matches!(outcome, Err(GitHubError::Upstream { status: 502 })),
+            "{outcome:?}"
+        );
+    }
+    // One caller's attempts, not one set per caller.
+    assert_eq!(f.sim.request_count("/app/installations/1"), bound);
+    // The failure was not cached: the next lookup asks GitHub again and succeeds.
+    assert_eq!(f.client.installation(1).await.unwrap().id, 1);
+    assert_eq!(f.sim.request_count("/app/installations/1"), bound + 1);
+}

@@ -173,10 +173,10 @@ pub(super) fn authorize(
 mod tests {
     use super::*;
     use crate::github::SimInstallation;
-    use crate::keys::RsaKeyPair;
+    use crate::testing::shared_app_key;
 
     fn simulator() -> GitHubSimulator {
-        let sim = GitHubSimulator::new("1", RsaKeyPair::generate().public_key());
+        let sim = GitHubSimulator::new("1", shared_app_key().public_key());
         sim.add_installation(
             SimInstallation::organization(1, "Acme", 1001)
                 .with_repo(2001, "infra", true)

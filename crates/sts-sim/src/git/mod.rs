@@ -53,7 +53,7 @@ use access::{authorize, basic_credentials, Refusal};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderName, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use cgi::{is_safe_git_protocol, CgiRequest};
@@ -209,12 +209,12 @@ async fn info_refs(
     Path((owner, repo)): Path<(String, String)>,
     Query(query): Query<ServiceQuery>,
     request: Request,
-) -> Response {
+) -> Result<Response, Refusal> {
     let Some(service) = query.service.as_deref().and_then(Service::from_name) else {
-        return Refusal::DumbHttp.into_response();
+        return Err(Refusal::DumbHttp);
     };
     server
-        .answer(&owner, &repo, service, "info/refs", request)
+        .serve(&owner, &repo, service, "info/refs", request)
         .await
 }
 
@@ -225,27 +225,13 @@ fn smart_service(service: Service) -> MethodRouter<Arc<GitServer>> {
               Path((owner, repo)): Path<(String, String)>,
               request: Request| async move {
             server
-                .answer(&owner, &repo, service, service.name(), request)
+                .serve(&owner, &repo, service, service.name(), request)
                 .await
         },
     )
 }
 
 impl GitServer {
-    /// [`Self::serve`], with a refusal as the answer.
-    async fn answer(
-        &self,
-        owner: &str,
-        repo: &str,
-        service: Service,
-        endpoint: &str,
-        request: Request,
-    ) -> Response {
-        self.serve(owner, repo, service, endpoint, request)
-            .await
-            .unwrap_or_else(IntoResponse::into_response)
-    }
-
     /// Authorize, make sure the repository exists on disk, and hand the request to the backend.
     async fn serve(
         &self,

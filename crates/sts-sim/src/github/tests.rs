@@ -265,25 +265,19 @@ async fn installation_tokens_work_until_revoked_or_expired() {
         assert_eq!(body["total_count"], 1);
         assert_eq!(body["repositories"][0]["full_name"], "Acme/infra");
     }
-    let revoked = client
-        .delete(format!("{}/installation/token", running.url))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(revoked.status(), 204);
+    let revoke = || {
+        client
+            .delete(format!("{}/installation/token", running.url))
+            .bearer_auth(&token)
+            .send()
+    };
+    assert_eq!(revoke().await.unwrap().status(), 204);
     assert!(!sim.token_is_live(&token));
     assert!(sim.token_info(&token).unwrap().revoked);
     let after = list("token", token.clone()).await.unwrap();
     assert_eq!(after.status(), 401);
     assert_eq!(message(after).await, MSG_BAD_CREDENTIALS);
-    let again = client
-        .delete(format!("{}/installation/token", running.url))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(again.status(), 401);
+    assert_eq!(revoke().await.unwrap().status(), 401, "revoked already");
     assert_eq!(sim.counts(), (1, 1));
 
     let expiring = minted_token(&running, json!({})).await;

@@ -181,6 +181,23 @@ impl GitCli {
     }
 }
 
+/// The `GIT_CONFIG_*` variables Atmos exports (`git_config_mode: env`) so that git sends the
+/// URLs under each of `instead_of` to `host/owner` with `token`.
+fn insteadof_env(
+    token: &str,
+    host: &str,
+    owner: &str,
+    instead_of: &[String],
+) -> Vec<(String, String)> {
+    let key = format!("url.https://x-access-token:{token}@{host}/{owner}/.insteadOf");
+    let mut env = vec![("GIT_CONFIG_COUNT".to_owned(), instead_of.len().to_string())];
+    for (n, value) in instead_of.iter().enumerate() {
+        env.push((format!("GIT_CONFIG_KEY_{n}"), key.clone()));
+        env.push((format!("GIT_CONFIG_VALUE_{n}"), value.clone()));
+    }
+    env
+}
+
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
@@ -331,25 +348,12 @@ async fn an_atmos_insteadof_rewrite_carries_the_token_for_urls_as_users_write_th
     let token = w.mint(json!({"permissions": {"contents": "read"}})).await;
     let host = &w.git.host;
     // Exactly what Atmos exports with `git_config_mode: env`.
-    let rewrites = [
-        ("GIT_CONFIG_COUNT".to_owned(), "2".to_owned()),
-        (
-            "GIT_CONFIG_KEY_0".to_owned(),
-            format!("url.https://x-access-token:{token}@{host}/acme/.insteadOf"),
-        ),
-        (
-            "GIT_CONFIG_VALUE_0".to_owned(),
-            format!("https://{host}/acme/"),
-        ),
-        (
-            "GIT_CONFIG_KEY_1".to_owned(),
-            format!("url.https://x-access-token:{token}@{host}/acme/.insteadOf"),
-        ),
-        (
-            "GIT_CONFIG_VALUE_1".to_owned(),
-            format!("ssh://git@{host}/acme/"),
-        ),
-    ];
+    let rewrites = insteadof_env(
+        &token,
+        host,
+        "acme",
+        &[format!("https://{host}/acme/"), format!("ssh://git@{host}/acme/")],
+    );
     for path in ["acme/infra", "acme/modules.git"] {
         let cloned = w.clone(&w.url(path), &rewrites).await.unwrap();
         let name = path.trim_start_matches("acme/").trim_end_matches(".git");
@@ -481,17 +485,7 @@ async fn tokens_the_dev_broker_mints_clone_from_the_host_they_name_until_revoked
         token["owner"].as_str().unwrap(),
         token["token"].as_str().unwrap(),
     );
-    let rewrite = [
-        ("GIT_CONFIG_COUNT".to_owned(), "1".to_owned()),
-        (
-            "GIT_CONFIG_KEY_0".to_owned(),
-            format!("url.https://x-access-token:{secret}@{host}/{owner}/.insteadOf"),
-        ),
-        (
-            "GIT_CONFIG_VALUE_0".to_owned(),
-            format!("https://{host}/{owner}/"),
-        ),
-    ];
+    let rewrite = insteadof_env(secret, host, owner, &[format!("https://{host}/{owner}/")]);
     let modules = format!("https://{host}/{owner}/modules");
     let cloned = cli.clone(&modules, &rewrite).await.unwrap();
     assert_eq!(readme(&cloned), readme_for("acme", "modules"));

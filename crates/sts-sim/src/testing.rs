@@ -1,6 +1,6 @@
 //! Support for tests that run against the simulators, here and in the crates that use them: one
 //! App key per process, App JWTs GitHub would accept, an HTTP client that trusts a [`TestCa`],
-//! and a check that a dropped server has stopped. A failure here panics, failing the calling
+//! and a check that dropping a server's handle stops it. A failure here panics, failing the calling
 //! test, so none of it belongs in code that serves anything.
 
 #![expect(
@@ -47,9 +47,15 @@ pub fn client_trusting(ca: &TestCa) -> reqwest::Client {
         .expect("an HTTP client with one more root certificate")
 }
 
-/// Whether `addr` refuses TCP connections within `within`: a dropped server has stopped once
-/// it does. Polled, since stopping happens in the server's own task.
-pub async fn refuses_connections_within(addr: SocketAddr, within: Duration) -> bool {
+/// Whether a server that accepts connections on `addr` refuses them within `within` once its
+/// handle `running` is dropped: how a test checks that dropping a handle stops its server.
+pub async fn stops_on_drop<T>(running: T, addr: SocketAddr, within: Duration) -> bool {
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_ok(),
+        "the server accepts connections before its handle is dropped"
+    );
+    drop(running);
+    // Stopping happens in the server's own task: poll until it has.
     const POLL: Duration = Duration::from_millis(20);
     let deadline = tokio::time::Instant::now() + within;
     loop {

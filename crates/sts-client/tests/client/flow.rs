@@ -1,6 +1,6 @@
 //! The client's flow against the broker: mint, cache, render, exec, logout, errors.
 
-use crate::helpers::{main_job, output, Run, World};
+use crate::helpers::{env_to_file, main_job, output, Run, World};
 use serde_json::{json, Value};
 use sts_broker::dev::{DEV_AUDIENCE, DEV_WORKSPACE};
 
@@ -368,20 +368,7 @@ async fn env_github_appends_to_github_env_and_masks_tokens() {
 
     // A file the client creates is private from the start.
     let fresh = w.home.path().join("fresh_env");
-    let run = w
-        .run(
-            &[
-                "env",
-                "--format",
-                "dotenv",
-                "--repo",
-                "acme/modules",
-                "--output-file",
-                fresh.to_str().unwrap(),
-            ],
-            &[],
-        )
-        .await;
+    let run = w.run(&env_to_file("dotenv", &fresh), &[]).await;
     run.ok();
     #[cfg(unix)]
     assert_eq!(crate::helpers::mode(&fresh), 0o600);

@@ -212,6 +212,20 @@ pub(crate) fn client_command(
     command
 }
 
+/// `env --format FORMAT --repo acme/modules --output-file PATH`.
+pub(crate) fn env_to_file<'a>(format: &'a str, path: &'a Path) -> [&'a str; 7] {
+    let path = path.to_str().expect("a UTF-8 test path");
+    [
+        "env",
+        "--format",
+        format,
+        "--repo",
+        "acme/modules",
+        "--output-file",
+        path,
+    ]
+}
+
 pub(crate) async fn output(mut command: tokio::process::Command) -> Run {
     let out = command.output().await.expect("sts-client runs");
     Run {

@@ -352,7 +352,10 @@ async fn an_atmos_insteadof_rewrite_carries_the_token_for_urls_as_users_write_th
         &token,
         host,
         "acme",
-        &[format!("https://{host}/acme/"), format!("ssh://git@{host}/acme/")],
+        &[
+            format!("https://{host}/acme/"),
+            format!("ssh://git@{host}/acme/"),
+        ],
     );
     for path in ["acme/infra", "acme/modules.git"] {
         let cloned = w.clone(&w.url(path), &rewrites).await.unwrap();

@@ -12,7 +12,9 @@
 //! # What it accepts
 //!
 //! - Credentials are HTTP Basic `x-access-token:<installation token>`, the form GitHub documents
-//!   for App installation tokens (and the form Atmos writes into its `insteadOf` rewrites). The
+//!   for App installation tokens
+//!   (<https://docs.github.com/en/apps/creating-github-apps/authenticating-with-a-github-app/authenticating-as-a-github-app-installation>,
+//!   and the form Atmos writes into its `insteadOf` rewrites). The
 //!   simulator is stricter than github.com, which takes any username with a token: a client that
 //!   sends another username fails here instead of relying on leniency.
 //! - The token must be one the simulator minted, not revoked, not expired, and its scope must

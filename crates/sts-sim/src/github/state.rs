@@ -15,9 +15,10 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use time::{Duration, OffsetDateTime};
 
-/// Lifetime of installation tokens: GitHub's is one hour.
+/// Lifetime of installation tokens: GitHub's is one hour
+/// (<https://docs.github.com/en/rest/apps/apps#create-an-installation-access-token-for-an-app>).
 pub const TOKEN_LIFETIME: Duration = Duration::hours(1);
-/// GitHub's cap on `repositories` + `repository_ids` in one token request.
+/// GitHub's cap on `repositories` + `repository_ids` in one token request (same page).
 pub const MAX_TOKEN_REPOSITORIES: usize = 500;
 /// Length of the random part of simulated `ghs_` tokens (GitHub's classic format).
 pub const TOKEN_RANDOM_CHARS: usize = 36;

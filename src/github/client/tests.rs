@@ -695,3 +695,25 @@ async fn concurrent_callers_share_a_failure_that_is_not_cached() {
     assert_eq!(f.client.installation(1).await.unwrap().id, 1);
     assert_eq!(f.sim.request_count("/app/installations/1"), bound + 1);
 }
+
+#[tokio::test]
+async fn a_listing_refused_for_suspension_fails_every_waiter_and_is_not_cached() {
+    let f = fixture().await;
+    f.sim.set_suspended(1, true);
+    // The refused listing mint drops the entries of installation 1 from inside the listing's
+    // own load: that must neither deadlock nor leave anything cached.
+    let listings =
+        futures::future::join_all((0..RACERS).map(|_| f.client.installation_repositories(1))).await;
+    for listing in listings {
+        assert!(
+            matches!(listing, Err(GitHubError::Suspended)),
+            "{listing:?}"
+        );
+    }
+    assert_eq!(f.sim.request_count("/app/installations/1/access_tokens"), 1);
+    f.sim.set_suspended(1, false);
+    assert_eq!(
+        f.client.installation_repositories(1).await.unwrap().len(),
+        3
+    );
+}

@@ -1,0 +1,182 @@
+//! Attacks at the edges, each one a security review reproduced against the release binary: what
+//! an unauthenticated caller can make the broker write, keep or count.
+
+use crate::helpers::*;
+use serde_json::json;
+use sts_sim::keys::RsaKeyPair;
+
+/// Exchange refusals the verifier makes before it has checked a signature: anyone can send
+/// these, for any workspace, as fast as they like.
+fn unverifiable_tokens(app: &TestApp) -> Vec<(&'static str, String)> {
+    let claims = app
+        .world
+        .issuer
+        .claims_for(&main_job(), sts_broker::dev::DEV_AUDIENCE);
+    let stranger = RsaKeyPair::generate();
+    // The issuer's published `kid`, another key's signature.
+    let mut published_kid = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    published_kid.kid = Some(app.world.issuer.current_kid());
+    let bad_signature =
+        jsonwebtoken::encode(&published_kid, &claims, &stranger.encoding_key()).unwrap();
+    let mut unknown_kid = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    unknown_kid.kid = Some(stranger.kid.clone());
+    let unknown_key = jsonwebtoken::encode(&unknown_kid, &claims, &stranger.encoding_key()).unwrap();
+    let mut foreign = claims.clone();
+    foreign.insert("iss".into(), json!("https://issuer.invalid"));
+    let mut no_issuer = claims.clone();
+    no_issuer.remove("iss");
+    let hs256 = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(b"secret"),
+    )
+    .unwrap();
+    vec![
+        ("malformed", "not.a.jwt".to_owned()),
+        ("garbage", "x".repeat(300)),
+        ("bad signature", bad_signature),
+        ("unknown key", unknown_key),
+        ("issuer not trusted", app.world.issuer.sign(&foreign)),
+        ("no issuer", app.world.issuer.sign(&no_issuer)),
+        ("hs256", hs256),
+    ]
+}
+
+#[tokio::test]
+async fn a_flood_of_unverifiable_tokens_writes_no_audit_event_but_is_counted() {
+    let app = spawn_app().await;
+    let tokens = unverifiable_tokens(&app);
+    for round in 0..10 {
+        for (name, token) in &tokens {
+            let r = app.post_exchange(token).await;
+            assert_eq!(r.status, 401, "{name} (round {round}): {}", r.body);
+            assert_eq!(r.tag(), "invalid_token", "{name}");
+        }
+    }
+    let exchanges: Vec<_> = app
+        .audit_events()
+        .await
+        .into_iter()
+        .filter(|e| e["action"] == "exchange")
+        .collect();
+    assert!(
+        exchanges.is_empty(),
+        "nothing verified, nothing audited: {exchanges:?}"
+    );
+
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for reason in [
+        "token_malformed",
+        "bad_signature",
+        "unknown_signing_key",
+        "issuer_not_trusted",
+        "missing_claim",
+        "algorithm_not_allowed",
+    ] {
+        let series = format!("sts_exchanges_total{{outcome=\"denied\",reason=\"{reason}\"}}");
+        assert!(metrics.contains(&series), "{series} missing:\n{metrics}");
+    }
+
+    // The workspace still works for a verified caller.
+    let r = app.post_exchange(&app.oidc_token(&main_job())).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[tokio::test]
+async fn refusals_after_the_signature_is_verified_are_audited_once_each() {
+    let app = spawn_app().await;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let base = app
+        .world
+        .issuer
+        .claims_for(&main_job(), sts_broker::dev::DEV_AUDIENCE);
+    let mut expired = base.clone();
+    expired.insert("iat".into(), json!(now - 7200));
+    expired.insert("nbf".into(), json!(now - 7200));
+    expired.insert("exp".into(), json!(now - 3600));
+    let mut wrong_aud = base.clone();
+    wrong_aud.insert("aud".into(), json!("https://github.com/acme"));
+    let mut no_subject = base.clone();
+    no_subject.remove("sub");
+    for claims in [&expired, &wrong_aud, &no_subject] {
+        let r = app.post_exchange(&app.world.issuer.sign(claims)).await;
+        assert_eq!(r.status, 401, "{}", r.body);
+    }
+    let reasons: Vec<String> = app
+        .audit_events()
+        .await
+        .iter()
+        .filter(|e| e["action"] == "exchange")
+        .map(|e| e["reason"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let mut reasons = reasons;
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        ["audience_mismatch", "missing_claim", "token_expired"],
+        "one event per verified refusal"
+    );
+}
+
+#[tokio::test]
+async fn a_caller_request_id_is_kept_only_when_short_and_plain() {
+    let app = spawn_app().await;
+    let replaced = [
+        "a".repeat(65),
+        "a".repeat(10_000),
+        String::new(),
+        "has space".to_owned(),
+        "semi;colon".to_owned(),
+        "slash/es".to_owned(),
+        "{\"json\":1}".to_owned(),
+    ];
+    let kept = [
+        "a".repeat(64),
+        "abc-DEF_1.2".to_owned(),
+        "0196b7e2-5c1f-7a3e-9d2b-4f6a8c0e1b3d".to_owned(),
+    ];
+    let send = |path: &'static str, id: reqwest::header::HeaderValue| {
+        let req = app.http.get(app.url(path)).header("x-request-id", id);
+        async move {
+            let res = req.send().await.unwrap();
+            let echoed = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+            let body: serde_json::Value = res.json().await.unwrap_or_default();
+            (echoed, body)
+        }
+    };
+    let mut sent: Vec<reqwest::header::HeaderValue> = replaced
+        .iter()
+        .map(|id| reqwest::header::HeaderValue::from_str(id).unwrap())
+        .collect();
+    // Bytes beyond ASCII are legal in a header value (RFC 9110 §5.5 obs-text).
+    sent.push(reqwest::header::HeaderValue::from_bytes("ünïcödé".as_bytes()).unwrap());
+    for id in sent {
+        let (echoed, _) = send("/healthz", id.clone()).await;
+        assert_ne!(echoed.as_bytes(), id.as_bytes(), "{id:?} was kept");
+        assert!(
+            (1..=64).contains(&echoed.len())
+                && echoed
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)),
+            "{echoed}"
+        );
+        // The envelope names the same id as the header.
+        let (echoed, body) = send("/api/v1/sts", id.clone()).await;
+        assert_ne!(echoed.as_bytes(), id.as_bytes(), "{id:?} was kept");
+        assert_eq!(body["request"], echoed.as_str(), "{body}");
+    }
+    for id in kept {
+        let value = reqwest::header::HeaderValue::from_str(&id).unwrap();
+        let (echoed, body) = send("/api/v1/sts", value).await;
+        assert_eq!(echoed, id);
+        assert_eq!(body["request"], id.as_str(), "{body}");
+    }
+}

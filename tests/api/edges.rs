@@ -180,3 +180,57 @@ async fn a_caller_request_id_is_kept_only_when_short_and_plain() {
         assert_eq!(body["request"], id.as_str(), "{body}");
     }
 }
+
+/// Series of the HTTP latency histogram in a `/metrics` body.
+fn http_series(metrics: &str) -> usize {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("sts_http_request_duration_seconds_count"))
+        .count()
+}
+
+#[tokio::test]
+async fn made_up_methods_do_not_grow_the_metrics() {
+    let app = spawn_app().await;
+    let scrape = || async {
+        app.http
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    // Warm up every label the flood below may legitimately add: a known method on a known route
+    // and on an unknown one.
+    for path in ["/healthz", "/no-such-route"] {
+        app.http.get(app.url(path)).send().await.unwrap();
+    }
+    let before = scrape().await;
+    for i in 0..300 {
+        let method = reqwest::Method::from_bytes(format!("X{i:04}Q").as_bytes()).unwrap();
+        for path in ["/healthz", "/no-such-route"] {
+            app.http
+                .request(method.clone(), app.url(path))
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    let after = scrape().await;
+    // At most the `other` method on each route, with the statuses they answer.
+    assert!(
+        http_series(&after) <= http_series(&before) + 4,
+        "{} series before, {} after:\n{after}",
+        http_series(&before),
+        http_series(&after)
+    );
+    assert!(
+        after.len() < before.len() + 8 * 1024,
+        "{} bytes before, {} after",
+        before.len(),
+        after.len()
+    );
+    assert!(!after.contains("X0001Q"), "a caller's method became a label");
+}

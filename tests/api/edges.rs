@@ -234,3 +234,64 @@ async fn made_up_methods_do_not_grow_the_metrics() {
     );
     assert!(!after.contains("X0001Q"), "a caller's method became a label");
 }
+
+/// `POST /api/v1/sts` for `acme/modules`: status, `errorTag` and `Retry-After`.
+async fn mint_once(app: &TestApp, session: &str) -> (u16, String, Option<u64>) {
+    let res = app
+        .http
+        .post(app.url("/api/v1/sts"))
+        .bearer_auth(session)
+        .json(&json!({ "sources": ["acme/modules"], "policyName": "default" }))
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let retry_after = res
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+    let body: serde_json::Value = res.json().await.unwrap();
+    let tag = body["errorTag"].as_str().unwrap_or_default().to_owned();
+    (status, tag, retry_after)
+}
+
+#[tokio::test]
+async fn a_session_beyond_its_quota_gets_429_with_retry_after_and_another_session_still_mints() {
+    let app = spawn_app_configured(|c| c.limits.session_mints_per_minute = 2).await;
+    let first = app.session(&main_job()).await;
+    for _ in 0..2 {
+        let (status, tag, _) = mint_once(&app, &first).await;
+        assert_eq!(status, 200, "{tag}");
+    }
+    let (status, tag, retry_after) = mint_once(&app, &first).await;
+    assert_eq!((status, tag.as_str()), (429, "rate_limited"));
+    let retry_after = retry_after.expect("a 429 says when to come back");
+    assert!((1..=60).contains(&retry_after), "Retry-After: {retry_after}");
+
+    let second = app.session(&main_job()).await;
+    let (status, tag, _) = mint_once(&app, &second).await;
+    assert_eq!(status, 200, "{tag}");
+
+    // Every authenticated attempt counts, the malformed ones too.
+    let third = app.session(&main_job()).await;
+    let bad = app
+        .post_sts(&third, json!({ "sources": ["not a repo"] }))
+        .await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert_eq!(mint_once(&app, &third).await.0, 200);
+    assert_eq!(mint_once(&app, &third).await.0, 429);
+}
+
+#[tokio::test]
+async fn a_workspace_beyond_its_quota_gets_429_whichever_session_asks() {
+    let app = spawn_app_configured(|c| c.limits.workspace_mints_per_minute = 3).await;
+    for _ in 0..3 {
+        let session = app.session(&main_job()).await;
+        let (status, tag, _) = mint_once(&app, &session).await;
+        assert_eq!(status, 200, "{tag}");
+    }
+    let session = app.session(&main_job()).await;
+    let (status, tag, retry_after) = mint_once(&app, &session).await;
+    assert_eq!((status, tag.as_str()), (429, "rate_limited"));
+    assert!(retry_after.is_some_and(|s| (1..=60).contains(&s)));
+}

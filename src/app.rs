@@ -4,6 +4,7 @@
 use crate::config::Config;
 use crate::crypto::Sealer;
 use crate::github::{GitHubApp, GitHubClient, GitHubClientConfig};
+use crate::limits::LogBudget;
 use crate::metrics::Metrics;
 use crate::oidc::{IssuerSettings, OidcVerifier};
 use crate::policy::CompiledPolicy;
@@ -39,6 +40,9 @@ pub struct App {
     pub admin_token: SecretString,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// How many refusal lines reach the log: refusals are the caller's to make, so their log
+    /// lines are rate-limited (see [`crate::limits::REFUSAL_LOG_LINES`]).
+    pub refusal_log: LogBudget,
     /// Compiled policies by (workspace, name, version): compile once, evaluate per request.
     policies: Mutex<HashMap<(String, String, i64), PolicyCompilation>>,
 }
@@ -114,6 +118,7 @@ impl App {
             sealer,
             admin_token: secrets.admin_token,
             metrics,
+            refusal_log: LogBudget::refusals(),
             policies: Mutex::new(HashMap::new()),
         })
     }

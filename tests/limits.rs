@@ -85,7 +85,10 @@ async fn a_connection_that_never_finishes_its_request_head_is_closed() {
     slow.write_all(b"GET /heal").await.unwrap();
     let closed = closed_within(&mut slow, CLOSE_CAP).await;
     let closed = closed.expect("a half-sent request line must not hold the connection");
-    assert!(closed >= Duration::from_millis(900), "closed after {closed:?}");
+    assert!(
+        closed >= Duration::from_millis(900),
+        "closed after {closed:?}"
+    );
 
     // A client that sends its head at once is served as before.
     let mut prompt = TcpStream::connect(broker.addr).await.unwrap();
@@ -113,7 +116,10 @@ async fn beyond_max_connections_a_connection_waits_until_one_closes() {
     // The kernel completes the third handshake, but the broker does not take it on.
     let mut third = TcpStream::connect(broker.addr).await.unwrap();
     let waiting = healthz(&mut third, Duration::from_millis(1500)).await;
-    assert_eq!(waiting, None, "a third connection was served while two were held");
+    assert_eq!(
+        waiting, None,
+        "a third connection was served while two were held"
+    );
 
     // Once one of the two closes, the third is served.
     drop(held.remove(0));

@@ -274,14 +274,19 @@ pub fn request_id_of(headers: &axum::http::HeaderMap) -> String {
         .to_owned()
 }
 
-/// Wraps every `/api` response in the envelope, and logs each error once, here.
-pub(crate) async fn envelope(req: Request, next: Next) -> Response {
+/// Wraps every `/api` response in the envelope, and logs each error once, here: failures always,
+/// refusals (4xx) within the broker's refusal-log budget, since any caller can make them.
+pub(crate) async fn envelope(
+    axum::extract::State(state): axum::extract::State<super::AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
     let request_id = request_id_of(req.headers());
     let is_api = req.uri().path().starts_with("/api/");
     let mut res = next.run(req).await;
     let status = res.status();
     let body = if let Some(err) = res.extensions_mut().remove::<Arc<ApiError>>() {
-        log_error(&err, &request_id);
+        log_error(&err, &request_id, &state.refusal_log);
         Some(error_body(
             status,
             &request_id,
@@ -351,7 +356,7 @@ fn error_body(
     body
 }
 
-fn log_error(err: &ApiError, request_id: &str) {
+fn log_error(err: &ApiError, request_id: &str, refusal_log: &crate::limits::LogBudget) {
     let cause = err.source.as_ref().map(|s| format!("{s:#}"));
     if err.status.is_server_error() {
         tracing::error!(
@@ -362,11 +367,12 @@ fn log_error(err: &ApiError, request_id: &str) {
             "request failed: {}",
             err.message
         );
-    } else {
+    } else if let Some(suppressed) = refusal_log.admit() {
         tracing::info!(
             http.status = err.status.as_u16(),
             error.tag = err.tag,
             request_id,
+            suppressed,
             "request refused: {}",
             err.message
         );

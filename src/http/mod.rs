@@ -26,8 +26,12 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-/// Header carrying the request id (generated unless the caller sent one).
+/// Header carrying the request id (generated unless the caller sent an acceptable one).
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// Longest request id kept from a caller. The id lands in every log line of the request, in its
+/// audit event and in the answer; a caller-chosen id of any length would let one client grow the
+/// logs and the audit table at will. 64 holds a UUID, a ULID or a trace id with room to spare.
+pub const MAX_REQUEST_ID_LEN: usize = 64;
 /// Largest request body: an OIDC token is ~2 KiB and a policy at most 64 KiB; anything bigger is
 /// refused before it is read, so a caller cannot make the broker buffer large bodies.
 pub const BODY_LIMIT_BYTES: usize = 128 * 1024;
@@ -188,7 +192,7 @@ pub fn router(state: AppState) -> Router {
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT_BYTES))
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, timeout))
         .layer(CatchPanicLayer::new())
-        .layer(axum::middleware::from_fn(error::envelope))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), error::envelope))
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
@@ -197,8 +201,37 @@ pub fn router(state: AppState) -> Router {
             tracing::info_span!("request", http.method = %req.method(), http.route = route, request_id = %id)
         }))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        // Outside `SetRequestIdLayer`, which keeps any id it finds: an unacceptable one is
+        // removed first, so a fresh one is made in its place.
+        .layer(tower::util::MapRequestLayer::new(
+            drop_unacceptable_request_id::<axum::body::Body>,
+        ))
         .layer(SetSensitiveRequestHeadersLayer::new([axum::http::header::AUTHORIZATION]))
         .with_state(state)
+}
+
+/// Is `id` a request id we keep from a caller: `[A-Za-z0-9._-]{1,MAX_REQUEST_ID_LEN}`? Only
+/// characters that need no escaping in a log line, a JSON string or a header.
+pub fn is_acceptable_request_id(id: &[u8]) -> bool {
+    (1..=MAX_REQUEST_ID_LEN).contains(&id.len())
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Remove the caller's request id unless it is one acceptable id (several ids are refused too:
+/// which of them would the logs name?).
+fn drop_unacceptable_request_id<B>(mut req: Request<B>) -> Request<B> {
+    let mut ids = req.headers().get_all(REQUEST_ID_HEADER).iter();
+    let acceptable = match (ids.next(), ids.next()) {
+        (Some(id), None) => is_acceptable_request_id(id.as_bytes()),
+        (None, _) => true,
+        (Some(_), Some(_)) => false,
+    };
+    if !acceptable {
+        req.headers_mut().remove(REQUEST_ID_HEADER);
+    }
+    req
 }
 
 /// Request latency metric, by matched route.
@@ -304,7 +337,42 @@ pub async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::collapse_slashes;
+    use super::{collapse_slashes, drop_unacceptable_request_id, is_acceptable_request_id};
+
+    #[test]
+    fn request_ids_are_kept_only_when_short_and_plain() {
+        let long = "a".repeat(65);
+        let longest = "a".repeat(64);
+        for (id, kept) in [
+            (longest.as_bytes(), true),
+            (b"abc-DEF_1.2".as_slice(), true),
+            (b"0196b7e2-5c1f-7a3e-9d2b-4f6a8c0e1b3d".as_slice(), true),
+            (long.as_bytes(), false),
+            (b"".as_slice(), false),
+            (b"a b".as_slice(), false),
+            (b"a/b".as_slice(), false),
+            (b"a\"b".as_slice(), false),
+            ("\u{e9}".as_bytes(), false),
+        ] {
+            assert_eq!(is_acceptable_request_id(id), kept, "{id:?}");
+        }
+        let req = http::Request::builder()
+            .header("x-request-id", "ok-1")
+            .header("x-request-id", "ok-2")
+            .body(())
+            .unwrap();
+        let req = drop_unacceptable_request_id(req);
+        assert!(
+            req.headers().get("x-request-id").is_none(),
+            "two ids: neither kept"
+        );
+        let req = http::Request::builder()
+            .header("x-request-id", "ok-1")
+            .body(())
+            .unwrap();
+        let req = drop_unacceptable_request_id(req);
+        assert_eq!(req.headers()["x-request-id"], "ok-1");
+    }
 
     #[test]
     fn runs_of_slashes_collapse_and_the_query_survives() {

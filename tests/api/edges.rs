@@ -20,7 +20,8 @@ fn unverifiable_tokens(app: &TestApp) -> Vec<(&'static str, String)> {
         jsonwebtoken::encode(&published_kid, &claims, &stranger.encoding_key()).unwrap();
     let mut unknown_kid = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
     unknown_kid.kid = Some(stranger.kid.clone());
-    let unknown_key = jsonwebtoken::encode(&unknown_kid, &claims, &stranger.encoding_key()).unwrap();
+    let unknown_key =
+        jsonwebtoken::encode(&unknown_kid, &claims, &stranger.encoding_key()).unwrap();
     let mut foreign = claims.clone();
     foreign.insert("iss".into(), json!("https://issuer.invalid"));
     let mut no_issuer = claims.clone();
@@ -232,7 +233,10 @@ async fn made_up_methods_do_not_grow_the_metrics() {
         before.len(),
         after.len()
     );
-    assert!(!after.contains("X0001Q"), "a caller's method became a label");
+    assert!(
+        !after.contains("X0001Q"),
+        "a caller's method became a label"
+    );
 }
 
 /// `POST /api/v1/sts` for `acme/modules`: status, `errorTag` and `Retry-After`.
@@ -266,7 +270,10 @@ async fn a_session_beyond_its_quota_gets_429_with_retry_after_and_another_sessio
     let (status, tag, retry_after) = mint_once(&app, &first).await;
     assert_eq!((status, tag.as_str()), (429, "rate_limited"));
     let retry_after = retry_after.expect("a 429 says when to come back");
-    assert!((1..=60).contains(&retry_after), "Retry-After: {retry_after}");
+    assert!(
+        (1..=60).contains(&retry_after),
+        "Retry-After: {retry_after}"
+    );
 
     let second = app.session(&main_job()).await;
     let (status, tag, _) = mint_once(&app, &second).await;

@@ -198,7 +198,9 @@ pub fn router(state: AppState) -> Router {
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let route = req.extensions().get::<MatchedPath>().map_or("", MatchedPath::as_str);
             let id = error::request_id_of(req.headers());
-            tracing::info_span!("request", http.method = %req.method(), http.route = route, request_id = %id)
+            // The method as a label too: a made-up one could be long, and lands in every line.
+            let method = crate::metrics::method_label(req.method().as_str());
+            tracing::info_span!("request", http.method = method, http.route = route, request_id = %id)
         }))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         // Outside `SetRequestIdLayer`, which keeps any id it finds: an unacceptable one is
@@ -234,28 +236,22 @@ fn drop_unacceptable_request_id<B>(mut req: Request<B>) -> Request<B> {
     req
 }
 
-/// Request latency metric, by matched route.
+/// Request latency metric, by method (folded to a fixed set), matched route and status.
 async fn observe(
     axum::extract::State(state): axum::extract::State<AppState>,
     req: Request,
     next: Next,
 ) -> Response {
     let start = Instant::now();
-    let method = req.method().to_string();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let method = req.method().clone();
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let res = next.run(req).await;
-    state
-        .metrics
-        .http_latency
-        .get_or_create(&crate::metrics::HttpLabels {
-            method,
-            route,
-            status: res.status().as_u16().to_string(),
-        })
-        .observe(start.elapsed().as_secs_f64());
+    state.metrics.http_request(
+        method.as_str(),
+        route.as_ref().map(MatchedPath::as_str),
+        res.status().as_u16(),
+        start.elapsed(),
+    );
     res
 }
 

@@ -255,23 +255,117 @@ async fn observe(
     res
 }
 
-/// Serve until `shutdown` resolves, then finish in-flight requests.
+/// Pause after an accept error that is not about one connection (out of file descriptors, say):
+/// retrying at once would spin; a second lets connections close and free descriptors.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Serve until `shutdown` resolves; then stop accepting, let the open connections finish for at
+/// most `limits.shutdown_grace_seconds`, close what is still open, and return.
+///
+/// `axum::serve` can do none of what the `[limits]` section asks, so connections are served
+/// here with hyper's HTTP/1 builder (HTTP/1 only, as before; see the hyper docs of
+/// `server::conn::http1::Builder`):
+/// - `header_read_timeout`: a connection whose request head is not complete that long after it
+///   opened, or after its previous response, is closed. That also ends idle keep-alive
+///   connections, so neither a slowloris client nor an idle one holds a slot for long.
+/// - at most `limits.max_connections` open at once: a slot (a semaphore permit) is taken before
+///   `accept` and given back when the connection ends. Beyond the cap the broker stops accepting;
+///   new connections wait in the kernel's listen backlog until a slot frees.
+/// - on `shutdown`, each connection is told to finish its in-flight request and close; whatever
+///   is still open after the grace is dropped, so no client can keep the process alive.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let limits = state.config.limits.clone();
     // `Router::layer` wraps the routes *after* the path has been matched, so the path is rewritten
     // by a service around the whole router instead.
     let service = tower::ServiceBuilder::new()
-        .map_request(collapse_slashes::<axum::body::Body>)
+        .map_request(collapse_slashes::<hyper::body::Incoming>)
         .service(router(state));
-    axum::serve(
-        listener,
-        axum::ServiceExt::<Request>::into_make_service(service),
+    let service = hyper_util::service::TowerToHyperService::new(service);
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout());
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let mut connections = tokio::task::JoinSet::new();
+    let (drain, draining) = tokio::sync::watch::channel(());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        // Forget connections that ended, so the set holds only open ones.
+        while connections.try_join_next().is_some() {}
+        let slot = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            slot = Arc::clone(&slots).acquire_owned() => slot,
+        };
+        // The semaphore is never closed; if it were, there would be nothing left to serve.
+        let Ok(slot) = slot else { break };
+        let stream = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                // The peer gave up between its handshake and our accept: nothing to do.
+                Err(e) if is_connection_error(&e) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "accepting a connection failed; retrying shortly");
+                    tokio::select! {
+                        () = &mut shutdown => break,
+                        () = tokio::time::sleep(ACCEPT_ERROR_BACKOFF) => continue,
+                    }
+                }
+            },
+        };
+        let connection =
+            http1.serve_connection(hyper_util::rt::TokioIo::new(stream), service.clone());
+        let mut draining = draining.clone();
+        connections.spawn(async move {
+            let _slot = slot;
+            let mut connection = std::pin::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                _ = draining.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            // Per connection and caused by the client (a header timeout, a reset): debug only.
+            if let Err(e) = ended {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    // No new connections from here: the socket closes, so clients get a refusal, not a hang.
+    drop(listener);
+    let _ = drain.send(());
+    let grace = limits.shutdown_grace();
+    let drained = tokio::time::timeout(grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            open = connections.len(),
+            "shutdown grace of {}s elapsed; closing the connections still open",
+            grace.as_secs()
+        );
+        connections.shutdown().await;
+    }
+    Ok(())
+}
+
+/// An accept error about one connection only (the peer reset or gave up before we accepted):
+/// the listener itself is fine.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
     )
-    .with_graceful_shutdown(shutdown)
-    .await
 }
 
 /// Collapse every run of slashes in the request path to one, keeping the query as sent.

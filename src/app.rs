@@ -4,7 +4,7 @@
 use crate::config::Config;
 use crate::crypto::Sealer;
 use crate::github::{GitHubApp, GitHubClient, GitHubClientConfig};
-use crate::limits::LogBudget;
+use crate::limits::{LogBudget, MintQuota};
 use crate::metrics::Metrics;
 use crate::oidc::{IssuerSettings, OidcVerifier};
 use crate::policy::CompiledPolicy;
@@ -43,6 +43,8 @@ pub struct App {
     /// How many refusal lines reach the log: refusals are the caller's to make, so their log
     /// lines are rate-limited (see [`crate::limits::REFUSAL_LOG_LINES`]).
     pub refusal_log: LogBudget,
+    /// Per-session and per-workspace mint quotas (`[limits]`), per replica.
+    pub mint_quota: MintQuota,
     /// Compiled policies by (workspace, name, version): compile once, evaluate per request.
     policies: Mutex<HashMap<(String, String, i64), PolicyCompilation>>,
 }
@@ -109,6 +111,7 @@ impl App {
             &sealer,
             config.server.public_url.trim_end_matches('/'),
         )?;
+        let mint_quota = MintQuota::new(&config.limits, Arc::clone(&metrics));
         Ok(Self {
             config,
             store,
@@ -119,6 +122,7 @@ impl App {
             admin_token: secrets.admin_token,
             metrics,
             refusal_log: LogBudget::refusals(),
+            mint_quota,
             policies: Mutex::new(HashMap::new()),
         })
     }

@@ -279,13 +279,22 @@ async fn a_session_beyond_its_quota_gets_429_with_retry_after_and_another_sessio
     let (status, tag, _) = mint_once(&app, &second).await;
     assert_eq!(status, 200, "{tag}");
 
-    // Every authenticated attempt counts, the malformed ones too.
+    // Every authenticated attempt counts, the malformed ones too: a body that is not JSON and
+    // one that names no repository each spend a mint.
     let third = app.session(&main_job()).await;
+    let not_json = app
+        .http
+        .post(app.url("/api/v1/sts"))
+        .bearer_auth(&third)
+        .body("{")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_json.status(), 400);
     let bad = app
         .post_sts(&third, json!({ "sources": ["not a repo"] }))
         .await;
     assert_eq!(bad.status, 400, "{}", bad.body);
-    assert_eq!(mint_once(&app, &third).await.0, 200);
     assert_eq!(mint_once(&app, &third).await.0, 429);
 }
 

@@ -1,8 +1,8 @@
-//! Connection limits of the server: a request head must arrive within
-//! `limits.header_read_timeout_seconds`, at most `limits.max_connections` connections are served at
-//! once, and SIGTERM drains for at most `limits.shutdown_grace_seconds` before the process exits.
-//! The first two run the server in this process (the same `http::serve` the binary runs); the last
-//! runs `sts-broker serve --config` as a real process.
+//! Limits of the server: a request head must arrive within `limits.header_read_timeout_seconds`,
+//! at most `limits.max_connections` connections are served at once, SIGTERM drains for at most
+//! `limits.shutdown_grace_seconds` before the process exits, and a flood of refusals or failures
+//! writes a bounded number of log lines. The first two run the server in this process (the same
+//! `http::serve` the binary runs); the others run `sts-broker serve --config` as a process.
 
 #![expect(
     clippy::unwrap_used,
@@ -11,10 +11,12 @@
 
 use serde_json::Value;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use sts_broker::config::Config;
-use sts_broker::dev::DevWorld;
+use sts_broker::dev::{DevWorld, DEV_AUDIENCE};
 use sts_broker::server::RunningBroker;
+use sts_sim::oidc::JwksBody;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::Command;
@@ -81,14 +83,20 @@ async fn healthz(conn: &mut TcpStream, cap: Duration) -> Option<String> {
 async fn a_connection_that_never_finishes_its_request_head_is_closed() {
     let (_world, broker) = broker(|c| c.limits.header_read_timeout_seconds = 1).await;
 
+    // One sends half a request line, one sends nothing at all.
+    let opened = Instant::now();
     let mut slow = TcpStream::connect(broker.addr).await.unwrap();
     slow.write_all(b"GET /heal").await.unwrap();
-    let closed = closed_within(&mut slow, CLOSE_CAP).await;
-    let closed = closed.expect("a half-sent request line must not hold the connection");
-    assert!(
-        closed >= Duration::from_millis(900),
-        "closed after {closed:?}"
-    );
+    let mut silent = TcpStream::connect(broker.addr).await.unwrap();
+    for conn in [&mut slow, &mut silent] {
+        let closed = closed_within(conn, CLOSE_CAP).await;
+        closed.expect("a connection with no whole request head must not be held");
+        let after = opened.elapsed();
+        assert!(
+            after >= Duration::from_millis(800),
+            "closed after {after:?}"
+        );
+    }
 
     // A client that sends its head at once is served as before.
     let mut prompt = TcpStream::connect(broker.addr).await.unwrap();
@@ -132,18 +140,19 @@ async fn beyond_max_connections_a_connection_waits_until_one_closes() {
     assert_eq!(line, "HTTP/1.1 200 OK\r\n");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_exits_within_the_grace_while_connections_are_held() {
-    // The broker runs as a process; its `public_url` placeholder is never dialled.
-    let world = DevWorld::start("127.0.0.1:9".parse().unwrap())
-        .await
-        .unwrap();
+/// `sts-broker serve --config` as a process, on the simulators of `world`, logging JSON, with
+/// `limits` as its `[limits]` section. Its stdout lines are collected in the returned vector as
+/// they arrive.
+async fn serve_process(
+    world: &DevWorld,
+    limits: &str,
+) -> (tokio::process::Child, String, Arc<Mutex<Vec<String>>>) {
     let dir = world.dir.path();
     let config = std::fs::read_to_string(dir.join("broker.toml"))
         .unwrap()
         .replace("listen = \"127.0.0.1:9\"", "listen = \"127.0.0.1:0\"")
-        + "\n[telemetry]\nlog_format = \"json\"\n\
-           [limits]\nshutdown_grace_seconds = 1\nheader_read_timeout_seconds = 60\n";
+        + "\n[telemetry]\nlog_format = \"json\"\n[limits]\n"
+        + limits;
     assert!(config.contains("listen = \"127.0.0.1:0\""), "{config}");
     let config_path = dir.join("limits.toml");
     std::fs::write(&config_path, config).unwrap();
@@ -158,7 +167,6 @@ async fn sigterm_exits_within_the_grace_while_connections_are_held() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let pid = child.id().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let addr = tokio::time::timeout(STARTUP_CAP, async {
         while let Ok(Some(line)) = lines.next_line().await {
@@ -172,8 +180,47 @@ async fn sigterm_exits_within_the_grace_while_connections_are_held() {
     })
     .await
     .expect("serve logged its bound address");
-    // Keep reading the log so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    // Keep reading the log, so the child never blocks on a full pipe.
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&log);
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    (child, addr, log)
+}
+
+/// SIGTERM `child`, wait at most [`CLOSE_CAP`] for it to exit successfully, and say how long it
+/// took.
+async fn terminate(child: &mut tokio::process::Child) -> Duration {
+    let pid = child.id().unwrap();
+    let kill = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let start = Instant::now();
+    let status = tokio::time::timeout(CLOSE_CAP, child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("still running {:?} after SIGTERM", start.elapsed()))
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    start.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_within_the_grace_while_connections_are_held() {
+    // The broker runs as a process; its `public_url` placeholder is never dialled.
+    let world = DevWorld::start("127.0.0.1:9".parse().unwrap())
+        .await
+        .unwrap();
+    let (mut child, addr, _log) = serve_process(
+        &world,
+        "shutdown_grace_seconds = 1\nheader_read_timeout_seconds = 60\n",
+    )
+    .await;
 
     // One connection idle in the middle of its request line, one in the middle of a request body
     // (a handler waiting for bytes that never come), one idle between requests.
@@ -191,25 +238,70 @@ async fn sigterm_exits_within_the_grace_while_connections_are_held() {
     assert!(healthz(&mut idle, CLOSE_CAP).await.is_some());
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let kill = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let start = Instant::now();
-    let status = tokio::time::timeout(CLOSE_CAP, child.wait())
-        .await
-        .unwrap_or_else(|_| {
-            panic!(
-                "still running {:?} after SIGTERM with a 1 s grace",
-                start.elapsed()
-            )
-        })
-        .unwrap();
-    assert!(status.success(), "exit status {status:?}");
+    // `terminate` fails the test if the process outlives CLOSE_CAP, far below the 30 s request
+    // timeout that would otherwise end the half-sent body.
+    terminate(&mut child).await;
     // The held connections are closed, not left dangling.
     for conn in [&mut half_line, &mut half_body, &mut idle] {
         assert!(closed_within(conn, CLOSE_CAP).await.is_some());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_refusals_and_failures_writes_a_bounded_number_of_log_lines() {
+    const FLOOD: usize = 300;
+    let world = DevWorld::start("127.0.0.1:9".parse().unwrap())
+        .await
+        .unwrap();
+    // The issuer's keys are unreadable: genuine tokens get 503 issuer_unavailable.
+    world
+        .issuer
+        .set_jwks_override(Some(JwksBody::Raw("not a key set".to_owned())));
+    let (mut child, addr, log) = serve_process(&world, "").await;
+    let http = reqwest::Client::new();
+    let exchange = |token: String| {
+        http.post(format!("http://{addr}/api/v1/auth/github-oidc"))
+            .json(&serde_json::json!({ "token": token, "workspaceId": "anyone" }))
+            .send()
+    };
+    let start = Instant::now();
+    for _ in 0..FLOOD {
+        let refused = exchange("not.a.jwt".to_owned()).await.unwrap();
+        assert_eq!(refused.status(), 401);
+        let token = world.issuer.token_for(&Default::default(), DEV_AUDIENCE);
+        let unavailable = exchange(token).await.unwrap();
+        assert_eq!(unavailable.status(), 503);
+    }
+    let windows = u32::try_from(start.elapsed().as_secs() / 10).unwrap() + 1;
+    terminate(&mut child).await;
+
+    let lines = log.lock().unwrap().clone();
+    let messages: Vec<String> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|e| {
+            e["fields"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    let count = |needle: &str| messages.iter().filter(|m| m.contains(needle)).count();
+    let refusals = count("refused");
+    let failures = count("request failed");
+    let budget = |lines: u32| usize::try_from(lines * windows).unwrap();
+    assert!(
+        refusals <= budget(sts_broker::limits::REFUSAL_LOG_LINES),
+        "{refusals} refusal lines for {FLOOD} refusals in {windows} windows"
+    );
+    assert!(
+        failures <= budget(100),
+        "{failures} failure lines for {FLOOD} failures in {windows} windows"
+    );
+    assert!(
+        lines.len() < FLOOD,
+        "{} log lines for {} requests",
+        lines.len(),
+        2 * FLOOD
+    );
 }

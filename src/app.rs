@@ -43,6 +43,9 @@ pub struct App {
     /// How many refusal lines reach the log: refusals are the caller's to make, so their log
     /// lines are rate-limited (see [`crate::limits::REFUSAL_LOG_LINES`]).
     pub refusal_log: LogBudget,
+    /// How many failure (5xx) lines reach the log: a caller can repeat a failure while it lasts
+    /// (see [`crate::limits::FAILURE_LOG_LINES`]).
+    pub failure_log: LogBudget,
     /// Per-session and per-workspace mint quotas (`[limits]`), per replica.
     pub mint_quota: MintQuota,
     /// Compiled policies by (workspace, name, version): compile once, evaluate per request.
@@ -122,6 +125,7 @@ impl App {
             admin_token: secrets.admin_token,
             metrics,
             refusal_log: LogBudget::refusals(),
+            failure_log: LogBudget::failures(),
             mint_quota,
             policies: Mutex::new(HashMap::new()),
         })

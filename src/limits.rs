@@ -1,5 +1,5 @@
 //! What a caller may cost the broker, kept per process: how many mints a session and a
-//! workspace may ask for ([`MintQuota`]), and how many refusal lines reach the log
+//! workspace may ask for ([`MintQuota`]), and how many refusal and failure lines reach the log
 //! ([`LogBudget`]).
 //!
 //! Everything here is in memory and per replica: with N replicas behind a load balancer a
@@ -164,8 +164,14 @@ fn whole_seconds(wait: Duration) -> Duration {
 /// refusal of a quiet day, and what a flood consists of; every refusal is counted in the
 /// metrics regardless.
 pub const REFUSAL_LOG_LINES: u32 = 20;
-/// The window [`REFUSAL_LOG_LINES`] applies to.
+/// The window [`REFUSAL_LOG_LINES`] and [`FAILURE_LOG_LINES`] apply to.
 pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// Failure log lines (5xx) written per [`REFUSAL_LOG_INTERVAL`] at most. Failures are ours, but
+/// a caller can still repeat one at will while it lasts (every exchange while an issuer's keys
+/// cannot be fetched, every request while the database is down). A separate, larger budget: a
+/// flood of refusals cannot hide a failure, and a hundred lines in ten seconds is more than
+/// anyone reads during an outage.
+pub const FAILURE_LOG_LINES: u32 = 100;
 
 /// At most `lines` log lines per `interval`; the first line written after some were suppressed
 /// says how many. A fixed window: simple, and a burst at a window's edge costs at most twice
@@ -201,6 +207,11 @@ impl LogBudget {
     /// The budget of refusal lines: [`REFUSAL_LOG_LINES`] per [`REFUSAL_LOG_INTERVAL`].
     pub fn refusals() -> Self {
         Self::new(REFUSAL_LOG_LINES, REFUSAL_LOG_INTERVAL)
+    }
+
+    /// The budget of failure lines: [`FAILURE_LOG_LINES`] per [`REFUSAL_LOG_INTERVAL`].
+    pub fn failures() -> Self {
+        Self::new(FAILURE_LOG_LINES, REFUSAL_LOG_INTERVAL)
     }
 
     /// May a line be written now? `Some(n)`: yes, and `n` lines were suppressed since the last

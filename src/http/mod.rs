@@ -201,7 +201,10 @@ pub fn router(state: AppState) -> Router {
             // The method as a label too: a made-up one could be long, and lands in every line.
             let method = crate::metrics::method_label(req.method().as_str());
             tracing::info_span!("request", http.method = method, http.route = route, request_id = %id)
-        }))
+        })
+        // Its default writes an ERROR line per 5xx, which a caller can repeat at will while a
+        // failure lasts; the envelope logs each failure once, within `App::failure_log`.
+        .on_failure(()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         // Outside `SetRequestIdLayer`, which keeps any id it finds: an unacceptable one is
         // removed first, so a fresh one is made in its place.

@@ -137,18 +137,20 @@ pub async fn exchange(app: &App, input: ExchangeInput, request_id: &str) -> Flow
         Ok(v) => v,
         Err(e) => {
             let reason = e.code();
-            if refused_before_signature(&e) {
+            let before_signature = refused_before_signature(&e);
+            // Within the budget either way: one genuine expired token can be sent again and
+            // again. The code only: the message of some refusals holds bytes of the token.
+            if let Some(suppressed) = app.refusal_log.admit() {
+                tracing::info!(
+                    oidc.reason = reason,
+                    oidc.signature_verified = !before_signature,
+                    suppressed,
+                    "oidc token refused"
+                );
+            }
+            if before_signature {
                 count_refusal(app, reason);
-                // The code only: the message of some refusals holds bytes of the token.
-                if let Some(suppressed) = app.refusal_log.admit() {
-                    tracing::info!(
-                        oidc.reason = reason,
-                        suppressed,
-                        "oidc token refused before its signature was verified"
-                    );
-                }
             } else {
-                tracing::info!(oidc.reason = reason, "oidc token refused: {e}");
                 refuse(app, &mut audit, reason).await;
             }
             return Err(match e {

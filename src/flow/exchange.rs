@@ -73,18 +73,62 @@ fn validate(app: &App, input: &ExchangeInput) -> FlowResult<WorkspaceId> {
 }
 
 /// Record a refusal of `reason` in the audit log and the metrics.
-async fn refuse(app: &App, audit: &mut AuditEvent, reason: &str) {
+async fn refuse(app: &App, audit: &mut AuditEvent, reason: &'static str) {
     audit.outcome = Outcome::Denied;
     audit.reason = Some(reason.to_owned());
     record_audit(app, audit).await;
+    count_refusal(app, reason);
+}
+
+/// Count a refusal of `reason` in the metrics.
+fn count_refusal(app: &App, reason: &'static str) {
     Metrics::outcome(&app.metrics.exchanges, "denied", reason);
     app.metrics.deny(reason);
 }
 
+/// Did `OidcVerifier::verify` refuse the token before it had verified its signature?
+///
+/// Before that point the token proves nothing: anyone can send any bytes, naming any workspace,
+/// as fast as they like. Such a refusal is counted and logged at a bounded rate, and is NOT
+/// written to the workspace's audit log, or anyone could fill any workspace's log (and the
+/// database). From the signature on, the caller holds a token a trusted issuer signed, and every
+/// decision is audited, once.
+///
+/// `verify` checks, in this order: the token's shape and header (`Malformed`,
+/// `AlgorithmNotAllowed`); the unverified `iss`, only to pick an issuer (`MissingClaim("iss")`,
+/// `UnknownIssuer`); that issuer's keys (`JwksUnavailable`, `UnknownKey`, `KeyTypeMismatch`);
+/// then `jsonwebtoken::decode`, which checks the signature (`BadSignature`) before it validates
+/// a single claim; then the claims (`Expired`, `NotYetValid`, `AudienceMismatch`, a missing
+/// `exp`/`aud`/`sub`/`nbf`) and our own `iat` check (`IssuedInFuture`, a missing `iat`). So a
+/// missing claim is on the far side of the signature except `iss`, which `verify` needs before
+/// it can find a key. The one blur: `Malformed` is also what `jsonwebtoken` reports for a claim
+/// of the wrong JSON type in a token whose signature it verified; only a trusted issuer could
+/// sign such a token, and it is treated as before the signature (counted, not audited).
+///
+/// An exhaustive match: a new `VerifyError` variant must be placed on one side or the other.
+fn refused_before_signature(e: &VerifyError) -> bool {
+    match e {
+        VerifyError::Malformed
+        | VerifyError::AlgorithmNotAllowed(_)
+        | VerifyError::UnknownIssuer
+        | VerifyError::JwksUnavailable(_)
+        | VerifyError::UnknownKey
+        | VerifyError::KeyTypeMismatch
+        | VerifyError::BadSignature => true,
+        VerifyError::MissingClaim(claim) => *claim == "iss",
+        VerifyError::Expired
+        | VerifyError::NotYetValid
+        | VerifyError::IssuedInFuture
+        | VerifyError::AudienceMismatch => false,
+    }
+}
+
 /// Exchange an OIDC token for a session.
-#[tracing::instrument(skip_all, fields(workspace.id = %input.workspace_id))]
+// The workspace id is recorded once it is valid: until then it is whatever the caller sent.
+#[tracing::instrument(skip_all, fields(workspace.id = tracing::field::Empty))]
 pub async fn exchange(app: &App, input: ExchangeInput, request_id: &str) -> FlowResult<NewSession> {
     let workspace = validate(app, &input)?;
+    tracing::Span::current().record("workspace.id", workspace.as_str());
     let mut audit = AuditEvent::new(AuditKind::Exchange, "exchange");
     audit.workspace_id = Some(workspace.as_str().to_owned());
     audit.request_id = Some(request_id.to_owned());
@@ -93,8 +137,22 @@ pub async fn exchange(app: &App, input: ExchangeInput, request_id: &str) -> Flow
         Ok(v) => v,
         Err(e) => {
             let reason = e.code();
-            tracing::info!(oidc.reason = reason, "oidc token refused: {e}");
-            refuse(app, &mut audit, reason).await;
+            let before_signature = refused_before_signature(&e);
+            // Within the budget either way: one genuine expired token can be sent again and
+            // again. The code only: the message of some refusals holds bytes of the token.
+            if let Some(suppressed) = app.refusal_log.admit() {
+                tracing::info!(
+                    oidc.reason = reason,
+                    oidc.signature_verified = !before_signature,
+                    suppressed,
+                    "oidc token refused"
+                );
+            }
+            if before_signature {
+                count_refusal(app, reason);
+            } else {
+                refuse(app, &mut audit, reason).await;
+            }
             return Err(match e {
                 VerifyError::JwksUnavailable(_) => FlowError::IssuerUnavailable(e),
                 _ => FlowError::Unauthenticated(Unauthenticated::InvalidToken),

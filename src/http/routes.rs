@@ -103,7 +103,19 @@ pub(super) async fn mint_tokens(
     body: Bytes,
 ) -> ApiResult<ApiData> {
     let auth = flow::authenticate(&state, &token, Purpose::Use).await?;
-    let req: MintRequest = optional_json(&body)?;
+    let req: MintRequest = match optional_json(&body) {
+        Ok(req) => req,
+        // The flow counts every attempt against the quotas before it looks at the request; one
+        // whose body is not even JSON never reaches it, so it is counted here.
+        Err(e) => {
+            let session = &auth.session;
+            state
+                .mint_quota
+                .admit(&session.id, &session.workspace_id)
+                .map_err(FlowError::from)?;
+            return Err(e);
+        }
+    };
     let minted = flow::mint::mint(&state, &auth, req.into(), &rid).await?;
     Ok(ApiData::ok(MintResponse::from(minted)))
 }

@@ -96,7 +96,12 @@ async fn exchange_refuses_expired_wrong_audience_foreign_issuer_and_forged_token
         .iter()
         .filter(|e| e["action"] == "exchange" && e["outcome"] == "denied")
         .count();
-    assert_eq!(denied, 6, "every refusal is audited");
+    // Only the expired and the wrong-audience tokens got past their signature check; the
+    // others prove nothing about who sent them and are counted, not audited (see edges.rs).
+    assert_eq!(
+        denied, 2,
+        "every refusal after the signature check is audited"
+    );
 }
 
 #[tokio::test]

@@ -108,6 +108,9 @@ pub async fn mint(
     input: MintInput,
     request_id: &str,
 ) -> FlowResult<Minted> {
+    // Quotas before anything else: every authenticated attempt counts, well-formed or not.
+    app.mint_quota
+        .admit(&auth.session.id, &auth.session.workspace_id)?;
     validate::admit(app, auth).await?;
     let request = validate::validate(input)?;
     let mut audit = record::event(auth, &request, request_id);

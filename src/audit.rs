@@ -70,9 +70,10 @@ pub enum ExclusionReason {
     NotInstalledInWorkspace,
     /// The installation is suspended.
     InstallationSuspended,
-    /// No policy of that name, or no rule grants the repository.
+    /// No policy of that name, or no rule meant for the caller's owner grants the repository.
     NoTrustPolicy,
-    /// Some rule grants the repository but the caller fails its match.
+    /// Some rule meant for the caller's owner grants the repository but the caller fails its
+    /// match.
     TrustPolicyDenied,
     /// The stored policy no longer compiles, or grants what the installation cannot give.
     TrustPolicyInvalid,

@@ -11,6 +11,7 @@ mod helpers;
 mod admin;
 mod atmos;
 mod exchange;
+mod integrity;
 mod mint;
 mod replicas;
 mod revoke;

@@ -229,7 +229,7 @@ pub async fn admin_revoke(
         // workspace must be as absent here as one that never existed, or the operator of one
         // workspace could end the sessions of every other.
         let session = app.store.get_session(session_id).await?;
-        if !session.is_some_and(|s| s.workspace_id == workspace.as_str()) {
+        if session.is_none_or(|s| s.workspace_id != workspace.as_str()) {
             return Err(FlowError::NotFound(Missing::Session));
         }
     }

@@ -592,7 +592,7 @@ fn owner_binding_decides_who_may_learn_why_a_rule_refused() {
         (
             "only the rules that admit the caller give reasons",
             OTHER_OWNERS_RULES.to_owned(),
-            dev.clone(),
+            dev,
             "acme/modules",
             Told::Denied(&[
                 "rule acme-main: claim ref does not match",

@@ -1,6 +1,10 @@
 //! Audit events: one per exchange, mint, revoke and admin change, success or failure.
 //!
 //! An event never holds a token or a key: tokens appear only as ids and SHA-256 fingerprints.
+//! Each workspace's stored events form a hash chain ([`chain`]), which [`verify`] re-checks.
+
+pub mod chain;
+pub mod verify;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

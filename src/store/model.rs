@@ -1,5 +1,6 @@
 //! Rows as the rest of the broker sees them. Backend-neutral: no sqlx types here.
 
+use crate::audit::chain::ChainLink;
 use crate::audit::AuditEvent;
 use crate::policy::PolicyFormat;
 use std::collections::BTreeMap;
@@ -206,11 +207,20 @@ pub struct PurgeStats {
     pub replay_keys_deleted: u64,
 }
 
+/// A stored audit event with its place in its workspace's hash chain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChainedEvent {
+    /// The event.
+    pub event: AuditEvent,
+    /// Its chain columns; `None` only for a row not linked yet (see `audit::chain`).
+    pub link: Option<ChainLink>,
+}
+
 /// One page of audit events.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditPage {
     /// Newest first.
-    pub events: Vec<AuditEvent>,
+    pub events: Vec<ChainedEvent>,
     /// Cursor for the next (older) page; `None` when this page is the last.
     pub next_cursor: Option<i64>,
 }

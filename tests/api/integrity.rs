@@ -380,3 +380,32 @@ async fn a_caller_no_rule_is_meant_for_cannot_tell_granted_repositories_from_oth
         vec![("acme/modules".to_owned(), "trust_policy_denied".to_owned())]
     );
 }
+
+#[tokio::test]
+async fn the_audit_api_shows_each_event_linked_to_the_one_before() {
+    let app = spawn_app().await;
+    let session = app.session(&main_job()).await;
+    app.post_sts(&session, json!({ "sources": ["acme/modules"] }))
+        .await;
+
+    let events = app.audit_events().await;
+
+    // Newest first: each event's prevHash is the hash of the next one in the list.
+    assert!(events.len() >= 3, "{events:?}");
+    let oldest = events.last().unwrap();
+    assert_eq!(oldest["sequence"], 1);
+    assert_eq!(oldest["prevHash"], "0".repeat(64));
+    for pair in events.windows(2) {
+        let (newer, older) = (&pair[0], &pair[1]);
+        assert_eq!(newer["prevHash"], older["hash"], "{newer} after {older}");
+        assert_eq!(
+            newer["sequence"].as_i64().unwrap(),
+            older["sequence"].as_i64().unwrap() + 1
+        );
+        let hash = newer["hash"].as_str().unwrap();
+        assert!(
+            hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{hash}"
+        );
+    }
+}

@@ -4,8 +4,9 @@ pub(super) use crate::audit::AuditEvent;
 use crate::audit::{Actor, AuditKind, AuditToken, Exclusion, Outcome};
 pub(super) use crate::policy::PolicyFormat;
 pub(super) use crate::store::{
-    InstallationLink, IssuedToken, JtiRecord, NewPolicy, PurgeStats, SessionRecord,
-    SigningKeyRecord, Store, StoreError, StoredPolicy, TokenFilter, TokenState, Workspace,
+    AuditPage, ChainedEvent, InstallationLink, IssuedToken, JtiRecord, NewPolicy, PurgeStats,
+    SessionRecord, SigningKeyRecord, Store, StoreError, StoredPolicy, TokenFilter, TokenState,
+    Workspace,
 };
 use std::collections::BTreeMap;
 pub(super) use std::sync::Arc;
@@ -168,8 +169,13 @@ pub(super) fn ids(tokens: &[IssuedToken]) -> Vec<&str> {
     tokens.iter().map(|t| t.id.as_str()).collect()
 }
 
-pub(super) fn actions(events: &[AuditEvent]) -> Vec<&str> {
-    events.iter().map(|e| e.action.as_str()).collect()
+pub(super) fn actions(events: &[ChainedEvent]) -> Vec<&str> {
+    events.iter().map(|e| e.event.action.as_str()).collect()
+}
+
+/// The events of a page, without their chain links.
+pub(super) fn events(page: AuditPage) -> Vec<AuditEvent> {
+    page.events.into_iter().map(|e| e.event).collect()
 }
 
 pub(super) fn signing_key(kid: &str) -> SigningKeyRecord {
@@ -224,7 +230,7 @@ pub(super) async fn audit_actions(store: &dyn Store, workspace_id: &str) -> Vec<
         .list_audit(workspace_id, 10, None)
         .await
         .expect("list audit");
-    page.events.into_iter().map(|e| e.action).collect()
+    page.events.into_iter().map(|e| e.event.action).collect()
 }
 
 /// Put a version of a YAML policy; the workspace exists.

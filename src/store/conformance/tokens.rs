@@ -23,7 +23,7 @@ pub(super) async fn an_issuance_writes_every_token_and_its_audit_event(store: Ar
     let listed = all_tokens(&*store, "acme").await;
     assert_eq!(listed, vec![whole_installation, first]);
     let page = store.list_audit("acme", 10, None).await.unwrap();
-    assert_eq!(page.events.first(), Some(&event));
+    assert_eq!(events(page).first(), Some(&event));
 }
 
 pub(super) async fn an_issuance_with_a_duplicate_token_id_writes_nothing(store: Arc<dyn Store>) {

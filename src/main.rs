@@ -149,6 +149,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
+            println!(
+                "  retention   sessions {} days, tokens {} days after expiry",
+                loaded.retention.sessions_days, loaded.retention.tokens_days
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit {

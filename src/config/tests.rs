@@ -179,3 +179,40 @@ fn redact_url_keeps_everything_but_the_password() {
     );
     assert_eq!(redact_url("sqlite://./x.db"), "sqlite://./x.db");
 }
+
+#[test]
+fn retention_defaults_to_30_and_90_days_and_refuses_values_out_of_range() {
+    let dir = valid_dir();
+    let path = write(dir.path(), "broker.toml", VALID);
+    let config = Config::load(Some(&path)).unwrap();
+    assert_eq!(
+        config.retention.sessions_days,
+        DEFAULT_SESSION_RETENTION_DAYS
+    );
+    assert_eq!(config.retention.tokens_days, DEFAULT_TOKEN_RETENTION_DAYS);
+
+    let body = format!("{VALID}\n[retention]\nsessions_days = 7\ntokens_days = 3650\n");
+    let path = write(dir.path(), "broker.toml", &body);
+    let config = Config::load(Some(&path)).unwrap();
+    assert_eq!(
+        (config.retention.sessions_days, config.retention.tokens_days),
+        (7, 3650)
+    );
+
+    let body = format!("{VALID}\n[retention]\nsessions_days = 0\ntokens_days = 3651\n");
+    let path = write(dir.path(), "broker.toml", &body);
+    let err = format!("{:#}", Config::load(Some(&path)).unwrap_err());
+    assert!(
+        err.contains("retention.sessions_days: must be between 1 and 3650"),
+        "{err}"
+    );
+    assert!(
+        err.contains("retention.tokens_days: must be between 1 and 3650"),
+        "{err}"
+    );
+
+    let body = format!("{VALID}\n[retention]\nsession_days = 7\n");
+    let path = write(dir.path(), "broker.toml", &body);
+    let err = format!("{:#}", Config::load(Some(&path)).unwrap_err());
+    assert!(err.contains("session_days"), "{err}");
+}

@@ -142,9 +142,16 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<IssuedToken>>;
     /// Set `revoked_at` on the given ids that are not revoked yet; returns how many changed.
     async fn mark_tokens_revoked(&self, ids: &[String], at: OffsetDateTime) -> StoreResult<u64>;
-    /// Housekeeping: clear `sealed_token` of tokens expired before `now` (nothing left to revoke),
-    /// delete replay keys whose `expires_at` is before `now`.
-    async fn purge_expired(&self, now: OffsetDateTime) -> StoreResult<PurgeStats>;
+    /// Housekeeping, in one transaction: clear `sealed_token` of tokens expired before `now`
+    /// (nothing left to revoke), delete replay keys whose `expires_at` is before `now`, delete
+    /// token rows that expired more than `retention.tokens` before `now`, then session rows that
+    /// expired more than `retention.sessions` before `now` and that no token row names any more.
+    /// The audit log is never purged.
+    async fn purge_expired(
+        &self,
+        now: OffsetDateTime,
+        retention: Retention,
+    ) -> StoreResult<PurgeStats>;
 
     // ---- audit ----
     /// Append one event to its workspace's hash chain (see `audit::chain`). Appends to one

@@ -205,6 +205,29 @@ pub struct PurgeStats {
     pub sealed_tokens_cleared: u64,
     /// Replay keys deleted.
     pub replay_keys_deleted: u64,
+    /// Issued-token rows deleted, past their retention.
+    pub tokens_deleted: u64,
+    /// Session rows deleted, past their retention.
+    pub sessions_deleted: u64,
+}
+
+/// How long `purge_expired` keeps rows after they expired (`[retention]` of the configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Session rows.
+    pub sessions: time::Duration,
+    /// Issued-token rows.
+    pub tokens: time::Duration,
+}
+
+impl Retention {
+    /// Sessions kept `sessions_days` days after expiry, token rows `tokens_days` days.
+    pub fn days(sessions_days: u32, tokens_days: u32) -> Self {
+        Self {
+            sessions: time::Duration::days(i64::from(sessions_days)),
+            tokens: time::Duration::days(i64::from(tokens_days)),
+        }
+    }
 }
 
 /// A stored audit event with its place in its workspace's hash chain.

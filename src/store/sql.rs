@@ -16,7 +16,7 @@ use super::rows::{
     IssuedTokenRow, PolicyRow, SeqRow, SessionRow, SigningKeyRow, WorkspaceRow,
 };
 use super::{
-    InstallationLink, IssuedToken, JtiRecord, NewPolicy, PurgeStats, SessionRecord,
+    InstallationLink, IssuedToken, JtiRecord, NewPolicy, PurgeStats, Retention, SessionRecord,
     SigningKeyRecord, StoreError, StoreResult, Workspace,
 };
 use crate::audit::chain::{chain_key, AuditColumns, ChainLink};
@@ -392,11 +392,27 @@ where
     }
 
     /// Inside a transaction: clear the sealed tokens that expired before `now` (nothing left to
-    /// revoke) and delete the replay keys that did (their tokens are refused anyway).
+    /// revoke), delete the replay keys that did (their tokens are refused anyway), then the rows
+    /// past their retention: token rows first, so that a session whose last token row just went
+    /// can go in the same purge. A session still named by a kept token row stays (the foreign
+    /// key would take the token row with it), however old. The audit log is not touched.
     async fn write_purge(
         conn: &mut Self::Connection,
         now: OffsetDateTime,
+        retention: Retention,
     ) -> StoreResult<PurgeStats> {
+        let tokens = sqlx::query(r#"delete from issued_tokens where expires_at < $1"#)
+            .bind(cutoff_ms(now, retention.tokens))
+            .execute(&mut *conn)
+            .await?;
+        let sessions = sqlx::query(
+            r#"delete from sessions
+               where expires_at < $1
+                 and not exists (select 1 from issued_tokens t where t.session_id = sessions.id)"#,
+        )
+        .bind(cutoff_ms(now, retention.sessions))
+        .execute(&mut *conn)
+        .await?;
         let now = to_ms(now);
         let sealed = sqlx::query(
             r#"update issued_tokens set sealed_token = null
@@ -412,6 +428,8 @@ where
         Ok(PurgeStats {
             sealed_tokens_cleared: Self::rows_affected(&sealed),
             replay_keys_deleted: Self::rows_affected(&replay),
+            tokens_deleted: Self::rows_affected(&tokens),
+            sessions_deleted: Self::rows_affected(&sessions),
         })
     }
 
@@ -608,6 +626,13 @@ where
                from signing_keys where active"#,
         )
     }
+}
+
+/// `now` minus `kept` (at least zero), in epoch milliseconds. Saturates instead of
+/// overflowing: an absurdly long retention keeps everything rather than failing the purge.
+fn cutoff_ms(now: OffsetDateTime, kept: time::Duration) -> i64 {
+    let kept = kept.max(time::Duration::ZERO).whole_milliseconds();
+    to_ms(now).saturating_sub(i64::try_from(kept).unwrap_or(i64::MAX))
 }
 
 /// A `Conflict` saying what clashed.

@@ -14,9 +14,9 @@ use super::sql::{
     SharedSql,
 };
 use super::{
-    AuditPage, InstallationLink, IssuedToken, JtiRecord, NewPolicy, PurgeStats, SessionRecord,
-    SigningKeyRecord, Store, StoreError, StoreResult, StoredPolicy, TokenFilter, Workspace,
-    MAX_AUDIT_PAGE,
+    AuditPage, InstallationLink, IssuedToken, JtiRecord, NewPolicy, PurgeStats, Retention,
+    SessionRecord, SigningKeyRecord, Store, StoreError, StoreResult, StoredPolicy, TokenFilter,
+    Workspace, MAX_AUDIT_PAGE,
 };
 use crate::audit::chain::ChainRow;
 use crate::audit::AuditEvent;
@@ -361,9 +361,13 @@ impl Store for SqliteStore {
         Ok(done.rows_affected())
     }
 
-    async fn purge_expired(&self, now: OffsetDateTime) -> StoreResult<PurgeStats> {
+    async fn purge_expired(
+        &self,
+        now: OffsetDateTime,
+        retention: Retention,
+    ) -> StoreResult<PurgeStats> {
         let mut tx = self.begin_write().await?;
-        let stats = Sqlite::write_purge(&mut tx, now).await?;
+        let stats = Sqlite::write_purge(&mut tx, now, retention).await?;
         tx.commit().await?;
         Ok(stats)
     }

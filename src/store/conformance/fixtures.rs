@@ -5,8 +5,8 @@ use crate::audit::{Actor, AuditKind, AuditToken, Exclusion, Outcome};
 pub(super) use crate::policy::PolicyFormat;
 pub(super) use crate::store::{
     AuditPage, ChainedEvent, InstallationLink, IssuedToken, JtiRecord, NewPolicy, PurgeStats,
-    SessionRecord, SigningKeyRecord, Store, StoreError, StoredPolicy, TokenFilter, TokenState,
-    Workspace,
+    Retention, SessionRecord, SigningKeyRecord, Store, StoreError, StoredPolicy, TokenFilter,
+    TokenState, Workspace,
 };
 use std::collections::BTreeMap;
 pub(super) use std::sync::Arc;
@@ -16,6 +16,12 @@ use time::{Duration, OffsetDateTime};
 /// A fixed, millisecond-aligned clock: the schema stores epoch milliseconds, and fixed times
 /// make every expected value exact.
 pub(super) const T0: OffsetDateTime = datetime!(2026-05-01 12:00:00 UTC);
+
+/// The default retention (30 days of sessions, 90 of tokens): in the purge cases that are not
+/// about retention, nothing is old enough for it.
+pub(super) fn retention() -> Retention {
+    Retention::days(30, 90)
+}
 
 /// `T0` plus `minutes`.
 pub(super) fn at(minutes: i64) -> OffsetDateTime {

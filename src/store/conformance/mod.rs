@@ -86,6 +86,7 @@ conformance_cases!(
     tokens::list_tokens_applies_every_filter_newest_first,
     tokens::marking_tokens_revoked_counts_only_newly_revoked_ones,
     tokens::purge_clears_expired_sealed_tokens_and_old_replay_keys,
+    tokens::purge_deletes_session_and_token_rows_past_retention_but_never_the_audit_log,
     audit::audit_pages_run_newest_first_with_cursors_within_one_workspace,
     audit::a_full_last_audit_page_has_no_cursor,
     audit::the_audit_limit_is_clamped_to_at_least_one,

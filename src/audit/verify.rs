@@ -47,23 +47,23 @@ impl std::fmt::Display for VerifyReport {
         for broken in &self.breaks {
             writeln!(f, "MISMATCH {broken}")?;
         }
+        let events = count(self.events, "event", "events");
+        let chains = count(self.chains, "chain", "chains");
         if self.intact() {
-            writeln!(
-                f,
-                "audit log intact: {} events in {} chains verified",
-                self.events, self.chains
-            )
+            writeln!(f, "audit log intact: {events} in {chains} verified")
         } else {
             writeln!(
                 f,
-                "audit log NOT intact: {} of {} chains broken; {} events verified before the \
-                 breaks",
-                self.breaks.len(),
-                self.chains,
-                self.events
+                "audit log NOT intact: {} of {chains} broken; {events} verified before the breaks",
+                self.breaks.len()
             )
         }
     }
+}
+
+/// `1 event`, `2 events`.
+fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// Verify the chain of `workspace` (`Some("")` for events of no workspace), or every chain.

@@ -3,7 +3,8 @@
 //! Both schemas use the same tables, columns and Rust-side types (TEXT, BIGINT, BOOLEAN), and
 //! sqlx's SQLite driver accepts PostgreSQL's `$N` placeholders, so one text serves both. What
 //! really differs per backend (the pools, how a write transaction starts, PostgreSQL's row locks
-//! and race retries, how a list of ids travels) stays in `sqlite.rs` and `postgres.rs`, which
+//! and race retries, how the audit chain is locked, how a list of ids travels) stays in
+//! `sqlite.rs` and `postgres.rs`, which
 //! call these as `Sqlite::select_workspace(…)` / `Postgres::select_workspace(…)`.
 //!
 //! The statements are default methods of [`SharedSql`], implemented for both sqlx databases (in
@@ -440,7 +441,8 @@ where
     /// transactions) comes here. It locks the event's chain, inserts the row and links it after
     /// the chain's head; the row goes in unlinked first because its hash covers `seq`, which
     /// the database assigns, and the transaction makes insert and link one change. The chain
-    /// lock is the transaction's last lock, so it cannot take part in a deadlock.
+    /// lock is taken after every other lock of the transaction, and what follows it touches
+    /// only `audit_events` (no foreign key), so it cannot close a deadlock cycle.
     async fn write_audit(conn: &mut Self::Connection, event: &AuditEvent) -> StoreResult<()> {
         let chain = chain_key(event.workspace_id.as_deref());
         Self::lock_audit_chain(conn, chain).await?;

@@ -397,3 +397,48 @@ async fn postgres_rows_stored_before_the_chain_are_linked_at_start_in_seq_order(
     .await;
     schema.finish(outcome).await;
 }
+
+/// `open_existing` reads what the broker wrote, and refuses to write.
+async fn verify_reads_without_writing(url: &str, writer: &dyn Store) {
+    writer
+        .append_audit(&audit(Some("acme"), "a1"))
+        .await
+        .unwrap();
+    let report = crate::audit::verify::verify_database(url, None)
+        .await
+        .unwrap();
+    assert!(report.intact(), "{report}");
+    assert_eq!((report.chains, report.events), (1, 1));
+    let reader = crate::store::open_existing(url).await.unwrap();
+    let refused = reader.append_audit(&audit(Some("acme"), "a2")).await;
+    assert!(
+        matches!(refused, Err(StoreError::Backend(_))),
+        "{refused:?}"
+    );
+    assert_eq!(verify(writer, None).await.unwrap().events, 1);
+}
+
+#[tokio::test]
+async fn sqlite_verify_opens_the_file_read_only_and_never_creates_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("store.db");
+    let url = format!("sqlite://{}", path.display());
+    let missing = format!("sqlite://{}", dir.path().join("missing.db").display());
+    assert!(crate::audit::verify::verify_database(&missing, None)
+        .await
+        .is_err());
+    assert!(!dir.path().join("missing.db").exists());
+    let writer = crate::store::connect(&url, 2).await.unwrap();
+    verify_reads_without_writing(&url, &*writer).await;
+}
+
+#[tokio::test]
+async fn postgres_verify_opens_read_only_transactions() {
+    let schema = harness::Schema::create().await;
+    let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(async {
+        let writer = schema.store().await;
+        verify_reads_without_writing(&schema.url(), &*writer).await;
+    }))
+    .await;
+    schema.finish(outcome).await;
+}

@@ -104,6 +104,8 @@ pub(super) struct Schema {
     admin: PgConnection,
     name: String,
     options: PgConnectOptions,
+    /// The test database's URL, without the schema.
+    url: String,
 }
 
 impl Schema {
@@ -132,7 +134,17 @@ impl Schema {
             admin,
             name,
             options,
+            url,
         }
+    }
+
+    /// A URL of the schema, as a broker's configuration would name it.
+    pub(super) fn url(&self) -> String {
+        let separator = if self.url.contains('?') { '&' } else { '?' };
+        format!(
+            "{}{separator}options=-c%20search_path%3D{}",
+            self.url, self.name
+        )
     }
 
     pub(super) async fn store(&self) -> Arc<dyn Store> {

@@ -2,7 +2,7 @@
 //! or by an administrator. Every path reaches GitHub (`DELETE /installation/token` with the
 //! unsealed token) before the row is marked revoked; all are idempotent.
 
-use super::{existing_workspace, FlowError, FlowResult};
+use super::{existing_workspace, FlowError, FlowResult, Missing};
 use crate::app::App;
 use crate::audit::{Actor, ActorKind, AuditEvent, AuditKind, AuditToken, Outcome};
 use crate::ids::WorkspaceId;
@@ -224,6 +224,15 @@ pub async fn admin_revoke(
     request_id: &str,
 ) -> FlowResult<u64> {
     existing_workspace(app, workspace).await?;
+    if let Some(session_id) = &revocation.session_id {
+        // The session is revoked by id, not through the workspace's token rows: one of another
+        // workspace must be as absent here as one that never existed, or the operator of one
+        // workspace could end the sessions of every other.
+        let session = app.store.get_session(session_id).await?;
+        if session.is_none_or(|s| s.workspace_id != workspace.as_str()) {
+            return Err(FlowError::NotFound(Missing::Session));
+        }
+    }
     let filter = TokenFilter {
         state: Some((TokenState::Active, OffsetDateTime::now_utc())),
         session_id: revocation.session_id.clone(),

@@ -157,7 +157,9 @@ pub(crate) async fn spawn_app_configured(
         .await
         .unwrap();
     configure(&mut world.config);
-    let app = App::build(world.config.clone()).await.unwrap();
+    let app = sts_broker::app::App::build(world.config.clone())
+        .await
+        .unwrap();
     let broker = sts_broker::server::spawn(app, listener).unwrap();
     world.seed(&broker.url).await.unwrap();
     TestApp {

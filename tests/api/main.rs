@@ -12,6 +12,7 @@ mod admin;
 mod atmos;
 mod edges;
 mod exchange;
+mod integrity;
 mod mint;
 mod replicas;
 mod revoke;

@@ -1,4 +1,8 @@
 #[path = "../support/mod.rs"]
+#[expect(
+    dead_code,
+    reason = "shared with the limits and serve tests, which run the broker binary"
+)]
 mod support;
 
 use serde_json::Value;
@@ -18,8 +22,9 @@ pub(crate) async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
-/// [`spawn_app`], with `prepare` run on the simulators before the broker starts and seeds.
-pub(crate) async fn spawn_app_with(prepare: impl FnOnce(&DevWorld)) -> TestApp {
+/// [`spawn_app`], with `prepare` run on the world (simulators, broker configuration) before the
+/// broker starts and seeds.
+pub(crate) async fn spawn_app_with(prepare: impl FnOnce(&mut DevWorld)) -> TestApp {
     let (world, broker) = support::spawn_dev_broker(prepare).await;
     TestApp {
         world,
@@ -151,20 +156,5 @@ pub(crate) fn excluded(r: &Reply) -> Vec<(String, String)> {
 pub(crate) async fn spawn_app_configured(
     configure: impl FnOnce(&mut sts_broker::config::Config),
 ) -> TestApp {
-    sts_broker::telemetry::init_for_test();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut world = DevWorld::start(listener.local_addr().unwrap())
-        .await
-        .unwrap();
-    configure(&mut world.config);
-    let app = sts_broker::app::App::build(world.config.clone())
-        .await
-        .unwrap();
-    let broker = sts_broker::server::spawn(app, listener).unwrap();
-    world.seed(&broker.url).await.unwrap();
-    TestApp {
-        world,
-        broker,
-        http: reqwest::Client::new(),
-    }
+    spawn_app_with(|world| configure(&mut world.config)).await
 }

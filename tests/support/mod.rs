@@ -125,7 +125,12 @@ impl BrokerApi<'_> {
 
     /// A session in the dev workspace for `oidc_token`, which the broker must accept.
     pub(crate) async fn session(&self, oidc_token: &str) -> String {
-        let r = self.exchange(oidc_token, DEV_WORKSPACE).await;
+        self.session_in(oidc_token, DEV_WORKSPACE).await
+    }
+
+    /// A session in `workspace` for `oidc_token`, which the broker must accept.
+    pub(crate) async fn session_in(&self, oidc_token: &str, workspace: &str) -> String {
+        let r = self.exchange(oidc_token, workspace).await;
         assert_eq!(r.status, 200, "{}", r.body);
         r.data()["token"].as_str().unwrap().to_owned()
     }
@@ -133,6 +138,11 @@ impl BrokerApi<'_> {
     /// `POST /sts`: mint with `session`.
     pub(crate) async fn sts(&self, session: &str, body: Value) -> Reply {
         self.post(session, "/api/v1/sts", body).await
+    }
+
+    /// `POST /sts` for `sources`, with `session`.
+    pub(crate) async fn mint(&self, session: &str, sources: &[&str]) -> Reply {
+        self.sts(session, json!({ "sources": sources })).await
     }
 
     /// `POST /sts/revoke`: revoke with `session`.

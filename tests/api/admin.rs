@@ -196,7 +196,7 @@ async fn the_token_list_filters_by_state_before_it_applies_the_limit() {
         let app = &app;
         async move {
             let path = format!("/workspaces/acme/tokens{query}");
-            let r = app.admin_expect(200, Method::GET, &path, None).await;
+            let r = app.operator().expect(200, Method::GET, &path, None).await;
             r.data()["tokens"]
                 .as_array()
                 .unwrap()

@@ -96,17 +96,6 @@ impl TestApp {
         self.operator().call(method, path, body).await
     }
 
-    /// [`TestApp::admin`], which must answer `status`.
-    pub(crate) async fn admin_expect(
-        &self,
-        status: u16,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Reply {
-        self.operator().expect(status, method, path, body).await
-    }
-
     pub(crate) async fn put_policy_yaml(&self, ws: &str, name: &str, yaml: &str) -> Reply {
         self.operator().put_policy_yaml(ws, name, yaml).await
     }

@@ -205,7 +205,8 @@ async fn an_admin_revocation_by_session_id_does_not_reach_into_another_workspace
 
     // Its own workspace may revoke it.
     let r = app
-        .admin_expect(
+        .operator()
+        .expect(
             200,
             Method::POST,
             &format!("/workspaces/{DEV_WORKSPACE}/revocations"),

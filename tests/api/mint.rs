@@ -101,13 +101,14 @@ async fn a_job_from_another_branch_is_denied_by_the_policy() {
 async fn mint_is_403_when_the_workspace_is_not_entitled_and_401_without_a_valid_session() {
     let app = spawn_app().await;
     let session = app.session(&main_job()).await;
-    app.admin_expect(
-        200,
-        reqwest::Method::PATCH,
-        "/workspaces/acme",
-        Some(json!({ "stsEnabled": false })),
-    )
-    .await;
+    app.operator()
+        .expect(
+            200,
+            reqwest::Method::PATCH,
+            "/workspaces/acme",
+            Some(json!({ "stsEnabled": false })),
+        )
+        .await;
     let r = app
         .post_sts(&session, json!({ "policyName": "default" }))
         .await;

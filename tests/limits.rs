@@ -23,11 +23,10 @@ use sts_broker::config::Config;
 use sts_broker::dev::{DevWorld, DEV_AUDIENCE};
 use sts_broker::server::RunningBroker;
 use sts_sim::oidc::JwksBody;
+use support::STARTUP_CAP;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::TcpStream;
 
-/// Generous caps for a busy machine: they bound a hang, they do not measure speed.
-const STARTUP_CAP: Duration = Duration::from_secs(120);
 /// How long a connection the server should close may take to be closed, well above the 1 s
 /// timeout or grace the tests configure and well below the 30 s request timeout that would
 /// otherwise end them.

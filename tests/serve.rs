@@ -18,11 +18,10 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use sts_broker::dev::{DevWorld, DEV_AUDIENCE, DEV_WORKSPACE};
-use support::{main_job, BrokerApi};
+use support::{main_job, BrokerApi, STARTUP_CAP};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
-/// Generous caps for a busy machine: they bound a hang, they do not measure speed.
-const STARTUP_CAP: Duration = Duration::from_secs(120);
+/// Generous for a busy machine, like [`STARTUP_CAP`]: it bounds a hang, it does not measure speed.
 const SHUTDOWN_CAP: Duration = Duration::from_secs(60);
 
 /// Collect a child's output lines, forwarding each one to `lines_tx` as it arrives.

@@ -45,6 +45,10 @@ pub(crate) async fn start_dev_broker(
     (world, broker)
 }
 
+/// How long `sts-broker serve` may take to log its bound address: generous for a busy machine, it
+/// bounds a hang and does not measure speed.
+pub(crate) const STARTUP_CAP: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// `sts-broker serve --config FILE` for the simulators of `world` (started with the placeholder
 /// listen address `127.0.0.1:9`, which only ends up in `public_url`): the world's `broker.toml`
 /// written to `file_name` with `listen = "127.0.0.1:0"`, JSON logs and `extra` appended. Stdout is

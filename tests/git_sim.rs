@@ -202,6 +202,12 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// `git` said `needle` on stderr (which the failure shows).
+fn assert_stderr_contains(output: &Output, needle: &str) {
+    let said = stderr(output);
+    assert!(said.contains(needle), "{said}");
+}
+
 fn readme(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("README.md")).unwrap()
 }
@@ -211,11 +217,7 @@ async fn a_private_clone_needs_a_live_token_that_reaches_the_repository() {
     let w = world().await;
 
     let anonymous = w.clone(&w.url("acme/infra"), &[]).await.unwrap_err();
-    assert!(
-        stderr(&anonymous).contains("terminal prompts disabled"),
-        "{}",
-        stderr(&anonymous)
-    );
+    assert_stderr_contains(&anonymous, "terminal prompts disabled");
 
     let token = w
         .mint(json!({"repositories": ["infra"], "permissions": {"contents": "read"}}))
@@ -230,11 +232,7 @@ async fn a_private_clone_needs_a_live_token_that_reaches_the_repository() {
         .clone(&w.url_with_token(&token, "acme/modules"), &[])
         .await
         .unwrap_err();
-    assert!(
-        stderr(&elsewhere).contains("not found"),
-        "{}",
-        stderr(&elsewhere)
-    );
+    assert_stderr_contains(&elsewhere, "not found");
 
     let wrong_user = format!("https://someone:{token}@{}/acme/infra", w.git.host);
     w.clone(&wrong_user, &[]).await.unwrap_err();
@@ -244,11 +242,7 @@ async fn a_private_clone_needs_a_live_token_that_reaches_the_repository() {
         .clone(&w.url_with_token(&token, "acme/infra"), &[])
         .await
         .unwrap_err();
-    assert!(
-        stderr(&revoked).contains("Authentication failed"),
-        "{}",
-        stderr(&revoked)
-    );
+    assert_stderr_contains(&revoked, "Authentication failed");
 
     let expiring = w.mint(json!({})).await;
     w.clone(&w.url_with_token(&expiring, "acme/infra"), &[])
@@ -283,7 +277,7 @@ async fn a_push_needs_contents_write_and_lands_for_the_next_clone() {
 
     let refused = w.push(&work, "origin").await;
     assert!(!refused.status.success());
-    assert!(stderr(&refused).contains("403"), "{}", stderr(&refused));
+    assert_stderr_contains(&refused, "403");
 
     let pushed = w
         .push(&work, &w.url_with_token(&writer, "acme/infra"))
@@ -384,7 +378,7 @@ async fn public_repositories_are_readable_anonymously_but_not_writable() {
         .push(&cloned, &w.url_with_token(&reader, "acme/website"))
         .await;
     assert!(!unreached.status.success());
-    assert!(stderr(&unreached).contains("403"), "{}", stderr(&unreached));
+    assert_stderr_contains(&unreached, "403");
 }
 
 #[tokio::test]

@@ -9,6 +9,12 @@
     reason = "test setup failures should fail the test"
 )]
 
+#[expect(
+    dead_code,
+    reason = "shared with the api, git_sim and serve tests, which call the broker's API"
+)]
+mod support;
+
 use serde_json::Value;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -17,12 +23,10 @@ use sts_broker::config::Config;
 use sts_broker::dev::{DevWorld, DEV_AUDIENCE};
 use sts_broker::server::RunningBroker;
 use sts_sim::oidc::JwksBody;
+use support::STARTUP_CAP;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::TcpStream;
-use tokio::process::Command;
 
-/// Generous caps for a busy machine: they bound a hang, they do not measure speed.
-const STARTUP_CAP: Duration = Duration::from_secs(120);
 /// How long a connection the server should close may take to be closed, well above the 1 s
 /// timeout or grace the tests configure and well below the 30 s request timeout that would
 /// otherwise end them.
@@ -31,18 +35,9 @@ const CLOSE_CAP: Duration = Duration::from_secs(10);
 /// A whole request for `/healthz` that keeps the connection open.
 const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: broker\r\n\r\n";
 
-/// The broker in this process, with `configure` applied to its limits.
+/// The broker in this process, with `configure` applied to its limits. Nothing is seeded.
 async fn broker(configure: impl FnOnce(&mut Config)) -> (DevWorld, RunningBroker) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut world = DevWorld::start(listener.local_addr().unwrap())
-        .await
-        .unwrap();
-    configure(&mut world.config);
-    let app = sts_broker::app::App::build(world.config.clone())
-        .await
-        .unwrap();
-    let broker = sts_broker::server::spawn(app, listener).unwrap();
-    (world, broker)
+    support::start_dev_broker(|world| configure(&mut world.config)).await
 }
 
 /// Read until the server closes the connection (end of stream or reset); `None` if it is still
@@ -147,24 +142,8 @@ async fn serve_process(
     world: &DevWorld,
     limits: &str,
 ) -> (tokio::process::Child, String, Arc<Mutex<Vec<String>>>) {
-    let dir = world.dir.path();
-    let config = std::fs::read_to_string(dir.join("broker.toml"))
-        .unwrap()
-        .replace("listen = \"127.0.0.1:9\"", "listen = \"127.0.0.1:0\"")
-        + "\n[telemetry]\nlog_format = \"json\"\n[limits]\n"
-        + limits;
-    assert!(config.contains("listen = \"127.0.0.1:0\""), "{config}");
-    let config_path = dir.join("limits.toml");
-    std::fs::write(&config_path, config).unwrap();
-
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sts-broker"))
-        .arg("serve")
-        .arg("--config")
-        .arg(&config_path)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
+    let mut child = support::serve_command(world, "limits.toml", &format!("[limits]\n{limits}"))
         .stderr(Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();

@@ -18,12 +18,10 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use sts_broker::dev::{DevWorld, DEV_AUDIENCE, DEV_WORKSPACE};
-use support::{main_job, BrokerApi};
+use support::{main_job, BrokerApi, STARTUP_CAP};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
-use tokio::process::Command;
 
-/// Generous caps for a busy machine: they bound a hang, they do not measure speed.
-const STARTUP_CAP: Duration = Duration::from_secs(120);
+/// Generous for a busy machine, like [`STARTUP_CAP`]: it bounds a hang, it does not measure speed.
 const SHUTDOWN_CAP: Duration = Duration::from_secs(60);
 
 /// Collect a child's output lines, forwarding each one to `lines_tx` as it arrives.
@@ -48,23 +46,8 @@ async fn serve_runs_as_a_process_logs_json_without_secrets_and_stops_on_sigterm(
     // dialled.
     let placeholder = "127.0.0.1:9".parse().unwrap();
     let world = DevWorld::start(placeholder).await.unwrap();
-    let dir = world.dir.path();
-    let config = std::fs::read_to_string(dir.join("broker.toml"))
-        .unwrap()
-        .replace("listen = \"127.0.0.1:9\"", "listen = \"127.0.0.1:0\"")
-        + "\n[telemetry]\nlog_format = \"json\"\n";
-    assert!(config.contains("listen = \"127.0.0.1:0\""), "{config}");
-    let config_path = dir.join("serve.toml");
-    std::fs::write(&config_path, config).unwrap();
-
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sts-broker"))
-        .arg("serve")
-        .arg("--config")
-        .arg(&config_path)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
+    let mut child = support::serve_command(&world, "serve.toml", "")
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     let pid = child.id().unwrap();
@@ -181,7 +164,7 @@ async fn serve_runs_as_a_process_logs_json_without_secrets_and_stops_on_sigterm(
     );
 
     let all = lines.join("\n");
-    let token_key = std::fs::read_to_string(dir.join("token-key")).unwrap();
+    let token_key = std::fs::read_to_string(world.dir.path().join("token-key")).unwrap();
     for (name, secret) in [
         ("minted token", minted.as_str()),
         ("admin token", world.admin_token.as_str()),

@@ -44,16 +44,11 @@ async fn workspaces_are_created_once_and_unknown_fields_are_rejected() {
 async fn an_installation_links_to_one_workspace_only() {
     let app = spawn_app().await;
     create_workspace(&app, json!({ "id": "beta", "name": "Beta" })).await;
-    let r = app
-        .admin(Method::PUT, "/workspaces/beta/installations/acme", None)
-        .await;
+    let operator = app.operator();
+    let r = operator.link_installation("beta", "acme").await;
     assert_eq!(r.status, 409, "{}", r.body);
-    let r = app
-        .admin(
-            Method::PUT,
-            "/workspaces/beta/installations/nobody-installed-here",
-            None,
-        )
+    let r = operator
+        .link_installation("beta", "nobody-installed-here")
         .await;
     assert_eq!(r.status, 404);
     let r = app
@@ -77,13 +72,7 @@ async fn an_installation_links_to_one_workspace_only() {
         )
         .await;
     assert_eq!(r.status, 200);
-    let r = app
-        .admin(
-            Method::PUT,
-            "/workspaces/beta/installations/ACME-LABS",
-            None,
-        )
-        .await;
+    let r = operator.link_installation("beta", "ACME-LABS").await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(
         r.data()["owner"],
@@ -176,7 +165,7 @@ async fn ops_endpoints_answer_without_an_envelope() {
         .unwrap();
     assert_eq!(jwks["keys"][0]["alg"], "ES256");
     app.session(&main_job()).await;
-    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let metrics = app.metrics().await;
     assert!(metrics.contains("sts_exchanges_total"), "{metrics}");
     assert!(metrics.contains("outcome=\"success\""), "{metrics}");
     let r = app.get("/api/v1/nope").await;
@@ -191,9 +180,7 @@ async fn the_token_list_filters_by_state_before_it_applies_the_limit() {
     let mint = |session: String| {
         let app = &app;
         async move {
-            let r = app
-                .post_sts(&session, json!({ "sources": ["acme/modules"] }))
-                .await;
+            let r = app.mint(&session, &["acme/modules"]).await;
             assert_eq!(r.status, 200, "{}", r.body);
             tokens(&r)[0]["id"].as_str().unwrap().to_owned()
         }
@@ -208,14 +195,8 @@ async fn the_token_list_filters_by_state_before_it_applies_the_limit() {
     let list = |query: &'static str| {
         let app = &app;
         async move {
-            let r = app
-                .admin(
-                    Method::GET,
-                    &format!("/workspaces/acme/tokens{query}"),
-                    None,
-                )
-                .await;
-            assert_eq!(r.status, 200, "{query}: {}", r.body);
+            let path = format!("/workspaces/acme/tokens{query}");
+            let r = app.operator().expect(200, Method::GET, &path, None).await;
             r.data()["tokens"]
                 .as_array()
                 .unwrap()

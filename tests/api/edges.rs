@@ -8,10 +8,7 @@ use sts_sim::keys::RsaKeyPair;
 /// Exchange refusals the verifier makes before it has checked a signature: anyone can send
 /// these, for any workspace, as fast as they like.
 fn unverifiable_tokens(app: &TestApp) -> Vec<(&'static str, String)> {
-    let claims = app
-        .world
-        .issuer
-        .claims_for(&main_job(), sts_broker::dev::DEV_AUDIENCE);
+    let claims = app.claims(&main_job());
     let stranger = RsaKeyPair::generate();
     // The issuer's published `kid`, another key's signature.
     let mut published_kid = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
@@ -65,15 +62,7 @@ async fn a_flood_of_unverifiable_tokens_writes_no_audit_event_but_is_counted() {
         "nothing verified, nothing audited: {exchanges:?}"
     );
 
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     for reason in [
         "token_malformed",
         "bad_signature",
@@ -94,17 +83,9 @@ async fn a_flood_of_unverifiable_tokens_writes_no_audit_event_but_is_counted() {
 #[tokio::test]
 async fn refusals_after_the_signature_is_verified_are_audited_once_each() {
     let app = spawn_app().await;
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let base = app
-        .world
-        .issuer
-        .claims_for(&main_job(), sts_broker::dev::DEV_AUDIENCE);
-    let mut expired = base.clone();
-    expired.insert("iat".into(), json!(now - 7200));
-    expired.insert("nbf".into(), json!(now - 7200));
-    expired.insert("exp".into(), json!(now - 3600));
-    let mut wrong_aud = base.clone();
-    wrong_aud.insert("aud".into(), json!("https://github.com/acme"));
+    let base = app.claims(&main_job());
+    let expired = expired(&base);
+    let wrong_aud = for_another_audience(&base);
     let mut no_subject = base.clone();
     no_subject.remove("sub");
     for claims in [&expired, &wrong_aud, &no_subject] {
@@ -193,22 +174,12 @@ fn http_series(metrics: &str) -> usize {
 #[tokio::test]
 async fn made_up_methods_do_not_grow_the_metrics() {
     let app = spawn_app().await;
-    let scrape = || async {
-        app.http
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
     // Warm up every label the flood below may legitimately add: a known method on a known route
     // and on an unknown one.
     for path in ["/healthz", "/no-such-route"] {
         app.http.get(app.url(path)).send().await.unwrap();
     }
-    let before = scrape().await;
+    let before = app.metrics().await;
     for i in 0..300 {
         let method = reqwest::Method::from_bytes(format!("X{i:04}Q").as_bytes()).unwrap();
         for path in ["/healthz", "/no-such-route"] {
@@ -219,7 +190,7 @@ async fn made_up_methods_do_not_grow_the_metrics() {
                 .unwrap();
         }
     }
-    let after = scrape().await;
+    let after = app.metrics().await;
     // At most the `other` method on each route, with the statuses they answer.
     assert!(
         http_series(&after) <= http_series(&before) + 4,
@@ -291,9 +262,7 @@ async fn a_session_beyond_its_quota_gets_429_with_retry_after_and_another_sessio
         .await
         .unwrap();
     assert_eq!(not_json.status(), 400);
-    let bad = app
-        .post_sts(&third, json!({ "sources": ["not a repo"] }))
-        .await;
+    let bad = app.mint(&third, &["not a repo"]).await;
     assert_eq!(bad.status, 400, "{}", bad.body);
     assert_eq!(mint_once(&app, &third).await.0, 429);
 }

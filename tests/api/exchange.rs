@@ -39,19 +39,10 @@ async fn exchange_rejects_a_replayed_token() {
 #[tokio::test]
 async fn exchange_refuses_expired_wrong_audience_foreign_issuer_and_forged_tokens() {
     let app = spawn_app().await;
-    let job = main_job();
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let base = app
-        .world
-        .issuer
-        .claims_for(&job, sts_broker::dev::DEV_AUDIENCE);
+    let base = app.claims(&main_job());
 
-    let mut expired = base.clone();
-    expired.insert("iat".into(), json!(now - 7200));
-    expired.insert("nbf".into(), json!(now - 7200));
-    expired.insert("exp".into(), json!(now - 3600));
-    let mut wrong_aud = base.clone();
-    wrong_aud.insert("aud".into(), json!("https://github.com/acme"));
+    let expired = expired(&base);
+    let mut wrong_aud = for_another_audience(&base);
     wrong_aud.insert("jti".into(), json!("other-1"));
     let mut foreign = base.clone();
     foreign.insert(

@@ -1,10 +1,17 @@
 #[path = "../support/mod.rs"]
+#[expect(
+    dead_code,
+    reason = "shared with the limits and serve tests, which run the broker binary"
+)]
 mod support;
 
-use serde_json::Value;
+use reqwest::Method;
+use secrecy::SecretString;
+use serde_json::{json, Value};
+use sts_broker::app::App;
 use sts_broker::dev::{DevWorld, DEV_AUDIENCE, DEV_WORKSPACE};
 use sts_broker::server::RunningBroker;
-use sts_sim::oidc::ActionsJob;
+use sts_sim::oidc::{ActionsJob, Claims};
 pub(crate) use support::{main_job, reply, BrokerApi, Reply};
 
 pub(crate) struct TestApp {
@@ -18,8 +25,9 @@ pub(crate) async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
-/// [`spawn_app`], with `prepare` run on the simulators before the broker starts and seeds.
-pub(crate) async fn spawn_app_with(prepare: impl FnOnce(&DevWorld)) -> TestApp {
+/// [`spawn_app`], with `prepare` run on the world (simulators, broker configuration) before the
+/// broker starts and seeds.
+pub(crate) async fn spawn_app_with(prepare: impl FnOnce(&mut DevWorld)) -> TestApp {
     let (world, broker) = support::spawn_dev_broker(prepare).await;
     TestApp {
         world,
@@ -75,31 +83,21 @@ impl TestApp {
         self.api().end_session(session).await
     }
 
-    pub(crate) async fn admin(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Reply {
-        let mut req = self
-            .http
-            .request(method, self.url(&format!("/api/v1/admin{path}")))
-            .bearer_auth(&self.world.admin_token);
-        if let Some(body) = body {
-            req = req.json(&body);
+    /// The admin API, with the operator's token.
+    pub(crate) fn operator(&self) -> AdminApi<'_> {
+        AdminApi {
+            http: &self.http,
+            base: &self.broker.url,
+            token: &self.world.admin_token,
         }
-        reply(req).await
+    }
+
+    pub(crate) async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
+        self.operator().call(method, path, body).await
     }
 
     pub(crate) async fn put_policy_yaml(&self, ws: &str, name: &str, yaml: &str) -> Reply {
-        reply(
-            self.http
-                .put(self.url(&format!("/api/v1/admin/workspaces/{ws}/policies/{name}")))
-                .bearer_auth(&self.world.admin_token)
-                .header("content-type", "application/yaml")
-                .body(yaml.to_owned()),
-        )
-        .await
+        self.operator().put_policy_yaml(ws, name, yaml).await
     }
 
     /// Status of `GET {github}/repos/{repo}` with `token`, at the simulator.
@@ -115,20 +113,32 @@ impl TestApp {
     }
 
     pub(crate) async fn audit_events(&self) -> Vec<Value> {
-        let r = self
-            .admin(
-                reqwest::Method::GET,
-                &format!("/workspaces/{DEV_WORKSPACE}/audit?limit=500"),
-                None,
-            )
-            .await;
-        assert_eq!(r.status, 200, "{}", r.body);
-        r.data()["events"].as_array().unwrap().clone()
+        self.operator().audit_events(DEV_WORKSPACE).await
+    }
+
+    /// The claims the issuer signs for `job`, for the broker's audience.
+    pub(crate) fn claims(&self, job: &ActionsJob) -> Claims {
+        self.world.issuer.claims_for(job, DEV_AUDIENCE)
+    }
+
+    /// `POST /sts` for `sources` with `session`.
+    pub(crate) async fn mint(&self, session: &str, sources: &[&str]) -> Reply {
+        self.api().mint(session, sources).await
+    }
+
+    /// The text of `GET /metrics`.
+    pub(crate) async fn metrics(&self) -> String {
+        self.get("/metrics").await.text().await.unwrap()
     }
 }
 
 pub(crate) fn tokens(r: &Reply) -> Vec<Value> {
     r.data()["tokens"].as_array().cloned().unwrap_or_default()
+}
+
+/// The secret of the first token `r` minted.
+pub(crate) fn first_token(r: &Reply) -> String {
+    tokens(r)[0]["token"].as_str().unwrap().to_owned()
 }
 
 pub(crate) fn excluded(r: &Reply) -> Vec<(String, String)> {
@@ -151,20 +161,175 @@ pub(crate) fn excluded(r: &Reply) -> Vec<(String, String)> {
 pub(crate) async fn spawn_app_configured(
     configure: impl FnOnce(&mut sts_broker::config::Config),
 ) -> TestApp {
-    sts_broker::telemetry::init_for_test();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut world = DevWorld::start(listener.local_addr().unwrap())
-        .await
-        .unwrap();
-    configure(&mut world.config);
-    let app = sts_broker::app::App::build(world.config.clone())
-        .await
-        .unwrap();
-    let broker = sts_broker::server::spawn(app, listener).unwrap();
-    world.seed(&broker.url).await.unwrap();
-    TestApp {
-        world,
-        broker,
-        http: reqwest::Client::new(),
+    spawn_app_with(|world| configure(&mut world.config)).await
+}
+
+/// `(repository, reason)` pairs as [`excluded`] reads them.
+pub(crate) fn exclusions(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(repo, reason)| ((*repo).to_owned(), (*reason).to_owned()))
+        .collect()
+}
+
+/// `r` is a mint that succeeded with no token, every source excluded as `want` says.
+pub(crate) fn assert_all_excluded(r: &Reply, want: &[(&str, &str)]) {
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(tokens(r).is_empty(), "{}", r.body);
+    assert_eq!(excluded(r), exclusions(want));
+}
+
+/// `claims` issued two hours ago and expired for an hour.
+pub(crate) fn expired(claims: &Claims) -> Claims {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let mut expired = claims.clone();
+    expired.insert("iat".into(), json!(now - 7200));
+    expired.insert("nbf".into(), json!(now - 7200));
+    expired.insert("exp".into(), json!(now - 3600));
+    expired
+}
+
+/// `claims` for an audience the broker does not accept.
+pub(crate) fn for_another_audience(claims: &Claims) -> Claims {
+    let mut other = claims.clone();
+    other.insert("aud".into(), json!("https://github.com/acme"));
+    other
+}
+
+/// The broker's admin API at one base URL, called with the operator's token.
+pub(crate) struct AdminApi<'a> {
+    pub(crate) http: &'a reqwest::Client,
+    pub(crate) base: &'a str,
+    pub(crate) token: &'a str,
+}
+
+impl AdminApi<'_> {
+    /// `{method} /api/v1/admin{path}`, with `body` as JSON if there is one.
+    pub(crate) async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
+        let mut req = self
+            .http
+            .request(method, format!("{}/api/v1/admin{path}", self.base))
+            .bearer_auth(self.token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        reply(req).await
     }
+
+    /// [`AdminApi::call`], which must answer `status`.
+    pub(crate) async fn expect(
+        &self,
+        status: u16,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Reply {
+        let request = format!("{method} {path}");
+        let r = self.call(method, path, body).await;
+        assert_eq!(r.status, status, "{request}: {}", r.body);
+        r
+    }
+
+    /// `PUT /workspaces/{ws}/policies/{name}` with `yaml` as `application/yaml`.
+    pub(crate) async fn put_policy_yaml(&self, ws: &str, name: &str, yaml: &str) -> Reply {
+        reply(
+            self.http
+                .put(format!(
+                    "{}/api/v1/admin/workspaces/{ws}/policies/{name}",
+                    self.base
+                ))
+                .bearer_auth(self.token)
+                .header("content-type", "application/yaml")
+                .body(yaml.to_owned()),
+        )
+        .await
+    }
+
+    /// `POST /workspaces` for a workspace `id` named `name`, which must be created.
+    pub(crate) async fn create_workspace(&self, id: &str, name: &str) {
+        let body = json!({ "id": id, "name": name });
+        self.expect(201, Method::POST, "/workspaces", Some(body))
+            .await;
+    }
+
+    /// `PUT /workspaces/{ws}/installations/{owner}`: link the App's installation on `owner`.
+    pub(crate) async fn link_installation(&self, ws: &str, owner: &str) -> Reply {
+        let path = format!("/workspaces/{ws}/installations/{owner}");
+        self.call(Method::PUT, &path, None).await
+    }
+
+    /// The audit events of `ws`, newest first (up to 500).
+    pub(crate) async fn audit_events(&self, ws: &str) -> Vec<Value> {
+        let path = format!("/workspaces/{ws}/audit?limit=500");
+        let r = self.expect(200, Method::GET, &path, None).await;
+        r.data()["events"].as_array().unwrap().clone()
+    }
+}
+
+fn database_url() -> String {
+    std::env::var("STS_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A PostgreSQL schema of its own, dropped by [`PgSchema::drop_schema`].
+pub(crate) struct PgSchema {
+    admin: sqlx::PgPool,
+    name: String,
+}
+
+impl PgSchema {
+    /// A new schema named `{prefix}_{uuid}`.
+    pub(crate) async fn create(prefix: &str) -> Self {
+        let admin = sqlx::PgPool::connect(&database_url())
+            .await
+            .expect("PostgreSQL must be reachable (set STS_TEST_DATABASE_URL)");
+        let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(&format!("create schema {name}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        Self { admin, name }
+    }
+
+    /// The database URL of a broker working in this schema.
+    pub(crate) fn url(&self) -> String {
+        format!(
+            "{}?options=-c%20search_path%3D{}",
+            database_url(),
+            self.name
+        )
+    }
+
+    pub(crate) async fn drop_schema(self) {
+        sqlx::query(&format!("drop schema {} cascade", self.name))
+            .execute(&self.admin)
+            .await
+            .unwrap();
+    }
+}
+
+/// The simulators and `replicas` brokers sharing one database (`database_url`, or the world's
+/// SQLite file). Nothing is seeded.
+pub(crate) async fn start_replicas(
+    database_url: Option<String>,
+    replicas: usize,
+) -> (DevWorld, Vec<RunningBroker>) {
+    sts_broker::telemetry::init_for_test();
+    let mut listeners = Vec::new();
+    for _ in 0..replicas {
+        listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+    }
+    let world = DevWorld::start(listeners[0].local_addr().unwrap())
+        .await
+        .unwrap();
+    let mut config = world.config.clone();
+    if let Some(url) = database_url {
+        config.database.url = SecretString::from(url);
+    }
+    let mut brokers = Vec::new();
+    for listener in listeners {
+        let app = App::build(config.clone()).await.unwrap();
+        brokers.push(sts_broker::server::spawn(app, listener).unwrap());
+    }
+    (world, brokers)
 }

@@ -37,19 +37,13 @@ async fn mint_groups_by_installation_and_explains_every_exclusion() {
     ex.sort();
     assert_eq!(
         ex,
-        vec![
-            ("acme/payroll".to_owned(), "no_trust_policy".to_owned()),
-            (
-                "acme/terraform-missing".to_owned(),
-                "not_installed_in_workspace".to_owned()
-            ),
-            ("acme/website".to_owned(), "trust_policy_denied".to_owned()),
-            (
-                "dormant-co/legacy".to_owned(),
-                "installation_suspended".to_owned()
-            ),
-            ("stranger/repo".to_owned(), "no_trust_policy".to_owned()),
-        ]
+        exclusions(&[
+            ("acme/payroll", "no_trust_policy"),
+            ("acme/terraform-missing", "not_installed_in_workspace"),
+            ("acme/website", "trust_policy_denied"),
+            ("dormant-co/legacy", "installation_suspended"),
+            ("stranger/repo", "no_trust_policy"),
+        ])
     );
     let token = acme["token"].as_str().unwrap();
     assert_eq!(app.github_get_repo(token, "acme/modules").await, 200);
@@ -88,12 +82,7 @@ async fn mint_with_an_absent_policy_excludes_every_source_as_no_trust_policy() {
             json!({ "sources": ["acme/modules"], "policyName": "nope" }),
         )
         .await;
-    assert_eq!(r.status, 200);
-    assert!(tokens(&r).is_empty());
-    assert_eq!(
-        excluded(&r),
-        vec![("acme/modules".to_owned(), "no_trust_policy".to_owned())]
-    );
+    assert_all_excluded(&r, &[("acme/modules", "no_trust_policy")]);
 }
 
 #[tokio::test]
@@ -104,29 +93,22 @@ async fn a_job_from_another_branch_is_denied_by_the_policy() {
         ..main_job()
     };
     let session = app.session(&job).await;
-    let r = app
-        .post_sts(&session, json!({ "sources": ["acme/modules"] }))
-        .await;
-    assert_eq!(r.status, 200);
-    assert!(tokens(&r).is_empty());
-    assert_eq!(
-        excluded(&r),
-        vec![("acme/modules".to_owned(), "trust_policy_denied".to_owned())]
-    );
+    let r = app.mint(&session, &["acme/modules"]).await;
+    assert_all_excluded(&r, &[("acme/modules", "trust_policy_denied")]);
 }
 
 #[tokio::test]
 async fn mint_is_403_when_the_workspace_is_not_entitled_and_401_without_a_valid_session() {
     let app = spawn_app().await;
     let session = app.session(&main_job()).await;
-    let r = app
-        .admin(
+    app.operator()
+        .expect(
+            200,
             reqwest::Method::PATCH,
             "/workspaces/acme",
             Some(json!({ "stsEnabled": false })),
         )
         .await;
-    assert_eq!(r.status, 200, "{}", r.body);
     let r = app
         .post_sts(&session, json!({ "policyName": "default" }))
         .await;
@@ -148,10 +130,7 @@ async fn mint_is_403_when_the_workspace_is_not_entitled_and_401_without_a_valid_
 #[tokio::test]
 async fn a_session_that_is_not_from_github_actions_gets_400() {
     let app = spawn_app().await;
-    let mut claims = app
-        .world
-        .issuer
-        .claims_for(&main_job(), sts_broker::dev::DEV_AUDIENCE);
+    let mut claims = app.claims(&main_job());
     claims.remove("repository");
     claims.remove("repository_owner");
     claims.remove("repository_owner_id");
@@ -167,13 +146,8 @@ async fn a_session_that_is_not_from_github_actions_gets_400() {
 async fn every_issuance_is_audited_with_fingerprints_and_never_the_token() {
     let app = spawn_app().await;
     let session = app.session(&main_job()).await;
-    let r = app
-        .post_sts(
-            &session,
-            json!({ "sources": ["acme/modules", "acme/payroll"] }),
-        )
-        .await;
-    let token = tokens(&r)[0]["token"].as_str().unwrap().to_owned();
+    let r = app.mint(&session, &["acme/modules", "acme/payroll"]).await;
+    let token = first_token(&r);
     let events = app.audit_events().await;
     let mint = events.iter().find(|e| e["action"] == "mint").unwrap();
     assert_eq!(mint["outcome"], "success");
@@ -213,9 +187,7 @@ async fn if_the_audit_write_fails_the_minted_tokens_are_revoked_and_the_caller_g
         .await
         .unwrap();
     let (minted_before, revoked_before) = app.world.github.counts();
-    let r = app
-        .post_sts(&session, json!({ "sources": ["acme/modules"] }))
-        .await;
+    let r = app.mint(&session, &["acme/modules"]).await;
     assert_eq!(r.status, 500, "{}", r.body);
     assert_eq!(r.tag(), "audit_write_failed");
     assert!(!r.body.to_string().contains("ghs_"));
@@ -257,10 +229,7 @@ async fn a_suspension_seen_only_by_the_repository_listing_excludes_the_source() 
     );
     assert_eq!(
         excluded(&r),
-        vec![(
-            "dormant-co/legacy".to_owned(),
-            "installation_suspended".to_owned()
-        )]
+        exclusions(&[("dormant-co/legacy", "installation_suspended")])
     );
 }
 

@@ -1,36 +1,14 @@
 //! Two broker processes on one PostgreSQL database must agree.
 
 use crate::helpers::*;
-use secrecy::SecretString;
 use serde_json::json;
-use sts_broker::app::App;
-use sts_broker::dev::{DevWorld, DEV_WORKSPACE};
-
-fn database_url() -> String {
-    std::env::var("STS_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
+use sts_broker::dev::DEV_WORKSPACE;
 
 #[tokio::test]
 async fn two_replicas_on_postgres_share_replay_protection_sessions_and_revocation() {
-    sts_broker::telemetry::init_for_test();
-    let schema = format!("replicas_{}", uuid::Uuid::new_v4().simple());
-    let admin = sqlx::PgPool::connect(&database_url())
-        .await
-        .expect("PostgreSQL must be reachable (set STS_TEST_DATABASE_URL)");
-    sqlx::query(&format!("create schema {schema}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let url = format!("{}?options=-c%20search_path%3D{schema}", database_url());
-
-    let l1 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let l2 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let world = DevWorld::start(l1.local_addr().unwrap()).await.unwrap();
-    let mut config = world.config.clone();
-    config.database.url = SecretString::from(url);
-    let a = sts_broker::server::spawn(App::build(config.clone()).await.unwrap(), l1).unwrap();
-    let b = sts_broker::server::spawn(App::build(config).await.unwrap(), l2).unwrap();
+    let schema = PgSchema::create("replicas").await;
+    let (world, brokers) = start_replicas(Some(schema.url()), 2).await;
+    let (a, b) = (&brokers[0], &brokers[1]);
     world.seed(&a.url).await.unwrap();
     let http = reqwest::Client::new();
 
@@ -72,9 +50,6 @@ async fn two_replicas_on_postgres_share_replay_protection_sessions_and_revocatio
     let again = at_a.sts(&session, json!({})).await;
     assert_eq!(again.status, 401);
 
-    drop((a, b));
-    sqlx::query(&format!("drop schema {schema} cascade"))
-        .execute(&admin)
-        .await
-        .unwrap();
+    drop(brokers);
+    schema.drop_schema().await;
 }

@@ -16,10 +16,7 @@ async fn revoking_by_id_kills_that_token_at_github_and_is_idempotent() {
     let app = spawn_app().await;
     let session = app.session(&main_job()).await;
     let r = app
-        .post_sts(
-            &session,
-            json!({ "sources": ["acme/modules", "acme-labs/shared-modules"] }),
-        )
+        .mint(&session, &["acme/modules", "acme-labs/shared-modules"])
         .await;
     let toks = tokens(&r);
     let acme = toks.iter().find(|t| t["owner"] == "acme").unwrap();
@@ -49,10 +46,7 @@ async fn revoking_by_id_kills_that_token_at_github_and_is_idempotent() {
 async fn ending_the_session_revokes_its_tokens_and_the_session() {
     let app = spawn_app().await;
     let session = app.session(&main_job()).await;
-    let r = app
-        .post_sts(&session, json!({ "sources": ["acme/modules"] }))
-        .await;
-    let token = tokens(&r)[0]["token"].as_str().unwrap().to_owned();
+    let token = first_token(&app.mint(&session, &["acme/modules"]).await);
     let r = app.delete_session(&session).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.data()["revoked"], 1);
@@ -70,14 +64,8 @@ async fn an_administrator_revokes_by_repository_and_everything_at_once() {
     let app = spawn_app().await;
     let s1 = app.session(&main_job()).await;
     let s2 = app.session(&main_job()).await;
-    let t1 = tokens(
-        &app.post_sts(&s1, json!({ "sources": ["acme/modules"] }))
-            .await,
-    );
-    let t2 = tokens(
-        &app.post_sts(&s2, json!({ "sources": ["acme-labs/shared-modules"] }))
-            .await,
-    );
+    let t1 = tokens(&app.mint(&s1, &["acme/modules"]).await);
+    let t2 = tokens(&app.mint(&s2, &["acme-labs/shared-modules"]).await);
     let r = revoke_in_acme(&app, json!({ "repository": "acme/modules" })).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.data()["revoked"], 1);

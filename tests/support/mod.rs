@@ -1,12 +1,15 @@
-//! What the root package's integration tests (`api`, `git_sim`, `serve`) share: the job the dev
-//! policy trusts, a seeded dev broker in this process, and the broker's CI API as a caller
-//! speaks it. Each test crate includes this file with `mod support;`.
+//! What the root package's integration tests (`api`, `git_sim`, `limits`, `serve`) share: the job
+//! the dev policy trusts, a dev broker in this process, the broker binary's `serve` on the dev
+//! world, and the broker's CI API as a caller speaks it. Each test crate includes this file with
+//! `mod support;`.
 
 use serde_json::{json, Value};
+use std::process::Stdio;
 use sts_broker::app::App;
 use sts_broker::dev::{DevWorld, DEV_WORKSPACE};
 use sts_broker::server::RunningBroker;
 use sts_sim::oidc::ActionsJob;
+use tokio::process::Command;
 
 /// The CI job the dev policy's `infra-main` rule trusts, deploying with `deploy.yml`.
 pub(crate) fn main_job() -> ActionsJob {
@@ -17,18 +20,60 @@ pub(crate) fn main_job() -> ActionsJob {
 }
 
 /// The dev world's simulators and a broker on them, seeded (workspace `acme`, policy
-/// `default`); `prepare` runs on the simulators before the broker starts and seeds.
-pub(crate) async fn spawn_dev_broker(prepare: impl FnOnce(&DevWorld)) -> (DevWorld, RunningBroker) {
-    sts_broker::telemetry::init_for_test();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let world = DevWorld::start(listener.local_addr().unwrap())
-        .await
-        .unwrap();
-    prepare(&world);
-    let app = App::build(world.config.clone()).await.unwrap();
-    let broker = sts_broker::server::spawn(app, listener).unwrap();
+/// `default`); `prepare` runs on the world (its simulators, its broker configuration) before the
+/// broker starts and seeds.
+pub(crate) async fn spawn_dev_broker(
+    prepare: impl FnOnce(&mut DevWorld),
+) -> (DevWorld, RunningBroker) {
+    let (world, broker) = start_dev_broker(prepare).await;
     world.seed(&broker.url).await.unwrap();
     (world, broker)
+}
+
+/// [`spawn_dev_broker`] without the seeding: the broker runs, and nothing is in its store.
+pub(crate) async fn start_dev_broker(
+    prepare: impl FnOnce(&mut DevWorld),
+) -> (DevWorld, RunningBroker) {
+    sts_broker::telemetry::init_for_test();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut world = DevWorld::start(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    prepare(&mut world);
+    let app = App::build(world.config.clone()).await.unwrap();
+    let broker = sts_broker::server::spawn(app, listener).unwrap();
+    (world, broker)
+}
+
+/// How long `sts-broker serve` may take to log its bound address: generous for a busy machine, it
+/// bounds a hang and does not measure speed.
+pub(crate) const STARTUP_CAP: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// `sts-broker serve --config FILE` for the simulators of `world` (started with the placeholder
+/// listen address `127.0.0.1:9`, which only ends up in `public_url`): the world's `broker.toml`
+/// written to `file_name` with `listen = "127.0.0.1:0"`, JSON logs and `extra` appended. Stdout is
+/// piped, `RUST_LOG` removed, and the process killed when its handle drops; stderr is the
+/// caller's choice.
+pub(crate) fn serve_command(world: &DevWorld, file_name: &str, extra: &str) -> Command {
+    let dir = world.dir.path();
+    let config = std::fs::read_to_string(dir.join("broker.toml"))
+        .unwrap()
+        .replace("listen = \"127.0.0.1:9\"", "listen = \"127.0.0.1:0\"")
+        + "\n[telemetry]\nlog_format = \"json\"\n"
+        + extra;
+    assert!(config.contains("listen = \"127.0.0.1:0\""), "{config}");
+    let config_path = dir.join(file_name);
+    std::fs::write(&config_path, config).unwrap();
+
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sts-broker"));
+    command
+        .arg("serve")
+        .arg("--config")
+        .arg(&config_path)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true);
+    command
 }
 
 /// One answer of the broker: its status, and its body as JSON (or, if it is not JSON, the text
@@ -84,7 +129,12 @@ impl BrokerApi<'_> {
 
     /// A session in the dev workspace for `oidc_token`, which the broker must accept.
     pub(crate) async fn session(&self, oidc_token: &str) -> String {
-        let r = self.exchange(oidc_token, DEV_WORKSPACE).await;
+        self.session_in(oidc_token, DEV_WORKSPACE).await
+    }
+
+    /// A session in `workspace` for `oidc_token`, which the broker must accept.
+    pub(crate) async fn session_in(&self, oidc_token: &str, workspace: &str) -> String {
+        let r = self.exchange(oidc_token, workspace).await;
         assert_eq!(r.status, 200, "{}", r.body);
         r.data()["token"].as_str().unwrap().to_owned()
     }
@@ -92,6 +142,11 @@ impl BrokerApi<'_> {
     /// `POST /sts`: mint with `session`.
     pub(crate) async fn sts(&self, session: &str, body: Value) -> Reply {
         self.post(session, "/api/v1/sts", body).await
+    }
+
+    /// `POST /sts` for `sources`, with `session`.
+    pub(crate) async fn mint(&self, session: &str, sources: &[&str]) -> Reply {
+        self.sts(session, json!({ "sources": sources })).await
     }
 
     /// `POST /sts/revoke`: revoke with `session`.

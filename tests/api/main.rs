@@ -10,6 +10,7 @@ mod helpers;
 
 mod admin;
 mod atmos;
+mod audit_events;
 mod exchange;
 mod mint;
 mod replicas;

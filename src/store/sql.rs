@@ -11,12 +11,12 @@
 
 use super::codec::{enum_str, is_unique_violation, to_json, to_ms, write_err};
 use super::rows::{
-    check_link, AuditRow, InstallationLinkRow, IssuedTokenRow, PolicyRow, SessionRow,
-    SigningKeyRow, WorkspaceRow,
+    check_link, AuditRow, InstallationLinkRow, IssuedTokenRow, MintIntentRow, PolicyRow,
+    SessionRow, SigningKeyRow, WorkspaceRow,
 };
 use super::{
-    InstallationLink, IssuedToken, JtiRecord, NewPolicy, PurgeStats, SessionRecord,
-    SigningKeyRecord, StoreError, StoreResult, Workspace,
+    InstallationLink, Issuance, IssuanceRefusal, IssuedToken, JtiRecord, MintIntent, MintRecord,
+    NewPolicy, PurgeStats, SessionRecord, SigningKeyRecord, StoreError, StoreResult, Workspace,
 };
 use crate::audit::AuditEvent;
 use sqlx::query::{Query, QueryAs};
@@ -49,6 +49,7 @@ where
     for<'r> IssuedTokenRow: FromRow<'r, Self::Row>,
     for<'r> AuditRow: FromRow<'r, Self::Row>,
     for<'r> SigningKeyRow: FromRow<'r, Self::Row>,
+    for<'r> MintIntentRow: FromRow<'r, Self::Row>,
 {
     /// Rows a statement changed (sqlx has no trait for it).
     fn rows_affected(done: &Self::QueryResult) -> u64;
@@ -465,6 +466,129 @@ where
             r#"select kid, algorithm, private_key_sealed, public_jwk, created_at
                from signing_keys where active"#,
         )
+    }
+
+    // ---- mint intents and the conditional issuance record ----
+
+    /// Write a mint intent, unresolved.
+    fn insert_mint_intent(intent: &MintIntent) -> StoreResult<Statement<'_, Self>> {
+        Ok(sqlx::query(
+            r#"insert into mint_intents
+               (id, workspace_id, session_id, request_id, policy_name, policy_version, actor,
+                planned, created_at, resolved_at)
+               values ($1, $2, $3, $4, $5, $6, $7, $8, $9, null)"#,
+        )
+        .bind(&intent.id)
+        .bind(&intent.workspace_id)
+        .bind(&intent.session_id)
+        .bind(&intent.request_id)
+        .bind(&intent.policy_name)
+        .bind(intent.policy_version)
+        .bind(to_json(&intent.actor, "intent actor")?)
+        .bind(to_json(&intent.planned, "intent planned tokens")?)
+        .bind(to_ms(intent.created_at)))
+    }
+
+    /// Unresolved intents written before `before`, oldest first.
+    fn select_unresolved_intents(before: OffsetDateTime) -> RowsOf<'static, Self, MintIntentRow> {
+        sqlx::query_as(
+            r#"select id, workspace_id, session_id, request_id, policy_name, policy_version,
+                      actor, planned, created_at
+               from mint_intents
+               where resolved_at is null and created_at < $1
+               order by created_at, id"#,
+        )
+        .bind(to_ms(before))
+    }
+
+    /// Resolve an intent that is still open; changes no row when it was resolved before.
+    fn resolve_open_intent(id: &str, at: OffsetDateTime) -> Statement<'_, Self> {
+        sqlx::query(
+            r#"update mint_intents set resolved_at = $1 where id = $2 and resolved_at is null"#,
+        )
+        .bind(to_ms(at))
+        .bind(id)
+    }
+
+    /// End every live session of a workspace.
+    fn revoke_workspace_sessions(workspace_id: &str, at: OffsetDateTime) -> Statement<'_, Self> {
+        sqlx::query(
+            r#"update sessions set revoked_at = $1 where workspace_id = $2 and revoked_at is null"#,
+        )
+        .bind(to_ms(at))
+        .bind(workspace_id)
+    }
+
+    /// Inside a write transaction: why the mint may no longer be recorded, if it may not. The
+    /// workspace or session may have changed while GitHub was minting (a deletion, a logout);
+    /// checked in the transaction that would write the rows, so a change committed before it
+    /// is always seen.
+    async fn issuance_refusal(
+        conn: &mut Self::Connection,
+        workspace_id: &str,
+        session_id: &str,
+    ) -> StoreResult<Option<IssuanceRefusal>> {
+        let workspace = Self::select_workspace(workspace_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        match workspace.map(WorkspaceRow::into_model).transpose()? {
+            None => return Ok(Some(IssuanceRefusal::WorkspaceMissing)),
+            Some(w) if !w.sts_enabled => return Ok(Some(IssuanceRefusal::WorkspaceDisabled)),
+            Some(_) => {}
+        }
+        let session = Self::select_session(session_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        Ok(match session.map(SessionRow::into_model).transpose()? {
+            None => Some(IssuanceRefusal::SessionMissing),
+            Some(s) if s.workspace_id != workspace_id => Some(IssuanceRefusal::SessionMissing),
+            Some(s) if s.revoked_at.is_some() => Some(IssuanceRefusal::SessionRevoked),
+            Some(_) => None,
+        })
+    }
+
+    /// Inside a write transaction: the mint's rows, its intent's resolution and its event, unless
+    /// [`issuance_refusal`](Self::issuance_refusal) refuses (then nothing is written and the
+    /// caller rolls back).
+    async fn write_mint(
+        conn: &mut Self::Connection,
+        record: &MintRecord<'_>,
+    ) -> StoreResult<Issuance> {
+        if let Some(refusal) =
+            Self::issuance_refusal(conn, record.workspace_id, record.session_id).await?
+        {
+            return Ok(Issuance::Refused(refusal));
+        }
+        Self::write_issuance(conn, record.tokens, record.audit).await?;
+        if let Some(intent) = record.intent_id {
+            // Unconditional: should a sweep have called this intent orphaned already, the
+            // record still stands, and the log shows both.
+            sqlx::query(
+                r#"update mint_intents set resolved_at = coalesce(resolved_at, $1) where id = $2"#,
+            )
+            .bind(to_ms(OffsetDateTime::now_utc()))
+            .bind(intent)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(Issuance::Recorded)
+    }
+
+    /// Inside a write transaction: resolve the open intent `id` with `audit`; `false` (and
+    /// nothing written) when it was resolved before.
+    async fn write_intent_resolution(
+        conn: &mut Self::Connection,
+        id: &str,
+        audit: &AuditEvent,
+    ) -> StoreResult<bool> {
+        let done = Self::resolve_open_intent(id, OffsetDateTime::now_utc())
+            .execute(&mut *conn)
+            .await?;
+        if Self::rows_affected(&done) == 0 {
+            return Ok(false);
+        }
+        Self::write_audit(conn, audit).await?;
+        Ok(true)
     }
 }
 

@@ -6,17 +6,17 @@
 
 use super::codec::{to_json, to_ms, write_err};
 use super::rows::{
-    all, audit_page, page_rows, InstallationLinkRow, IssuedTokenRow, PolicyRow, SessionRow,
-    WorkspaceRow,
+    all, audit_page, page_rows, InstallationLinkRow, IssuedTokenRow, MintIntentRow, PolicyRow,
+    SessionRow, WorkspaceRow,
 };
 use super::sql::{
     installation_already_linked, no_active_signing_key, on_insert_policy, on_insert_workspace,
     SharedSql as _,
 };
 use super::{
-    AuditPage, InstallationLink, IssuedToken, JtiRecord, NewPolicy, PurgeStats, SessionRecord,
-    SigningKeyRecord, Store, StoreError, StoreResult, StoredPolicy, TokenFilter, Workspace,
-    MAX_AUDIT_PAGE,
+    AuditPage, InstallationLink, Issuance, IssuedToken, JtiRecord, MintIntent, MintRecord,
+    NewPolicy, PurgeStats, SessionRecord, SigningKeyRecord, Store, StoreError, StoreResult,
+    StoredPolicy, TokenFilter, Workspace, MAX_AUDIT_PAGE,
 };
 use crate::audit::AuditEvent;
 use async_trait::async_trait;
@@ -354,6 +354,59 @@ impl Store for SqliteStore {
             .fetch_optional(&self.pool)
             .await?;
         row.ok_or_else(no_active_signing_key)?.into_model()
+    }
+
+    async fn record_mint_intent(&self, intent: &MintIntent) -> StoreResult<()> {
+        Sqlite::insert_mint_intent(intent)?
+            .execute(&self.writer)
+            .await
+            .map_err(|e| {
+                write_err(
+                    e,
+                    || StoreError::Conflict("intent exists".to_owned()),
+                    "intent",
+                )
+            })?;
+        Ok(())
+    }
+
+    async fn record_mint(&self, record: &MintRecord<'_>) -> StoreResult<Issuance> {
+        // The write lock, taken up front, keeps the check and the writes together.
+        let mut tx = self.begin_write().await?;
+        let issuance = Sqlite::write_mint(&mut tx, record).await?;
+        match issuance {
+            Issuance::Recorded => tx.commit().await?,
+            Issuance::Refused(_) => tx.rollback().await?,
+        }
+        Ok(issuance)
+    }
+
+    async fn resolve_mint_intent(&self, intent_id: &str, audit: &AuditEvent) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        let resolved = Sqlite::write_intent_resolution(&mut tx, intent_id, audit).await?;
+        tx.commit().await?;
+        Ok(resolved)
+    }
+
+    async fn unresolved_mint_intents(
+        &self,
+        before: OffsetDateTime,
+    ) -> StoreResult<Vec<MintIntent>> {
+        let rows = Sqlite::select_unresolved_intents(before)
+            .fetch_all(&self.pool)
+            .await?;
+        all(rows, MintIntentRow::into_model)
+    }
+
+    async fn revoke_workspace_sessions(
+        &self,
+        workspace_id: &str,
+        at: OffsetDateTime,
+    ) -> StoreResult<u64> {
+        let done = Sqlite::revoke_workspace_sessions(workspace_id, at)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected())
     }
 }
 

@@ -1,12 +1,12 @@
-//! The OIDC exchange: verify the OIDC token → workspace exists → record replay key + session +
-//! audit in one transaction → sign the session JWT.
+//! The OIDC exchange: verify the OIDC token (refusals here are counted, not audited) → workspace
+//! exists → sign the session JWT → record replay key + session + audit in one transaction.
 
-use super::{record_audit, FlowError, FlowResult, Internal, Missing, Unauthenticated};
+use super::{Audited, Counted, FlowError, FlowResult, Internal, Missing, Unauthenticated};
 use crate::app::App;
-use crate::audit::{format_time, Actor, AuditEvent, AuditKind, Outcome};
+use crate::audit::{format_time, Actor, AuditKind, Outcome};
 use crate::ids::WorkspaceId;
 use crate::metrics::Metrics;
-use crate::oidc::{Claims, VerifyError, JWT_LEEWAY, MAX_TOKEN_BYTES};
+use crate::oidc::{Claims, VerifiedToken, VerifyError, JWT_LEEWAY, MAX_TOKEN_BYTES};
 use crate::session::{SessionClaims, SessionType, SESSION_AUDIENCE};
 use crate::store::{JtiRecord, SessionRecord, StoreError};
 use secrecy::{ExposeSecret as _, SecretString};
@@ -72,40 +72,58 @@ fn validate(app: &App, input: &ExchangeInput) -> FlowResult<WorkspaceId> {
     }
 }
 
-/// Record a refusal of `reason` in the audit log and the metrics.
-async fn refuse(app: &App, audit: &mut AuditEvent, reason: &str) {
-    audit.outcome = Outcome::Denied;
-    audit.reason = Some(reason.to_owned());
-    record_audit(app, audit).await;
-    Metrics::outcome(&app.metrics.exchanges, "denied", reason);
-    app.metrics.deny(reason);
+/// Verify the OIDC token. A token that fails here names nobody the broker could verify, so its
+/// refusal is counted but never audited (an unauthenticated caller must not be able to fill the
+/// audit log).
+async fn verify(app: &App, input: &ExchangeInput) -> FlowResult<VerifiedToken> {
+    app.oidc
+        .verify(input.token.expose_secret())
+        .await
+        .map_err(|e| {
+            let reason = e.code();
+            tracing::info!(oidc.reason = reason, "oidc token refused: {e}");
+            let error = match e {
+                VerifyError::JwksUnavailable(_) => FlowError::IssuerUnavailable(e),
+                _ => FlowError::Unauthenticated(Unauthenticated::InvalidToken),
+            };
+            let outcome = match error.outcome() {
+                Outcome::Failure => "failure",
+                _ => "denied",
+            };
+            Metrics::outcome(&app.metrics.exchanges, outcome, reason);
+            app.metrics.deny(reason);
+            error
+        })
 }
 
-/// Exchange an OIDC token for a session.
+/// Exchange an OIDC token for a session. Every decision after the token verified writes exactly
+/// one audit event, by [`Audited::finish`].
 #[tracing::instrument(skip_all, fields(workspace.id = %input.workspace_id))]
 pub async fn exchange(app: &App, input: ExchangeInput, request_id: &str) -> FlowResult<NewSession> {
     let workspace = validate(app, &input)?;
-    let mut audit = AuditEvent::new(AuditKind::Exchange, "exchange");
-    audit.workspace_id = Some(workspace.as_str().to_owned());
-    audit.request_id = Some(request_id.to_owned());
+    let verified = verify(app, &input).await?;
+    let mut audited = Audited::new(
+        AuditKind::Exchange,
+        "exchange",
+        request_id,
+        Counted::Exchanges,
+    );
+    audited.event.workspace_id = Some(workspace.as_str().to_owned());
+    let result = exchange_verified(app, &workspace, verified, &mut audited).await;
+    audited.finish(app, result).await
+}
 
-    let verified = match app.oidc.verify(input.token.expose_secret()).await {
-        Ok(v) => v,
-        Err(e) => {
-            let reason = e.code();
-            tracing::info!(oidc.reason = reason, "oidc token refused: {e}");
-            refuse(app, &mut audit, reason).await;
-            return Err(match e {
-                VerifyError::JwksUnavailable(_) => FlowError::IssuerUnavailable(e),
-                _ => FlowError::Unauthenticated(Unauthenticated::InvalidToken),
-            });
-        }
-    };
+/// The exchange of a verified token: the inner function of [`exchange`].
+async fn exchange_verified(
+    app: &App,
+    workspace: &WorkspaceId,
+    verified: VerifiedToken,
+    audited: &mut Audited,
+) -> FlowResult<NewSession> {
     let claims_value = serde_json::Value::Object(verified.claims.clone());
-    audit.actor = Actor::from_claims(&claims_value, None);
+    audited.event.actor = Actor::from_claims(&claims_value, None);
 
     if app.store.get_workspace(workspace.as_str()).await?.is_none() {
-        refuse(app, &mut audit, "workspace_not_found").await;
         return Err(FlowError::NotFound(Missing::Workspace));
     }
 
@@ -137,30 +155,14 @@ pub async fn exchange(app: &App, input: ExchangeInput, request_id: &str) -> Flow
         jti: verified.replay_key.clone(),
         expires_at: verified.expires_at + Duration::seconds(REPLAY_KEY_SLACK_SECONDS),
     };
-    audit.actor.session_id = Some(session_id.clone());
-    audit.outcome = Outcome::Success;
-    audit.details = serde_json::json!({ "sessionExpiresAt": format_time(session.expires_at) });
-    match app.store.record_exchange(&jti, &session, &audit).await {
-        Ok(()) => {}
-        Err(StoreError::Replay) => {
-            // A new event: the one above may not have been written.
-            audit.id = uuid::Uuid::now_v7().to_string();
-            audit.actor.session_id = None;
-            audit.details = serde_json::Value::Null;
-            refuse(app, &mut audit, "token_replayed").await;
-            return Err(FlowError::Replayed);
-        }
-        Err(e) => {
-            Metrics::outcome(&app.metrics.exchanges, "failure", "database_error");
-            return Err(e.into());
-        }
-    }
+    // Signed before anything is stored: a signing failure then leaves no session and a failure
+    // event, rather than a success event for a session nobody got.
     let claims = SessionClaims {
         iss: app.sessions.issuer().to_owned(),
         aud: SESSION_AUDIENCE.to_owned(),
         sub: subject,
         sid: session_id.clone(),
-        jti: session_id,
+        jti: session_id.clone(),
         ws: workspace.as_str().to_owned(),
         typ,
         iat: now.unix_timestamp(),
@@ -174,7 +176,16 @@ pub async fn exchange(app: &App, input: ExchangeInput, request_id: &str) -> Flow
             kind: Internal::SessionSigning,
             source: e.into(),
         })?;
-    Metrics::outcome(&app.metrics.exchanges, "success", "");
+    let mut success = audited.event.clone();
+    success.actor.session_id = Some(session_id);
+    success.outcome = Outcome::Success;
+    success.details = serde_json::json!({ "sessionExpiresAt": format_time(session.expires_at) });
+    match app.store.record_exchange(&jti, &session, &success).await {
+        Ok(()) => audited.written_as(success),
+        // Nothing of the transaction was written: `finish` records the refusal.
+        Err(StoreError::Replay) => return Err(FlowError::Replayed),
+        Err(e) => return Err(e.into()),
+    }
     Ok(NewSession {
         token: SecretString::from(token),
         expires_at: session.expires_at,

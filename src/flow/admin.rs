@@ -25,6 +25,10 @@ pub const TOKEN_LIST_DEFAULT: u32 = 500;
 pub const TOKEN_LIST_MAX: u32 = 10_000;
 /// Longest workspace display name.
 pub const MAX_WORKSPACE_NAME_LEN: usize = 200;
+/// How many times deleting a workspace lists and revokes its live tokens before it gives up.
+/// Once the workspace is disabled no mint can record a token in it, so the second listing finds
+/// nothing; a third round only covers a row that appeared from a transaction already committing.
+pub const DELETE_REVOKE_ROUNDS: usize = 3;
 
 /// A workspace to create.
 #[derive(Debug)]
@@ -156,6 +160,12 @@ impl Admin<'_> {
     }
 
     /// Delete, after revoking its live tokens at GitHub; answers how many were revoked.
+    ///
+    /// A mint may be at GitHub meanwhile. So the workspace first loses its entitlement and its
+    /// sessions end: from then on no mint can record tokens in it (the record refuses in its
+    /// transaction, and that mint revokes what it minted). Then the live tokens are revoked until
+    /// none is left, and only then is the workspace deleted. If GitHub refuses a revocation the
+    /// workspace is kept, disabled, for the operator to retry.
     pub async fn delete_workspace(&self, ws: &WorkspaceId) -> FlowResult<usize> {
         let mut audited = self.audited("workspace.delete", ws);
         let result = self.delete_workspace_inner(ws, &mut audited.event).await;
@@ -168,21 +178,45 @@ impl Admin<'_> {
         event: &mut AuditEvent,
     ) -> FlowResult<usize> {
         existing_workspace(self.app, ws).await?;
-        let filter = TokenFilter {
-            state: Some((TokenState::Active, OffsetDateTime::now_utc())),
-            ..TokenFilter::default()
-        };
-        let tokens = self.app.store.list_tokens(ws.as_str(), &filter).await?;
-        let outcome = super::revoke::revoke_tokens(self.app, tokens, event).await?;
-        detail(event, "revokedTokens", outcome.revoked.len());
-        if !outcome.failed.is_empty() {
-            return Err(FlowError::RevokeIncomplete {
-                not_revoked: outcome.failed.len(),
-                workspace_kept: true,
-            });
+        let now = OffsetDateTime::now_utc();
+        self.app
+            .store
+            .set_workspace_sts_enabled(ws.as_str(), false, now)
+            .await?;
+        let sessions = self
+            .app
+            .store
+            .revoke_workspace_sessions(ws.as_str(), now)
+            .await?;
+        detail(event, "sessionsEnded", sessions);
+        let mut revoked = 0;
+        for _ in 0..DELETE_REVOKE_ROUNDS {
+            let filter = TokenFilter {
+                state: Some((TokenState::Active, OffsetDateTime::now_utc())),
+                ..TokenFilter::default()
+            };
+            let tokens = self.app.store.list_tokens(ws.as_str(), &filter).await?;
+            if tokens.is_empty() {
+                self.app.store.delete_workspace(ws.as_str()).await?;
+                detail(event, "revokedTokens", revoked);
+                return Ok(revoked);
+            }
+            let outcome = super::revoke::revoke_tokens(self.app, tokens, event).await?;
+            revoked += outcome.revoked.len();
+            detail(event, "revokedTokens", revoked);
+            if !outcome.failed.is_empty() {
+                return Err(FlowError::RevokeIncomplete {
+                    not_revoked: outcome.failed.len(),
+                    workspace_kept: true,
+                });
+            }
         }
-        self.app.store.delete_workspace(ws.as_str()).await?;
-        Ok(outcome.revoked.len())
+        // Tokens keep appearing although nothing can record them any more: refuse to delete
+        // what we cannot account for.
+        Err(FlowError::RevokeIncomplete {
+            not_revoked: 0,
+            workspace_kept: true,
+        })
     }
 
     /// Link the App's installation on `owner`.

@@ -176,6 +176,11 @@ async fn end_session_inner(
     event: &mut AuditEvent,
 ) -> FlowResult<u64> {
     let auth = load_session(app, claims, Purpose::Revoke, event).await?;
+    // The session ends first: a mint of this session still at GitHub then finds it revoked when
+    // it records, and revokes its own tokens, instead of recording them after our listing.
+    app.store
+        .revoke_session(&auth.session.id, OffsetDateTime::now_utc())
+        .await?;
     let filter = TokenFilter {
         session_id: Some(auth.session.id.clone()),
         ..TokenFilter::default()
@@ -184,11 +189,7 @@ async fn end_session_inner(
         .store
         .list_tokens(&auth.session.workspace_id, &filter)
         .await?;
-    let outcome = revoke_tokens(app, tokens, event).await?;
-    app.store
-        .revoke_session(&auth.session.id, OffsetDateTime::now_utc())
-        .await?;
-    counted(&outcome)
+    counted(&revoke_tokens(app, tokens, event).await?)
 }
 
 /// Which tokens an administrator revokes; selectors combine with AND, `all` alone selects every

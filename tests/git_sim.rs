@@ -7,39 +7,23 @@
     reason = "test helpers fail the test on setup errors by design"
 )]
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+#[expect(
+    dead_code,
+    reason = "shared with the api tests, which also end sessions and read error tags"
+)]
+mod support;
+
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::sync::OnceLock;
-use sts_broker::app::App;
-use sts_broker::dev::{DevWorld, DEV_AUDIENCE, DEV_WORKSPACE};
+use sts_broker::dev::DEV_AUDIENCE;
 use sts_sim::git::{readme_for, RunningGitServer};
 use sts_sim::github::{GitHubSimulator, RunningSimulator, SimInstallation};
-use sts_sim::keys::RsaKeyPair;
-use sts_sim::oidc::ActionsJob;
+use sts_sim::testing::{app_jwt, client_trusting, shared_app_key as app_key};
+use support::{main_job, spawn_dev_broker, BrokerApi};
 
 const APP_ID: &str = "777";
 const INSTALLATION: i64 = 1;
-
-/// One App key for every test: RSA generation is the slow part.
-fn app_key() -> &'static RsaKeyPair {
-    static KEY: OnceLock<RsaKeyPair> = OnceLock::new();
-    KEY.get_or_init(RsaKeyPair::generate)
-}
-
-fn app_jwt() -> String {
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::RS256),
-        &json!({ "iat": now - 60, "exp": now + 540, "iss": APP_ID }),
-        &EncodingKey::from_rsa_pem(
-            secrecy::ExposeSecret::expose_secret(&app_key().private_pkcs1_pem()).as_bytes(),
-        )
-        .unwrap(),
-    )
-    .unwrap()
-}
 
 /// The simulator's API and git servers, and a home for `git` that holds no configuration.
 struct World {
@@ -81,7 +65,7 @@ impl World {
                 "{}/app/installations/{INSTALLATION}/access_tokens",
                 self.api.url
             ))
-            .bearer_auth(app_jwt())
+            .bearer_auth(app_jwt(app_key(), APP_ID))
             .json(&body)
             .send()
             .await
@@ -118,6 +102,22 @@ impl World {
 
     async fn clone(&self, url: &str, env: &[(String, String)]) -> Result<PathBuf, Output> {
         self.cli.clone(url, env).await
+    }
+
+    /// `git push REMOTE HEAD:main` in `work`.
+    async fn push(&self, work: &Path, remote: &str) -> Output {
+        self.git(work, &["push", remote, "HEAD:main"], &[]).await
+    }
+
+    /// Write `file` in `work` and commit it with `message`; both steps must succeed.
+    async fn commit(&self, work: &Path, file: &str, contents: &str, message: &str) {
+        std::fs::write(work.join(file), contents).unwrap();
+        let added = self.git(work, &["add", file], &[]).await;
+        assert!(added.status.success(), "{}", stderr(&added));
+        let committed = self
+            .git(work, &["commit", "--quiet", "-m", message], &[])
+            .await;
+        assert!(committed.status.success(), "{}", stderr(&committed));
     }
 }
 
@@ -179,6 +179,23 @@ impl GitCli {
             Err(output)
         }
     }
+}
+
+/// The `GIT_CONFIG_*` variables Atmos exports (`git_config_mode: env`) so that git sends the
+/// URLs under each of `instead_of` to `host/owner` with `token`.
+fn insteadof_env(
+    token: &str,
+    host: &str,
+    owner: &str,
+    instead_of: &[String],
+) -> Vec<(String, String)> {
+    let key = format!("url.https://x-access-token:{token}@{host}/{owner}/.insteadOf");
+    let mut env = vec![("GIT_CONFIG_COUNT".to_owned(), instead_of.len().to_string())];
+    for (n, value) in instead_of.iter().enumerate() {
+        env.push((format!("GIT_CONFIG_KEY_{n}"), key.clone()));
+        env.push((format!("GIT_CONFIG_VALUE_{n}"), value.clone()));
+    }
+    env
 }
 
 fn stderr(output: &Output) -> String {
@@ -256,28 +273,20 @@ async fn a_push_needs_contents_write_and_lands_for_the_next_clone() {
         .clone(&w.url_with_token(&reader, "acme/infra"), &[])
         .await
         .unwrap();
-    std::fs::write(work.join("CHANGELOG.md"), "pushed through the simulator\n").unwrap();
-    let added = w.git(&work, &["add", "CHANGELOG.md"], &[]).await;
-    assert!(added.status.success(), "{}", stderr(&added));
-    let committed = w
-        .git(&work, &["commit", "--quiet", "-m", "Add a changelog"], &[])
-        .await;
-    assert!(committed.status.success(), "{}", stderr(&committed));
+    w.commit(
+        &work,
+        "CHANGELOG.md",
+        "pushed through the simulator\n",
+        "Add a changelog",
+    )
+    .await;
 
-    let refused = w.git(&work, &["push", "origin", "HEAD:main"], &[]).await;
+    let refused = w.push(&work, "origin").await;
     assert!(!refused.status.success());
     assert!(stderr(&refused).contains("403"), "{}", stderr(&refused));
 
     let pushed = w
-        .git(
-            &work,
-            &[
-                "push",
-                &w.url_with_token(&writer, "acme/infra"),
-                "HEAD:main",
-            ],
-            &[],
-        )
+        .push(&work, &w.url_with_token(&writer, "acme/infra"))
         .await;
     assert!(pushed.status.success(), "{}", stderr(&pushed));
 
@@ -339,25 +348,15 @@ async fn an_atmos_insteadof_rewrite_carries_the_token_for_urls_as_users_write_th
     let token = w.mint(json!({"permissions": {"contents": "read"}})).await;
     let host = &w.git.host;
     // Exactly what Atmos exports with `git_config_mode: env`.
-    let rewrites = [
-        ("GIT_CONFIG_COUNT".to_owned(), "2".to_owned()),
-        (
-            "GIT_CONFIG_KEY_0".to_owned(),
-            format!("url.https://x-access-token:{token}@{host}/acme/.insteadOf"),
-        ),
-        (
-            "GIT_CONFIG_VALUE_0".to_owned(),
+    let rewrites = insteadof_env(
+        &token,
+        host,
+        "acme",
+        &[
             format!("https://{host}/acme/"),
-        ),
-        (
-            "GIT_CONFIG_KEY_1".to_owned(),
-            format!("url.https://x-access-token:{token}@{host}/acme/.insteadOf"),
-        ),
-        (
-            "GIT_CONFIG_VALUE_1".to_owned(),
             format!("ssh://git@{host}/acme/"),
-        ),
-    ];
+        ],
+    );
     for path in ["acme/infra", "acme/modules.git"] {
         let cloned = w.clone(&w.url(path), &rewrites).await.unwrap();
         let name = path.trim_start_matches("acme/").trim_end_matches(".git");
@@ -378,29 +377,11 @@ async fn public_repositories_are_readable_anonymously_but_not_writable() {
     let reader = w
         .mint(json!({"repositories": ["infra"], "permissions": {"contents": "read"}}))
         .await;
-    std::fs::write(cloned.join("x.txt"), "x\n").unwrap();
-    assert!(w
-        .git(&cloned, &["add", "x.txt"], &[])
-        .await
-        .status
-        .success());
-    assert!(w
-        .git(&cloned, &["commit", "--quiet", "-m", "x"], &[])
-        .await
-        .status
-        .success());
-    let anonymous = w.git(&cloned, &["push", "origin", "HEAD:main"], &[]).await;
+    w.commit(&cloned, "x.txt", "x\n", "x").await;
+    let anonymous = w.push(&cloned, "origin").await;
     assert!(!anonymous.status.success());
     let unreached = w
-        .git(
-            &cloned,
-            &[
-                "push",
-                &w.url_with_token(&reader, "acme/website"),
-                "HEAD:main",
-            ],
-            &[],
-        )
+        .push(&cloned, &w.url_with_token(&reader, "acme/website"))
         .await;
     assert!(!unreached.status.success());
     assert!(stderr(&unreached).contains("403"), "{}", stderr(&unreached));
@@ -416,10 +397,7 @@ async fn repositories_added_later_are_served_and_bad_requests_do_not_stop_the_se
     );
     let token = w.mint(json!({"repositories": ["late-arrival"]})).await;
 
-    let trusting = reqwest::Client::builder()
-        .add_root_certificate(w.git.ca.root_certificate())
-        .build()
-        .unwrap();
+    let trusting = client_trusting(&w.git.ca);
     let cases = [
         ("/acme/late-arrival/info/refs", 403),
         ("/acme/%2e%2e/info/refs?service=git-upload-pack", 404),
@@ -478,10 +456,7 @@ async fn repositories_added_later_are_served_and_bad_requests_do_not_stop_the_se
 
 #[tokio::test]
 async fn tokens_the_dev_broker_mints_clone_from_the_host_they_name_until_revoked() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let world = DevWorld::start(listener.local_addr().unwrap())
-        .await
-        .unwrap();
+    let (world, broker) = spawn_dev_broker(|_| {}).await;
     let git_host = world
         .git_host()
         .expect("the dev world's git server needs the `git` binary on PATH")
@@ -490,35 +465,22 @@ async fn tokens_the_dev_broker_mints_clone_from_the_host_they_name_until_revoked
     let ca = world.ca_pem_path().unwrap();
     assert!(ca.starts_with(world.dir.path()));
     let cli = GitCli::new(ca);
-    let app = App::build(world.config.clone()).await.unwrap();
-    let broker = sts_broker::server::spawn(app, listener).unwrap();
-    world.seed(&broker.url).await.unwrap();
     let http = reqwest::Client::new();
-
-    let job = ActionsJob {
-        workflow_path: ".github/workflows/deploy.yml".into(),
-        ..ActionsJob::default()
+    let api = BrokerApi {
+        http: &http,
+        base: &broker.url,
     };
-    let exchanged: Value = http
-        .post(format!("{}/api/v1/auth/github-oidc", broker.url))
-        .json(&json!({ "token": world.issuer.token_for(&job, DEV_AUDIENCE), "workspaceId": DEV_WORKSPACE }))
-        .send()
+
+    let session = api
+        .session(&world.issuer.token_for(&main_job(), DEV_AUDIENCE))
+        .await;
+    let minted = api
+        .sts(
+            &session,
+            json!({ "sources": ["acme/modules"], "policyName": "default" }),
+        )
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let session = exchanged["data"]["token"].as_str().unwrap().to_owned();
-    let minted: Value = http
-        .post(format!("{}/api/v1/sts", broker.url))
-        .bearer_auth(&session)
-        .json(&json!({ "sources": ["acme/modules"], "policyName": "default" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .body;
     let token = &minted["data"]["tokens"][0];
     assert_eq!(token["host"], git_host.as_str(), "{minted}");
     let (host, owner, secret) = (
@@ -526,17 +488,7 @@ async fn tokens_the_dev_broker_mints_clone_from_the_host_they_name_until_revoked
         token["owner"].as_str().unwrap(),
         token["token"].as_str().unwrap(),
     );
-    let rewrite = [
-        ("GIT_CONFIG_COUNT".to_owned(), "1".to_owned()),
-        (
-            "GIT_CONFIG_KEY_0".to_owned(),
-            format!("url.https://x-access-token:{secret}@{host}/{owner}/.insteadOf"),
-        ),
-        (
-            "GIT_CONFIG_VALUE_0".to_owned(),
-            format!("https://{host}/{owner}/"),
-        ),
-    ];
+    let rewrite = insteadof_env(secret, host, owner, &[format!("https://{host}/{owner}/")]);
     let modules = format!("https://{host}/{owner}/modules");
     let cloned = cli.clone(&modules, &rewrite).await.unwrap();
     assert_eq!(readme(&cloned), readme_for("acme", "modules"));
@@ -545,13 +497,7 @@ async fn tokens_the_dev_broker_mints_clone_from_the_host_they_name_until_revoked
         .await
         .unwrap_err();
 
-    let revoked = http
-        .post(format!("{}/api/v1/sts/revoke", broker.url))
-        .bearer_auth(&session)
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(revoked.status(), 200);
+    let revoked = api.revoke(&session, json!({})).await;
+    assert_eq!(revoked.status, 200);
     cli.clone(&modules, &rewrite).await.unwrap_err();
 }

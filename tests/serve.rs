@@ -7,11 +7,18 @@
     reason = "test setup failures should fail the test"
 )]
 
+#[expect(
+    dead_code,
+    reason = "shared with the api and git_sim tests, which run the broker in this process"
+)]
+mod support;
+
 use serde_json::{json, Value};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use sts_broker::dev::{DevWorld, DEV_AUDIENCE, DEV_WORKSPACE};
+use support::{main_job, BrokerApi};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::Command;
 
@@ -97,39 +104,27 @@ async fn serve_runs_as_a_process_logs_json_without_secrets_and_stops_on_sigterm(
     assert_eq!(ready.status(), 200);
     world.seed(&base).await.unwrap();
 
-    let job = sts_sim::oidc::ActionsJob {
-        workflow_path: ".github/workflows/deploy.yml".into(),
-        ..Default::default()
+    let api = BrokerApi {
+        http: &http,
+        base: &base,
     };
-    let oidc = world.issuer.token_for(&job, DEV_AUDIENCE);
-    let exchange: Value = http
-        .post(format!("{base}/api/v1/auth/github-oidc"))
-        .json(&json!({ "token": oidc, "workspaceId": DEV_WORKSPACE }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(exchange["success"], true, "{exchange}");
-    let session = exchange["data"]["token"].as_str().unwrap().to_owned();
-    let mint: Value = http
-        .post(format!("{base}/api/v1/sts"))
-        .bearer_auth(&session)
-        .json(&json!({ "sources": ["acme/modules"], "policyName": "default" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(mint["success"], true, "{mint}");
-    let minted = mint["data"]["tokens"][0]["token"]
+    let oidc = world.issuer.token_for(&main_job(), DEV_AUDIENCE);
+    let exchange = api.exchange(&oidc, DEV_WORKSPACE).await;
+    assert_eq!(exchange.body["success"], true, "{}", exchange.body);
+    let session = exchange.data()["token"].as_str().unwrap().to_owned();
+    let mint = api
+        .sts(
+            &session,
+            json!({ "sources": ["acme/modules"], "policyName": "default" }),
+        )
+        .await;
+    assert_eq!(mint.body["success"], true, "{}", mint.body);
+    let minted = mint.data()["tokens"][0]["token"]
         .as_str()
         .unwrap()
         .to_owned();
     assert!(world.github.token_is_live(&minted));
-    let mint_request_id = mint["request"].as_str().unwrap().to_owned();
+    let mint_request_id = mint.body["request"].as_str().unwrap().to_owned();
 
     let kill = std::process::Command::new("kill")
         .arg("-TERM")

@@ -4,6 +4,7 @@
 //! repositories with permissions. See `docs/policies.md` for the format. Knows nothing about
 //! axum, the store or GitHub.
 
+mod compile;
 mod matcher;
 mod model;
 mod permissions;
@@ -15,8 +16,8 @@ pub use model::{
 };
 pub use permissions::{Level, PermissionScope, PermissionSet};
 
-use matcher::{compile_glob, compile_pattern, has_glob, is_login_claim, name_glob_matches};
-use matcher::{ClaimMatcher, Mismatch, Test, ValueMatcher};
+use matcher::name_glob_matches;
+use matcher::{ClaimMatcher, Mismatch};
 use serde_json::{Map, Value};
 
 /// Caller's claims (a JSON object). Only string and bool values ever match.
@@ -150,48 +151,6 @@ pub enum RepoDecision {
     NotGranted,
 }
 
-/// Claims GitHub Actions puts in its OIDC tokens (github-facts.md). A `match` on anything else
-/// (`refs` for `ref`) can never be satisfied by a GitHub Actions caller, so it earns a warning.
-const KNOWN_CLAIMS: &[&str] = &[
-    "iss",
-    "aud",
-    "sub",
-    "exp",
-    "iat",
-    "nbf",
-    "jti",
-    "actor",
-    "actor_id",
-    "base_ref",
-    "head_ref",
-    "ref",
-    "ref_type",
-    "ref_protected",
-    "sha",
-    "event_name",
-    "run_id",
-    "run_number",
-    "run_attempt",
-    "runner_environment",
-    "environment",
-    "job_workflow_ref",
-    "job_workflow_sha",
-    "workflow",
-    "workflow_ref",
-    "workflow_sha",
-    "repository",
-    "repository_id",
-    "repository_owner",
-    "repository_owner_id",
-    "repository_visibility",
-    "enterprise",
-    "enterprise_id",
-    "check_run_id",
-];
-
-/// Prefix of GitHub's custom-property claims (`repo_property_team`).
-const REPO_PROPERTY_CLAIM_PREFIX: &str = "repo_property_";
-
 /// One rule, ready to evaluate.
 #[derive(Debug, Clone)]
 struct CompiledRule {
@@ -246,121 +205,16 @@ impl CompiledPolicy {
         Self::compile(document)
     }
 
-    /// Compile a validated document. Private: a hand-built document has skipped validation
-    /// (owner binding among it).
+    /// Compile a validated document rule by rule, collecting every error and warning. Private:
+    /// a hand-built document has skipped validation (owner binding among it).
     fn compile(document: PolicyDocument) -> Result<Self, Vec<String>> {
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
-        let mut rules = Vec::with_capacity(document.rules.len());
-        for rule in &document.rules {
-            let mut matchers = Vec::new();
-            for (claim, values) in &rule.match_claims {
-                let ci = is_login_claim(claim);
-                let mut compiled = Vec::with_capacity(values.len());
-                for v in values {
-                    compiled.push(match v {
-                        MatchValue::Bool(b) => ValueMatcher::Bool(*b),
-                        MatchValue::String(s) if has_glob(s) => match compile_glob(s, ci) {
-                            Ok(re) => ValueMatcher::Glob(re),
-                            Err(e) => {
-                                errors.push(format!("rule {}: match.{claim}: {e}", rule.name));
-                                continue;
-                            }
-                        },
-                        MatchValue::String(s) => ValueMatcher::Exact(s.clone()),
-                    });
-                }
-                matchers.push(ClaimMatcher {
-                    claim: claim.clone(),
-                    test: Test::AnyOf(compiled),
-                });
-            }
-            for (claim, pattern) in &rule.match_patterns {
-                match compile_pattern(pattern, is_login_claim(claim)) {
-                    Ok(re) => matchers.push(ClaimMatcher {
-                        claim: claim.clone(),
-                        test: Test::Pattern(re),
-                    }),
-                    Err(e) => {
-                        errors.push(format!("rule {}: match_patterns.{claim}: {e}", rule.name))
-                    }
-                }
-            }
-            for claim in rule.match_claims.keys().chain(rule.match_patterns.keys()) {
-                if !KNOWN_CLAIMS.contains(&claim.as_str())
-                    && !claim.starts_with(REPO_PROPERTY_CLAIM_PREFIX)
-                {
-                    warnings.push(format!(
-                        "rule {} matches claim {claim}, which GitHub Actions tokens do not carry: \
-                         the rule never matches a caller without it",
-                        rule.name
-                    ));
-                }
-            }
-
-            // github-facts: bind on ids, which survive renames and cannot be re-registered.
-            if !model::binds_an_id(rule) {
-                warnings.push(format!(
-                    "rule {} binds the owner by login only: if the account is renamed or deleted, \
-                     whoever registers the login gets this rule; add repository_owner_id to bind \
-                     the immutable id",
-                    rule.name
-                ));
-            }
-
-            let mut grants: Vec<(String, RepoSelector)> = Vec::new();
-            for repo in &rule.repositories {
-                let whole = repo.name.chars().all(|c| c == '*');
-                let idx = match grants
-                    .iter()
-                    .position(|(o, _)| o.eq_ignore_ascii_case(&repo.owner))
-                {
-                    Some(idx) => idx,
-                    None => {
-                        grants.push((repo.owner.clone(), RepoSelector::Patterns(Vec::new())));
-                        grants.len() - 1
-                    }
-                };
-                let sel = &mut grants[idx].1;
-                match sel {
-                    RepoSelector::All => {}
-                    _ if whole => *sel = RepoSelector::All,
-                    RepoSelector::Patterns(ps) => ps.push(repo.name.clone()),
-                }
-            }
-            for (owner, sel) in &grants {
-                if *sel == RepoSelector::All {
-                    warnings.push(format!(
-                        "rule {} grants {owner}/*: the whole installation, including repositories \
-                         created later",
-                        rule.name
-                    ));
-                }
-            }
-            for key in rule.permissions.0.keys() {
-                match permissions::scope(key) {
-                    Some(PermissionScope::Organization) => warnings.push(format!(
-                        "rule {} grants organization permission {key}: reaches the whole \
-                         organization, not only the granted repositories",
-                        rule.name
-                    )),
-                    Some(PermissionScope::User) => warnings.push(format!(
-                        "rule {} grants user permission {key}: acts on the account of the user \
-                         who owns the installation",
-                        rule.name
-                    )),
-                    Some(PermissionScope::Repository) | None => {}
-                }
-            }
-
-            rules.push(CompiledRule {
-                name: rule.name.clone(),
-                issuer: rule.issuer.clone(),
-                matchers,
-                grants,
-                permissions: rule.permissions.clone(),
-            });
-        }
+        let rules = document
+            .rules
+            .iter()
+            .map(|rule| compile::rule(rule, &mut errors, &mut warnings))
+            .collect();
         if !errors.is_empty() {
             return Err(errors);
         }

@@ -1,16 +1,16 @@
 use crate::helpers::*;
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{json, Value};
+
+/// `POST /admin/workspaces` with `body`.
+async fn create_workspace(app: &TestApp, body: Value) -> Reply {
+    app.admin(Method::POST, "/workspaces", Some(body)).await
+}
 
 #[tokio::test]
 async fn admin_endpoints_require_the_operator_token() {
     let app = spawn_app().await;
-    let res = app
-        .http
-        .get(app.url("/api/v1/admin/workspaces"))
-        .send()
-        .await
-        .unwrap();
+    let res = app.get("/api/v1/admin/workspaces").await;
     assert_eq!(res.status(), 401);
     let res = app
         .http
@@ -28,38 +28,14 @@ async fn admin_endpoints_require_the_operator_token() {
 #[tokio::test]
 async fn workspaces_are_created_once_and_unknown_fields_are_rejected() {
     let app = spawn_app().await;
-    let r = app
-        .admin(
-            Method::POST,
-            "/workspaces",
-            Some(json!({ "id": "beta", "name": "Beta" })),
-        )
-        .await;
+    let r = create_workspace(&app, json!({ "id": "beta", "name": "Beta" })).await;
     assert_eq!(r.status, 201, "{}", r.body);
     assert_eq!(r.data()["stsEnabled"], true);
-    let r = app
-        .admin(
-            Method::POST,
-            "/workspaces",
-            Some(json!({ "id": "beta", "name": "Beta" })),
-        )
-        .await;
+    let r = create_workspace(&app, json!({ "id": "beta", "name": "Beta" })).await;
     assert_eq!(r.status, 409);
-    let r = app
-        .admin(
-            Method::POST,
-            "/workspaces",
-            Some(json!({ "id": "gamma", "name": "G", "colour": 1 })),
-        )
-        .await;
+    let r = create_workspace(&app, json!({ "id": "gamma", "name": "G", "colour": 1 })).await;
     assert_eq!(r.status, 400);
-    let r = app
-        .admin(
-            Method::POST,
-            "/workspaces",
-            Some(json!({ "id": "Bad Id", "name": "x" })),
-        )
-        .await;
+    let r = create_workspace(&app, json!({ "id": "Bad Id", "name": "x" })).await;
     assert_eq!(r.status, 400);
     assert!(!r.data()["validationErrors"].as_array().unwrap().is_empty());
 }
@@ -67,12 +43,7 @@ async fn workspaces_are_created_once_and_unknown_fields_are_rejected() {
 #[tokio::test]
 async fn an_installation_links_to_one_workspace_only() {
     let app = spawn_app().await;
-    app.admin(
-        Method::POST,
-        "/workspaces",
-        Some(json!({ "id": "beta", "name": "Beta" })),
-    )
-    .await;
+    create_workspace(&app, json!({ "id": "beta", "name": "Beta" })).await;
     let r = app
         .admin(Method::PUT, "/workspaces/beta/installations/acme", None)
         .await;
@@ -193,35 +164,24 @@ async fn audit_pages_newest_first_with_a_cursor() {
 #[tokio::test]
 async fn ops_endpoints_answer_without_an_envelope() {
     let app = spawn_app().await;
-    let r = app.http.get(app.url("/healthz")).send().await.unwrap();
+    let r = app.get("/healthz").await;
     assert_eq!(r.status(), 200);
-    let r = app.http.get(app.url("/readyz")).send().await.unwrap();
+    let r = app.get("/readyz").await;
     assert_eq!(r.status(), 200);
-    let jwks: serde_json::Value = app
-        .http
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
+    let jwks: Value = app
+        .get("/.well-known/jwks.json")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(jwks["keys"][0]["alg"], "ES256");
     app.session(&main_job()).await;
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("sts_exchanges_total"), "{metrics}");
     assert!(metrics.contains("outcome=\"success\""), "{metrics}");
-    let r = app.http.get(app.url("/api/v1/nope")).send().await.unwrap();
+    let r = app.get("/api/v1/nope").await;
     assert_eq!(r.status(), 404);
-    let body: serde_json::Value = r.json().await.unwrap();
+    let body: Value = r.json().await.unwrap();
     assert_eq!(body["success"], false);
 }
 

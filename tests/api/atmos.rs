@@ -1,5 +1,7 @@
-//! Atmos CLI's wire behaviour (shared/reference/atmos-client-wire.md §1.3–1.5), played byte for
-//! byte: the URLs it builds, the headers it sends, the fields it decodes.
+//! Atmos CLI's wire behaviour, as its source writes it (<https://github.com/cloudposse/atmos>:
+//! the exchange in `pkg/pro/api_client.go`, the mint and the revoke at GitHub in
+//! `pkg/auth/integrations/github/sts.go`), played byte for byte: the URLs it builds, the headers
+//! it sends, the fields it decodes.
 
 use crate::helpers::*;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -85,18 +85,14 @@ impl Ledger {
 }
 
 async fn post_raw(app: &TestApp, path: &str, bearer: &str, body: &str) -> Reply {
-    let res = app
-        .http
-        .post(app.url(path))
-        .bearer_auth(bearer)
-        .header("content-type", "application/json")
-        .body(body.to_owned())
-        .send()
-        .await
-        .unwrap();
-    let status = res.status().as_u16();
-    let body = res.json().await.unwrap_or(Value::Null);
-    Reply { status, body }
+    reply(
+        app.http
+            .post(app.url(path))
+            .bearer_auth(bearer)
+            .header("content-type", "application/json")
+            .body(body.to_owned()),
+    )
+    .await
 }
 
 fn not_actions_claims(app: &TestApp) -> String {

@@ -1,27 +1,16 @@
-use serde_json::{json, Value};
-use sts_broker::app::App;
+#[path = "../support/mod.rs"]
+mod support;
+
+use serde_json::Value;
 use sts_broker::dev::{DevWorld, DEV_AUDIENCE, DEV_WORKSPACE};
 use sts_broker::server::RunningBroker;
 use sts_sim::oidc::ActionsJob;
+pub(crate) use support::{main_job, reply, BrokerApi, Reply};
 
 pub(crate) struct TestApp {
     pub(crate) world: DevWorld,
     pub(crate) broker: RunningBroker,
     pub(crate) http: reqwest::Client,
-}
-
-pub(crate) struct Reply {
-    pub(crate) status: u16,
-    pub(crate) body: Value,
-}
-
-impl Reply {
-    pub(crate) fn tag(&self) -> &str {
-        self.body["errorTag"].as_str().unwrap_or("")
-    }
-    pub(crate) fn data(&self) -> &Value {
-        &self.body["data"]
-    }
 }
 
 /// A broker on SQLite with the dev world seeded (workspace `acme`, policy `default`).
@@ -31,15 +20,7 @@ pub(crate) async fn spawn_app() -> TestApp {
 
 /// [`spawn_app`], with `prepare` run on the simulators before the broker starts and seeds.
 pub(crate) async fn spawn_app_with(prepare: impl FnOnce(&DevWorld)) -> TestApp {
-    sts_broker::telemetry::init_for_test();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let world = DevWorld::start(listener.local_addr().unwrap())
-        .await
-        .unwrap();
-    prepare(&world);
-    let app = App::build(world.config.clone()).await.unwrap();
-    let broker = sts_broker::server::spawn(app, listener).unwrap();
-    world.seed(&broker.url).await.unwrap();
+    let (world, broker) = support::spawn_dev_broker(prepare).await;
     TestApp {
         world,
         broker,
@@ -47,23 +28,22 @@ pub(crate) async fn spawn_app_with(prepare: impl FnOnce(&DevWorld)) -> TestApp {
     }
 }
 
-pub(crate) fn main_job() -> ActionsJob {
-    ActionsJob {
-        workflow_path: ".github/workflows/deploy.yml".into(),
-        ..ActionsJob::default()
-    }
-}
-
-async fn reply(res: reqwest::Response) -> Reply {
-    let status = res.status().as_u16();
-    let text = res.text().await.unwrap();
-    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    Reply { status, body }
-}
-
 impl TestApp {
     pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.broker.url)
+    }
+
+    /// The broker's CI endpoints, called as Atmos and the client call them.
+    pub(crate) fn api(&self) -> BrokerApi<'_> {
+        BrokerApi {
+            http: &self.http,
+            base: &self.broker.url,
+        }
+    }
+
+    /// `GET {path}` at the broker, without credentials.
+    pub(crate) async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).send().await.unwrap()
     }
 
     pub(crate) fn oidc_token(&self, job: &ActionsJob) -> String {
@@ -75,56 +55,24 @@ impl TestApp {
     }
 
     pub(crate) async fn post_exchange_to(&self, token: &str, workspace: &str) -> Reply {
-        let res = self
-            .http
-            .post(self.url("/api/v1/auth/github-oidc"))
-            .json(&json!({ "token": token, "workspaceId": workspace }))
-            .send()
-            .await
-            .unwrap();
-        reply(res).await
+        self.api().exchange(token, workspace).await
     }
 
     /// A fresh session for `job`.
     pub(crate) async fn session(&self, job: &ActionsJob) -> String {
-        let r = self.post_exchange(&self.oidc_token(job)).await;
-        assert_eq!(r.status, 200, "{}", r.body);
-        r.data()["token"].as_str().unwrap().to_owned()
+        self.api().session(&self.oidc_token(job)).await
     }
 
     pub(crate) async fn post_sts(&self, session: &str, body: Value) -> Reply {
-        let res = self
-            .http
-            .post(self.url("/api/v1/sts"))
-            .bearer_auth(session)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        reply(res).await
+        self.api().sts(session, body).await
     }
 
     pub(crate) async fn post_revoke(&self, session: &str, body: Value) -> Reply {
-        let res = self
-            .http
-            .post(self.url("/api/v1/sts/revoke"))
-            .bearer_auth(session)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        reply(res).await
+        self.api().revoke(session, body).await
     }
 
     pub(crate) async fn delete_session(&self, session: &str) -> Reply {
-        let res = self
-            .http
-            .delete(self.url("/api/v1/auth/session"))
-            .bearer_auth(session)
-            .send()
-            .await
-            .unwrap();
-        reply(res).await
+        self.api().end_session(session).await
     }
 
     pub(crate) async fn admin(
@@ -140,20 +88,18 @@ impl TestApp {
         if let Some(body) = body {
             req = req.json(&body);
         }
-        reply(req.send().await.unwrap()).await
+        reply(req).await
     }
 
     pub(crate) async fn put_policy_yaml(&self, ws: &str, name: &str, yaml: &str) -> Reply {
-        let res = self
-            .http
-            .put(self.url(&format!("/api/v1/admin/workspaces/{ws}/policies/{name}")))
-            .bearer_auth(&self.world.admin_token)
-            .header("content-type", "application/yaml")
-            .body(yaml.to_owned())
-            .send()
-            .await
-            .unwrap();
-        reply(res).await
+        reply(
+            self.http
+                .put(self.url(&format!("/api/v1/admin/workspaces/{ws}/policies/{name}")))
+                .bearer_auth(&self.world.admin_token)
+                .header("content-type", "application/yaml")
+                .body(yaml.to_owned()),
+        )
+        .await
     }
 
     /// Status of `GET {github}/repos/{repo}` with `token`, at the simulator.

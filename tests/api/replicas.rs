@@ -37,66 +37,40 @@ async fn two_replicas_on_postgres_share_replay_protection_sessions_and_revocatio
     let oidc = world
         .issuer
         .token_for(&main_job(), sts_broker::dev::DEV_AUDIENCE);
-    let exchange = |base: String, token: String| {
-        let http = http.clone();
-        async move {
-            http.post(format!("{base}/api/v1/auth/github-oidc"))
-                .json(&json!({ "token": token, "workspaceId": DEV_WORKSPACE }))
-                .send()
-                .await
-                .unwrap()
-        }
-    };
-    let first = exchange(a.url.clone(), oidc.clone()).await;
-    assert_eq!(first.status(), 200);
-    let session = first.json::<serde_json::Value>().await.unwrap()["data"]["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let replay = exchange(b.url.clone(), oidc).await;
+    let (at_a, at_b) = (
+        BrokerApi {
+            http: &http,
+            base: &a.url,
+        },
+        BrokerApi {
+            http: &http,
+            base: &b.url,
+        },
+    );
+    let first = at_a.exchange(&oidc, DEV_WORKSPACE).await;
+    assert_eq!(first.status, 200);
+    let session = first.data()["token"].as_str().unwrap().to_owned();
+    let replay = at_b.exchange(&oidc, DEV_WORKSPACE).await;
     assert_eq!(
-        replay.status(),
-        401,
+        replay.status, 401,
         "the replay at the second replica is refused"
     );
-    assert_eq!(
-        replay.json::<serde_json::Value>().await.unwrap()["errorTag"],
-        "token_replayed"
-    );
+    assert_eq!(replay.body["errorTag"], "token_replayed");
 
     // A session made at A works at B (shared signing key) ...
-    let mint = http
-        .post(format!("{}/api/v1/sts", b.url))
-        .bearer_auth(&session)
-        .json(&json!({ "sources": ["acme/modules"] }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(mint.status(), 200);
-    let body: serde_json::Value = mint.json().await.unwrap();
-    let token = body["data"]["tokens"][0]["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let mint = at_b
+        .sts(&session, json!({ "sources": ["acme/modules"] }))
+        .await;
+    assert_eq!(mint.status, 200);
+    let token = tokens(&mint)[0]["token"].as_str().unwrap().to_owned();
     assert!(world.github.token_is_live(&token));
 
     // ... and once revoked at B it is dead at A, and so is its token.
-    let end = http
-        .delete(format!("{}/api/v1/auth/session", b.url))
-        .bearer_auth(&session)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(end.status(), 200);
+    let end = at_b.end_session(&session).await;
+    assert_eq!(end.status, 200);
     assert!(!world.github.token_is_live(&token));
-    let again = http
-        .post(format!("{}/api/v1/sts", a.url))
-        .bearer_auth(&session)
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(again.status(), 401);
+    let again = at_a.sts(&session, json!({})).await;
+    assert_eq!(again.status, 401);
 
     drop((a, b));
     sqlx::query(&format!("drop schema {schema} cascade"))

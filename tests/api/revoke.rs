@@ -1,5 +1,15 @@
 use crate::helpers::*;
-use serde_json::json;
+use serde_json::{json, Value};
+
+/// An administrator's `POST /admin/workspaces/acme/revocations` with `body`.
+async fn revoke_in_acme(app: &TestApp, body: Value) -> Reply {
+    app.admin(
+        reqwest::Method::POST,
+        "/workspaces/acme/revocations",
+        Some(body),
+    )
+    .await
+}
 
 #[tokio::test]
 async fn revoking_by_id_kills_that_token_at_github_and_is_idempotent() {
@@ -68,13 +78,7 @@ async fn an_administrator_revokes_by_repository_and_everything_at_once() {
         &app.post_sts(&s2, json!({ "sources": ["acme-labs/shared-modules"] }))
             .await,
     );
-    let r = app
-        .admin(
-            reqwest::Method::POST,
-            "/workspaces/acme/revocations",
-            Some(json!({ "repository": "acme/modules" })),
-        )
-        .await;
+    let r = revoke_in_acme(&app, json!({ "repository": "acme/modules" })).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.data()["revoked"], 1);
     assert_eq!(
@@ -87,26 +91,14 @@ async fn an_administrator_revokes_by_repository_and_everything_at_once() {
             .await,
         200
     );
-    let r = app
-        .admin(
-            reqwest::Method::POST,
-            "/workspaces/acme/revocations",
-            Some(json!({ "all": true })),
-        )
-        .await;
+    let r = revoke_in_acme(&app, json!({ "all": true })).await;
     assert_eq!(r.data()["revoked"], 1);
     assert_eq!(
         app.github_get_repo(t2[0]["token"].as_str().unwrap(), "acme-labs/shared-modules")
             .await,
         401
     );
-    let r = app
-        .admin(
-            reqwest::Method::POST,
-            "/workspaces/acme/revocations",
-            Some(json!({})),
-        )
-        .await;
+    let r = revoke_in_acme(&app, json!({})).await;
     assert_eq!(r.status, 400);
     let events = app.audit_events().await;
     assert_eq!(

@@ -72,16 +72,7 @@ async fn deleting_a_workspace_while_a_mint_is_at_github_revokes_that_mints_token
         let http = app.http.clone();
         let url = app.url("/api/v1/sts");
         tokio::spawn(async move {
-            let res = http
-                .post(url)
-                .bearer_auth(session)
-                .json(&deploy_mint())
-                .send()
-                .await
-                .unwrap();
-            let status = res.status().as_u16();
-            let body: serde_json::Value = res.json().await.unwrap();
-            Reply { status, body }
+            reply(http.post(url).bearer_auth(session).json(&deploy_mint())).await
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -296,7 +296,6 @@ pub(crate) async fn read_capped(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;

@@ -325,18 +325,10 @@ fn count(n: usize, noun: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::tok;
 
     fn token(owner: &str) -> ClientToken {
-        ClientToken {
-            id: None,
-            host: "github.com".into(),
-            owner: owner.into(),
-            token: "t".into(),
-            expires_at: String::new(),
-            repositories: None,
-            permissions: Default::default(),
-            installation_id: None,
-        }
+        tok("github.com", owner, "t", None)
     }
 
     #[test]

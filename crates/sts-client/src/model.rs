@@ -40,6 +40,14 @@ pub(crate) struct ClientToken {
     pub(crate) installation_id: Option<serde_json::Value>,
 }
 
+/// What `{:?}` shows in place of a secret.
+pub(crate) const REDACTED: &str = "[redacted]";
+
+/// [`REDACTED`] for a secret that is there: `{:?}` tells whether it is set, never what it is.
+pub(crate) fn redacted<T>(secret: Option<&T>) -> Option<&'static str> {
+    secret.map(|_| REDACTED)
+}
+
 // Hand-written so that a token can never reach a log line through `{:?}`.
 impl std::fmt::Debug for ClientToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -47,7 +55,7 @@ impl std::fmt::Debug for ClientToken {
             .field("id", &self.id)
             .field("host", &self.host)
             .field("owner", &self.owner)
-            .field("token", &"[redacted]")
+            .field("token", &REDACTED)
             .field("expires_at", &self.expires_at)
             .field("repositories", &self.repositories)
             .field("permissions", &self.permissions)

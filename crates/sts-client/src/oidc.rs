@@ -182,7 +182,6 @@ fn check_request_url(raw: &str) -> Result<Url, ClientError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

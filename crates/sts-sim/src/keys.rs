@@ -22,13 +22,7 @@ pub struct RsaKeyPair {
     pub kid: String,
 }
 
-impl std::fmt::Debug for RsaKeyPair {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RsaKeyPair")
-            .field("kid", &self.kid)
-            .finish_non_exhaustive()
-    }
-}
+debug_showing!(RsaKeyPair { kid });
 
 impl RsaKeyPair {
     /// Generate a new 2048-bit key.

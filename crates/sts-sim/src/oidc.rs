@@ -4,9 +4,9 @@
 //!
 //! NOT FOR PRODUCTION: its keys live for one process and it signs whatever it is asked to.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 
 use crate::keys::RsaKeyPair;
+use crate::serving::{bind_loopback, Serving};
 
 /// A token's claims as a JSON object: the shape the broker's verifier (`sts_broker::oidc::Claims`)
 /// uses too, so what the simulator signs is what a verifier hands back.
@@ -158,28 +159,14 @@ impl OidcIssuerSimulator {
 
     /// Serve discovery, JWKS and the Actions token-request endpoint on `127.0.0.1:0`.
     pub async fn start(&self) -> std::io::Result<RunningIssuer> {
-        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let listener = bind_loopback().await?;
         let addr = listener.local_addr()?;
         let issuer = format!("http://{addr}");
         write(&self.inner.issuer, issuer.clone());
-
-        let app = self.router();
-        let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = shutdown_rx.await;
-                })
-                .await;
-            if let Err(err) = served {
-                tracing::warn!(error = %err, "oidc issuer simulator stopped: {err}");
-            }
-        });
         Ok(RunningIssuer {
             addr,
             issuer,
-            shutdown: Some(shutdown),
-            task,
+            server: Serving::spawn(listener, self.router(), "oidc issuer simulator"),
         })
     }
 
@@ -318,16 +305,20 @@ impl OidcIssuerSimulator {
 
     /// Test knob: the key that signs now (its private half too: this is a simulator).
     pub fn current_key(&self) -> RsaKeyPair {
-        let keys = self
-            .inner
-            .keys
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
+        let keys = self.published_keys();
         #[expect(
             clippy::expect_used,
             reason = "the key list is created non-empty and only grows before trimming"
         )]
         keys.last().cloned().expect("at least one key")
+    }
+
+    /// The published keys, oldest first.
+    fn published_keys(&self) -> RwLockReadGuard<'_, Vec<RsaKeyPair>> {
+        self.inner
+            .keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// `kid` of the signing key.
@@ -337,11 +328,7 @@ impl OidcIssuerSimulator {
 
     /// The JWKS the issuer publishes (ignoring any override).
     pub fn jwks(&self) -> Value {
-        let keys = self
-            .inner
-            .keys
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
+        let keys = self.published_keys();
         json!({ "keys": keys.iter().rev().map(RsaKeyPair::public_jwk).collect::<Vec<_>>() })
     }
 
@@ -482,183 +469,18 @@ pub struct RunningIssuer {
     pub addr: SocketAddr,
     /// The issuer URL (`http://127.0.0.1:PORT`).
     pub issuer: String,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+    server: Serving,
 }
 
-impl std::fmt::Debug for RunningIssuer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunningIssuer")
-            .field("addr", &self.addr)
-            .field("issuer", &self.issuer)
-            .finish_non_exhaustive()
-    }
-}
+debug_showing!(RunningIssuer { addr, issuer });
 
 impl Drop for RunningIssuer {
     fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        // Graceful shutdown waits for open keep-alive connections; aborting closes the listener now.
-        self.task.abort();
+        // Graceful shutdown waits for open keep-alive connections (a verifier's pooled JWKS
+        // client keeps one); aborting closes the listener now.
+        self.server.abort();
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Custom claims GitHub sends, every one a JSON string (GitHub facts).
-    const STRING_CLAIMS: [&str; 26] = [
-        "actor",
-        "actor_id",
-        "base_ref",
-        "head_ref",
-        "ref",
-        "ref_type",
-        "ref_protected",
-        "sha",
-        "event_name",
-        "run_id",
-        "run_number",
-        "run_attempt",
-        "runner_environment",
-        "job_workflow_ref",
-        "job_workflow_sha",
-        "workflow",
-        "workflow_ref",
-        "workflow_sha",
-        "repository",
-        "repository_id",
-        "repository_owner",
-        "repository_owner_id",
-        "repository_visibility",
-        "sub",
-        "jti",
-        "aud",
-    ];
-
-    #[tokio::test]
-    async fn claims_look_like_github_actions_claims() {
-        let sim = OidcIssuerSimulator::new();
-        let running = sim.start().await.unwrap();
-        let job = ActionsJob {
-            owner: "Acme".into(),
-            repo: "deploy".into(),
-            git_ref: "refs/tags/v1".into(),
-            ..ActionsJob::default()
-        };
-        let claims = sim.claims_for(&job, "atmos-pro.com");
-
-        for name in STRING_CLAIMS {
-            assert!(claims[name].is_string(), "{name} is not a string");
-        }
-        assert_eq!(claims["iss"], json!(running.issuer));
-        assert_eq!(claims["aud"], json!("atmos-pro.com"));
-        assert_eq!(claims["sub"], json!("repo:Acme/deploy:ref:refs/tags/v1"));
-        assert_eq!(claims["repository"], json!("Acme/deploy"));
-        assert_eq!(claims["repository_owner_id"], json!("1001"));
-        assert_eq!(claims["ref_type"], json!("tag"));
-        assert_eq!(
-            claims["workflow_ref"],
-            json!("Acme/deploy/.github/workflows/ci.yml@refs/tags/v1")
-        );
-        assert_eq!(claims["job_workflow_ref"], claims["workflow_ref"]);
-        let iat = claims["iat"].as_i64().unwrap();
-        assert_eq!(claims["nbf"].as_i64(), Some(iat - 300));
-        assert_eq!(claims["exp"].as_i64(), Some(iat + 300));
-        assert_ne!(
-            claims["jti"],
-            sim.claims_for(&job, "atmos-pro.com")["jti"],
-            "jti must be fresh per token"
-        );
-    }
-
-    #[tokio::test]
-    async fn the_actions_endpoint_needs_the_request_token() {
-        let sim = OidcIssuerSimulator::new();
-        let running = sim.start().await.unwrap();
-        let client = reqwest::Client::new();
-        let url = format!("{}&audience=atmos-pro.com", sim.actions_token_url());
-        assert!(url.starts_with(&running.issuer));
-
-        let right = sim.actions_request_token();
-        let cases = [
-            (None, StatusCode::UNAUTHORIZED),
-            (Some("Bearer wrong".to_owned()), StatusCode::UNAUTHORIZED),
-            (Some(format!("Basic {right}")), StatusCode::UNAUTHORIZED),
-            (Some(right.clone()), StatusCode::UNAUTHORIZED),
-            (Some(format!("Bearer {right}")), StatusCode::OK),
-            (Some(format!("bearer {right}")), StatusCode::OK),
-            (Some(format!("BEARER {right}")), StatusCode::OK),
-        ];
-        for (authorization, expected) in cases {
-            let mut request = client.get(&url);
-            if let Some(value) = &authorization {
-                request = request.header("authorization", value);
-            }
-            let status = request.send().await.unwrap().status();
-            assert_eq!(status.as_u16(), expected.as_u16(), "{authorization:?}");
-        }
-    }
-
-    #[tokio::test]
-    async fn discovery_and_jwks_publish_the_current_and_previous_keys() {
-        let sim = OidcIssuerSimulator::new();
-        let running = sim.start().await.unwrap();
-        let client = reqwest::Client::new();
-        let get = |path: &str| {
-            let request = client.get(format!("{}{path}", running.issuer)).send();
-            async move { request.await.unwrap().json::<Value>().await.unwrap() }
-        };
-
-        let discovery = get("/.well-known/openid-configuration").await;
-        assert_eq!(discovery["issuer"], json!(running.issuer));
-        assert_eq!(
-            discovery["jwks_uri"],
-            json!(format!("{}/.well-known/jwks", running.issuer))
-        );
-        assert_eq!(
-            discovery["id_token_signing_alg_values_supported"],
-            json!(["RS256"])
-        );
-
-        let first = sim.current_kid();
-        sim.rotate_key();
-        let second = sim.current_kid();
-        sim.rotate_key();
-        let third = sim.current_kid();
-        let jwks = get("/.well-known/jwks").await;
-        let kids: Vec<&str> = jwks["keys"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|k| k["kid"].as_str().unwrap())
-            .collect();
-        assert_eq!(kids, [third.as_str(), second.as_str()]);
-        assert!(!kids.contains(&first.as_str()));
-        assert_eq!(sim.jwks_fetch_count(), 1);
-        assert_eq!(sim.discovery_fetch_count(), 1);
-    }
-
-    #[tokio::test]
-    async fn dropping_the_running_issuer_stops_the_server() {
-        let sim = OidcIssuerSimulator::new();
-        let running = sim.start().await.unwrap();
-        let addr = running.addr;
-        assert!(tokio::net::TcpStream::connect(addr).await.is_ok());
-        drop(running);
-
-        // The abort lands when the runtime next polls the server task; give it a few turns.
-        let mut refused = false;
-        for _ in 0..50 {
-            if tokio::net::TcpStream::connect(addr).await.is_err() {
-                refused = true;
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        assert!(refused, "server still accepting connections after drop");
-    }
-}
+mod tests;

@@ -8,6 +8,7 @@
 //! [`TestCa::root_certificate`]. The CA's private key is dropped as soon as the server
 //! certificate is signed, so a trusted `ca.pem` can vouch for nothing else.
 
+use crate::serving::{bind_loopback, Serving};
 use axum::Router;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -45,11 +46,7 @@ pub struct TestCa {
     server_key: PrivatePkcs8KeyDer<'static>,
 }
 
-impl std::fmt::Debug for TestCa {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestCa").finish_non_exhaustive()
-    }
-}
+debug_showing!(TestCa {});
 
 impl Clone for TestCa {
     fn clone(&self) -> Self {
@@ -155,22 +152,14 @@ pub struct RunningTls {
     pub url: String,
     /// `127.0.0.1:PORT`, as a host of URLs (and the broker's `github.host`).
     pub host: String,
-    /// Dropping the sender tells the server to shut down.
-    _shutdown: tokio::sync::oneshot::Sender<()>,
+    _server: Serving,
 }
 
-impl std::fmt::Debug for RunningTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunningTls")
-            .field("url", &self.url)
-            .finish_non_exhaustive()
-    }
-}
+debug_showing!(RunningTls { url });
 
 /// Serve `router` over TLS with `ca`'s server certificate on a new `127.0.0.1:0` listener.
 pub async fn serve_tls(router: Router, ca: &TestCa) -> std::io::Result<RunningTls> {
-    let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
-    serve_tls_on(listener, router, ca)
+    serve_tls_on(bind_loopback().await?, router, ca)
 }
 
 /// Serve `router` over TLS with `ca`'s server certificate on `listener`, until the returned
@@ -184,24 +173,12 @@ pub fn serve_tls_on(
     let acceptor = TlsAcceptor::from(ca.server_config()?);
     let (connections, incoming) = mpsc::channel(ACCEPT_QUEUE);
     tokio::spawn(accept_loop(listener, acceptor, connections));
-    let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
     let tls_listener = TlsListener { addr, incoming };
-    tokio::spawn(async move {
-        let served = axum::serve(tls_listener, router)
-            .with_graceful_shutdown(async move {
-                // Either a send or the sender being dropped means stop.
-                let _ = stopped.await;
-            })
-            .await;
-        if let Err(error) = served {
-            tracing::warn!(error = %error, "tls server stopped with an error");
-        }
-    });
     Ok(RunningTls {
         addr,
         url: format!("https://{addr}"),
         host: addr.to_string(),
-        _shutdown: shutdown,
+        _server: Serving::spawn(tls_listener, router, "tls server"),
     })
 }
 
@@ -270,18 +247,12 @@ impl axum::serve::Listener for TlsListener {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{client_trusting as trusting, stops_on_drop};
     use axum::routing::get;
     use tokio::io::AsyncWriteExt as _;
 
     fn hello() -> Router {
         Router::new().route("/hello", get(|| async { "hello over tls" }))
-    }
-
-    fn trusting(ca: &TestCa) -> reqwest::Client {
-        reqwest::Client::builder()
-            .add_root_certificate(ca.root_certificate())
-            .build()
-            .unwrap()
     }
 
     #[tokio::test]
@@ -360,16 +331,9 @@ mod tests {
         let ca = TestCa::generate();
         let running = serve_tls(hello(), &ca).await.unwrap();
         let addr = running.addr;
-        assert!(TcpStream::connect(addr).await.is_ok());
-        drop(running);
-        let mut refused = false;
-        for _ in 0..100 {
-            if TcpStream::connect(addr).await.is_err() {
-                refused = true;
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        assert!(refused, "the tls server still accepts connections");
+        assert!(
+            stops_on_drop(running, addr, std::time::Duration::from_secs(2)).await,
+            "the tls server still accepts connections"
+        );
     }
 }

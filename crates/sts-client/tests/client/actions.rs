@@ -24,6 +24,17 @@ async fn runner(w: &World) -> Runner {
 }
 
 impl Runner {
+    /// `login --repo acme/modules` with the runner's own request token, trusting its CA.
+    async fn login(&self, w: &World) -> Run {
+        self.run(
+            w,
+            &["login", "--repo", "acme/modules"],
+            &self.request_token,
+            true,
+        )
+        .await
+    }
+
     fn url(&self) -> String {
         format!("{}/actions/token?api-version=2.0", self.tls.url)
     }
@@ -46,14 +57,7 @@ impl Runner {
 async fn the_runner_token_is_fetched_and_every_token_masked() {
     let w = World::start().await;
     let runner = runner(&w).await;
-    let run = runner
-        .run(
-            &w,
-            &["login", "--repo", "acme/modules"],
-            &runner.request_token,
-            true,
-        )
-        .await;
+    let run = runner.login(&w).await;
     run.ok();
     let token = w.cached_tokens().remove(0);
     // The mask comes first, before any line that could show the token.
@@ -72,58 +76,30 @@ async fn runner_failures_say_what_to_fix() {
         .run(&w, &["login"], "wrong-request-token", true)
         .await;
     assert_eq!(run.code, 1);
-    assert!(run.stderr.contains("answered 401"), "{}", run.stderr);
-    assert!(run.stderr.contains("id-token: write"), "{}", run.stderr);
+    run.assert_stderr("answered 401");
+    run.assert_stderr("id-token: write");
 
     // An endpoint whose certificate is not trusted is refused, not ignored.
     let run = runner
         .run(&w, &["login"], &runner.request_token, false)
         .await;
     assert_eq!(run.code, 1);
-    assert!(
-        run.stderr
-            .contains("could not reach the GitHub Actions OIDC endpoint"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr("could not reach the GitHub Actions OIDC endpoint");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dead_session_is_renewed_with_a_new_runner_token() {
     let w = World::start().await;
     let runner = runner(&w).await;
-    runner
-        .run(
-            &w,
-            &["login", "--repo", "acme/modules"],
-            &runner.request_token,
-            true,
-        )
-        .await
-        .ok();
+    runner.login(&w).await.ok();
     let session = w.saved_session();
     w.end_session(&session).await;
     w.age_tokens();
 
-    let run = runner
-        .run(
-            &w,
-            &["login", "--repo", "acme/modules"],
-            &runner.request_token,
-            true,
-        )
-        .await;
+    let run = runner.login(&w).await;
     run.ok();
-    assert!(
-        run.stderr.contains("authenticating again"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains("minted 1 token for acme"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr("authenticating again");
+    run.assert_stderr("minted 1 token for acme");
     let new_session = w.saved_session();
     assert_ne!(new_session, session);
 }

@@ -115,9 +115,5 @@ async fn another_brokers_tokens_are_used_as_atmos_uses_them() {
         "url.https://x-access-token:ghs_fromfake@github.com/o/.insteadOf"
     );
     assert!(!run.stdout.contains("ghs_ownerless"));
-    assert!(
-        run.stderr.contains("o/x: trust_policy_denied"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr("o/x: trust_policy_denied");
 }

@@ -1,6 +1,6 @@
 //! The client's flow against the broker: mint, cache, render, exec, logout, errors.
 
-use crate::helpers::{main_job, output, Run, World};
+use crate::helpers::{env_to_file, main_job, output, Run, World};
 use serde_json::{json, Value};
 use sts_broker::dev::{DEV_AUDIENCE, DEV_WORKSPACE};
 
@@ -23,11 +23,7 @@ async fn login_mints_caches_privately_and_prints_no_token() {
         )
         .await;
     run.ok();
-    assert!(
-        run.stderr.contains("minted 1 token for acme"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr("minted 1 token for acme");
     let tokens = w.cached_tokens();
     assert_eq!(tokens.len(), 1);
     assert!(w.world.github.token_is_live(&tokens[0]));
@@ -56,10 +52,7 @@ async fn env_json_is_the_atmos_environment_and_the_cache_is_reused() {
     first.ok();
     let env = first.env_json();
     let token = w.cached_tokens().remove(0);
-    let host = w.states()[0].1["tokens"][0]["host"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let host = w.cached_host();
     let rewrite = format!("url.https://x-access-token:{token}@{host}/acme/.insteadOf");
     let expected: std::collections::BTreeMap<String, String> = [
         ("GIT_CONFIG_COUNT", "2".to_owned()),
@@ -83,11 +76,7 @@ async fn env_json_is_the_atmos_environment_and_the_cache_is_reused() {
     second.ok();
     assert_eq!(second.env_json(), expected);
     assert_eq!(w.minted_and_revoked().0, minted);
-    assert!(
-        second.stderr.contains("reusing 1 token"),
-        "{}",
-        second.stderr
-    );
+    second.assert_stderr("reusing 1 token");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -108,28 +97,10 @@ async fn exclusions_are_warnings_and_all_excluded_is_still_success() {
         )
         .await;
     run.ok();
-    assert!(
-        run.stderr
-            .contains("dormant-co/legacy: installation_suspended"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr
-            .contains("acme/terraform-nowhere: not_installed_in_workspace"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains("stranger/repo: no_trust_policy"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains("no tokens granted (3 excluded)"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr("dormant-co/legacy: installation_suspended");
+    run.assert_stderr("acme/terraform-nowhere: not_installed_in_workspace");
+    run.assert_stderr("stranger/repo: no_trust_policy");
+    run.assert_stderr("no tokens granted (3 excluded)");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -185,11 +156,7 @@ async fn exec_of_a_missing_program_is_127_and_still_revokes() {
         )
         .await;
     assert_eq!(run.code, 127, "{}", run.stderr);
-    assert!(
-        run.stderr.contains("cannot run `no-such-program-here`"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr("cannot run `no-such-program-here`");
     assert!(
         w.minted_and_revoked().1 > revoked_before,
         "revoked at GitHub"
@@ -200,10 +167,7 @@ async fn exec_of_a_missing_program_is_127_and_still_revokes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn logout_revokes_through_the_broker_and_is_idempotent() {
     let w = World::start().await;
-    w.run_as_job(&["login", "--repo", "acme/modules"], &[])
-        .await
-        .ok();
-    let token = w.cached_tokens().remove(0);
+    let token = w.login().await;
     let session = w.saved_session();
 
     let run = w.run(&["logout"], &[]).await;
@@ -223,20 +187,13 @@ async fn logout_revokes_through_the_broker_and_is_idempotent() {
 
     let again = w.run(&["logout"], &[]).await;
     again.ok();
-    assert!(
-        again.stderr.contains("nothing to log out of"),
-        "{}",
-        again.stderr
-    );
+    again.assert_stderr("nothing to log out of");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn logout_falls_back_to_github_when_the_broker_is_gone() {
     let w = World::start().await;
-    w.run_as_job(&["login", "--repo", "acme/modules"], &[])
-        .await
-        .ok();
-    let token = w.cached_tokens().remove(0);
+    let token = w.login().await;
     let (dir, mut state) = w.states().remove(0);
     state["key"]["brokerUrl"] = json!("http://127.0.0.1:9");
     std::fs::write(dir.join("state.json"), state.to_string()).unwrap();
@@ -257,21 +214,14 @@ async fn logout_falls_back_to_github_when_the_broker_is_gone() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_damaged_state_file_is_minted_over_not_fatal() {
     let w = World::start().await;
-    w.run_as_job(&["login", "--repo", "acme/modules"], &[])
-        .await
-        .ok();
-    let first = w.cached_tokens().remove(0);
+    let first = w.login().await;
     let (dir, _) = w.states().remove(0);
     std::fs::write(dir.join("state.json"), "{not json").unwrap();
     let run = w
         .run_as_job(&["login", "--repo", "acme/modules"], &[])
         .await;
     run.ok();
-    assert!(
-        run.stderr.contains("ignoring damaged state"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr("ignoring damaged state");
     assert_ne!(w.cached_tokens()[0], first, "minted again");
     assert_eq!(w.cached_tokens().len(), 1);
 }
@@ -297,23 +247,15 @@ async fn a_dead_session_is_renewed_once_with_a_fresh_oidc_token() {
         )
         .await;
     assert_eq!(run.code, 1);
-    assert!(
-        run.stderr.contains("authenticating again"),
-        "{}",
-        run.stderr
-    );
-    assert!(run.stderr.contains("single use"), "{}", run.stderr);
+    run.assert_stderr("authenticating again");
+    run.assert_stderr("single use");
 
     // A fresh one: re-authenticated once, minted.
     let run = w
         .run_as_job(&["login", "--repo", "acme/modules"], &[])
         .await;
     run.ok();
-    assert!(
-        run.stderr.contains("minted 1 token for acme"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr("minted 1 token for acme");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -327,7 +269,7 @@ async fn a_workspace_without_the_entitlement_is_named() {
     .await;
     let run = w.run_as_job(&["login"], &[]).await;
     assert_eq!(run.code, 1);
-    assert!(run.stderr.contains("not entitled"), "{}", run.stderr);
+    run.assert_stderr("not entitled");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -337,22 +279,17 @@ async fn unreachable_broker_and_missing_inputs_are_clear_errors() {
         .run_as_job(&["login"], &[("STS_BROKER_URL", "http://127.0.0.1:9")])
         .await;
     assert_eq!(run.code, 1);
-    assert!(
-        run.stderr
-            .contains("cannot reach the broker at http://127.0.0.1:9"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr("cannot reach the broker at http://127.0.0.1:9");
 
     let run = w.run(&["login"], &[]).await;
     assert_eq!(run.code, 1);
-    assert!(run.stderr.contains("id-token: write"), "{}", run.stderr);
+    run.assert_stderr("id-token: write");
 
     let mut command = w.command(&["login"]);
     command.env_remove("STS_WORKSPACE");
     let run = output(command).await;
     assert_eq!(run.code, 1);
-    assert!(run.stderr.contains("no workspace"), "{}", run.stderr);
+    run.assert_stderr("no workspace");
 
     let run = w
         .run(
@@ -364,11 +301,7 @@ async fn unreachable_broker_and_missing_inputs_are_clear_errors() {
         run.code, 1,
         "half an Actions environment is refused up front"
     );
-    assert!(
-        run.stderr.contains("ACTIONS_ID_TOKEN_REQUEST_TOKEN"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr("ACTIONS_ID_TOKEN_REQUEST_TOKEN");
 
     let run = w
         .run(
@@ -380,15 +313,11 @@ async fn unreachable_broker_and_missing_inputs_are_clear_errors() {
         )
         .await;
     assert_eq!(run.code, 1, "the request token is never sent in clear");
-    assert!(
-        run.stderr.contains("must be an https URL"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr("must be an https URL");
 
     let run = w.run_as_job(&["login", "--repo", "not-a-repo"], &[]).await;
     assert_eq!(run.code, 1);
-    assert!(run.stderr.contains("expected owner/repo"), "{}", run.stderr);
+    run.assert_stderr("expected owner/repo");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -434,29 +363,12 @@ async fn env_github_appends_to_github_env_and_masks_tokens() {
         written.contains(&format!("ATMOS_PRO_GITHUB_TOKEN={token}\n")),
         "{written}"
     );
-    assert!(
-        run.stderr.contains(&format!("::add-mask::{token}\n")),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr(&format!("::add-mask::{token}\n"));
     assert_eq!(run.stdout, "", "stdout stays clean");
 
     // A file the client creates is private from the start.
     let fresh = w.home.path().join("fresh_env");
-    let run = w
-        .run(
-            &[
-                "env",
-                "--format",
-                "dotenv",
-                "--repo",
-                "acme/modules",
-                "--output-file",
-                fresh.to_str().unwrap(),
-            ],
-            &[],
-        )
-        .await;
+    let run = w.run(&env_to_file("dotenv", &fresh), &[]).await;
     run.ok();
     #[cfg(unix)]
     assert_eq!(crate::helpers::mode(&fresh), 0o600);
@@ -471,20 +383,14 @@ async fn env_github_appends_to_github_env_and_masks_tokens() {
         )
         .await;
     assert_eq!(run.code, 1, "no GITHUB_ENV and no --output-file");
-    assert!(run.stderr.contains("GITHUB_ENV"), "{}", run.stderr);
+    run.assert_stderr("GITHUB_ENV");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn git_credential_get_serves_the_owners_token() {
     let w = World::start().await;
-    w.run_as_job(&["login", "--repo", "acme/modules"], &[])
-        .await
-        .ok();
-    let token = w.cached_tokens().remove(0);
-    let host = w.states()[0].1["tokens"][0]["host"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = w.login().await;
+    let host = w.cached_host();
 
     let answer = credential(
         &w,
@@ -530,6 +436,17 @@ async fn git_credential_get_serves_the_owners_token() {
     output(command).await.ok();
     assert!(!w.world.github.token_is_live(&new_token));
     assert!(!w.world.github.token_is_live(&token));
+}
+
+/// Send SIGTERM to `pid`, as a CI runner cancelling a job does.
+#[cfg(unix)]
+async fn sigterm(pid: u32) {
+    let status = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
 }
 
 async fn credential(w: &World, operation: &str, input: &str) -> String {
@@ -584,12 +501,7 @@ async fn exec_forwards_sigterm_and_still_revokes() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         waited += 1;
     }
-    let status = tokio::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .await
-        .unwrap();
-    assert!(status.success());
+    sigterm(pid).await;
     let out = child.wait_with_output().await.unwrap();
     assert_eq!(
         out.status.code(),
@@ -629,12 +541,7 @@ async fn exec_interrupted_while_minting_exits_cleanly_instead_of_dying() {
     let child = command.spawn().unwrap();
     let pid = child.id().unwrap();
     accepted.recv().await.unwrap();
-    let status = tokio::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .await
-        .unwrap();
-    assert!(status.success());
+    sigterm(pid).await;
     let out = child.wait_with_output().await.unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(143), "{stderr}");

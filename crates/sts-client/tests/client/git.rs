@@ -2,7 +2,7 @@
 //! reachable only while the client's tokens are live, through each of the ways the client hands
 //! tokens to git.
 
-use crate::helpers::{output, World};
+use crate::helpers::{env_to_file, output, World};
 use std::path::{Path, PathBuf};
 use sts_sim::git::readme_for;
 
@@ -154,20 +154,7 @@ async fn clone_in_a_shell_that_sourced_env_bash() {
     let w = World::start().await;
     let config = empty_global_config(&w);
     let env_file = w.home.path().join("sts.env");
-    let run = w
-        .run_as_job(
-            &[
-                "env",
-                "--format",
-                "bash",
-                "--repo",
-                "acme/modules",
-                "--output-file",
-                env_file.to_str().unwrap(),
-            ],
-            &[],
-        )
-        .await;
+    let run = w.run_as_job(&env_to_file("bash", &env_file), &[]).await;
     run.ok();
     let script = |target: &str| {
         format!(

@@ -37,6 +37,13 @@ impl Run {
         self
     }
 
+    /// Fail unless stderr mentions `needle`, showing stderr when it does not.
+    #[track_caller]
+    pub(crate) fn assert_stderr(&self, needle: &str) -> &Self {
+        assert!(self.stderr.contains(needle), "{}", self.stderr);
+        self
+    }
+
     /// stdout as the JSON object `env --format json` prints.
     pub(crate) fn env_json(&self) -> BTreeMap<String, String> {
         serde_json::from_str(&self.stdout)
@@ -94,6 +101,14 @@ impl World {
         self.run(args, &all).await
     }
 
+    /// `login --repo acme/modules` as the trusted job, which must succeed; the token it cached.
+    pub(crate) async fn login(&self) -> String {
+        self.run_as_job(&["login", "--repo", "acme/modules"], &[])
+            .await
+            .ok();
+        self.cached_tokens().remove(0)
+    }
+
     /// Every state file under the root, parsed.
     pub(crate) fn states(&self) -> Vec<(PathBuf, Value)> {
         let Ok(entries) = std::fs::read_dir(self.state_root()) else {
@@ -119,6 +134,14 @@ impl World {
             .iter()
             .map(|t| t["token"].as_str().unwrap().to_owned())
             .collect()
+    }
+
+    /// The host of the first token in the only state entry.
+    pub(crate) fn cached_host(&self) -> String {
+        self.states()[0].1["tokens"][0]["host"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 
     /// The session JWT kept in the only state entry.
@@ -187,6 +210,20 @@ pub(crate) fn client_command(
         .env("STS_WORKSPACE", workspace)
         .kill_on_drop(true);
     command
+}
+
+/// `env --format FORMAT --repo acme/modules --output-file PATH`.
+pub(crate) fn env_to_file<'a>(format: &'a str, path: &'a Path) -> [&'a str; 7] {
+    let path = path.to_str().expect("a UTF-8 test path");
+    [
+        "env",
+        "--format",
+        format,
+        "--repo",
+        "acme/modules",
+        "--output-file",
+        path,
+    ]
 }
 
 pub(crate) async fn output(mut command: tokio::process::Command) -> Run {

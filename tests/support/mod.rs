@@ -1,0 +1,121 @@
+//! What the root package's integration tests (`api`, `git_sim`, `serve`) share: the job the dev
+//! policy trusts, a seeded dev broker in this process, and the broker's CI API as a caller
+//! speaks it. Each test crate includes this file with `mod support;`.
+
+use serde_json::{json, Value};
+use sts_broker::app::App;
+use sts_broker::dev::{DevWorld, DEV_WORKSPACE};
+use sts_broker::server::RunningBroker;
+use sts_sim::oidc::ActionsJob;
+
+/// The CI job the dev policy's `infra-main` rule trusts, deploying with `deploy.yml`.
+pub(crate) fn main_job() -> ActionsJob {
+    ActionsJob {
+        workflow_path: ".github/workflows/deploy.yml".into(),
+        ..ActionsJob::default()
+    }
+}
+
+/// The dev world's simulators and a broker on them, seeded (workspace `acme`, policy
+/// `default`); `prepare` runs on the simulators before the broker starts and seeds.
+pub(crate) async fn spawn_dev_broker(prepare: impl FnOnce(&DevWorld)) -> (DevWorld, RunningBroker) {
+    sts_broker::telemetry::init_for_test();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let world = DevWorld::start(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    prepare(&world);
+    let app = App::build(world.config.clone()).await.unwrap();
+    let broker = sts_broker::server::spawn(app, listener).unwrap();
+    world.seed(&broker.url).await.unwrap();
+    (world, broker)
+}
+
+/// One answer of the broker: its status, and its body as JSON (or, if it is not JSON, the text
+/// as a JSON string).
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) body: Value,
+}
+
+impl Reply {
+    /// `errorTag`, or empty.
+    pub(crate) fn tag(&self) -> &str {
+        self.body["errorTag"].as_str().unwrap_or("")
+    }
+
+    /// The envelope's `data`.
+    pub(crate) fn data(&self) -> &Value {
+        &self.body["data"]
+    }
+}
+
+/// Send `request` and read the answer.
+pub(crate) async fn reply(request: reqwest::RequestBuilder) -> Reply {
+    let res = request.send().await.unwrap();
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Reply { status, body }
+}
+
+/// The broker's CI endpoints at one base URL, called as Atmos and the client call them.
+pub(crate) struct BrokerApi<'a> {
+    pub(crate) http: &'a reqwest::Client,
+    pub(crate) base: &'a str,
+}
+
+impl BrokerApi<'_> {
+    /// `{base}{path}`.
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// `POST /auth/github-oidc`: an OIDC token for a session in `workspace`.
+    pub(crate) async fn exchange(&self, oidc_token: &str, workspace: &str) -> Reply {
+        let body = json!({ "token": oidc_token, "workspaceId": workspace });
+        reply(
+            self.http
+                .post(self.url("/api/v1/auth/github-oidc"))
+                .json(&body),
+        )
+        .await
+    }
+
+    /// A session in the dev workspace for `oidc_token`, which the broker must accept.
+    pub(crate) async fn session(&self, oidc_token: &str) -> String {
+        let r = self.exchange(oidc_token, DEV_WORKSPACE).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.data()["token"].as_str().unwrap().to_owned()
+    }
+
+    /// `POST /sts`: mint with `session`.
+    pub(crate) async fn sts(&self, session: &str, body: Value) -> Reply {
+        self.post(session, "/api/v1/sts", body).await
+    }
+
+    /// `POST /sts/revoke`: revoke with `session`.
+    pub(crate) async fn revoke(&self, session: &str, body: Value) -> Reply {
+        self.post(session, "/api/v1/sts/revoke", body).await
+    }
+
+    /// `DELETE /auth/session`: end `session` and revoke its tokens.
+    pub(crate) async fn end_session(&self, session: &str) -> Reply {
+        reply(
+            self.http
+                .delete(self.url("/api/v1/auth/session"))
+                .bearer_auth(session),
+        )
+        .await
+    }
+
+    async fn post(&self, session: &str, path: &str, body: Value) -> Reply {
+        reply(
+            self.http
+                .post(self.url(path))
+                .bearer_auth(session)
+                .json(&body),
+        )
+        .await
+    }
+}

@@ -4,6 +4,7 @@
 use crate::config::Config;
 use crate::crypto::Sealer;
 use crate::github::{GitHubApp, GitHubClient, GitHubClientConfig};
+use crate::limits::{LogBudget, MintQuota};
 use crate::metrics::Metrics;
 use crate::oidc::{IssuerSettings, OidcVerifier};
 use crate::policy::CompiledPolicy;
@@ -39,6 +40,14 @@ pub struct App {
     pub admin_token: SecretString,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// How many refusal lines reach the log: refusals are the caller's to make, so their log
+    /// lines are rate-limited (see [`crate::limits::REFUSAL_LOG_LINES`]).
+    pub refusal_log: LogBudget,
+    /// How many failure (5xx) lines reach the log: a caller can repeat a failure while it lasts
+    /// (see [`crate::limits::FAILURE_LOG_LINES`]).
+    pub failure_log: LogBudget,
+    /// Per-session and per-workspace mint quotas (`[limits]`), per replica.
+    pub mint_quota: MintQuota,
     /// Compiled policies by (workspace, name, version): compile once, evaluate per request.
     policies: Mutex<HashMap<(String, String, i64), PolicyCompilation>>,
 }
@@ -105,6 +114,7 @@ impl App {
             &sealer,
             config.server.public_url.trim_end_matches('/'),
         )?;
+        let mint_quota = MintQuota::new(&config.limits, Arc::clone(&metrics));
         Ok(Self {
             config,
             store,
@@ -114,6 +124,9 @@ impl App {
             sealer,
             admin_token: secrets.admin_token,
             metrics,
+            refusal_log: LogBudget::refusals(),
+            failure_log: LogBudget::failures(),
+            mint_quota,
             policies: Mutex::new(HashMap::new()),
         })
     }

@@ -9,7 +9,10 @@
 //! `STS_BROKER__GITHUB__PRIVATE_KEY`, `STS_BROKER__SESSION__TTL_SECONDS`,
 //! `STS_BROKER__ADMIN__TOKEN_FILE`, `STS_BROKER__ADMIN__TOKEN`,
 //! `STS_BROKER__TOKENS__ENCRYPTION_KEY_FILE`, `STS_BROKER__TOKENS__ENCRYPTION_KEY`,
-//! `STS_BROKER__TELEMETRY__LOG_FORMAT`, `STS_BROKER__TELEMETRY__OTLP_ENDPOINT`.
+//! `STS_BROKER__TELEMETRY__LOG_FORMAT`, `STS_BROKER__TELEMETRY__OTLP_ENDPOINT`,
+//! `STS_BROKER__LIMITS__SESSION_MINTS_PER_MINUTE`, `STS_BROKER__LIMITS__WORKSPACE_MINTS_PER_MINUTE`,
+//! `STS_BROKER__LIMITS__MAX_CONNECTIONS`, `STS_BROKER__LIMITS__HEADER_READ_TIMEOUT_SECONDS`,
+//! `STS_BROKER__LIMITS__SHUTDOWN_GRACE_SECONDS`.
 //! `[[oidc.issuers]]` is a list and is set in the file only.
 //!
 //! Relative `*_file` paths are resolved against the directory of the config file.
@@ -35,6 +38,9 @@ pub const MIN_SESSION_TTL_SECONDS: u64 = 600;
 pub const MAX_SESSION_TTL_SECONDS: u64 = 86_400;
 /// Shortest operator token: shorter is guessable.
 pub const MIN_ADMIN_TOKEN_LEN: usize = 32;
+/// Largest `[limits]` timeout or grace, in seconds: an hour is past any use as a defence, and
+/// keeps deadlines computed from it far from overflowing.
+pub const MAX_LIMIT_SECONDS: u64 = 3600;
 /// `User-Agent` of every request the broker makes (OIDC issuers, GitHub): GitHub refuses requests
 /// without one, and operators of an issuer can tell the broker's traffic (and version) apart.
 pub const USER_AGENT: &str = concat!("sts-broker/", env!("CARGO_PKG_VERSION"));
@@ -65,6 +71,9 @@ pub struct Config {
     /// `[telemetry]`.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// `[limits]`.
+    #[serde(default)]
+    pub limits: LimitsConfig,
     /// Directory relative `*_file` paths are resolved against.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -233,6 +242,54 @@ pub struct TelemetryConfig {
     pub otlp_endpoint: Option<String>,
 }
 
+/// `[limits]`: what one caller, one workspace or one connection may cost the broker. Every
+/// value is checked to be at least 1 (0 would refuse everything or disable the defence).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// `/api/v1/sts` calls one session may make in any minute; beyond: `429 rate_limited`.
+    #[serde(default = "default_session_mints_per_minute")]
+    pub session_mints_per_minute: u32,
+    /// `/api/v1/sts` calls all sessions of one workspace may make in any minute: every tenant
+    /// shares the GitHub App's rate limit, so one workspace must not spend all of it.
+    #[serde(default = "default_workspace_mints_per_minute")]
+    pub workspace_mints_per_minute: u32,
+    /// Connections held open at once; beyond it the broker stops accepting until one closes.
+    #[serde(default = "default_max_connections_held")]
+    pub max_connections: usize,
+    /// A connection that has not sent a whole request head this long after it opened (or after
+    /// its previous response) is closed.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout_seconds: u64,
+    /// On SIGTERM, in-flight requests get this long to finish; then the broker exits anyway.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace_seconds: u64,
+}
+
+impl LimitsConfig {
+    /// [`Self::header_read_timeout_seconds`] as a duration.
+    pub fn header_read_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.header_read_timeout_seconds)
+    }
+
+    /// [`Self::shutdown_grace_seconds`] as a duration.
+    pub fn shutdown_grace(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.shutdown_grace_seconds)
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            session_mints_per_minute: default_session_mints_per_minute(),
+            workspace_mints_per_minute: default_workspace_mints_per_minute(),
+            max_connections: default_max_connections_held(),
+            header_read_timeout_seconds: default_header_read_timeout(),
+            shutdown_grace_seconds: default_shutdown_grace(),
+        }
+    }
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -264,6 +321,31 @@ fn default_github_host() -> String {
 }
 fn default_session_ttl() -> u64 {
     3600
+}
+fn default_session_mints_per_minute() -> u32 {
+    // A CI job mints a handful of times; one a second is far above any honest loop.
+    60
+}
+fn default_workspace_mints_per_minute() -> u32 {
+    // GitHub allows an App at least 5 000 requests an hour per installation; 1 200 mints a
+    // minute across all of a workspace's jobs is generous for one tenant yet stops one tenant
+    // from spending the budget all tenants share.
+    1200
+}
+fn default_max_connections_held() -> usize {
+    // Each open connection costs a task, buffers and a file descriptor; 10 000 stays well inside
+    // a default container's `ulimit -n` of 65 536 with room for database and GitHub sockets.
+    10_000
+}
+fn default_header_read_timeout() -> u64 {
+    // A real client sends its request head in one packet; ten seconds covers slow networks and
+    // still frees a slot held by a client that never finishes (slowloris).
+    10
+}
+fn default_shutdown_grace() -> u64 {
+    // Below Kubernetes' default 30 s termination grace, so the broker exits on its own before
+    // it is killed, and longer than any request but a stuck one.
+    20
 }
 
 /// Secrets read from files or inline values, ready to use.
@@ -385,6 +467,7 @@ impl Config {
                 "tokens.encryption_key_file / tokens.encryption_key: {e:#}"
             ));
         }
+        self.limits.validate(&mut errors);
         if errors.is_empty() {
             Ok(())
         } else {
@@ -461,6 +544,48 @@ impl Config {
             admin_token: self.admin_token()?,
             token_key: self.token_key()?,
         })
+    }
+}
+
+impl LimitsConfig {
+    /// Each key at least 1: a zero quota would refuse every mint, zero connections would serve
+    /// nothing, and a zero timeout or grace would drop every request. The upper bounds keep the
+    /// values meaningful (a timer past [`MAX_LIMIT_SECONDS`] is no defence) and within what the
+    /// server can hold (a semaphore has at most [`tokio::sync::Semaphore::MAX_PERMITS`]).
+    fn validate(&self, errors: &mut Vec<String>) {
+        let max_permits = u64::try_from(tokio::sync::Semaphore::MAX_PERMITS).unwrap_or(u64::MAX);
+        let keys = [
+            (
+                "session_mints_per_minute",
+                u64::from(self.session_mints_per_minute),
+                u64::from(u32::MAX),
+            ),
+            (
+                "workspace_mints_per_minute",
+                u64::from(self.workspace_mints_per_minute),
+                u64::from(u32::MAX),
+            ),
+            (
+                "max_connections",
+                u64::try_from(self.max_connections).unwrap_or(u64::MAX),
+                max_permits,
+            ),
+            (
+                "header_read_timeout_seconds",
+                self.header_read_timeout_seconds,
+                MAX_LIMIT_SECONDS,
+            ),
+            (
+                "shutdown_grace_seconds",
+                self.shutdown_grace_seconds,
+                MAX_LIMIT_SECONDS,
+            ),
+        ];
+        for (key, value, max) in keys {
+            if !(1..=max).contains(&value) {
+                errors.push(format!("limits.{key}: must be between 1 and {max}"));
+            }
+        }
     }
 }
 

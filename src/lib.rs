@@ -16,6 +16,7 @@ pub mod flow;
 pub mod github;
 pub mod http;
 pub mod ids;
+pub mod limits;
 pub mod metrics;
 pub mod oidc;
 pub mod policy;

@@ -27,7 +27,8 @@ pub struct RunningBroker {
 }
 
 impl RunningBroker {
-    /// Stop accepting, finish in-flight requests, and wait for the server to end.
+    /// Stop accepting, let in-flight requests finish for at most `limits.shutdown_grace_seconds`,
+    /// and wait for the server to end.
     pub async fn stop(mut self) -> std::io::Result<()> {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
@@ -92,7 +93,7 @@ async fn housekeeping(app: Arc<App>, started: OffsetDateTime) {
     }
 }
 
-/// Wait for SIGINT/SIGTERM, then stop `broker` gracefully.
+/// Wait for SIGINT/SIGTERM, then stop `broker` gracefully, within its shutdown grace.
 pub async fn run_until_stopped(broker: RunningBroker) -> std::io::Result<()> {
     crate::http::shutdown_signal().await;
     broker.stop().await

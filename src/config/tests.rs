@@ -179,3 +179,68 @@ fn redact_url_keeps_everything_but_the_password() {
     );
     assert_eq!(redact_url("sqlite://./x.db"), "sqlite://./x.db");
 }
+
+#[test]
+fn limits_default_to_the_documented_values() {
+    let dir = valid_dir();
+    let path = write(dir.path(), "broker.toml", VALID);
+    let limits = Config::load(Some(&path)).unwrap().limits;
+    assert_eq!(limits.session_mints_per_minute, 60);
+    assert_eq!(limits.workspace_mints_per_minute, 1200);
+    assert_eq!(limits.max_connections, 10_000);
+    assert_eq!(limits.header_read_timeout_seconds, 10);
+    assert_eq!(limits.shutdown_grace_seconds, 20);
+}
+
+#[test]
+fn limits_are_read_from_the_file_and_bad_ones_are_named() {
+    let dir = valid_dir();
+    let body = format!(
+        "{VALID}\n[limits]\nsession_mints_per_minute = 2\nworkspace_mints_per_minute = 5\n\
+         max_connections = 3\nheader_read_timeout_seconds = 1\nshutdown_grace_seconds = 2\n"
+    );
+    let path = write(dir.path(), "broker.toml", &body);
+    let limits = Config::load(Some(&path)).unwrap().limits;
+    assert_eq!(limits.session_mints_per_minute, 2);
+    assert_eq!(limits.workspace_mints_per_minute, 5);
+    assert_eq!(limits.max_connections, 3);
+    assert_eq!(
+        limits.header_read_timeout(),
+        std::time::Duration::from_secs(1)
+    );
+    assert_eq!(limits.shutdown_grace(), std::time::Duration::from_secs(2));
+
+    let body = format!(
+        "{VALID}\n[limits]\nsession_mints_per_minute = 0\nworkspace_mints_per_minute = 0\n\
+         max_connections = 0\nheader_read_timeout_seconds = 0\nshutdown_grace_seconds = 86400\n"
+    );
+    let path = write(dir.path(), "broker.toml", &body);
+    let err = format!("{:#}", Config::load(Some(&path)).unwrap_err());
+    for key in [
+        "limits.session_mints_per_minute",
+        "limits.workspace_mints_per_minute",
+        "limits.max_connections",
+        "limits.header_read_timeout_seconds",
+        "limits.shutdown_grace_seconds",
+    ] {
+        assert!(err.contains(key), "{key}: {err}");
+    }
+
+    let body = format!("{VALID}\n[limits]\nmax_conections = 3\n");
+    let path = write(dir.path(), "broker.toml", &body);
+    let err = format!("{:#}", Config::load(Some(&path)).unwrap_err());
+    assert!(err.contains("max_conections"), "{err}");
+}
+
+#[test]
+fn a_limit_is_overridden_by_its_environment_variable() {
+    // The process environment is shared by every test of this binary: this key is one no other
+    // test reads, and any value set is a valid one.
+    let dir = valid_dir();
+    let body = format!("{VALID}\n[limits]\nshutdown_grace_seconds = 5\n");
+    let path = write(dir.path(), "broker.toml", &body);
+    std::env::set_var("STS_BROKER__LIMITS__SHUTDOWN_GRACE_SECONDS", "7");
+    let loaded = Config::load(Some(&path));
+    std::env::remove_var("STS_BROKER__LIMITS__SHUTDOWN_GRACE_SECONDS");
+    assert_eq!(loaded.unwrap().limits.shutdown_grace_seconds, 7);
+}

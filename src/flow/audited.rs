@@ -38,6 +38,9 @@ pub(crate) struct Audited {
     written: bool,
     /// The mint intent this event closes: written together with the intent's resolution.
     intent: Option<String>,
+    /// A finer reason for a refusal than the error's code (the OIDC verifier's), for the event
+    /// and the counters.
+    reason: Option<&'static str>,
 }
 
 impl Audited {
@@ -50,6 +53,7 @@ impl Audited {
             counted,
             written: false,
             intent: None,
+            reason: None,
         }
     }
 
@@ -66,6 +70,12 @@ impl Audited {
         self.intent = Some(id);
     }
 
+    /// Should the flow fail, say `reason` instead of the error's code: a finer cause that the
+    /// wire's `errorTag` must not reveal (why an OIDC token was refused).
+    pub(crate) fn because(&mut self, reason: &'static str) {
+        self.reason = Some(reason);
+    }
+
     /// The mint intent this event closes, if any.
     pub(crate) fn intent(&self) -> Option<&str> {
         self.intent.as_deref()
@@ -79,7 +89,7 @@ impl Audited {
     pub(crate) async fn finish<T>(mut self, app: &App, result: FlowResult<T>) -> FlowResult<T> {
         let (outcome, reason) = match &result {
             Ok(_) => (Outcome::Success, ""),
-            Err(e) => (e.outcome(), e.code()),
+            Err(e) => (e.outcome(), self.reason.unwrap_or_else(|| e.code())),
         };
         if !self.written {
             self.event.outcome = outcome;
@@ -128,7 +138,7 @@ pub(crate) fn detail(event: &mut AuditEvent, key: &str, value: impl serde::Seria
 }
 
 /// Count one outcome of a flow: its own counter, and `denials` for a refusal.
-fn count(app: &App, counted: Counted, outcome: Outcome, reason: &str) {
+fn count(app: &App, counted: Counted, outcome: Outcome, reason: &'static str) {
     let label = match outcome {
         Outcome::Success => "success",
         Outcome::Denied => "denied",

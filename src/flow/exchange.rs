@@ -72,35 +72,93 @@ fn validate(app: &App, input: &ExchangeInput) -> FlowResult<WorkspaceId> {
     }
 }
 
-/// Verify the OIDC token. A token that fails here names nobody the broker could verify, so its
-/// refusal is counted but never audited (an unauthenticated caller must not be able to fill the
-/// audit log).
-async fn verify(app: &App, input: &ExchangeInput) -> FlowResult<VerifiedToken> {
-    app.oidc
-        .verify(input.token.expose_secret())
-        .await
-        .map_err(|e| {
-            let reason = e.code();
-            tracing::info!(oidc.reason = reason, "oidc token refused: {e}");
-            let error = match e {
-                VerifyError::JwksUnavailable(_) => FlowError::IssuerUnavailable(e),
-                _ => FlowError::Unauthenticated(Unauthenticated::InvalidToken),
-            };
-            let outcome = match error.outcome() {
-                Outcome::Failure => "failure",
-                _ => "denied",
-            };
-            Metrics::outcome(&app.metrics.exchanges, outcome, reason);
-            app.metrics.deny(reason);
-            error
-        })
+/// Count a refusal of `reason` that the audit log does not see.
+fn count_refusal(app: &App, reason: &'static str) {
+    Metrics::outcome(&app.metrics.exchanges, "denied", reason);
+    app.metrics.deny(reason);
 }
 
-/// Exchange an OIDC token for a session. Every decision after the token verified writes exactly
-/// one audit event, by [`Audited::finish`].
-#[tracing::instrument(skip_all, fields(workspace.id = %input.workspace_id))]
+/// Did `OidcVerifier::verify` refuse the token before it had verified its signature?
+///
+/// Before that point the token proves nothing: anyone can send any bytes, naming any workspace,
+/// as fast as they like. Such a refusal is counted and logged at a bounded rate, and is NOT
+/// written to the workspace's audit log, or anyone could fill any workspace's log (and the
+/// database). From the signature on, the caller holds a token a trusted issuer signed, and every
+/// decision is audited, once.
+///
+/// `verify` checks, in this order: the token's shape and header (`Malformed`,
+/// `AlgorithmNotAllowed`); the unverified `iss`, only to pick an issuer (`MissingClaim("iss")`,
+/// `UnknownIssuer`); that issuer's keys (`JwksUnavailable`, `UnknownKey`, `KeyTypeMismatch`);
+/// then `jsonwebtoken::decode`, which checks the signature (`BadSignature`) before it validates
+/// a single claim; then the claims (`Expired`, `NotYetValid`, `AudienceMismatch`, a missing
+/// `exp`/`aud`/`sub`/`nbf`) and our own `iat` check (`IssuedInFuture`, a missing `iat`). So a
+/// missing claim is on the far side of the signature except `iss`, which `verify` needs before
+/// it can find a key. The one blur: `Malformed` is also what `jsonwebtoken` reports for a claim
+/// of the wrong JSON type in a token whose signature it verified; only a trusted issuer could
+/// sign such a token, and it is treated as before the signature (counted, not audited).
+///
+/// An exhaustive match: a new `VerifyError` variant must be placed on one side or the other.
+fn refused_before_signature(e: &VerifyError) -> bool {
+    match e {
+        VerifyError::Malformed
+        | VerifyError::AlgorithmNotAllowed(_)
+        | VerifyError::UnknownIssuer
+        | VerifyError::JwksUnavailable(_)
+        | VerifyError::UnknownKey
+        | VerifyError::KeyTypeMismatch
+        | VerifyError::BadSignature => true,
+        VerifyError::MissingClaim(claim) => *claim == "iss",
+        VerifyError::Expired
+        | VerifyError::NotYetValid
+        | VerifyError::IssuedInFuture
+        | VerifyError::AudienceMismatch => false,
+    }
+}
+
+/// A refusal of the OIDC token after its signature verified: the error, and the verifier's
+/// finer reason for the audit event and the counters.
+type SignedRefusal = (FlowError, &'static str);
+
+/// Verify the OIDC token. A refusal before its signature verified is counted, logged within the
+/// budget and answered here (`Err`); one after it is handed back (`Ok(Err)`) to be audited.
+async fn verify(
+    app: &App,
+    input: &ExchangeInput,
+) -> FlowResult<Result<VerifiedToken, SignedRefusal>> {
+    let e = match app.oidc.verify(input.token.expose_secret()).await {
+        Ok(verified) => return Ok(Ok(verified)),
+        Err(e) => e,
+    };
+    let reason = e.code();
+    let before_signature = refused_before_signature(&e);
+    // Within the budget either way: one genuine expired token can be sent again and again. The
+    // code only: the message of some refusals holds bytes of the token.
+    if let Some(suppressed) = app.refusal_log.admit() {
+        tracing::info!(
+            oidc.reason = reason,
+            oidc.signature_verified = !before_signature,
+            suppressed,
+            "oidc token refused"
+        );
+    }
+    let error = match e {
+        VerifyError::JwksUnavailable(_) => FlowError::IssuerUnavailable(e),
+        _ => FlowError::Unauthenticated(Unauthenticated::InvalidToken),
+    };
+    if before_signature {
+        count_refusal(app, reason);
+        return Err(error);
+    }
+    Ok(Err((error, reason)))
+}
+
+/// Exchange an OIDC token for a session. Every decision from the token's signature on writes
+/// exactly one audit event, by [`Audited::finish`].
+// The workspace id is recorded once it is valid: until then it is whatever the caller sent.
+#[tracing::instrument(skip_all, fields(workspace.id = tracing::field::Empty))]
 pub async fn exchange(app: &App, input: ExchangeInput, request_id: &str) -> FlowResult<NewSession> {
     let workspace = validate(app, &input)?;
+    tracing::Span::current().record("workspace.id", workspace.as_str());
     let verified = verify(app, &input).await?;
     let mut audited = Audited::new(
         AuditKind::Exchange,
@@ -109,7 +167,13 @@ pub async fn exchange(app: &App, input: ExchangeInput, request_id: &str) -> Flow
         Counted::Exchanges,
     );
     audited.event.workspace_id = Some(workspace.as_str().to_owned());
-    let result = exchange_verified(app, &workspace, verified, &mut audited).await;
+    let result = match verified {
+        Ok(verified) => exchange_verified(app, &workspace, verified, &mut audited).await,
+        Err((error, reason)) => {
+            audited.because(reason);
+            Err(error)
+        }
+    };
     audited.finish(app, result).await
 }
 

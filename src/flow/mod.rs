@@ -172,7 +172,7 @@ pub enum FlowError {
     /// The OIDC token was exchanged before.
     #[error("the oidc token was already used")]
     Replayed,
-    /// Too many requests; reserved for the quotas that come next.
+    /// Too many requests: a mint quota of `[limits]` is spent.
     #[error("rate limited")]
     RateLimited {
         /// When the caller may try again.
@@ -277,6 +277,14 @@ impl From<SessionError> for FlowError {
             SessionError::Expired => Self::Unauthenticated(Unauthenticated::SessionExpired),
             SessionError::Revoked => Self::Unauthenticated(Unauthenticated::SessionRevoked),
             SessionError::Store(e) => Self::Store(e),
+        }
+    }
+}
+
+impl From<crate::limits::Throttled> for FlowError {
+    fn from(t: crate::limits::Throttled) -> Self {
+        Self::RateLimited {
+            retry_after: Some(t.retry_after),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Thin typed GitHub REST client over reqwest: explicit timeouts, no redirects, capped bodies,
-//! retries only where they are safe, and short-lived caches of installation lookups.
+//! bounded retries of transient failures, and short-lived caches of installation lookups.
 //!
 //! This file holds the client and the calls it makes; its child modules hold what changes on
 //! its own: `retry` (when a call is repeated), `response` (reading answers, mapping errors),
@@ -15,16 +15,14 @@ use super::{
     CallObserver, GitHubApp, GitHubError, Installation, InstallationToken, Repository, TokenRequest,
 };
 use async_trait::async_trait;
-use cache::{
-    TtlCache, INSTALLATION_CACHE_TTL, INSTALLATION_NEGATIVE_CACHE_TTL, REPOSITORIES_CACHE_TTL,
-};
+use cache::{installation_cache, repository_cache, InstallationCache, RepositoryCache};
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, USER_AGENT};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use response::{link_has_next, map_error, parse};
-use retry::RetryPolicy;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use url::Url;
 use wire::{InstallationJson, RepositoryListJson, TokenJson, TokenRequestJson};
@@ -35,8 +33,6 @@ pub(crate) const GITHUB_ACCEPT: &str = "application/vnd.github+json";
 pub(crate) const GITHUB_API_VERSION: &str = "2022-11-28";
 /// Header carrying [`GITHUB_API_VERSION`].
 pub(crate) const GITHUB_API_VERSION_HEADER: &str = "x-github-api-version";
-/// GitHub rejects requests without a User-Agent and asks for one that identifies the client.
-pub(crate) const GITHUB_USER_AGENT: &str = concat!("sts-broker/", env!("CARGO_PKG_VERSION"));
 
 /// Time to establish TCP+TLS: a GitHub that cannot accept a connection in 5 s is down for us.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -79,9 +75,9 @@ pub struct GitHubClient {
     http: reqwest::Client,
     signer: AppJwtSigner,
     observer: Option<CallObserver>,
-    by_owner: TtlCache<String, Option<Installation>>,
-    by_id: TtlCache<i64, Option<Installation>>,
-    repositories: TtlCache<i64, Vec<Repository>>,
+    by_owner: InstallationCache<String>,
+    by_id: InstallationCache<i64>,
+    repositories: RepositoryCache,
 }
 
 impl std::fmt::Debug for GitHubClient {
@@ -118,7 +114,12 @@ impl GitHubClient {
             GITHUB_API_VERSION_HEADER,
             HeaderValue::from_static(GITHUB_API_VERSION),
         );
-        headers.insert(USER_AGENT, HeaderValue::from_static(GITHUB_USER_AGENT));
+        // GitHub rejects requests without a User-Agent and asks for one that identifies the
+        // client (https://docs.github.com/en/rest/using-the-rest-api/getting-started-with-the-rest-api#user-agent).
+        headers.insert(
+            USER_AGENT,
+            HeaderValue::from_static(crate::config::USER_AGENT),
+        );
         let http = reqwest::Client::builder()
             .default_headers(headers)
             .connect_timeout(CONNECT_TIMEOUT)
@@ -132,9 +133,9 @@ impl GitHubClient {
             http,
             signer,
             observer: config.observer,
-            by_owner: TtlCache::default(),
-            by_id: TtlCache::default(),
-            repositories: TtlCache::default(),
+            by_owner: installation_cache(),
+            by_id: installation_cache(),
+            repositories: repository_cache(),
         })
     }
 
@@ -180,9 +181,7 @@ impl GitHubClient {
         auth: Auth<'_>,
     ) -> Result<(T, HeaderMap), GitHubError> {
         let response = self
-            .execute(operation, RetryPolicy::Idempotent, || {
-                self.request(Method::GET, url.clone(), &auth)
-            })
+            .execute(operation, || self.request(Method::GET, url.clone(), &auth))
             .await?;
         if !response.status.is_success() {
             return Err(map_error(&response));
@@ -205,24 +204,18 @@ impl GitHubClient {
         }
     }
 
-    fn remember(&self, installation: &Option<Installation>) {
-        if let Some(found) = installation {
-            self.by_id
-                .insert(found.id, installation.clone(), INSTALLATION_CACHE_TTL);
-            self.by_owner.insert(
-                found.account_login.to_lowercase(),
-                installation.clone(),
-                INSTALLATION_CACHE_TTL,
-            );
-        }
-    }
-
     /// Drop every cached entry about installation `id`.
-    fn forget(&self, id: i64) {
-        self.by_id.remove_where(|key, _| *key == id);
-        self.by_owner
-            .remove_where(|_, value| value.as_ref().is_some_and(|found| found.id == id));
-        self.repositories.remove_where(|key, _| *key == id);
+    async fn forget(&self, id: i64) {
+        self.by_id.invalidate(&id).await;
+        self.repositories.invalidate(&id).await;
+        let by_id = move |_: &String, value: &Option<Installation>| {
+            value.as_ref().is_some_and(|found| found.id == id)
+        };
+        if self.by_owner.invalidate_entries_if(by_id).is_err() {
+            // Only if the cache were built without invalidation closures: forget too much
+            // rather than keep serving a suspended or uninstalled installation.
+            self.by_owner.invalidate_all();
+        }
     }
 
     async fn list_repositories_with(
@@ -263,56 +256,69 @@ impl GitHubClient {
 impl GitHubApp for GitHubClient {
     async fn installation_for_owner(&self, owner: &str) -> Result<Installation, GitHubError> {
         let key = owner.to_lowercase();
-        if let Some(cached) = self.by_owner.get(&key) {
-            return cached.ok_or(GitHubError::NotFound);
-        }
-        let url = self.endpoint(&["users", owner, "installation"])?;
-        let found = self.fetch_installation("get_installation", url).await?;
-        match &found {
-            Some(_) => self.remember(&found),
-            None => self
-                .by_owner
-                .insert(key, None, INSTALLATION_NEGATIVE_CACHE_TTL),
-        }
+        let found = self
+            .by_owner
+            .try_get_with_by_ref(&key, async {
+                let url = self.endpoint(&["users", owner, "installation"])?;
+                let found = self.fetch_installation("get_installation", url).await?;
+                if let Some(installation) = &found {
+                    self.by_id
+                        .insert(installation.id, Some(installation.clone()))
+                        .await;
+                }
+                Ok(found)
+            })
+            .await
+            .map_err(unshare)?;
         found.ok_or(GitHubError::NotFound)
     }
 
     async fn installation(&self, id: i64) -> Result<Installation, GitHubError> {
-        if let Some(cached) = self.by_id.get(&id) {
-            return cached.ok_or(GitHubError::NotFound);
-        }
-        let url = self.endpoint(&["app", "installations", &id.to_string()])?;
-        let found = self.fetch_installation("get_installation", url).await?;
-        match &found {
-            Some(_) => self.remember(&found),
-            None => self.by_id.insert(id, None, INSTALLATION_NEGATIVE_CACHE_TTL),
-        }
+        let found = self
+            .by_id
+            .try_get_with(id, async {
+                let url = self.endpoint(&["app", "installations", &id.to_string()])?;
+                let found = self.fetch_installation("get_installation", url).await?;
+                if let Some(installation) = &found {
+                    self.by_owner
+                        .insert(
+                            installation.account_login.to_lowercase(),
+                            Some(installation.clone()),
+                        )
+                        .await;
+                }
+                Ok(found)
+            })
+            .await
+            .map_err(unshare)?;
         found.ok_or(GitHubError::NotFound)
     }
 
     async fn installation_repositories(&self, id: i64) -> Result<Vec<Repository>, GitHubError> {
-        if let Some(cached) = self.repositories.get(&id) {
-            return Ok(cached);
-        }
-        // Listing needs an installation token; a metadata-only one is the least we can ask for.
-        let request = TokenRequest {
-            repositories: None,
-            permissions: BTreeMap::from([("metadata".to_owned(), "read".to_owned())]),
-        };
-        let token = self.create_installation_token(id, &request).await?;
-        let listed = self.list_repositories_with(&token.token).await;
-        // Best effort: the token is metadata-only and expires within the hour anyway.
-        if let Err(error) = self.revoke_installation_token(&token.token).await {
-            tracing::warn!(
-                github.installation_id = id,
-                error = %error,
-                "could not revoke the listing token of installation {id}"
-            );
-        }
-        let repositories = listed?;
-        self.repositories
-            .insert(id, repositories.clone(), REPOSITORIES_CACHE_TTL);
-        Ok(repositories)
+        let repositories = self
+            .repositories
+            .try_get_with(id, async {
+                // Listing needs an installation token; a metadata-only one is the least we can
+                // ask for.
+                let request = TokenRequest {
+                    repositories: None,
+                    permissions: BTreeMap::from([("metadata".to_owned(), "read".to_owned())]),
+                };
+                let token = self.create_installation_token(id, &request).await?;
+                let listed = self.list_repositories_with(&token.token).await;
+                // Best effort: the token is metadata-only and expires within the hour anyway.
+                if let Err(error) = self.revoke_installation_token(&token.token).await {
+                    tracing::warn!(
+                        github.installation_id = id,
+                        error = %error,
+                        "could not revoke the listing token of installation {id}"
+                    );
+                }
+                listed.map(Arc::new)
+            })
+            .await
+            .map_err(unshare)?;
+        Ok(repositories.as_ref().clone())
     }
 
     async fn create_installation_token(
@@ -326,7 +332,7 @@ impl GitHubApp for GitHubClient {
             permissions: (!request.permissions.is_empty()).then_some(&request.permissions),
         };
         let response = self
-            .execute("create_token", RetryPolicy::NotProcessedOnly, || {
+            .execute("create_token", || {
                 Ok(self
                     .request(Method::POST, url.clone(), &Auth::App)?
                     .json(&body))
@@ -337,7 +343,7 @@ impl GitHubApp for GitHubClient {
             // The mint is never cached, so it is the first to learn of an uninstall or a
             // suspension: drop the stale lookups so the next one asks GitHub again.
             if matches!(error, GitHubError::NotFound | GitHubError::Suspended) {
-                self.forget(id);
+                self.forget(id).await;
             }
             return Err(error);
         }
@@ -350,13 +356,14 @@ impl GitHubApp for GitHubClient {
             repositories: json
                 .repositories
                 .map(|repos| repos.into_iter().map(|repo| repo.full_name).collect()),
+            attempts: response.attempts,
         })
     }
 
     async fn revoke_installation_token(&self, token: &SecretString) -> Result<(), GitHubError> {
         let url = self.endpoint(&["installation", "token"])?;
         let response = self
-            .execute("revoke_token", RetryPolicy::Idempotent, || {
+            .execute("revoke_token", || {
                 self.request(Method::DELETE, url.clone(), &Auth::Token(token))
             })
             .await?;
@@ -368,6 +375,11 @@ impl GitHubApp for GitHubClient {
             _ => Err(map_error(&response)),
         }
     }
+}
+
+/// The error of a coalesced lookup, as each of its waiting callers receives it.
+fn unshare(error: Arc<GitHubError>) -> GitHubError {
+    Arc::unwrap_or_clone(error)
 }
 
 #[cfg(test)]

@@ -69,10 +69,16 @@ pub struct InstallationToken {
     pub repository_selection: String,
     /// `owner/name` of each repository, when `selected`.
     pub repositories: Option<Vec<String>>,
+    /// Mint requests sent to get this token, first one included: more than 1 means GitHub
+    /// failed transiently (5xx, timeout, rate limit) and the mint was retried. The mint's audit
+    /// event records it, because each retry after a 5xx or a timeout may have left behind a token
+    /// that GitHub minted but never delivered.
+    pub attempts: u32,
 }
 
-/// What can go wrong talking to GitHub, in domain terms.
-#[derive(Debug, thiserror::Error)]
+/// What can go wrong talking to GitHub, in domain terms. `Clone` because one failed lookup is
+/// handed to every caller that was waiting on it (see the single-flight caches in `client`).
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum GitHubError {
     /// 404: no such installation, or not visible to the App.
     #[error("not found")]
@@ -106,7 +112,7 @@ pub enum GitHubError {
     },
     /// Could not reach GitHub (connect, timeout, TLS), after retries.
     #[error("could not reach github")]
-    Transport(#[source] reqwest::Error),
+    Transport(#[source] Arc<reqwest::Error>),
     /// GitHub answered something we could not parse.
     #[error("unexpected response from github: {0}")]
     InvalidResponse(String),

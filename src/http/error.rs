@@ -279,14 +279,20 @@ pub fn request_id_of(headers: &axum::http::HeaderMap) -> String {
         .to_owned()
 }
 
-/// Wraps every `/api` response in the envelope, and logs each error once, here.
-pub(crate) async fn envelope(req: Request, next: Next) -> Response {
+/// Wraps every `/api` response in the envelope, and logs each error once, here: refusals (4xx)
+/// and failures (5xx) each within their own budget (`App::refusal_log`, `App::failure_log`),
+/// since a caller can repeat either as fast as it likes.
+pub(crate) async fn envelope(
+    axum::extract::State(state): axum::extract::State<super::AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
     let request_id = request_id_of(req.headers());
     let is_api = req.uri().path().starts_with("/api/");
     let mut res = next.run(req).await;
     let status = res.status();
     let body = if let Some(err) = res.extensions_mut().remove::<Arc<ApiError>>() {
-        log_error(&err, &request_id);
+        log_error(&err, &request_id, &state);
         Some(error_body(
             status,
             &request_id,
@@ -312,11 +318,14 @@ pub(crate) async fn envelope(req: Request, next: Next) -> Response {
             _ => ("bad_request", "bad request"),
         };
         if status.is_server_error() {
-            tracing::error!(
-                http.status = status.as_u16(),
-                request_id,
-                "request failed: {message}"
-            );
+            if let Some(suppressed) = state.failure_log.admit() {
+                tracing::error!(
+                    http.status = status.as_u16(),
+                    request_id,
+                    suppressed,
+                    "request failed: {message}"
+                );
+            }
         }
         Some(error_body(status, &request_id, tag, message, &[]))
     } else {
@@ -356,22 +365,27 @@ fn error_body(
     body
 }
 
-fn log_error(err: &ApiError, request_id: &str) {
-    let cause = err.source.as_ref().map(|s| format!("{s:#}"));
+fn log_error(err: &ApiError, request_id: &str, app: &crate::app::App) {
     if err.status.is_server_error() {
+        let Some(suppressed) = app.failure_log.admit() else {
+            return;
+        };
+        let cause = err.source.as_ref().map(|s| format!("{s:#}"));
         tracing::error!(
             http.status = err.status.as_u16(),
             error.tag = err.tag,
             error.cause = cause,
             request_id,
+            suppressed,
             "request failed: {}",
             err.message
         );
-    } else {
+    } else if let Some(suppressed) = app.refusal_log.admit() {
         tracing::info!(
             http.status = err.status.as_u16(),
             error.tag = err.tag,
             request_id,
+            suppressed,
             "request refused: {}",
             err.message
         );

@@ -26,8 +26,12 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-/// Header carrying the request id (generated unless the caller sent one).
+/// Header carrying the request id (generated unless the caller sent an acceptable one).
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// Longest request id kept from a caller. The id lands in every log line of the request, in its
+/// audit event and in the answer; a caller-chosen id of any length would let one client grow the
+/// logs and the audit table at will. 64 holds a UUID, a ULID or a trace id with room to spare.
+pub const MAX_REQUEST_ID_LEN: usize = 64;
 /// Largest request body: an OIDC token is ~2 KiB and a policy at most 64 KiB; anything bigger is
 /// refused before it is read, so a caller cannot make the broker buffer large bodies.
 pub const BODY_LIMIT_BYTES: usize = 128 * 1024;
@@ -188,61 +192,183 @@ pub fn router(state: AppState) -> Router {
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT_BYTES))
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, timeout))
         .layer(CatchPanicLayer::new())
-        .layer(axum::middleware::from_fn(error::envelope))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), error::envelope))
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let route = req.extensions().get::<MatchedPath>().map_or("", MatchedPath::as_str);
             let id = error::request_id_of(req.headers());
-            tracing::info_span!("request", http.method = %req.method(), http.route = route, request_id = %id)
-        }))
+            // The method as a label too: a made-up one could be long, and lands in every line.
+            let method = crate::metrics::method_label(req.method().as_str());
+            tracing::info_span!("request", http.method = method, http.route = route, request_id = %id)
+        })
+        // Its default writes an ERROR line per 5xx, which a caller can repeat at will while a
+        // failure lasts; the envelope logs each failure once, within `App::failure_log`.
+        .on_failure(()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        // Outside `SetRequestIdLayer`, which keeps any id it finds: an unacceptable one is
+        // removed first, so a fresh one is made in its place.
+        .layer(tower::util::MapRequestLayer::new(
+            drop_unacceptable_request_id::<axum::body::Body>,
+        ))
         .layer(SetSensitiveRequestHeadersLayer::new([axum::http::header::AUTHORIZATION]))
         .with_state(state)
 }
 
-/// Request latency metric, by matched route.
+/// Is `id` a request id we keep from a caller: `[A-Za-z0-9._-]{1,MAX_REQUEST_ID_LEN}`? Only
+/// characters that need no escaping in a log line, a JSON string or a header.
+pub fn is_acceptable_request_id(id: &[u8]) -> bool {
+    (1..=MAX_REQUEST_ID_LEN).contains(&id.len())
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Remove the caller's request id unless it is one acceptable id (several ids are refused too:
+/// which of them would the logs name?).
+fn drop_unacceptable_request_id<B>(mut req: Request<B>) -> Request<B> {
+    let mut ids = req.headers().get_all(REQUEST_ID_HEADER).iter();
+    let acceptable = match (ids.next(), ids.next()) {
+        (Some(id), None) => is_acceptable_request_id(id.as_bytes()),
+        (None, _) => true,
+        (Some(_), Some(_)) => false,
+    };
+    if !acceptable {
+        req.headers_mut().remove(REQUEST_ID_HEADER);
+    }
+    req
+}
+
+/// Request latency metric, by method (folded to a fixed set), matched route and status.
 async fn observe(
     axum::extract::State(state): axum::extract::State<AppState>,
     req: Request,
     next: Next,
 ) -> Response {
     let start = Instant::now();
-    let method = req.method().to_string();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let method = req.method().clone();
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let res = next.run(req).await;
-    state
-        .metrics
-        .http_latency
-        .get_or_create(&crate::metrics::HttpLabels {
-            method,
-            route,
-            status: res.status().as_u16().to_string(),
-        })
-        .observe(start.elapsed().as_secs_f64());
+    state.metrics.http_request(
+        method.as_str(),
+        route.as_ref().map(MatchedPath::as_str),
+        res.status().as_u16(),
+        start.elapsed(),
+    );
     res
 }
 
-/// Serve until `shutdown` resolves, then finish in-flight requests.
+/// Pause after an accept error that is not about one connection (out of file descriptors, say):
+/// retrying at once would spin; a second lets connections close and free descriptors.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Serve until `shutdown` resolves; then stop accepting, let the open connections finish for at
+/// most `limits.shutdown_grace_seconds`, close what is still open, and return.
+///
+/// `axum::serve` can do none of what the `[limits]` section asks, so connections are served
+/// here with hyper's HTTP/1 builder (HTTP/1 only, as before; see the hyper docs of
+/// `server::conn::http1::Builder`):
+/// - `header_read_timeout`: a connection whose request head is not complete that long after it
+///   opened, or after its previous response, is closed. That also ends idle keep-alive
+///   connections, so neither a slowloris client nor an idle one holds a slot for long.
+/// - at most `limits.max_connections` open at once: a slot (a semaphore permit) is taken before
+///   `accept` and given back when the connection ends. Beyond the cap the broker stops accepting;
+///   new connections wait in the kernel's listen backlog until a slot frees.
+/// - on `shutdown`, each connection is told to finish its in-flight request and close; whatever
+///   is still open after the grace is dropped, so no client can keep the process alive.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let limits = state.config.limits.clone();
     // `Router::layer` wraps the routes *after* the path has been matched, so the path is rewritten
     // by a service around the whole router instead.
     let service = tower::ServiceBuilder::new()
-        .map_request(collapse_slashes::<axum::body::Body>)
+        .map_request(collapse_slashes::<hyper::body::Incoming>)
         .service(router(state));
-    axum::serve(
-        listener,
-        axum::ServiceExt::<Request>::into_make_service(service),
+    let service = hyper_util::service::TowerToHyperService::new(service);
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout());
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let mut connections = tokio::task::JoinSet::new();
+    let (drain, draining) = tokio::sync::watch::channel(());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        // Forget connections that ended, so the set holds only open ones.
+        while connections.try_join_next().is_some() {}
+        let slot = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            slot = Arc::clone(&slots).acquire_owned() => slot,
+        };
+        // The semaphore is never closed; if it were, there would be nothing left to serve.
+        let Ok(slot) = slot else { break };
+        let stream = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                // The peer gave up between its handshake and our accept: nothing to do.
+                Err(e) if is_connection_error(&e) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "accepting a connection failed; retrying shortly");
+                    tokio::select! {
+                        () = &mut shutdown => break,
+                        () = tokio::time::sleep(ACCEPT_ERROR_BACKOFF) => continue,
+                    }
+                }
+            },
+        };
+        let connection =
+            http1.serve_connection(hyper_util::rt::TokioIo::new(stream), service.clone());
+        let mut draining = draining.clone();
+        connections.spawn(async move {
+            let _slot = slot;
+            let mut connection = std::pin::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                _ = draining.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            // Per connection and caused by the client (a header timeout, a reset): debug only.
+            if let Err(e) = ended {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    // No new connections from here: the socket closes, so clients get a refusal, not a hang.
+    drop(listener);
+    let _ = drain.send(());
+    let grace = limits.shutdown_grace();
+    let drained = tokio::time::timeout(grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            open = connections.len(),
+            "shutdown grace of {}s elapsed; closing the connections still open",
+            grace.as_secs()
+        );
+        connections.shutdown().await;
+    }
+    Ok(())
+}
+
+/// An accept error about one connection only (the peer reset or gave up before we accepted):
+/// the listener itself is fine.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
     )
-    .with_graceful_shutdown(shutdown)
-    .await
 }
 
 /// Collapse every run of slashes in the request path to one, keeping the query as sent.
@@ -304,7 +430,42 @@ pub async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::collapse_slashes;
+    use super::{collapse_slashes, drop_unacceptable_request_id, is_acceptable_request_id};
+
+    #[test]
+    fn request_ids_are_kept_only_when_short_and_plain() {
+        let long = "a".repeat(65);
+        let longest = "a".repeat(64);
+        for (id, kept) in [
+            (longest.as_bytes(), true),
+            (b"abc-DEF_1.2".as_slice(), true),
+            (b"0196b7e2-5c1f-7a3e-9d2b-4f6a8c0e1b3d".as_slice(), true),
+            (long.as_bytes(), false),
+            (b"".as_slice(), false),
+            (b"a b".as_slice(), false),
+            (b"a/b".as_slice(), false),
+            (b"a\"b".as_slice(), false),
+            ("\u{e9}".as_bytes(), false),
+        ] {
+            assert_eq!(is_acceptable_request_id(id), kept, "{id:?}");
+        }
+        let req = http::Request::builder()
+            .header("x-request-id", "ok-1")
+            .header("x-request-id", "ok-2")
+            .body(())
+            .unwrap();
+        let req = drop_unacceptable_request_id(req);
+        assert!(
+            req.headers().get("x-request-id").is_none(),
+            "two ids: neither kept"
+        );
+        let req = http::Request::builder()
+            .header("x-request-id", "ok-1")
+            .body(())
+            .unwrap();
+        let req = drop_unacceptable_request_id(req);
+        assert_eq!(req.headers()["x-request-id"], "ok-1");
+    }
 
     #[test]
     fn runs_of_slashes_collapse_and_the_query_survives() {

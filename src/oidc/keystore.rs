@@ -1,18 +1,30 @@
 //! JWKS fetching and caching per issuer.
 //!
 //! Only issuers from the configuration have an entry here, so a token can never make the broker
-//! fetch a URL of its choosing (the SSRF class of Octo-STS/sts-cat advisories). Each issuer's
-//! state sits behind its own tokio `Mutex`, held across the fetch: concurrent verifications that
-//! miss wait for the one fetch in flight instead of stampeding the issuer.
+//! fetch a URL of its choosing (the SSRF class of Octo-STS/sts-cat advisories).
+//!
+//! Fetches never run under a lock. Each issuer's state sits behind a plain mutex held only to
+//! read or update it, and a fetch runs in a task of its own, at most one per issuer at a time:
+//! - a caller whose `kid` is in the cache gets the key at once, even when the keys are stale; it
+//!   starts the refetch in the background (or finds it started) and does not wait for it, so a
+//!   slow issuer delays no verification that the cached keys can serve;
+//! - a caller without a usable key (nothing cached yet, or an unknown `kid` past the cooldown)
+//!   waits for the fetch in flight, or starts the one fetch everybody else then waits for;
+//! - the fetch runs to its end even when every caller waiting for it has gone, so a verification
+//!   cancelled mid-fetch neither loses the keys nor leaves the others hanging.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use futures::future::{BoxFuture, Shared};
+use futures::FutureExt as _;
 use jsonwebtoken::DecodingKey;
 use serde::Deserialize;
-use tokio::sync::Mutex;
+use tracing::Instrument as _;
 use url::Url;
 
 use super::{IssuerSettings, VerifyError};
@@ -27,8 +39,9 @@ pub const JWKS_CACHE_TTL: Duration = Duration::from_secs(60 * 60);
 /// A real rotation publishes the new key before signing with it, so one refetch a minute finds it.
 pub const JWKS_REFRESH_COOLDOWN: Duration = Duration::from_secs(60);
 
-/// Least time before retrying after a failed fetch, per issuer. While the issuer is down, waiting
-/// verifications fail fast instead of queueing one timed-out fetch each behind the issuer lock.
+/// Least time before retrying after a failed fetch, per issuer. While the issuer is down,
+/// verifications that need a fetch fail fast instead of each waiting for a fetch of its own to
+/// time out, and those that stale keys can serve are served from them.
 pub const JWKS_FAILURE_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Cap on every fetched body (discovery document and JWKS). Real documents are a few KiB; the cap
@@ -45,7 +58,7 @@ const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
 /// Cached JWKS of the configured issuers.
 pub struct JwksCache {
     client: reqwest::Client,
-    issuers: HashMap<String, IssuerEntry>,
+    issuers: HashMap<String, Arc<IssuerEntry>>,
 }
 
 impl std::fmt::Debug for JwksCache {
@@ -71,10 +84,22 @@ enum KeySource {
 }
 
 struct IssuerEntry {
+    issuer: String,
     source: KeySource,
     allow_http: bool,
+    /// Never held across an await.
     state: Mutex<IssuerKeys>,
 }
+
+impl IssuerEntry {
+    fn state(&self) -> MutexGuard<'_, IssuerKeys> {
+        // Every update below leaves the state whole, so a panic elsewhere cannot poison it.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The outcome of one fetch, awaited by every caller that needs it; `Err` holds the reason.
+type Fetch = Shared<BoxFuture<'static, Result<(), String>>>;
 
 #[derive(Default)]
 struct IssuerKeys {
@@ -82,6 +107,18 @@ struct IssuerKeys {
     fetched_at: Option<Instant>,
     last_refresh: Option<Instant>,
     failed_at: Option<Instant>,
+    /// The fetch in flight; its task clears this when it ends.
+    in_flight: Option<Fetch>,
+}
+
+/// What a caller does after one look at the state.
+enum Plan {
+    /// Verify with this key now.
+    Key(Jwk),
+    /// Wait for this fetch, then look again.
+    Wait(Fetch),
+    /// Refuse without a fetch.
+    Refuse(VerifyError),
 }
 
 /// One published key, as far as selection needs it. Fields of the wrong JSON type make the key
@@ -135,11 +172,15 @@ impl JwksCache {
                 }
             };
             let entry = IssuerEntry {
+                issuer: settings.issuer.clone(),
                 source,
                 allow_http: settings.allow_http,
                 state: Mutex::new(IssuerKeys::default()),
             };
-            if entries.insert(settings.issuer.clone(), entry).is_some() {
+            if entries
+                .insert(settings.issuer.clone(), Arc::new(entry))
+                .is_some()
+            {
                 return Err(format!("issuer `{}` is configured twice", settings.issuer));
             }
         }
@@ -151,8 +192,9 @@ impl JwksCache {
 
     /// The verification key for `kid` (or the only RSA key when `kid` is `None`).
     ///
-    /// Fetches when the cache is empty or stale, and once more on a miss unless the issuer was
-    /// refreshed within [`JWKS_REFRESH_COOLDOWN`].
+    /// A cached key is returned at once; stale keys are refetched in the background meanwhile.
+    /// Without a cached key this waits for a fetch: when the cache is empty or stale, or on an
+    /// unknown `kid` unless the issuer was refetched within [`JWKS_REFRESH_COOLDOWN`].
     pub(crate) async fn decoding_key(
         &self,
         issuer: &str,
@@ -161,142 +203,203 @@ impl JwksCache {
         let Some(entry) = self.issuers.get(issuer) else {
             return Err(VerifyError::UnknownIssuer);
         };
-        let mut state = entry.state.lock().await;
+        let fetch = match self.plan(entry, kid) {
+            Plan::Key(jwk) => return to_decoding_key(&jwk),
+            Plan::Refuse(err) => return Err(err),
+            Plan::Wait(fetch) => fetch,
+        };
+        let outcome = fetch.await;
+        let found = select(&entry.state().keys, kid).cloned();
+        match (found, outcome) {
+            (Some(jwk), _) => to_decoding_key(&jwk),
+            (None, Err(reason)) => Err(VerifyError::JwksUnavailable(reason)),
+            // Just fetched: a refetch could not know more.
+            (None, Ok(())) => Err(VerifyError::UnknownKey),
+        }
+    }
 
+    /// One look at `entry`'s state, under its lock: the key, the fetch to wait for, or a refusal.
+    fn plan(&self, entry: &Arc<IssuerEntry>, kid: Option<&str>) -> Plan {
+        let issuer = entry.issuer.as_str();
+        let mut state = entry.state();
         let stale = state
             .fetched_at
             .is_none_or(|at| at.elapsed() >= JWKS_CACHE_TTL);
-        if stale {
-            // Stale keys are better than none while the issuer is briefly unreachable: they were
-            // valid an hour ago and the previous key stays published through rotations anyway.
-            match self.refresh(issuer, entry, &mut state).await {
-                Err(err) if state.keys.is_empty() => return Err(err),
-                Err(_) => {}
-                // Just fetched: a refetch could not know more.
-                Ok(()) => {
-                    return select(&state.keys, kid)
-                        .map_or(Err(VerifyError::UnknownKey), to_decoding_key);
-                }
-            }
-        }
 
         if let Some(jwk) = select(&state.keys, kid) {
-            return to_decoding_key(jwk);
+            let jwk = jwk.clone();
+            if stale {
+                // Stale keys are better than waiting: they were valid an hour ago and the previous
+                // key stays published through rotations anyway. Refresh for the next caller; a
+                // refusal (failure backoff) just means the stale keys serve a little longer.
+                let _refresh = self.start_fetch(entry, &mut state);
+            }
+            return Plan::Key(jwk);
         }
-
-        let cooling_down = state
-            .last_refresh
-            .is_some_and(|at| at.elapsed() < JWKS_REFRESH_COOLDOWN);
-        if cooling_down {
-            tracing::debug!(
+        if let Some(fetch) = &state.in_flight {
+            return Plan::Wait(fetch.clone());
+        }
+        if !stale {
+            let cooling_down = state
+                .last_refresh
+                .is_some_and(|at| at.elapsed() < JWKS_REFRESH_COOLDOWN);
+            if cooling_down {
+                tracing::debug!(
+                    oidc.issuer = issuer,
+                    "unknown kid for {issuer}, refresh cooling down"
+                );
+                return Plan::Refuse(VerifyError::UnknownKey);
+            }
+            state.last_refresh = Some(Instant::now());
+            tracing::info!(
                 oidc.issuer = issuer,
-                "unknown kid for {issuer}, refresh cooling down"
+                "unknown kid for {issuer}, refetching its keys"
             );
-            return Err(VerifyError::UnknownKey);
         }
-        state.last_refresh = Some(Instant::now());
-        tracing::info!(
-            oidc.issuer = issuer,
-            "unknown kid for {issuer}, refetching its keys"
-        );
-        self.refresh(issuer, entry, &mut state).await?;
-        select(&state.keys, kid).map_or(Err(VerifyError::UnknownKey), to_decoding_key)
+        match self.start_fetch(entry, &mut state) {
+            Some(fetch) => Plan::Wait(fetch),
+            None => Plan::Refuse(VerifyError::JwksUnavailable(
+                "previous fetch failed moments ago".into(),
+            )),
+        }
     }
 
-    async fn refresh(
-        &self,
-        issuer: &str,
-        entry: &IssuerEntry,
-        state: &mut IssuerKeys,
-    ) -> Result<(), VerifyError> {
+    /// The fetch of `entry`'s keys in flight, or a new one; `None` within
+    /// [`JWKS_FAILURE_BACKOFF`] of a failed fetch. `state` is `entry`'s, locked by the caller, so
+    /// that two callers cannot both start one.
+    fn start_fetch(&self, entry: &Arc<IssuerEntry>, state: &mut IssuerKeys) -> Option<Fetch> {
+        if let Some(fetch) = &state.in_flight {
+            return Some(fetch.clone());
+        }
         if state
             .failed_at
             .is_some_and(|at| at.elapsed() < JWKS_FAILURE_BACKOFF)
         {
-            return Err(VerifyError::JwksUnavailable(
-                "previous fetch failed moments ago".into(),
-            ));
+            return None;
         }
-        match self.fetch_keys(issuer, entry).await {
-            Ok(keys) => {
-                tracing::debug!(
-                    oidc.issuer = issuer,
-                    oidc.key_count = keys.len(),
-                    "fetched keys of {issuer}"
-                );
-                state.keys = keys;
-                state.fetched_at = Some(Instant::now());
-                state.failed_at = None;
-                Ok(())
+        let client = self.client.clone();
+        let entry = Arc::clone(entry);
+        // Its own task, so that it outlives any caller and nobody's cancellation stops it. It
+        // cannot clear `in_flight` before this caller has set it: that needs the lock we hold.
+        let task = tokio::spawn(
+            async move {
+                // A panic must still clear `in_flight`, or the issuer would never be fetched again.
+                let fetched = AssertUnwindSafe(fetch_keys(&client, &entry))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| Err("the fetch panicked".into()));
+                store(&entry, fetched)
             }
-            Err(reason) => {
-                tracing::warn!(
-                    oidc.issuer = issuer,
-                    error = %reason,
-                    "could not fetch keys of {issuer}: {reason}"
-                );
-                state.failed_at = Some(Instant::now());
-                Err(VerifyError::JwksUnavailable(reason))
-            }
+            .in_current_span(),
+        );
+        let fetch = task
+            .map(|joined| joined.unwrap_or_else(|error| Err(format!("fetch task ended: {error}"))))
+            .boxed()
+            .shared();
+        state.in_flight = Some(fetch.clone());
+        Some(fetch)
+    }
+
+    /// Test knob: make `issuer`'s cached keys stale, as if fetched longer than the TTL ago.
+    #[cfg(test)]
+    pub(super) fn expire(&self, issuer: &str) {
+        if let Some(entry) = self.issuers.get(issuer) {
+            entry.state().fetched_at = None;
         }
     }
 
-    async fn fetch_keys(&self, issuer: &str, entry: &IssuerEntry) -> Result<Vec<Jwk>, String> {
-        let jwks_url = match &entry.source {
-            KeySource::Jwks(url) => url.clone(),
-            KeySource::Discovery {
-                document,
-                issuer_origin,
-            } => {
-                let body = self.fetch(document).await?;
-                let doc: DiscoveryDocument = serde_json::from_slice(&body)
-                    .map_err(|e| format!("invalid discovery document: {e}"))?;
-                // OpenID Connect Discovery 1.0 §4.3: the document must name the issuer it was
-                // fetched for, or its keys are somebody else's.
-                if doc.issuer.trim_end_matches('/') != issuer.trim_end_matches('/') {
-                    return Err("discovery document names another issuer".into());
-                }
-                let jwks_uri = Url::parse(&doc.jwks_uri)
-                    .map_err(|e| format!("invalid jwks_uri in discovery document: {e}"))?;
-                crate::config::check_fetch_url(&jwks_uri, entry.allow_http)
-                    .map_err(|e| format!("jwks_uri refused: {e}"))?;
-                if jwks_uri.origin() != *issuer_origin {
-                    return Err("jwks_uri refused: not on the issuer's host".into());
-                }
-                jwks_uri
-            }
-        };
-        let body = self.fetch(&jwks_url).await?;
-        parse_jwks(&body)
+    /// Test knob: whether a fetch of `issuer`'s keys is in flight.
+    #[cfg(test)]
+    pub(super) fn fetching(&self, issuer: &str) -> bool {
+        self.issuers
+            .get(issuer)
+            .is_some_and(|entry| entry.state().in_flight.is_some())
     }
+}
 
-    /// GET `url` with the body capped at [`MAX_FETCH_BYTES`], read as a stream so an oversized
-    /// body is cut off rather than buffered.
-    async fn fetch(&self, url: &Url) -> Result<Vec<u8>, String> {
-        let mut response = self
-            .client
-            .get(url.clone())
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| format!("request to {url} failed: {}", e.without_url()))?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(format!("{url} answered {status}"));
+/// Record a fetch's outcome in `entry` and end its flight.
+fn store(entry: &IssuerEntry, fetched: Result<Vec<Jwk>, String>) -> Result<(), String> {
+    let issuer = entry.issuer.as_str();
+    let mut state = entry.state();
+    state.in_flight = None;
+    match fetched {
+        Ok(keys) => {
+            tracing::debug!(
+                oidc.issuer = issuer,
+                oidc.key_count = keys.len(),
+                "fetched keys of {issuer}"
+            );
+            state.keys = keys;
+            state.fetched_at = Some(Instant::now());
+            state.failed_at = None;
+            Ok(())
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| format!("reading {url} failed: {}", e.without_url()))?
-        {
-            if body.len() + chunk.len() > MAX_FETCH_BYTES {
-                return Err(format!("{url} body exceeds {MAX_FETCH_BYTES} bytes"));
-            }
-            body.extend_from_slice(&chunk);
+        Err(reason) => {
+            tracing::warn!(
+                oidc.issuer = issuer,
+                error = %reason,
+                "could not fetch keys of {issuer}: {reason}"
+            );
+            state.failed_at = Some(Instant::now());
+            Err(reason)
         }
-        Ok(body)
     }
+}
+
+async fn fetch_keys(client: &reqwest::Client, entry: &IssuerEntry) -> Result<Vec<Jwk>, String> {
+    let jwks_url = match &entry.source {
+        KeySource::Jwks(url) => url.clone(),
+        KeySource::Discovery {
+            document,
+            issuer_origin,
+        } => {
+            let body = fetch(client, document).await?;
+            let doc: DiscoveryDocument = serde_json::from_slice(&body)
+                .map_err(|e| format!("invalid discovery document: {e}"))?;
+            // OpenID Connect Discovery 1.0 §4.3: the document must name the issuer it was
+            // fetched for, or its keys are somebody else's.
+            if doc.issuer.trim_end_matches('/') != entry.issuer.trim_end_matches('/') {
+                return Err("discovery document names another issuer".into());
+            }
+            let jwks_uri = Url::parse(&doc.jwks_uri)
+                .map_err(|e| format!("invalid jwks_uri in discovery document: {e}"))?;
+            crate::config::check_fetch_url(&jwks_uri, entry.allow_http)
+                .map_err(|e| format!("jwks_uri refused: {e}"))?;
+            if jwks_uri.origin() != *issuer_origin {
+                return Err("jwks_uri refused: not on the issuer's host".into());
+            }
+            jwks_uri
+        }
+    };
+    let body = fetch(client, &jwks_url).await?;
+    parse_jwks(&body)
+}
+
+/// GET `url` with the body capped at [`MAX_FETCH_BYTES`], read as a stream so an oversized
+/// body is cut off rather than buffered.
+async fn fetch(client: &reqwest::Client, url: &Url) -> Result<Vec<u8>, String> {
+    let mut response = client
+        .get(url.clone())
+        .header(reqwest::header::ACCEPT, "application/json")
+        .send()
+        .await
+        .map_err(|e| format!("request to {url} failed: {}", e.without_url()))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(format!("{url} answered {status}"));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| format!("reading {url} failed: {}", e.without_url()))?
+    {
+        if body.len() + chunk.len() > MAX_FETCH_BYTES {
+            return Err(format!("{url} body exceeds {MAX_FETCH_BYTES} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn parse_jwks(body: &[u8]) -> Result<Vec<Jwk>, String> {

@@ -458,6 +458,116 @@ async fn a_rotated_key_is_accepted_after_a_refetch_and_the_previous_key_still_wo
     fx.verifier.verify(&old_token).await.unwrap();
 }
 
+/// Turns a hang into a failure. Not a timing assertion: the verifications it guards finish
+/// while the JWKS fetch is held at the issuer, which is never released before they return, so
+/// only code that waits for the fetch can reach it.
+const HANG_GUARD: std::time::Duration = std::time::Duration::from_secs(30);
+
+#[tokio::test]
+async fn a_known_kid_is_served_from_stale_keys_while_the_refetch_is_held() {
+    let fx = Fixture::start().await;
+    fx.verifier
+        .verify(&fx.sim.sign(&fx.claims()))
+        .await
+        .unwrap();
+    assert_eq!(fx.sim.jwks_fetch_count(), 1);
+
+    let hold = fx.sim.hold_jwks();
+    fx.verifier.keys.expire(&fx.running.issuer);
+    for _ in 0..3 {
+        let token = fx.sim.sign(&fx.claims());
+        let outcome = tokio::time::timeout(HANG_GUARD, fx.verifier.verify(&token)).await;
+        let Ok(outcome) = outcome else {
+            panic!("a verification with a cached kid waited for the held JWKS fetch");
+        };
+        outcome.unwrap();
+        assert!(
+            fx.verifier.keys.fetching(&fx.running.issuer),
+            "the verification returned only once the refetch had ended"
+        );
+    }
+    // The refetch was started in the background, once, and is still held at the issuer.
+    hold.arrived().await;
+    assert_eq!(fx.sim.jwks_fetch_count(), 2);
+
+    // A kid the cache does not know waits for that fetch instead of starting another, and the
+    // fetch (answered after the rotation) brings it.
+    fx.sim.rotate_key();
+    let rotated = fx.sim.sign(&fx.claims());
+    let verifier = std::sync::Arc::new(fx.verifier);
+    let waiting = tokio::spawn({
+        let verifier = verifier.clone();
+        async move { verifier.verify(&rotated).await }
+    });
+    hold.release();
+    waiting.await.unwrap().unwrap();
+    assert_eq!(fx.sim.jwks_fetch_count(), 2);
+}
+
+#[tokio::test]
+async fn callers_without_keys_wait_for_the_one_fetch_in_flight() {
+    let fx = Fixture::start().await;
+    let verifier = std::sync::Arc::new(fx.new_verifier());
+    let hold = fx.sim.hold_jwks();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let verifier = verifier.clone();
+            let token = fx.sim.sign(&fx.claims());
+            tokio::spawn(async move { verifier.verify(&token).await })
+        })
+        .collect();
+    hold.arrived().await;
+    // Every caller has had its turn to start a fetch of its own; none did or gave up.
+    for _ in 0..tasks.len() {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(fx.sim.jwks_fetch_count(), 1);
+    assert!(tasks.iter().all(|task| !task.is_finished()));
+    hold.release();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    assert_eq!(fx.sim.jwks_fetch_count(), 1);
+}
+
+#[tokio::test]
+async fn stale_keys_keep_serving_while_the_issuer_fails_and_failures_back_off() {
+    let fx = Fixture::start().await;
+    let token = fx.sim.sign(&fx.claims());
+    fx.verifier.verify(&token).await.unwrap();
+
+    fx.sim
+        .set_jwks_override(Some(JwksBody::Raw("<html>down</html>".into())));
+    fx.verifier.keys.expire(&fx.running.issuer);
+    fx.verifier
+        .verify(&fx.sim.sign(&fx.claims()))
+        .await
+        .unwrap();
+    // A kid nobody publishes needs the keys, so it waits for the failing refetch (or finds it
+    // failed moments ago) and reports the issuer unavailable rather than the kid unknown.
+    let stranger = RsaKeyPair::generate();
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some("unpublished".into());
+    let unknown = fx
+        .sim
+        .sign_with_key(header, &stranger.encoding_key(), &fx.claims())
+        .unwrap();
+    let outcome = fx.verifier.verify(&unknown).await;
+    assert!(
+        matches!(outcome, Err(VerifyError::JwksUnavailable(_))),
+        "{outcome:?}"
+    );
+    assert_eq!(fx.sim.jwks_fetch_count(), 2);
+
+    // Within the failure backoff, stale keys are served without another fetch.
+    fx.verifier.keys.expire(&fx.running.issuer);
+    fx.verifier
+        .verify(&fx.sim.sign(&fx.claims()))
+        .await
+        .unwrap();
+    assert_eq!(fx.sim.jwks_fetch_count(), 2);
+}
+
 fn decode_kid(token: &str) -> Option<String> {
     unverified::decode(token).unwrap().header.kid
 }

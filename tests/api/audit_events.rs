@@ -137,6 +137,21 @@ async fn every_exchange_decision_writes_exactly_one_event_and_unverified_tokens_
         )
         .await;
 
+    // Signed by the issuer, but expired: past the signature, so audited with the finer reason.
+    let mut expired = app
+        .world
+        .issuer
+        .claims_for(&main_job(), sts_broker::dev::DEV_AUDIENCE);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    expired.insert("iat".into(), json!(now - 7200));
+    expired.insert("nbf".into(), json!(now - 7200));
+    expired.insert("exp".into(), json!(now - 3600));
+    let r = app.post_exchange(&app.world.issuer.sign(&expired)).await;
+    assert_eq!(r.tag(), "invalid_token");
+    ledger
+        .one("expired", "exchange", "denied", Some("token_expired"))
+        .await;
+
     let forged = format!("{}x", app.oidc_token(&main_job()));
     assert_eq!(app.post_exchange(&forged).await.tag(), "invalid_token");
     assert_eq!(app.post_exchange("not.a.jwt").await.tag(), "invalid_token");
@@ -433,14 +448,15 @@ async fn mint_events_name_each_tokens_policy_version_and_rules_and_a_partial_fai
         "{event}"
     );
 
-    // Two tokens: acme (caches warm now) and acme-labs; GitHub fails one of the two POSTs.
+    // Two tokens: acme (caches warm now) and acme-labs; GitHub refuses one of the two POSTs
+    // with a 401, which no retry can mend and no exclusion describes.
     let session = app.session(&main_job()).await;
     let both = json!({ "sources": ["acme/modules", "acme-labs/shared-modules"] });
     let r = app.post_sts(&session, both.clone()).await;
     assert_eq!(r.status, 200, "{}", r.body);
     ledger.new_events().await;
     let (minted_before, _) = app.world.github.counts();
-    app.world.github.fail_next(1, 500, None);
+    app.world.github.fail_next(1, 401, None);
     let r = app.post_sts(&session, both).await;
     assert_eq!(r.status, 502, "{}", r.body);
     let (minted_after, _) = app.world.github.counts();

@@ -96,9 +96,11 @@ async fn exchange_refuses_expired_wrong_audience_foreign_issuer_and_forged_token
         .iter()
         .filter(|e| e["action"] == "exchange" && e["outcome"] == "denied")
         .count();
+    // Only the expired and the wrong-audience tokens got past their signature check; the
+    // others prove nothing about who sent them and are counted, not audited (see edges.rs).
     assert_eq!(
-        denied, 0,
-        "a token that never verified names nobody: refused and counted, not audited"
+        denied, 2,
+        "every refusal after the signature check is audited"
     );
 }
 

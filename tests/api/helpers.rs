@@ -145,3 +145,26 @@ pub(crate) fn excluded(r: &Reply) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// [`spawn_app`], with `configure` applied to the broker's configuration before it is built
+/// (quotas, limits).
+pub(crate) async fn spawn_app_configured(
+    configure: impl FnOnce(&mut sts_broker::config::Config),
+) -> TestApp {
+    sts_broker::telemetry::init_for_test();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut world = DevWorld::start(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    configure(&mut world.config);
+    let app = sts_broker::app::App::build(world.config.clone())
+        .await
+        .unwrap();
+    let broker = sts_broker::server::spawn(app, listener).unwrap();
+    world.seed(&broker.url).await.unwrap();
+    TestApp {
+        world,
+        broker,
+        http: reqwest::Client::new(),
+    }
+}

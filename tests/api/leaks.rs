@@ -8,8 +8,6 @@ use serde_json::{json, Value};
 use sqlx::SqlitePool;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
-use sts_broker::app::App;
-use sts_broker::dev::DevWorld;
 
 /// Longest a test waits for the broker's detached work (revocations, audit writes) to finish.
 pub(crate) const SETTLE_LIMIT: Duration = Duration::from_secs(30);
@@ -36,21 +34,10 @@ pub(crate) fn deploy_mint() -> Value {
 /// [`DEPLOY_POLICY`] stored as `deploy`, and GitHub's caches warm (so that later token POSTs are
 /// the caller's alone). The warming mint's tokens are revoked by ending its session.
 pub(crate) async fn deploy_app(request_timeout_seconds: u64) -> TestApp {
-    sts_broker::telemetry::init_for_test();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let world = DevWorld::start(listener.local_addr().unwrap())
-        .await
-        .unwrap();
-    let mut config = world.config.clone();
-    config.server.request_timeout_seconds = request_timeout_seconds;
-    let app = App::build(config).await.unwrap();
-    let broker = sts_broker::server::spawn(app, listener).unwrap();
-    world.seed(&broker.url).await.unwrap();
-    let app = TestApp {
-        world,
-        broker,
-        http: reqwest::Client::new(),
-    };
+    let app = spawn_app_configured(|config| {
+        config.server.request_timeout_seconds = request_timeout_seconds;
+    })
+    .await;
     let policy = DEPLOY_POLICY.replace("ISSUER", &app.world.issuer.issuer());
     let r = app.put_policy_yaml("acme", "deploy", &policy).await;
     assert!(r.status == 201 || r.status == 200, "{}", r.body);

@@ -12,6 +12,7 @@ mod admin;
 mod atmos;
 mod audit_events;
 mod chaos;
+mod edges;
 mod exchange;
 mod leaks;
 mod mint;

@@ -19,6 +19,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
+use tokio::sync::Semaphore;
 
 use crate::keys::RsaKeyPair;
 use crate::serving::{bind_loopback, Serving};
@@ -98,6 +99,56 @@ impl From<String> for JwksBody {
     }
 }
 
+/// Requests to `/.well-known/jwks` wait while this is held; from
+/// [`OidcIssuerSimulator::hold_jwks`].
+#[derive(Debug)]
+pub struct JwksHold {
+    sim: OidcIssuerSimulator,
+    gate: Arc<JwksGate>,
+}
+
+#[derive(Debug)]
+struct JwksGate {
+    /// Never given a permit: closed on release, which lets every waiting request go on.
+    open: Semaphore,
+    /// One permit per request that reached the gate.
+    arrivals: Semaphore,
+}
+
+impl JwksHold {
+    /// Wait until one more JWKS request has reached the hold (each call consumes one arrival):
+    /// proof that a fetch is in flight and held.
+    pub async fn arrived(&self) {
+        if let Ok(arrival) = self.gate.arrivals.acquire().await {
+            arrival.forget();
+        }
+    }
+
+    /// Let the held requests, and every later one, through.
+    pub fn release(&self) {
+        self.gate.open.close();
+        let mut current = self
+            .sim
+            .inner
+            .jwks_gate
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if current
+            .as_ref()
+            .is_some_and(|gate| Arc::ptr_eq(gate, &self.gate))
+        {
+            *current = None;
+        }
+    }
+}
+
+impl Drop for JwksHold {
+    /// A test that forgets to release, or panics while holding, must not leave requests hanging.
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 /// The issuer. Cheap to clone.
 #[derive(Clone)]
 pub struct OidcIssuerSimulator {
@@ -122,6 +173,8 @@ struct Inner {
     discovery_jwks_uri: RwLock<Option<String>>,
     jwks_fetches: AtomicUsize,
     discovery_fetches: AtomicUsize,
+    /// While set, JWKS requests wait at this gate (see [`OidcIssuerSimulator::hold_jwks`]).
+    jwks_gate: RwLock<Option<Arc<JwksGate>>>,
 }
 
 // The simulator's locks guard plain data that no panic can leave half-written, so a poisoned
@@ -153,6 +206,7 @@ impl OidcIssuerSimulator {
                 discovery_jwks_uri: RwLock::new(None),
                 jwks_fetches: AtomicUsize::new(0),
                 discovery_fetches: AtomicUsize::new(0),
+                jwks_gate: RwLock::new(None),
             }),
         }
     }
@@ -352,6 +406,22 @@ impl OidcIssuerSimulator {
         write(&self.inner.discovery_jwks_uri, uri);
     }
 
+    /// Test knob: a slow issuer. From now until the returned hold is released (or dropped), every
+    /// request to `/.well-known/jwks` is counted, then waits; it is answered after the release,
+    /// with the keys published then. A test controls how long a fetch stays in flight by what it
+    /// does before releasing, never by a clock.
+    pub fn hold_jwks(&self) -> JwksHold {
+        let gate = Arc::new(JwksGate {
+            open: Semaphore::new(0),
+            arrivals: Semaphore::new(0),
+        });
+        write(&self.inner.jwks_gate, Some(Arc::clone(&gate)));
+        JwksHold {
+            sim: self.clone(),
+            gate,
+        }
+    }
+
     /// Test/dev knob: the job whose tokens `/actions/token` hands out.
     pub fn set_actions_job(&self, job: ActionsJob) {
         write(&self.inner.job, job);
@@ -411,6 +481,11 @@ async fn discovery(State(sim): State<OidcIssuerSimulator>) -> Json<Value> {
 
 async fn jwks(State(sim): State<OidcIssuerSimulator>) -> Response {
     sim.inner.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+    if let Some(gate) = read(&sim.inner.jwks_gate) {
+        gate.arrivals.add_permits(1);
+        // Err once the hold is released and the semaphore closed: then go on.
+        let _released = gate.open.acquire().await;
+    }
     match read(&sim.inner.jwks_override) {
         Some(JwksBody::Json(value)) => Json(value).into_response(),
         // Streamed in chunks without a Content-Length, so readers cannot size-check up front.

@@ -204,6 +204,9 @@ async fn attempt(
     audited: &mut Audited,
     answer: &Answer,
 ) -> FlowResult<Minted> {
+    // Quotas before anything else: every attempt with a verified session counts, well-formed or
+    // not (and is audited, as every decision after the signature is).
+    app.mint_quota.admit(&claims.sid, &claims.ws)?;
     let auth = super::load_session(app, claims, Purpose::Use, &mut audited.event).await?;
     validate::admit(app, &auth).await?;
     let request = validate::validate(input?)?;

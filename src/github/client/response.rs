@@ -23,6 +23,8 @@ pub(super) struct ApiResponse {
     pub(super) headers: HeaderMap,
     /// The whole body.
     pub(super) body: Bytes,
+    /// Requests sent to get this answer, first one included (see `retry::MAX_ATTEMPTS`).
+    pub(super) attempts: u32,
 }
 
 /// Read the body, refusing more than [`MAX_RESPONSE_BYTES`].
@@ -35,7 +37,11 @@ pub(super) async fn read_capped(mut response: reqwest::Response) -> Result<Bytes
         return Err(too_large());
     }
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(GitHubError::Transport)? {
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|error| GitHubError::Transport(error.into()))?
+    {
         if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
             return Err(too_large());
         }

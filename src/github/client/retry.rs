@@ -1,12 +1,27 @@
 //! When a call to GitHub is repeated, and how long we wait in between.
+//!
+//! Every call, the mint POST included, is retried on what is likely transient: a transport
+//! error (connect, timeout, a body cut short), a 5xx, a 429 or a rate-limit 403. A 4xx that is
+//! GitHub's decision (401, 404, 422, a suspension's 403) is final and never retried.
+//!
+//! The mint is not idempotent: a 5xx or a timeout may come after GitHub minted the token and lost
+//! the 201 on the way, and a retry then mints a second one. We retry anyway. The lost token never
+//! reached anyone, so nobody can use it, and it expires within the hour (it cannot be revoked,
+//! since revocation needs the token itself). A CI job failing on a transient GitHub error is the
+//! worse outcome, and GitHub's own clients retry 5xx the same way (Octokit's retry plugin,
+//! <https://github.com/octokit/plugin-retry.js>). The attempts are bounded, and the count is
+//! handed back to the caller so the mint's audit event shows every retried mint.
 
 use super::response::{is_rate_limited, read_capped, retry_after, ApiResponse};
-use super::{GitHubClient, GitHubError};
+use super::{GitHubClient, GitHubError, REQUEST_TIMEOUT};
 use rand::Rng as _;
 use reqwest::RequestBuilder;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Attempts per call, first one included.
+/// Attempts per call, first one included. Three ride out a GitHub blip (a deploy, a lost
+/// connection) while a GitHub that is really down costs each caller at most two more requests,
+/// and each retried mint at most two tokens nobody received.
 pub(super) const MAX_ATTEMPTS: u32 = 3;
 /// First backoff; doubled per attempt, plus up to the same again of random jitter so that many
 /// brokers retrying together spread out.
@@ -14,54 +29,48 @@ pub(super) const RETRY_BASE_DELAY: Duration = Duration::from_millis(250);
 /// Longest `Retry-After` (or rate-limit reset) we sleep through. Beyond it the caller is better
 /// served by a prompt `RateLimited` than by a request that outlives its own timeout.
 pub(super) const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
-
-/// Which failures a call may retry; see [`GitHubClient::execute`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum RetryPolicy {
-    /// GET and DELETE: repeating them has no extra effect.
-    Idempotent,
-    /// The mint POST: repeat only when GitHub certainly did not act on it.
-    NotProcessedOnly,
-}
+/// A call and all its retries end within this, waits included: each attempt's timeout is cut to
+/// what is left, and no retry starts that could not. It stays under the broker's default request
+/// timeout (30 s, `server.request_timeout_seconds`) so that the CI job hears GitHub's error
+/// rather than a bare 408, and keeps a down GitHub from pinning a worker for 3 × 15 s.
+pub(super) const RETRY_DEADLINE: Duration = Duration::from_secs(20);
 
 impl GitHubClient {
-    /// Send with retries per `policy` and read the body. Returns the last response whatever its
-    /// status; the caller maps non-2xx with [`map_error`](super::response::map_error).
+    /// Send with retries and read the body. Returns the last response whatever its status,
+    /// with the number of requests sent; the caller maps non-2xx with
+    /// [`map_error`](super::response::map_error).
     ///
-    /// GET and DELETE retry on transport errors, 5xx, 429 and rate-limit 403s. The mint POST
-    /// retries only when GitHub certainly did not process it: a connect error (nothing was sent)
-    /// or a 429 / rate-limit 403 (refused before processing). It does NOT retry a 5xx or a
-    /// timeout: GitHub may have minted the token and lost the 201 on the way, and a token we never
-    /// saw is live for an hour with nobody able to revoke it (revocation needs the token itself).
+    /// Retries transport errors, 5xx, 429 and rate-limit 403s (see the module doc for why the
+    /// mint POST is among them), at most [`MAX_ATTEMPTS`] times in all and within
+    /// [`RETRY_DEADLINE`].
     pub(super) async fn execute(
         &self,
         operation: &'static str,
-        policy: RetryPolicy,
         build: impl Fn() -> Result<RequestBuilder, GitHubError>,
     ) -> Result<ApiResponse, GitHubError> {
+        let deadline = Instant::now() + RETRY_DEADLINE;
         let mut attempt = 1;
         loop {
             let started = Instant::now();
-            let sent = build()?.send().await;
+            let timeout = deadline
+                .saturating_duration_since(started)
+                .min(REQUEST_TIMEOUT);
+            let sent = build()?.timeout(timeout).send().await;
             let response = match sent {
                 Ok(response) => response,
                 Err(error) => {
                     self.observe(operation, 0, started);
-                    let retryable = match policy {
-                        RetryPolicy::Idempotent => true,
-                        RetryPolicy::NotProcessedOnly => error.is_connect(),
-                    };
-                    if retryable && attempt < MAX_ATTEMPTS {
+                    if let Some(wait) = retry_wait(attempt, None, deadline) {
                         tracing::debug!(
                             github.operation = operation,
                             attempt,
                             "github request failed to send, retrying"
                         );
-                        tokio::time::sleep(backoff(attempt)).await;
+                        tokio::time::sleep(wait).await;
                         attempt += 1;
                         continue;
                     }
-                    return Err(GitHubError::Transport(error));
+                    return Err(GitHubError::Transport(Arc::new(error)));
                 }
             };
             let status = response.status();
@@ -70,11 +79,10 @@ impl GitHubClient {
                 Ok(body) => body,
                 Err(error) => {
                     self.observe(operation, status.as_u16(), started);
-                    // A body cut short on a mint may hide a 201: never retry it.
-                    let retryable = policy == RetryPolicy::Idempotent
-                        && matches!(error, GitHubError::Transport(_));
-                    if retryable && attempt < MAX_ATTEMPTS {
-                        tokio::time::sleep(backoff(attempt)).await;
+                    // A body cut short is transient; one over the cap would be again.
+                    let transient = matches!(error, GitHubError::Transport(_));
+                    if let Some(wait) = retry_wait(attempt, None, deadline).filter(|_| transient) {
+                        tokio::time::sleep(wait).await;
                         attempt += 1;
                         continue;
                     }
@@ -83,39 +91,48 @@ impl GitHubClient {
             };
             self.observe(operation, status.as_u16(), started);
             let rate_limited = is_rate_limited(status, &headers, &body);
-            let retryable =
-                rate_limited || (policy == RetryPolicy::Idempotent && status.is_server_error());
-            if !retryable || status.is_success() {
-                return Ok(ApiResponse {
-                    status,
-                    headers,
-                    body,
-                });
+            let answer = ApiResponse {
+                status,
+                headers,
+                body,
+                attempts: attempt,
+            };
+            if status.is_success() || !(rate_limited || status.is_server_error()) {
+                return Ok(answer);
             }
-            let server_wait = retry_after(&headers);
-            let wait_too_long = server_wait.is_some_and(|wait| wait > MAX_RETRY_AFTER);
-            if wait_too_long && rate_limited {
-                return Err(GitHubError::RateLimited {
-                    retry_after: server_wait,
-                });
+            let server_wait = retry_after(&answer.headers);
+            if server_wait.is_some_and(|wait| wait > MAX_RETRY_AFTER) {
+                return if rate_limited {
+                    Err(GitHubError::RateLimited {
+                        retry_after: server_wait,
+                    })
+                } else {
+                    Ok(answer)
+                };
             }
-            if wait_too_long || attempt >= MAX_ATTEMPTS {
-                return Ok(ApiResponse {
-                    status,
-                    headers,
-                    body,
-                });
-            }
+            let Some(wait) = retry_wait(attempt, server_wait, deadline) else {
+                return Ok(answer);
+            };
             tracing::debug!(
                 github.operation = operation,
                 http.status = status.as_u16(),
                 attempt,
                 "github answered a retryable status, retrying"
             );
-            tokio::time::sleep(server_wait.unwrap_or_default().max(backoff(attempt))).await;
+            tokio::time::sleep(wait).await;
             attempt += 1;
         }
     }
+}
+
+/// How long to wait before the attempt after `attempt` (1-based), or `None` when there must be
+/// no further attempt: the bound is reached, or the wait would leave nothing of the deadline.
+fn retry_wait(attempt: u32, server_wait: Option<Duration>, deadline: Instant) -> Option<Duration> {
+    if attempt >= MAX_ATTEMPTS {
+        return None;
+    }
+    let wait = server_wait.unwrap_or_default().max(backoff(attempt));
+    (Instant::now() + wait < deadline).then_some(wait)
 }
 
 /// Exponential backoff with jitter for the wait after attempt `attempt` (1-based).

@@ -390,20 +390,74 @@ async fn a_get_gives_up_after_three_502s() {
 }
 
 #[tokio::test]
-async fn the_mint_is_not_retried_after_a_502() {
+async fn the_mint_is_retried_after_a_502_and_reports_two_attempts() {
     let f = fixture().await;
     f.sim.fail_next(1, 502, None);
+    let token = f
+        .client
+        .create_installation_token(1, &contents_read())
+        .await
+        .unwrap();
+    assert_eq!(token.attempts, 2);
+    assert!(f.sim.token_is_live(token.token.expose_secret()));
+    assert_eq!(f.sim.request_count("/app/installations/1/access_tokens"), 2);
+    assert_eq!(
+        f.calls.lock().unwrap().as_slice(),
+        [("create_token", 502), ("create_token", 201)]
+    );
+
+    let first_try = f
+        .client
+        .create_installation_token(1, &contents_read())
+        .await
+        .unwrap();
+    assert_eq!(first_try.attempts, 1);
+}
+
+#[tokio::test]
+async fn the_mint_gives_up_after_max_attempts_of_5xx() {
+    let f = fixture().await;
+    let bound = usize::try_from(retry::MAX_ATTEMPTS).unwrap();
+    // One more failure queued than we may spend: the broker must stop at the bound.
+    f.sim.fail_next(bound + 1, 503, None);
     let error = f
         .client
         .create_installation_token(1, &contents_read())
         .await
         .unwrap_err();
     assert!(
-        matches!(error, GitHubError::Upstream { status: 502 }),
+        matches!(error, GitHubError::Upstream { status: 503 }),
         "{error:?}"
     );
-    assert_eq!(f.sim.request_count("/app/installations/1/access_tokens"), 1);
+    assert_eq!(
+        f.sim.request_count("/app/installations/1/access_tokens"),
+        bound
+    );
     assert_eq!(f.sim.counts(), (0, 0));
+}
+
+#[tokio::test]
+async fn refused_mints_are_not_retried() {
+    let f = fixture().await;
+    f.sim.add_installation(
+        SimInstallation::organization(5, "Frozen", 1005).with_repo(1, "x", false),
+    );
+    f.sim.set_suspended(5, true);
+    // 422 (permission not granted), 404 (no installation), 403 (suspended): GitHub decided, and
+    // asking again cannot change its mind.
+    let refusals = [
+        (1, request(Some(&["infra"]), &[("issues", "write")])),
+        (404, contents_read()),
+        (5, contents_read()),
+    ];
+    for (installation, token_request) in refusals {
+        f.client
+            .create_installation_token(installation, &token_request)
+            .await
+            .unwrap_err();
+        let path = format!("/app/installations/{installation}/access_tokens");
+        assert_eq!(f.sim.request_count(&path), 1, "{path}");
+    }
 }
 
 #[tokio::test]
@@ -528,6 +582,7 @@ fn classifies_error_responses() {
             status: StatusCode::from_u16(status).unwrap(),
             headers: map,
             body: Bytes::from(serde_json::json!({ "message": message }).to_string()),
+            attempts: 1,
         }
     }
     let cases = [
@@ -570,4 +625,95 @@ fn reads_link_headers_and_retry_after() {
     assert_eq!(retry_after(&headers), None);
     headers.insert(reqwest::header::RETRY_AFTER, HeaderValue::from_static("3"));
     assert_eq!(retry_after(&headers), Some(Duration::from_secs(3)));
+}
+
+/// Callers racing on one cold cache entry, as 30 mints of one CI fan-out do.
+const RACERS: usize = 30;
+
+#[tokio::test]
+async fn concurrent_cold_repository_listings_share_one_listing() {
+    let f = fixture().await;
+    let listings =
+        futures::future::join_all((0..RACERS).map(|_| f.client.installation_repositories(1))).await;
+    for listing in listings {
+        assert_eq!(listing.unwrap().len(), 3);
+    }
+    assert_eq!(f.sim.request_count("/installation/repositories"), 1);
+    assert_eq!(f.sim.request_count("/app/installations/1/access_tokens"), 1);
+    // The one listing token was revoked, once.
+    assert_eq!(f.sim.counts(), (1, 1));
+}
+
+#[tokio::test]
+async fn concurrent_cold_installation_lookups_share_one_call() {
+    let f = fixture().await;
+    let by_id = futures::future::join_all((0..RACERS).map(|_| f.client.installation(1))).await;
+    for found in by_id {
+        assert_eq!(found.unwrap().account_login, "Acme");
+    }
+    assert_eq!(f.sim.request_count("/app/installations/1"), 1);
+
+    // Another installation, so that the lookup by id has not filled the cache by owner.
+    f.sim.add_installation(
+        SimInstallation::organization(6, "Globex", 1006).with_repo(2601, "plant", true),
+    );
+    let spellings = ["globex", "Globex", "GLOBEX"];
+    let by_owner = futures::future::join_all((0..RACERS).map(|n| {
+        f.client
+            .installation_for_owner(spellings[n % spellings.len()])
+    }))
+    .await;
+    for found in by_owner {
+        assert_eq!(found.unwrap().id, 6);
+    }
+    assert_eq!(f.sim.request_count("/users/"), 1);
+
+    // Misses share the call too, and the 404 is remembered.
+    let missing = futures::future::join_all((0..RACERS).map(|_| f.client.installation(77))).await;
+    for found in missing {
+        assert!(matches!(found, Err(GitHubError::NotFound)), "{found:?}");
+    }
+    f.client.installation(77).await.unwrap_err();
+    assert_eq!(f.sim.request_count("/app/installations/77"), 1);
+}
+
+#[tokio::test]
+async fn concurrent_callers_share_a_failure_that_is_not_cached() {
+    let f = fixture().await;
+    let bound = usize::try_from(retry::MAX_ATTEMPTS).unwrap();
+    f.sim.fail_next(bound, 502, None);
+    let failed = futures::future::join_all((0..RACERS).map(|_| f.client.installation(1))).await;
+    for outcome in failed {
+        assert!(
+            matches!(outcome, Err(GitHubError::Upstream { status: 502 })),
+            "{outcome:?}"
+        );
+    }
+    // One caller's attempts, not one set per caller.
+    assert_eq!(f.sim.request_count("/app/installations/1"), bound);
+    // The failure was not cached: the next lookup asks GitHub again and succeeds.
+    assert_eq!(f.client.installation(1).await.unwrap().id, 1);
+    assert_eq!(f.sim.request_count("/app/installations/1"), bound + 1);
+}
+
+#[tokio::test]
+async fn a_listing_refused_for_suspension_fails_every_waiter_and_is_not_cached() {
+    let f = fixture().await;
+    f.sim.set_suspended(1, true);
+    // The refused listing mint drops the entries of installation 1 from inside the listing's
+    // own load: that must neither deadlock nor leave anything cached.
+    let listings =
+        futures::future::join_all((0..RACERS).map(|_| f.client.installation_repositories(1))).await;
+    for listing in listings {
+        assert!(
+            matches!(listing, Err(GitHubError::Suspended)),
+            "{listing:?}"
+        );
+    }
+    assert_eq!(f.sim.request_count("/app/installations/1/access_tokens"), 1);
+    f.sim.set_suspended(1, false);
+    assert_eq!(
+        f.client.installation_repositories(1).await.unwrap().len(),
+        3
+    );
 }

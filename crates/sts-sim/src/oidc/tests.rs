@@ -149,3 +149,32 @@ async fn dropping_the_running_issuer_stops_the_server() {
         "server still accepting connections after drop"
     );
 }
+
+#[tokio::test]
+async fn a_held_jwks_request_is_answered_after_the_release_with_the_keys_published_then() {
+    let sim = OidcIssuerSimulator::new();
+    let running = sim.start().await.unwrap();
+    let url = format!("{}/.well-known/jwks", running.issuer);
+    let hold = sim.hold_jwks();
+    let fetch = tokio::spawn(async move {
+        let response = reqwest::get(url).await.unwrap();
+        response.json::<Value>().await.unwrap()
+    });
+    hold.arrived().await;
+    assert_eq!(sim.jwks_fetch_count(), 1);
+    assert!(!fetch.is_finished());
+    sim.rotate_key();
+    hold.release();
+    let jwks = fetch.await.unwrap();
+    assert_eq!(jwks, sim.jwks());
+    assert_eq!(jwks["keys"][0]["kid"], json!(sim.current_kid()));
+
+    // Released means released: later requests pass straight through.
+    let again: Value = reqwest::get(format!("{}/.well-known/jwks", running.issuer))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again, sim.jwks());
+}

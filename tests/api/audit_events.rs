@@ -442,6 +442,7 @@ async fn mint_events_name_each_tokens_policy_version_and_rules_and_a_partial_fai
     assert_eq!(r.status, 200, "{}", r.body);
     let event = ledger.one("mint", "mint", "success", None).await;
     assert_eq!(event["tokens"][0]["policyVersion"], 1, "{event}");
+    assert_eq!(event["tokens"][0]["attempts"], 1, "{event}");
     assert_eq!(
         event["tokens"][0]["rules"],
         json!(["release-tags"]),
@@ -484,4 +485,13 @@ async fn mint_events_name_each_tokens_policy_version_and_rules_and_a_partial_fai
     assert_eq!(audited[0]["revoked"], true, "{event}");
     assert_eq!(audited[0]["policyVersion"], 1, "{event}");
     assert_eq!(audited[0]["rules"], json!(["infra-main"]), "{event}");
+
+    // A transient 502 on the token POST is retried; the event says GitHub took two attempts.
+    app.world.github.fail_next(1, 502, None);
+    let r = app
+        .post_sts(&session, json!({ "sources": ["acme/modules"] }))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let event = ledger.one("retried mint", "mint", "success", None).await;
+    assert_eq!(event["tokens"][0]["attempts"], 2, "{event}");
 }

@@ -215,6 +215,11 @@ pub struct AuditToken {
     /// revoked. `false` means it may be live until it expires; the log says so loudly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked: Option<bool>,
+    /// Token requests GitHub took to mint it (mint events). More than 1 means GitHub failed
+    /// transiently and the mint was retried; a retry after a 5xx or a timeout may have left a
+    /// token GitHub minted but never delivered, which only expiry ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
 }
 
 /// A repository left out of a mint, with the contract's reason code.

@@ -106,6 +106,7 @@ fn audit_tokens(tokens: &[IssuedToken]) -> Vec<AuditToken> {
             policy_version: Some(t.policy_version),
             rules: Vec::new(),
             revoked: None,
+            attempts: None,
         })
         .collect()
 }

@@ -77,6 +77,7 @@ impl Fresh {
             policy_version,
             rules: self.group.rules.iter().cloned().collect(),
             revoked: None,
+            attempts: Some(self.token.attempts),
         }
     }
 

@@ -122,6 +122,7 @@ pub(super) fn mint_audit(workspace_id: &str, token_ids: &[&str]) -> AuditEvent {
             policy_version: Some(3),
             rules: vec!["infra-main".to_owned()],
             revoked: None,
+            attempts: Some(2),
         })
         .collect();
     event.exclusions = vec![Exclusion {

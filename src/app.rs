@@ -12,6 +12,7 @@ use crate::session::SessionKeys;
 use crate::store::{Store, StoredPolicy};
 use anyhow::Context as _;
 use secrecy::{ExposeSecret as _, SecretString};
+use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -48,8 +49,8 @@ pub struct App {
     pub failure_log: LogBudget,
     /// Per-session and per-workspace mint quotas (`[limits]`), per replica.
     pub mint_quota: MintQuota,
-    /// Compiled policies by (workspace, name, version): compile once, evaluate per request.
-    policies: Mutex<HashMap<(String, String, i64), PolicyCompilation>>,
+    /// Compiled policies by [`policy_cache_key`]: compile once, evaluate per request.
+    policies: Mutex<HashMap<[u8; 32], PolicyCompilation>>,
 }
 
 impl std::fmt::Debug for App {
@@ -136,11 +137,7 @@ impl App {
         &self,
         stored: &StoredPolicy,
     ) -> Arc<Result<CompiledPolicy, Vec<String>>> {
-        let key = (
-            stored.workspace_id.clone(),
-            stored.name.clone(),
-            stored.version,
-        );
+        let key = policy_cache_key(stored);
         if let Some(hit) = self
             .policies
             .lock()
@@ -158,5 +155,52 @@ impl App {
         }
         cache.insert(key, Arc::clone(&compiled));
         compiled
+    }
+}
+
+/// The compiled-policy cache key: SHA-256 over the format's stored name, a NUL (no format name
+/// holds one) and the source. A compilation depends on exactly these two, so an entry can only
+/// ever be served for the very text it was compiled from. Keying by (workspace, name, version)
+/// did not hold: deleting a workspace deletes its policy history, so the workspace re-created
+/// under the same id starts again at version 1 and was served the deleted workspace's version 1,
+/// on every replica whose cache held it.
+fn policy_cache_key(stored: &StoredPolicy) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    hash.update(stored.format.as_str().as_bytes());
+    hash.update([0]);
+    hash.update(stored.source.as_bytes());
+    hash.finalize().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::PolicyFormat;
+    use time::OffsetDateTime;
+
+    fn stored(workspace: &str, version: i64, source: &str, format: PolicyFormat) -> StoredPolicy {
+        StoredPolicy {
+            workspace_id: workspace.to_owned(),
+            name: "default".to_owned(),
+            version,
+            source: source.to_owned(),
+            format,
+            created_at: OffsetDateTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn the_policy_cache_key_is_the_content_not_the_version() {
+        let json = PolicyFormat::Json;
+        let v1 = stored("acme", 1, "{\"rules\": []}", json);
+        // The same workspace, name and version with another text: another key.
+        let recreated = stored("acme", 1, "{\"rules\": [] }", json);
+        assert_ne!(policy_cache_key(&v1), policy_cache_key(&recreated));
+        // The same text in another format is another compilation.
+        let as_yaml = stored("acme", 1, "{\"rules\": []}", PolicyFormat::Yaml);
+        assert_ne!(policy_cache_key(&v1), policy_cache_key(&as_yaml));
+        // The same text anywhere else compiles the same: one entry serves both.
+        let elsewhere = stored("globex", 7, "{\"rules\": []}", json);
+        assert_eq!(policy_cache_key(&v1), policy_cache_key(&elsewhere));
     }
 }

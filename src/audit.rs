@@ -1,6 +1,10 @@
 //! Audit events: one per exchange, mint, revoke and admin change, success or failure.
 //!
 //! An event never holds a token or a key: tokens appear only as ids and SHA-256 fingerprints.
+//! Each workspace's stored events form a hash chain ([`chain`]), which [`verify`] re-checks.
+
+pub mod chain;
+pub mod verify;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -70,9 +74,10 @@ pub enum ExclusionReason {
     NotInstalledInWorkspace,
     /// The installation is suspended.
     InstallationSuspended,
-    /// No policy of that name, or no rule grants the repository.
+    /// No policy of that name, or no rule meant for the caller's owner grants the repository.
     NoTrustPolicy,
-    /// Some rule grants the repository but the caller fails its match.
+    /// Some rule meant for the caller's owner grants the repository but the caller fails its
+    /// match.
     TrustPolicyDenied,
     /// The stored policy no longer compiles, or grants what the installation cannot give.
     TrustPolicyInvalid,

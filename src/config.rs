@@ -12,7 +12,8 @@
 //! `STS_BROKER__TELEMETRY__LOG_FORMAT`, `STS_BROKER__TELEMETRY__OTLP_ENDPOINT`,
 //! `STS_BROKER__LIMITS__SESSION_MINTS_PER_MINUTE`, `STS_BROKER__LIMITS__WORKSPACE_MINTS_PER_MINUTE`,
 //! `STS_BROKER__LIMITS__MAX_CONNECTIONS`, `STS_BROKER__LIMITS__HEADER_READ_TIMEOUT_SECONDS`,
-//! `STS_BROKER__LIMITS__SHUTDOWN_GRACE_SECONDS`.
+//! `STS_BROKER__LIMITS__SHUTDOWN_GRACE_SECONDS`,
+//! `STS_BROKER__RETENTION__SESSIONS_DAYS`, `STS_BROKER__RETENTION__TOKENS_DAYS`.
 //! `[[oidc.issuers]]` is a list and is set in the file only.
 //!
 //! Relative `*_file` paths are resolved against the directory of the config file.
@@ -74,6 +75,9 @@ pub struct Config {
     /// `[limits]`.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// `[retention]`.
+    #[serde(default)]
+    pub retention: RetentionConfig,
     /// Directory relative `*_file` paths are resolved against.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -468,6 +472,7 @@ impl Config {
             ));
         }
         self.limits.validate(&mut errors);
+        errors.extend(self.retention.validate());
         if errors.is_empty() {
             Ok(())
         } else {
@@ -626,6 +631,67 @@ pub fn check_fetch_url(url: &Url, allow_http: bool) -> Result<(), String> {
 fn check_raw_fetch_url(raw: &str, allow_http: bool) -> Result<(), String> {
     let url = Url::parse(raw).map_err(|_| "not a URL".to_owned())?;
     check_fetch_url(&url, allow_http)
+}
+
+/// `[retention]`: how long housekeeping keeps rows that can no longer be used, counted from
+/// their expiry. The audit log is never purged: it keeps, for good, what these rows said (token
+/// ids, fingerprints, repositories, permissions, session ids and caller claims).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Days a session row is kept after its expiry; longer while a kept token row names it.
+    #[serde(default = "default_session_retention_days")]
+    pub sessions_days: u32,
+    /// Days an issued-token row is kept after its expiry.
+    #[serde(default = "default_token_retention_days")]
+    pub tokens_days: u32,
+}
+
+/// Default `retention.sessions_days`. A session row is what an admin revocation by `sessionId`
+/// and the token listing name; a month after the job ended covers the usual incident review,
+/// and the audit log still holds the session's id and claims.
+pub const DEFAULT_SESSION_RETENTION_DAYS: u32 = 30;
+/// Default `retention.tokens_days`. A token row lets an operator match a fingerprint from a
+/// leak report or GitHub's audit log to the job, policy and repositories through the admin API
+/// (`GET .../tokens`); a quarter covers late reports. The audit event keeps the same facts.
+pub const DEFAULT_TOKEN_RETENTION_DAYS: u32 = 90;
+/// Shortest retention: a row outlives its expiry by at least a day, so the operator looking
+/// into a job that just ended still finds it.
+pub const MIN_RETENTION_DAYS: u32 = 1;
+/// Longest retention, ten years: beyond it the value is a typo, and the day count must stay a
+/// valid duration for the purge's arithmetic.
+pub const MAX_RETENTION_DAYS: u32 = 3650;
+
+fn default_session_retention_days() -> u32 {
+    DEFAULT_SESSION_RETENTION_DAYS
+}
+fn default_token_retention_days() -> u32 {
+    DEFAULT_TOKEN_RETENTION_DAYS
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            sessions_days: DEFAULT_SESSION_RETENTION_DAYS,
+            tokens_days: DEFAULT_TOKEN_RETENTION_DAYS,
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// One message per key out of range.
+    fn validate(&self) -> Vec<String> {
+        [
+            ("retention.sessions_days", self.sessions_days),
+            ("retention.tokens_days", self.tokens_days),
+        ]
+        .into_iter()
+        .filter(|(_, days)| !(MIN_RETENTION_DAYS..=MAX_RETENTION_DAYS).contains(days))
+        .map(|(key, _)| {
+            format!("{key}: must be between {MIN_RETENTION_DAYS} and {MAX_RETENTION_DAYS} days")
+        })
+        .collect()
+    }
 }
 
 #[cfg(test)]

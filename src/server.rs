@@ -3,6 +3,7 @@
 
 use crate::app::App;
 use crate::http::AppState;
+use crate::store::Retention;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use time::OffsetDateTime;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// How often expired sealed tokens and replay keys are purged.
+/// How often expired sealed tokens, replay keys and rows past their retention are purged.
 pub const PURGE_INTERVAL: Duration = Duration::from_secs(600);
 
 /// A broker serving on a bound address. Dropping it stops the server.
@@ -74,19 +75,28 @@ pub fn spawn(app: App, listener: tokio::net::TcpListener) -> std::io::Result<Run
     })
 }
 
-/// Purge sealed tokens that can no longer be revoked (expired) and stale replay keys, and report
-/// mints that a crash left without a result: at start, then every [`PURGE_INTERVAL`].
+/// Purge sealed tokens that can no longer be revoked (expired), stale replay keys, and session
+/// and token rows past their retention (`[retention]`); and report mints that a crash left
+/// without a result: at start, then every [`PURGE_INTERVAL`].
 async fn housekeeping(app: Arc<App>, started: OffsetDateTime) {
     report_orphaned_intents(&app, orphan_cutoff(&app, started)).await;
     let mut tick = tokio::time::interval(PURGE_INTERVAL);
     loop {
         tick.tick().await;
         report_orphaned_intents(&app, orphan_cutoff(&app, started)).await;
-        match app.store.purge_expired(OffsetDateTime::now_utc()).await {
+        let kept = &app.config.retention;
+        let retention = Retention::days(kept.sessions_days, kept.tokens_days);
+        match app
+            .store
+            .purge_expired(OffsetDateTime::now_utc(), retention)
+            .await
+        {
             Ok(stats) => tracing::debug!(
                 sealed = stats.sealed_tokens_cleared,
                 replay_keys = stats.replay_keys_deleted,
-                "purged expired sealed tokens and replay keys"
+                tokens = stats.tokens_deleted,
+                sessions = stats.sessions_deleted,
+                "purged expired sealed tokens and replay keys, and rows past their retention"
             ),
             Err(e) => tracing::warn!(error = %e, "purge of expired rows failed"),
         }

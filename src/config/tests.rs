@@ -244,3 +244,40 @@ fn a_limit_is_overridden_by_its_environment_variable() {
     std::env::remove_var("STS_BROKER__LIMITS__SHUTDOWN_GRACE_SECONDS");
     assert_eq!(loaded.unwrap().limits.shutdown_grace_seconds, 7);
 }
+
+#[test]
+fn retention_defaults_to_30_and_90_days_and_refuses_values_out_of_range() {
+    let dir = valid_dir();
+    let path = write(dir.path(), "broker.toml", VALID);
+    let config = Config::load(Some(&path)).unwrap();
+    assert_eq!(
+        config.retention.sessions_days,
+        DEFAULT_SESSION_RETENTION_DAYS
+    );
+    assert_eq!(config.retention.tokens_days, DEFAULT_TOKEN_RETENTION_DAYS);
+
+    let body = format!("{VALID}\n[retention]\nsessions_days = 7\ntokens_days = 3650\n");
+    let path = write(dir.path(), "broker.toml", &body);
+    let config = Config::load(Some(&path)).unwrap();
+    assert_eq!(
+        (config.retention.sessions_days, config.retention.tokens_days),
+        (7, 3650)
+    );
+
+    let body = format!("{VALID}\n[retention]\nsessions_days = 0\ntokens_days = 3651\n");
+    let path = write(dir.path(), "broker.toml", &body);
+    let err = format!("{:#}", Config::load(Some(&path)).unwrap_err());
+    assert!(
+        err.contains("retention.sessions_days: must be between 1 and 3650"),
+        "{err}"
+    );
+    assert!(
+        err.contains("retention.tokens_days: must be between 1 and 3650"),
+        "{err}"
+    );
+
+    let body = format!("{VALID}\n[retention]\nsession_days = 7\n");
+    let path = write(dir.path(), "broker.toml", &body);
+    let err = format!("{:#}", Config::load(Some(&path)).unwrap_err());
+    assert!(err.contains("session_days"), "{err}");
+}

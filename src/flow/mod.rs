@@ -87,6 +87,9 @@ pub enum Missing {
     /// No installation linked for the owner in the workspace.
     #[error("installation link")]
     InstallationLink,
+    /// No session of that id in the workspace (it may exist in another one).
+    #[error("session")]
+    Session,
 }
 
 impl Missing {
@@ -97,6 +100,7 @@ impl Missing {
             Self::Policy => "policy_not_found",
             Self::Installation { .. } => "installation_not_found",
             Self::InstallationLink => "installation_not_linked",
+            Self::Session => "session_not_found",
         }
     }
 }

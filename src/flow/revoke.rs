@@ -5,6 +5,7 @@
 use super::audited::detail;
 use super::{
     existing_workspace, load_session, verify_session, Audited, Counted, FlowError, FlowResult,
+    Missing,
 };
 use crate::app::App;
 use crate::audit::{Actor, ActorKind, AuditEvent, AuditKind, AuditToken};
@@ -261,6 +262,15 @@ async fn admin_revoke_inner(
     event: &mut AuditEvent,
 ) -> FlowResult<u64> {
     existing_workspace(app, workspace).await?;
+    if let Some(session_id) = &revocation.session_id {
+        // The session is revoked by id, not through the workspace's token rows: one of another
+        // workspace must be as absent here as one that never existed, or the operator of one
+        // workspace could end the sessions of every other.
+        let session = app.store.get_session(session_id).await?;
+        if session.is_none_or(|s| s.workspace_id != workspace.as_str()) {
+            return Err(FlowError::NotFound(Missing::Session));
+        }
+    }
     let filter = TokenFilter {
         state: Some((TokenState::Active, OffsetDateTime::now_utc())),
         session_id: revocation.session_id.clone(),

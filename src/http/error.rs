@@ -155,6 +155,7 @@ impl From<FlowError> for ApiError {
                     Missing::Workspace => "no such workspace".into(),
                     Missing::Policy => "no such policy".into(),
                     Missing::InstallationLink => "no installation linked for this owner".into(),
+                    Missing::Session => "no such session in this workspace".into(),
                     Missing::Installation { owner } => {
                         Cow::Owned(format!("the GitHub App is not installed on `{owner}`"))
                     }

@@ -6,7 +6,7 @@ use super::matcher::{compile_glob, compile_pattern, has_glob, is_login_claim};
 use super::matcher::{ClaimMatcher, Test, ValueMatcher};
 use super::model::{self, MatchValue, RepoPattern, RuleDocument};
 use super::permissions::{self, PermissionScope};
-use super::{CompiledRule, RepoSelector};
+use super::{CompiledRule, OwnerBinding, RepoSelector};
 
 /// Claims GitHub Actions puts in its OIDC tokens (GitHub's documentation: "About security hardening with OpenID Connect", the token's claims). A `match` on anything else
 /// (`refs` for `ref`) can never be satisfied by a GitHub Actions caller, so it earns a warning.
@@ -75,6 +75,7 @@ pub(super) fn rule(
         name: rule.name.clone(),
         issuer: rule.issuer.clone(),
         matchers,
+        owner_bindings: owner_bindings(rule),
         grants,
         permissions: rule.permissions.clone(),
     }
@@ -105,6 +106,19 @@ fn match_values(rule: &RuleDocument, errors: &mut Vec<String>) -> Vec<ClaimMatch
         });
     }
     matchers
+}
+
+/// The `match` entries that bind the caller's owner, reduced to the owners each admits.
+fn owner_bindings(rule: &RuleDocument) -> Vec<OwnerBinding> {
+    rule.match_claims
+        .iter()
+        .filter_map(|(claim, values)| {
+            model::bound_owners(claim, values).map(|owners| OwnerBinding {
+                claim: claim.clone(),
+                owners,
+            })
+        })
+        .collect()
 }
 
 /// `match_patterns`: anchored regexes.

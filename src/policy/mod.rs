@@ -141,14 +141,44 @@ pub enum RepoDecision {
         /// Names of the rules that granted it.
         rules: Vec<String>,
     },
-    /// Some rules grant the repo but the caller failed each of them. One explanation per failed
-    /// rule (`rule infra-main: claim ref does not match`), for logs and audit only.
+    /// Some rules that grant the repo are meant for the caller's owner (their owner binding
+    /// admits it), but the caller failed each of them. One explanation per such rule
+    /// (`rule infra-main: claim ref does not match`), for logs and audit only.
     Denied {
         /// Why each rule failed.
         reasons: Vec<String>,
     },
-    /// No rule grants the repo.
+    /// No rule meant for the caller's owner grants the repo.
     NotGranted,
+}
+
+/// One `match` entry that binds the caller's owner (see `docs/policies.md`, "The owner-binding
+/// rule"), reduced to the owners it admits.
+#[derive(Debug, Clone)]
+struct OwnerBinding {
+    /// `repository_owner_id`, `repository_owner` or `repository`.
+    claim: String,
+    /// Ids for `repository_owner_id`; logins (the owner part, for `repository`) otherwise.
+    owners: Vec<String>,
+}
+
+impl OwnerBinding {
+    /// Is the caller one of the owners? Ids compare exactly, logins ASCII case-insensitively
+    /// as GitHub compares them; only string claims are ever admitted, as in matching.
+    fn admits(&self, claims: &Claims) -> bool {
+        let Some(Value::String(value)) = claims.get(&self.claim) else {
+            return false;
+        };
+        let login = match self.claim.as_str() {
+            "repository_owner_id" => return self.owners.iter().any(|id| id == value),
+            "repository" => match value.split_once('/') {
+                Some((owner, _)) => owner,
+                None => return false,
+            },
+            _ => value.as_str(),
+        };
+        self.owners.iter().any(|o| o.eq_ignore_ascii_case(login))
+    }
 }
 
 /// One rule, ready to evaluate.
@@ -158,6 +188,8 @@ struct CompiledRule {
     issuer: String,
     /// `match` entries, then `match_patterns` entries, each in claim-name order.
     matchers: Vec<ClaimMatcher>,
+    /// The `match` entries that bind the caller's owner; validation guarantees at least one.
+    owner_bindings: Vec<OwnerBinding>,
     /// One selector per owner (owners compared case-insensitively, first spelling kept).
     grants: Vec<(String, RepoSelector)>,
     permissions: PermissionSet,
@@ -168,6 +200,13 @@ impl CompiledRule {
         self.grants
             .iter()
             .any(|(owner, sel)| owner.eq_ignore_ascii_case(&repo.owner) && sel.matches(&repo.name))
+    }
+
+    /// Is the rule meant for the caller's owner: does every one of its owner bindings admit the
+    /// caller? Only such a rule may explain a refusal (see [`CompiledPolicy::decide`]). A rule
+    /// without a binding (validation refuses one) admits nobody.
+    fn admits_owner(&self, claims: &Claims) -> bool {
+        !self.owner_bindings.is_empty() && self.owner_bindings.iter().all(|b| b.admits(claims))
     }
 
     /// `Ok` if the caller satisfies the rule, else why not. The reason names the first failing
@@ -241,6 +280,11 @@ impl CompiledPolicy {
     }
 
     /// The verdict for `repo` for a caller from `issuer` with `claims`.
+    ///
+    /// A rule whose owner binding does not admit the caller counts as absent for it: it neither
+    /// grants nor explains. `Denied` (the wire's `trust_policy_denied`) would otherwise tell a
+    /// stranger that the workspace grants this repository to someone, and which of their claims
+    /// fell short; a caller no rule is meant for learns nothing beyond `NotGranted`.
     pub fn decide(&self, issuer: &str, claims: &Claims, repo: &RepoRef) -> RepoDecision {
         let mut granted: Option<(PermissionSet, Vec<String>)> = None;
         let mut reasons = Vec::new();
@@ -251,7 +295,10 @@ impl CompiledPolicy {
                     permissions.merge(&rule.permissions);
                     names.push(rule.name.clone());
                 }
-                Err(reason) => reasons.push(format!("rule {}: {reason}", rule.name)),
+                Err(reason) if rule.admits_owner(claims) => {
+                    reasons.push(format!("rule {}: {reason}", rule.name));
+                }
+                Err(_) => {}
             }
         }
         match granted {

@@ -12,6 +12,8 @@ mod walk;
 
 use std::collections::BTreeMap;
 
+pub(crate) use matches::bound_owners;
+
 use super::matcher::has_glob;
 use super::permissions::PermissionSet;
 use super::PolicyFormat;

@@ -14,6 +14,7 @@ mod sqlite;
 
 pub use model::*;
 
+use crate::audit::chain::ChainRow;
 use crate::audit::AuditEvent;
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -141,21 +142,44 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<IssuedToken>>;
     /// Set `revoked_at` on the given ids that are not revoked yet; returns how many changed.
     async fn mark_tokens_revoked(&self, ids: &[String], at: OffsetDateTime) -> StoreResult<u64>;
-    /// Housekeeping: clear `sealed_token` of tokens expired before `now` (nothing left to revoke),
-    /// delete replay keys whose `expires_at` is before `now`.
-    async fn purge_expired(&self, now: OffsetDateTime) -> StoreResult<PurgeStats>;
+    /// Housekeeping, in one transaction: clear `sealed_token` of tokens expired before `now`
+    /// (nothing left to revoke), delete replay keys whose `expires_at` is before `now`, delete
+    /// token rows that expired more than `retention.tokens` before `now`, then session rows that
+    /// expired more than `retention.sessions` before `now` and that no token row names any more.
+    /// The audit log is never purged.
+    async fn purge_expired(
+        &self,
+        now: OffsetDateTime,
+        retention: Retention,
+    ) -> StoreResult<PurgeStats>;
 
     // ---- audit ----
-    /// Append one event.
+    /// Append one event to its workspace's hash chain (see `audit::chain`). Appends to one
+    /// chain are serialised, also across processes on PostgreSQL, so the chain stays a chain.
     async fn append_audit(&self, event: &AuditEvent) -> StoreResult<()>;
-    /// Events of a workspace, newest first; `before` is a cursor from a previous page (only
-    /// events older than it are returned). `limit` is clamped to `1..=MAX_AUDIT_PAGE`.
+    /// Events of a workspace with their chain links, newest first; `before` is a cursor from a
+    /// previous page (only events older than it are returned). `limit` is clamped to
+    /// `1..=MAX_AUDIT_PAGE`.
     async fn list_audit(
         &self,
         workspace_id: &str,
         limit: u32,
         before: Option<i64>,
     ) -> StoreResult<AuditPage>;
+    /// Every audit chain key: the workspace ids that have events, and `""` if events of no
+    /// workspace exist. Sorted.
+    async fn audit_chains(&self) -> StoreResult<Vec<String>>;
+    /// Up to `limit` rows of chain `chain` with every stored column, in chain order, after the
+    /// position `after` (`chain_seq`, `seq` of the last row of the previous page). Rows not
+    /// linked yet are left out: see [`unchained_audit_rows`](Self::unchained_audit_rows).
+    async fn audit_chain_page(
+        &self,
+        chain: &str,
+        after: Option<(i64, i64)>,
+        limit: u32,
+    ) -> StoreResult<Vec<ChainRow>>;
+    /// Up to `limit` rows of chain `chain` not linked into it, oldest first.
+    async fn unchained_audit_rows(&self, chain: &str, limit: u32) -> StoreResult<Vec<ChainRow>>;
 
     // ---- session signing key ----
     /// Return the active signing key; if there is none, store `candidate` and return it. Two
@@ -189,16 +213,48 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<u64>;
 }
 
-/// Connect to `url` (`sqlite://…` or `postgres://…`/`postgresql://…`) and run the backend's
-/// migrations. SQLite files are created when missing.
+/// Connect to `url` (`sqlite://…` or `postgres://…`/`postgresql://…`), run the backend's
+/// migrations and link audit rows stored before the chain existed. SQLite files are created
+/// when missing.
 pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
         sqlite::connect(url, max_connections).await
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         postgres::connect(url, max_connections).await
     } else {
-        let scheme = url.split(':').next().unwrap_or_default();
-        Err(StoreError::UnsupportedUrl(format!("scheme `{scheme}`")))
+        Err(unsupported_scheme(url))
+    }
+}
+
+/// Open the existing database at `url` as it is, for reading: no migration, no chain linking,
+/// no file created (a mistyped SQLite path must not verify as an empty, intact audit log), and
+/// reads only (a read-only SQLite connection; PostgreSQL transactions default to read only).
+/// For `sts-broker audit verify`, which examines the database and must not change it.
+pub async fn open_existing(url: &str) -> StoreResult<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        sqlite::open_existing(url).await
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        postgres::open_existing(url).await
+    } else {
+        Err(unsupported_scheme(url))
+    }
+}
+
+fn unsupported_scheme(url: &str) -> StoreError {
+    let scheme = url.split(':').next().unwrap_or_default();
+    StoreError::UnsupportedUrl(format!("scheme `{scheme}`"))
+}
+
+/// Say that `linked` audit rows were linked into their chains at start: expected once, after the
+/// upgrade that introduced the chain (rows older than it); later only if a broker older than the
+/// chain wrote to this database, or someone removed rows' chain positions.
+fn report_linked_at_start(linked: u64) {
+    if linked > 0 {
+        tracing::warn!(
+            audit.linked = linked,
+            "linked {linked} audit events that had no place in their hash chain (expected once, \
+             after upgrading to the audit chain)"
+        );
     }
 }
 

@@ -1,5 +1,6 @@
 //! Rows as the rest of the broker sees them. Backend-neutral: no sqlx types here.
 
+use crate::audit::chain::ChainLink;
 use crate::audit::AuditEvent;
 use crate::policy::PolicyFormat;
 use std::collections::BTreeMap;
@@ -204,13 +205,45 @@ pub struct PurgeStats {
     pub sealed_tokens_cleared: u64,
     /// Replay keys deleted.
     pub replay_keys_deleted: u64,
+    /// Issued-token rows deleted, past their retention.
+    pub tokens_deleted: u64,
+    /// Session rows deleted, past their retention.
+    pub sessions_deleted: u64,
+}
+
+/// How long `purge_expired` keeps rows after they expired (`[retention]` of the configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Session rows.
+    pub sessions: time::Duration,
+    /// Issued-token rows.
+    pub tokens: time::Duration,
+}
+
+impl Retention {
+    /// Sessions kept `sessions_days` days after expiry, token rows `tokens_days` days.
+    pub fn days(sessions_days: u32, tokens_days: u32) -> Self {
+        Self {
+            sessions: time::Duration::days(i64::from(sessions_days)),
+            tokens: time::Duration::days(i64::from(tokens_days)),
+        }
+    }
+}
+
+/// A stored audit event with its place in its workspace's hash chain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChainedEvent {
+    /// The event.
+    pub event: AuditEvent,
+    /// Its chain columns; `None` only for a row not linked yet (see `audit::chain`).
+    pub link: Option<ChainLink>,
 }
 
 /// One page of audit events.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditPage {
     /// Newest first.
-    pub events: Vec<AuditEvent>,
+    pub events: Vec<ChainedEvent>,
     /// Cursor for the next (older) page; `None` when this page is the last.
     pub next_cursor: Option<i64>,
 }

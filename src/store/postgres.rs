@@ -10,21 +10,22 @@
 
 use super::codec::{is_unique_violation, missing_or_backend, to_ms, write_err};
 use super::rows::{
-    all, audit_page, page_rows, InstallationLinkRow, IssuedTokenRow, MintIntentRow, PolicyRow,
-    SessionRow, WorkspaceRow,
+    all, audit_page, chain_keys, page_rows, AuditChainRow, InstallationLinkRow, IssuedTokenRow,
+    MintIntentRow, PolicyRow, SessionRow, WorkspaceRow,
 };
 use super::sql::{
     installation_already_linked, no_active_signing_key, on_insert_policy, on_insert_workspace,
-    SharedSql as _,
+    SharedSql,
 };
 use super::{
     AuditPage, InstallationLink, Issuance, IssuedToken, JtiRecord, MintIntent, MintRecord,
-    NewPolicy, PurgeStats, SessionRecord, SigningKeyRecord, Store, StoreError, StoreResult,
-    StoredPolicy, TokenFilter, Workspace, MAX_AUDIT_PAGE,
+    NewPolicy, PurgeStats, Retention, SessionRecord, SigningKeyRecord, Store, StoreError,
+    StoreResult, StoredPolicy, TokenFilter, Workspace, MAX_AUDIT_PAGE,
 };
+use crate::audit::chain::ChainRow;
 use crate::audit::AuditEvent;
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::Postgres;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -66,10 +67,64 @@ pub(crate) async fn connect_with(
     // sqlx holds a database-wide advisory lock while migrating, so replicas starting together
     // apply each migration once.
     sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+    let store = PgStore { pool };
+    super::report_linked_at_start(store.link_unlinked_audit_rows().await?);
+    Ok(Arc::new(store))
+}
+
+/// See [`crate::store::open_existing`]: one connection whose transactions are read-only.
+pub(crate) async fn open_existing(url: &str) -> StoreResult<Arc<dyn Store>> {
+    let options = PgConnectOptions::from_str(url)
+        .map_err(|_| StoreError::UnsupportedUrl("invalid postgres url".to_owned()))?
+        .options([("default_transaction_read_only", "on")]);
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(options)
+        .await?;
     Ok(Arc::new(PgStore { pool }))
 }
 
+/// First key of the advisory lock that serialises appends to one audit chain; the second is
+/// `hashtext(chain)`. A class of its own keeps these locks apart from any other advisory lock
+/// on the database (two-key locks never collide with the one-key lock sqlx migrates under). Two
+/// chains whose keys hash alike only wait for each other, which is harmless.
+const AUDIT_CHAIN_LOCK_CLASS: i32 = 0x5354_5301;
+
+impl SharedSql for Postgres {
+    fn rows_affected(done: &sqlx::postgres::PgQueryResult) -> u64 {
+        done.rows_affected()
+    }
+
+    async fn lock_audit_chain(conn: &mut PgConnection, chain: &str) -> StoreResult<()> {
+        // Held until the transaction ends: the next append to the chain, from this replica or
+        // another, reads the head only after this one committed (or rolled back).
+        sqlx::query(r#"select pg_advisory_xact_lock($1, hashtext($2))"#)
+            .bind(AUDIT_CHAIN_LOCK_CLASS)
+            .bind(chain)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+}
+
 impl PgStore {
+    /// Link the rows stored before the audit chain existed (see `audit::chain`): one
+    /// transaction per chain, under the chain's lock, so replicas starting together and
+    /// serving already link each row once.
+    async fn link_unlinked_audit_rows(&self) -> StoreResult<u64> {
+        let chains = Postgres::select_unlinked_chains()
+            .fetch_all(&self.pool)
+            .await?;
+        let mut linked = 0;
+        for chain in chains {
+            let mut tx = self.pool.begin().await?;
+            linked += Postgres::link_unlinked_rows(&mut tx, &chain.chain).await?;
+            tx.commit().await?;
+        }
+        Ok(linked)
+    }
+
     /// One attempt at `link_installation`; `None` when a concurrent link won the race between
     /// our checks and our write (the caller retries and then sees the winner's row).
     async fn link_once(&self, link: &InstallationLink) -> StoreResult<Option<InstallationLinkRow>> {
@@ -308,9 +363,13 @@ impl Store for PgStore {
         Ok(done.rows_affected())
     }
 
-    async fn purge_expired(&self, now: OffsetDateTime) -> StoreResult<PurgeStats> {
+    async fn purge_expired(
+        &self,
+        now: OffsetDateTime,
+        retention: Retention,
+    ) -> StoreResult<PurgeStats> {
         let mut tx = self.pool.begin().await?;
-        let stats = Postgres::write_purge(&mut tx, now).await?;
+        let stats = Postgres::write_purge(&mut tx, now, retention).await?;
         tx.commit().await?;
         Ok(stats)
     }
@@ -333,6 +392,30 @@ impl Store for PgStore {
             .fetch_all(&self.pool)
             .await?;
         audit_page(rows, limit)
+    }
+
+    async fn audit_chains(&self) -> StoreResult<Vec<String>> {
+        let rows = Postgres::select_chains().fetch_all(&self.pool).await?;
+        Ok(chain_keys(rows))
+    }
+
+    async fn audit_chain_page(
+        &self,
+        chain: &str,
+        after: Option<(i64, i64)>,
+        limit: u32,
+    ) -> StoreResult<Vec<ChainRow>> {
+        let rows = Postgres::select_chain_page(chain, after, i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(AuditChainRow::into_model).collect())
+    }
+
+    async fn unchained_audit_rows(&self, chain: &str, limit: u32) -> StoreResult<Vec<ChainRow>> {
+        let rows = Postgres::select_unchained(chain, Some(i64::from(limit)))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(AuditChainRow::into_model).collect())
     }
 
     async fn load_or_store_signing_key(

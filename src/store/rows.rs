@@ -5,10 +5,10 @@
 
 use super::codec::{from_json, from_ms, from_ms_opt};
 use super::{
-    AuditPage, InstallationLink, IssuedToken, SessionRecord, SigningKeyRecord, StoreError,
-    StoreResult, StoredPolicy, Workspace,
+    AuditPage, ChainedEvent, InstallationLink, IssuedToken, SessionRecord, SigningKeyRecord,
+    StoreError, StoreResult, StoredPolicy, Workspace,
 };
-use crate::audit::AuditEvent;
+use crate::audit::chain::{AuditColumns, ChainLink, ChainRow};
 use crate::policy::PolicyFormat;
 
 /// `workspaces` row.
@@ -186,18 +186,87 @@ impl IssuedTokenRow {
     }
 }
 
-/// `audit_events` row: the sequence number (the paging cursor) and the serde JSON body.
+/// `audit_events` row as the audit API lists it: the sequence number (the paging cursor), the
+/// serde JSON body and the chain columns.
 #[derive(sqlx::FromRow)]
 pub(super) struct AuditRow {
     pub(super) seq: i64,
     body: String,
+    chain_seq: Option<i64>,
+    prev_hash: Option<String>,
+    hash: Option<String>,
 }
 
 impl AuditRow {
-    /// The stored event.
-    pub(super) fn into_event(self) -> StoreResult<AuditEvent> {
-        from_json(&self.body, "audit_events.body")
+    /// The stored event with its place in its chain (none while the row is not linked).
+    pub(super) fn into_event(self) -> StoreResult<ChainedEvent> {
+        let link = match (self.chain_seq, self.prev_hash, self.hash) {
+            (Some(sequence), Some(prev_hash), Some(hash)) => Some(ChainLink {
+                sequence,
+                prev_hash,
+                hash,
+            }),
+            _ => None,
+        };
+        Ok(ChainedEvent {
+            event: from_json(&self.body, "audit_events.body")?,
+            link,
+        })
     }
+}
+
+/// Every column of an `audit_events` row, as the chain hashes and verifies them.
+#[derive(sqlx::FromRow)]
+pub(super) struct AuditChainRow {
+    seq: i64,
+    id: String,
+    time: i64,
+    workspace_id: Option<String>,
+    kind: String,
+    outcome: String,
+    body: String,
+    chain_seq: Option<i64>,
+    prev_hash: Option<String>,
+    hash: Option<String>,
+}
+
+impl AuditChainRow {
+    /// The model value.
+    pub(super) fn into_model(self) -> ChainRow {
+        ChainRow {
+            columns: AuditColumns {
+                seq: self.seq,
+                id: self.id,
+                time: self.time,
+                workspace_id: self.workspace_id,
+                kind: self.kind,
+                outcome: self.outcome,
+                body: self.body,
+            },
+            sequence: self.chain_seq,
+            prev_hash: self.prev_hash,
+            hash: self.hash,
+        }
+    }
+}
+
+/// The row number the database gave a new `audit_events` row.
+#[derive(sqlx::FromRow)]
+pub(super) struct SeqRow {
+    pub(super) seq: i64,
+}
+
+/// The last linked event of a chain: where the next one goes.
+#[derive(sqlx::FromRow)]
+pub(super) struct ChainHeadRow {
+    pub(super) chain_seq: i64,
+    pub(super) hash: Option<String>,
+}
+
+/// One chain key (`coalesce(workspace_id, '')`).
+#[derive(sqlx::FromRow)]
+pub(super) struct ChainKeyRow {
+    pub(super) chain: String,
 }
 
 /// `signing_keys` row.
@@ -226,6 +295,14 @@ impl SigningKeyRow {
 /// Convert every row of a query result.
 pub(super) fn all<R, T>(rows: Vec<R>, f: impl Fn(R) -> StoreResult<T>) -> StoreResult<Vec<T>> {
     rows.into_iter().map(f).collect()
+}
+
+/// Chain keys, sorted bytewise in Rust: the database's collation must not decide the order in
+/// which `audit verify` reports chains.
+pub(super) fn chain_keys(rows: Vec<ChainKeyRow>) -> Vec<String> {
+    let mut keys: Vec<String> = rows.into_iter().map(|r| r.chain).collect();
+    keys.sort_unstable();
+    keys
 }
 
 /// How many rows to fetch for a page of `limit` events: one more than asked tells whether

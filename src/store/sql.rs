@@ -3,21 +3,25 @@
 //! Both schemas use the same tables, columns and Rust-side types (TEXT, BIGINT, BOOLEAN), and
 //! sqlx's SQLite driver accepts PostgreSQL's `$N` placeholders, so one text serves both. What
 //! really differs per backend (the pools, how a write transaction starts, PostgreSQL's row locks
-//! and race retries, how a list of ids travels) stays in `sqlite.rs` and `postgres.rs`, which
+//! and race retries, how the audit chain is locked, how a list of ids travels) stays in
+//! `sqlite.rs` and `postgres.rs`, which
 //! call these as `Sqlite::select_workspace(…)` / `Postgres::select_workspace(…)`.
 //!
-//! The statements are default methods of [`SharedSql`], implemented for both sqlx databases: the
-//! trait's `where` clause says, once, what a backend must encode and decode for them.
+//! The statements are default methods of [`SharedSql`], implemented for both sqlx databases (in
+//! `sqlite.rs` and `postgres.rs`, with the little each must say itself): the trait's `where`
+//! clause says, once, what a backend must encode and decode for them.
 
 use super::codec::{enum_str, is_unique_violation, to_json, to_ms, write_err};
 use super::rows::{
-    check_link, AuditRow, InstallationLinkRow, IssuedTokenRow, MintIntentRow, PolicyRow,
-    SessionRow, SigningKeyRow, WorkspaceRow,
+    check_link, AuditChainRow, AuditRow, ChainHeadRow, ChainKeyRow, InstallationLinkRow,
+    IssuedTokenRow, MintIntentRow, PolicyRow, SeqRow, SessionRow, SigningKeyRow, WorkspaceRow,
 };
 use super::{
     InstallationLink, Issuance, IssuanceRefusal, IssuedToken, JtiRecord, MintIntent, MintRecord,
-    NewPolicy, PurgeStats, SessionRecord, SigningKeyRecord, StoreError, StoreResult, Workspace,
+    NewPolicy, PurgeStats, Retention, SessionRecord, SigningKeyRecord, StoreError, StoreResult,
+    Workspace,
 };
+use crate::audit::chain::{chain_key, AuditColumns, ChainLink};
 use crate::audit::AuditEvent;
 use sqlx::query::{Query, QueryAs};
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Type};
@@ -48,11 +52,20 @@ where
     for<'r> SessionRow: FromRow<'r, Self::Row>,
     for<'r> IssuedTokenRow: FromRow<'r, Self::Row>,
     for<'r> AuditRow: FromRow<'r, Self::Row>,
+    for<'r> AuditChainRow: FromRow<'r, Self::Row>,
+    for<'r> SeqRow: FromRow<'r, Self::Row>,
+    for<'r> ChainHeadRow: FromRow<'r, Self::Row>,
+    for<'r> ChainKeyRow: FromRow<'r, Self::Row>,
     for<'r> SigningKeyRow: FromRow<'r, Self::Row>,
     for<'r> MintIntentRow: FromRow<'r, Self::Row>,
 {
     /// Rows a statement changed (sqlx has no trait for it).
     fn rows_affected(done: &Self::QueryResult) -> u64;
+
+    /// Inside a write transaction: make appends to the audit chain `chain` wait for each other
+    /// until the transaction ends, across processes, so that two never link to the same head.
+    /// The one backend-specific step of [`write_audit`](Self::write_audit).
+    async fn lock_audit_chain(conn: &mut Self::Connection, chain: &str) -> StoreResult<()>;
 
     /// The cheapest round trip.
     fn select_one() -> Statement<'static, Self> {
@@ -382,11 +395,27 @@ where
     }
 
     /// Inside a transaction: clear the sealed tokens that expired before `now` (nothing left to
-    /// revoke) and delete the replay keys that did (their tokens are refused anyway).
+    /// revoke), delete the replay keys that did (their tokens are refused anyway), then the rows
+    /// past their retention: token rows first, so that a session whose last token row just went
+    /// can go in the same purge. A session still named by a kept token row stays (the foreign
+    /// key would take the token row with it), however old. The audit log is not touched.
     async fn write_purge(
         conn: &mut Self::Connection,
         now: OffsetDateTime,
+        retention: Retention,
     ) -> StoreResult<PurgeStats> {
+        let tokens = sqlx::query(r#"delete from issued_tokens where expires_at < $1"#)
+            .bind(cutoff_ms(now, retention.tokens))
+            .execute(&mut *conn)
+            .await?;
+        let sessions = sqlx::query(
+            r#"delete from sessions
+               where expires_at < $1
+                 and not exists (select 1 from issued_tokens t where t.session_id = sessions.id)"#,
+        )
+        .bind(cutoff_ms(now, retention.sessions))
+        .execute(&mut *conn)
+        .await?;
         let now = to_ms(now);
         let sealed = sqlx::query(
             r#"update issued_tokens set sealed_token = null
@@ -402,27 +431,118 @@ where
         Ok(PurgeStats {
             sealed_tokens_cleared: Self::rows_affected(&sealed),
             replay_keys_deleted: Self::rows_affected(&replay),
+            tokens_deleted: Self::rows_affected(&tokens),
+            sessions_deleted: Self::rows_affected(&sessions),
         })
     }
 
     // ---- audit ----
 
-    /// Inside a transaction: append one audit event.
+    /// Inside a write transaction: append one audit event to its chain. The one chain append:
+    /// every path that writes an audit event (`append_audit`, the exchange and issuance
+    /// transactions) comes here. It locks the event's chain, inserts the row and links it after
+    /// the chain's head; the row goes in unlinked first because its hash covers `seq`, which
+    /// the database assigns, and the transaction makes insert and link one change. The chain
+    /// lock is taken after every other lock of the transaction, and what follows it touches
+    /// only `audit_events` (no foreign key), so it cannot close a deadlock cycle.
     async fn write_audit(conn: &mut Self::Connection, event: &AuditEvent) -> StoreResult<()> {
-        sqlx::query(
+        let chain = chain_key(event.workspace_id.as_deref());
+        Self::lock_audit_chain(conn, chain).await?;
+        let kind = enum_str(&event.kind, "audit kind")?;
+        let outcome = enum_str(&event.outcome, "audit outcome")?;
+        let body = to_json(event, "audit event")?;
+        let time = to_ms(event.time);
+        let inserted: SeqRow = sqlx::query_as(
             r#"insert into audit_events (id, time, workspace_id, kind, outcome, body)
-               values ($1, $2, $3, $4, $5, $6)"#,
+               values ($1, $2, $3, $4, $5, $6)
+               returning seq"#,
         )
         .bind(&event.id)
-        .bind(to_ms(event.time))
+        .bind(time)
         .bind(&event.workspace_id)
-        .bind(enum_str(&event.kind, "audit kind")?)
-        .bind(enum_str(&event.outcome, "audit outcome")?)
-        .bind(to_json(event, "audit event")?)
-        .execute(&mut *conn)
+        .bind(&kind)
+        .bind(&outcome)
+        .bind(&body)
+        .fetch_one(&mut *conn)
         .await
         .map_err(|e| write_err(e, || conflict("audit event exists"), "workspace"))?;
+        let columns = AuditColumns {
+            seq: inserted.seq,
+            id: event.id.clone(),
+            time,
+            workspace_id: event.workspace_id.clone(),
+            kind,
+            outcome,
+            body,
+        };
+        Self::link_audit_row(conn, chain, &columns).await
+    }
+
+    /// Inside a write transaction holding the chain's lock: link the stored, unlinked row
+    /// `columns` after the head of `chain`.
+    async fn link_audit_row(
+        conn: &mut Self::Connection,
+        chain: &str,
+        columns: &AuditColumns,
+    ) -> StoreResult<()> {
+        let head: Option<ChainHeadRow> = sqlx::query_as(
+            r#"select chain_seq, hash from audit_events
+               where coalesce(workspace_id, '') = $1 and chain_seq is not null
+               order by chain_seq desc
+               limit 1"#,
+        )
+        .bind(chain)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let head = match &head {
+            Some(ChainHeadRow {
+                chain_seq,
+                hash: Some(hash),
+            }) => Some((*chain_seq, hash.as_str())),
+            // Linking to a head without a hash would bless whatever was done to it.
+            Some(ChainHeadRow { hash: None, .. }) => {
+                return Err(StoreError::Corrupt(format!(
+                    "audit chain {chain:?}: the head event has no hash"
+                )))
+            }
+            None => None,
+        };
+        let link = ChainLink::append(columns, head);
+        sqlx::query(
+            r#"update audit_events set chain_seq = $1, prev_hash = $2, hash = $3
+               where seq = $4"#,
+        )
+        .bind(link.sequence)
+        .bind(&link.prev_hash)
+        .bind(&link.hash)
+        .bind(columns.seq)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| write_err(e, || conflict("audit chain position taken"), "audit event"))?;
         Ok(())
+    }
+
+    /// The chains that hold rows not linked yet (stored before the chain existed).
+    fn select_unlinked_chains() -> RowsOf<'static, Self, ChainKeyRow> {
+        sqlx::query_as(
+            r#"select distinct coalesce(workspace_id, '') as chain from audit_events
+               where chain_seq is null"#,
+        )
+    }
+
+    /// Inside a write transaction: link every unlinked row of `chain`, oldest (`seq`) first,
+    /// after its head. How rows stored before the chain existed join it; returns how many.
+    async fn link_unlinked_rows(conn: &mut Self::Connection, chain: &str) -> StoreResult<u64> {
+        Self::lock_audit_chain(conn, chain).await?;
+        let rows: Vec<AuditChainRow> = Self::select_unchained(chain, None)
+            .fetch_all(&mut *conn)
+            .await?;
+        let mut linked = 0;
+        for row in rows {
+            Self::link_audit_row(conn, chain, &row.into_model().columns).await?;
+            linked += 1;
+        }
+        Ok(linked)
     }
 
     /// Up to `rows` events of a workspace, newest first, older than the `before` cursor if any.
@@ -432,7 +552,7 @@ where
         rows: i64,
     ) -> RowsOf<'_, Self, AuditRow> {
         sqlx::query_as(
-            r#"select seq, body from audit_events
+            r#"select seq, body, chain_seq, prev_hash, hash from audit_events
                where workspace_id = $1 and ($2 is null or seq < $2)
                order by seq desc
                limit $3"#,
@@ -440,6 +560,49 @@ where
         .bind(workspace_id)
         .bind(before)
         .bind(rows)
+    }
+
+    /// Every chain key (`""` for events of no workspace), in no particular order.
+    fn select_chains() -> RowsOf<'static, Self, ChainKeyRow> {
+        sqlx::query_as(r#"select distinct coalesce(workspace_id, '') as chain from audit_events"#)
+    }
+
+    /// Up to `rows` linked rows of `chain` in chain order, after the position `after`
+    /// (`chain_seq`, `seq`) if any. Keyed on both columns, so that rows sharing a `chain_seq`
+    /// (possible only if someone dropped the unique index) are all read.
+    fn select_chain_page(
+        chain: &str,
+        after: Option<(i64, i64)>,
+        rows: i64,
+    ) -> RowsOf<'_, Self, AuditChainRow> {
+        let (after_sequence, after_seq) = after.unzip();
+        sqlx::query_as(
+            r#"select seq, id, time, workspace_id, kind, outcome, body,
+                      chain_seq, prev_hash, hash
+               from audit_events
+               where coalesce(workspace_id, '') = $1 and chain_seq is not null
+                 and ($2 is null or chain_seq > $2 or (chain_seq = $2 and seq > $3))
+               order by chain_seq, seq
+               limit $4"#,
+        )
+        .bind(chain)
+        .bind(after_sequence)
+        .bind(after_seq)
+        .bind(rows)
+    }
+
+    /// The unlinked rows of `chain`, oldest first, at most `rows` (all when `None`).
+    fn select_unchained(chain: &str, rows: Option<i64>) -> RowsOf<'_, Self, AuditChainRow> {
+        sqlx::query_as(
+            r#"select seq, id, time, workspace_id, kind, outcome, body,
+                      chain_seq, prev_hash, hash
+               from audit_events
+               where coalesce(workspace_id, '') = $1 and chain_seq is null
+               order by seq
+               limit $2"#,
+        )
+        .bind(chain)
+        .bind(rows.unwrap_or(i64::MAX))
     }
 
     // ---- session signing key ----
@@ -559,10 +722,10 @@ where
         {
             return Ok(Issuance::Refused(refusal));
         }
-        Self::write_issuance(conn, record.tokens, record.audit).await?;
         if let Some(intent) = record.intent_id {
             // Unconditional: should a sweep have called this intent orphaned already, the
-            // record still stands, and the log shows both.
+            // record still stands, and the log shows both. Before the issuance, whose audit
+            // append takes the chain lock, which must stay the transaction's last lock.
             sqlx::query(
                 r#"update mint_intents set resolved_at = coalesce(resolved_at, $1) where id = $2"#,
             )
@@ -571,11 +734,13 @@ where
             .execute(&mut *conn)
             .await?;
         }
+        Self::write_issuance(conn, record.tokens, record.audit).await?;
         Ok(Issuance::Recorded)
     }
 
     /// Inside a write transaction: resolve the open intent `id` with `audit`; `false` (and
-    /// nothing written) when it was resolved before.
+    /// nothing written) when it was resolved before. The intent's row lock comes before the
+    /// audit chain's, as in [`write_mint`](Self::write_mint).
     async fn write_intent_resolution(
         conn: &mut Self::Connection,
         id: &str,
@@ -592,16 +757,11 @@ where
     }
 }
 
-impl SharedSql for sqlx::Sqlite {
-    fn rows_affected(done: &sqlx::sqlite::SqliteQueryResult) -> u64 {
-        done.rows_affected()
-    }
-}
-
-impl SharedSql for sqlx::Postgres {
-    fn rows_affected(done: &sqlx::postgres::PgQueryResult) -> u64 {
-        done.rows_affected()
-    }
+/// `now` minus `kept` (at least zero), in epoch milliseconds. Saturates instead of
+/// overflowing: an absurdly long retention keeps everything rather than failing the purge.
+fn cutoff_ms(now: OffsetDateTime, kept: time::Duration) -> i64 {
+    let kept = kept.max(time::Duration::ZERO).whole_milliseconds();
+    to_ms(now).saturating_sub(i64::try_from(kept).unwrap_or(i64::MAX))
 }
 
 /// A `Conflict` saying what clashed.

@@ -6,21 +6,24 @@
 
 use super::codec::{to_json, to_ms, write_err};
 use super::rows::{
-    all, audit_page, page_rows, InstallationLinkRow, IssuedTokenRow, MintIntentRow, PolicyRow,
-    SessionRow, WorkspaceRow,
+    all, audit_page, chain_keys, page_rows, AuditChainRow, InstallationLinkRow, IssuedTokenRow,
+    MintIntentRow, PolicyRow, SessionRow, WorkspaceRow,
 };
 use super::sql::{
     installation_already_linked, no_active_signing_key, on_insert_policy, on_insert_workspace,
-    SharedSql as _,
+    SharedSql,
 };
 use super::{
     AuditPage, InstallationLink, Issuance, IssuedToken, JtiRecord, MintIntent, MintRecord,
-    NewPolicy, PurgeStats, SessionRecord, SigningKeyRecord, Store, StoreError, StoreResult,
-    StoredPolicy, TokenFilter, Workspace, MAX_AUDIT_PAGE,
+    NewPolicy, PurgeStats, Retention, SessionRecord, SigningKeyRecord, Store, StoreError,
+    StoreResult, StoredPolicy, TokenFilter, Workspace, MAX_AUDIT_PAGE,
 };
+use crate::audit::chain::ChainRow;
 use crate::audit::AuditEvent;
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+};
 use sqlx::{Sqlite, Transaction};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -88,12 +91,55 @@ pub(crate) async fn connect_with(
             .await?
     };
     sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
-    Ok(Arc::new(SqliteStore { pool, writer }))
+    let store = SqliteStore { pool, writer };
+    super::report_linked_at_start(store.link_unlinked_audit_rows().await?);
+    Ok(Arc::new(store))
+}
+
+/// See [`crate::store::open_existing`]: one read-only connection, the file must exist.
+pub(crate) async fn open_existing(url: &str) -> StoreResult<Arc<dyn Store>> {
+    let options = SqliteConnectOptions::from_str(url)
+        .map_err(|_| StoreError::UnsupportedUrl("invalid sqlite url".to_owned()))?
+        .create_if_missing(false)
+        .read_only(true)
+        .busy_timeout(BUSY_TIMEOUT);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await?;
+    Ok(Arc::new(SqliteStore {
+        writer: pool.clone(),
+        pool,
+    }))
+}
+
+impl SharedSql for Sqlite {
+    fn rows_affected(done: &sqlx::sqlite::SqliteQueryResult) -> u64 {
+        done.rows_affected()
+    }
+
+    async fn lock_audit_chain(_: &mut SqliteConnection, _: &str) -> StoreResult<()> {
+        // Every audit write runs in a `BEGIN IMMEDIATE` transaction ([`BEGIN_WRITE`]), which
+        // holds the database's one write lock, against other processes on the file too.
+        Ok(())
+    }
 }
 
 impl SqliteStore {
     async fn begin_write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
         Ok(self.writer.begin_with(BEGIN_WRITE).await?)
+    }
+
+    /// Link the rows stored before the audit chain existed (see `audit::chain`), in one write.
+    async fn link_unlinked_audit_rows(&self) -> StoreResult<u64> {
+        let mut tx = self.begin_write().await?;
+        let chains = Sqlite::select_unlinked_chains().fetch_all(&mut *tx).await?;
+        let mut linked = 0;
+        for chain in chains {
+            linked += Sqlite::link_unlinked_rows(&mut tx, &chain.chain).await?;
+        }
+        tx.commit().await?;
+        Ok(linked)
     }
 }
 
@@ -315,9 +361,13 @@ impl Store for SqliteStore {
         Ok(done.rows_affected())
     }
 
-    async fn purge_expired(&self, now: OffsetDateTime) -> StoreResult<PurgeStats> {
+    async fn purge_expired(
+        &self,
+        now: OffsetDateTime,
+        retention: Retention,
+    ) -> StoreResult<PurgeStats> {
         let mut tx = self.begin_write().await?;
-        let stats = Sqlite::write_purge(&mut tx, now).await?;
+        let stats = Sqlite::write_purge(&mut tx, now, retention).await?;
         tx.commit().await?;
         Ok(stats)
     }
@@ -340,6 +390,30 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await?;
         audit_page(rows, limit)
+    }
+
+    async fn audit_chains(&self) -> StoreResult<Vec<String>> {
+        let rows = Sqlite::select_chains().fetch_all(&self.pool).await?;
+        Ok(chain_keys(rows))
+    }
+
+    async fn audit_chain_page(
+        &self,
+        chain: &str,
+        after: Option<(i64, i64)>,
+        limit: u32,
+    ) -> StoreResult<Vec<ChainRow>> {
+        let rows = Sqlite::select_chain_page(chain, after, i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(AuditChainRow::into_model).collect())
+    }
+
+    async fn unchained_audit_rows(&self, chain: &str, limit: u32) -> StoreResult<Vec<ChainRow>> {
+        let rows = Sqlite::select_unchained(chain, Some(i64::from(limit)))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(AuditChainRow::into_model).collect())
     }
 
     async fn load_or_store_signing_key(

@@ -14,6 +14,7 @@ mod audit_events;
 mod chaos;
 mod edges;
 mod exchange;
+mod integrity;
 mod leaks;
 mod mint;
 mod replicas;

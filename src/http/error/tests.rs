@@ -40,6 +40,11 @@ fn every_flow_error_answers_with_its_contract_status() {
             "installation_not_found",
         ),
         (
+            FlowError::NotFound(Missing::Session),
+            StatusCode::NOT_FOUND,
+            "session_not_found",
+        ),
+        (
             FlowError::Conflict(Conflict::InstallationLinkedElsewhere),
             StatusCode::CONFLICT,
             "installation_linked_elsewhere",

@@ -280,7 +280,7 @@ pub struct Deleted {
 #[serde(rename_all = "camelCase")]
 pub struct AuditPageView {
     /// Newest first.
-    pub events: Vec<crate::audit::AuditEvent>,
+    pub events: Vec<AuditEventView>,
     /// Cursor of the next (older) page, as a string; `null` on the last page.
     pub next_cursor: Option<String>,
 }
@@ -288,8 +288,41 @@ pub struct AuditPageView {
 impl From<crate::store::AuditPage> for AuditPageView {
     fn from(page: crate::store::AuditPage) -> Self {
         Self {
-            events: page.events,
+            events: page.events.into_iter().map(AuditEventView::from).collect(),
             next_cursor: page.next_cursor.map(|c| c.to_string()),
+        }
+    }
+}
+
+/// One audit event on the wire: the event's own fields, and its place in the workspace's hash
+/// chain (absent only for an event not linked yet).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEventView {
+    #[serde(flatten)]
+    event: crate::audit::AuditEvent,
+    /// `chain_seq`: 1, 2, 3… per workspace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sequence: Option<i64>,
+    /// The hash of the event before in the chain (64 zeros for the first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prev_hash: Option<String>,
+    /// SHA-256 over the event's stored columns and `prevHash`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hash: Option<String>,
+}
+
+impl From<crate::store::ChainedEvent> for AuditEventView {
+    fn from(chained: crate::store::ChainedEvent) -> Self {
+        let (sequence, prev_hash, hash) = match chained.link {
+            Some(link) => (Some(link.sequence), Some(link.prev_hash), Some(link.hash)),
+            None => (None, None, None),
+        };
+        Self {
+            event: chained.event,
+            sequence,
+            prev_hash,
+            hash,
         }
     }
 }

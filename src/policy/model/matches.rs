@@ -181,15 +181,28 @@ fn not_a_match_value(v: &Value) -> String {
 /// Does this `match` entry tie the rule to one owner? Every alternative must, or one of them
 /// would let another owner in.
 fn binds_owner(claim: &str, values: &[MatchValue]) -> bool {
-    !values.is_empty()
-        && values.iter().all(|v| match (claim, v) {
-            (_, MatchValue::Bool(_)) => false,
+    bound_owners(claim, values).is_some()
+}
+
+/// The owners a `match` entry binds the rule to: the literal ids of `repository_owner_id`, the
+/// logins of `repository_owner`, the owner parts of `repository`. `None` when the entry binds
+/// no owner (another claim, a bool, or any alternative with a glob in its owner).
+pub(crate) fn bound_owners(claim: &str, values: &[MatchValue]) -> Option<Vec<String>> {
+    if values.is_empty() {
+        return None;
+    }
+    values
+        .iter()
+        .map(|v| match (claim, v) {
+            (_, MatchValue::Bool(_)) => None,
             ("repository_owner_id" | "repository_owner", MatchValue::String(s)) => {
-                !s.is_empty() && !has_glob(s)
+                (!s.is_empty() && !has_glob(s)).then(|| s.clone())
             }
             ("repository", MatchValue::String(s)) => s
                 .split_once('/')
-                .is_some_and(|(owner, _)| !owner.is_empty() && !has_glob(owner)),
-            _ => false,
+                .filter(|(owner, _)| !owner.is_empty() && !has_glob(owner))
+                .map(|(owner, _)| owner.to_owned()),
+            _ => None,
         })
+        .collect()
 }

@@ -32,7 +32,7 @@ pub(super) async fn audit_pages_run_newest_first_with_cursors_within_one_workspa
 
     // The events come back exactly as written.
     written.reverse();
-    let all: Vec<_> = [first.events, second.events, third.events].concat();
+    let all: Vec<_> = [events(first), events(second), events(third)].concat();
     assert_eq!(all, written);
 }
 

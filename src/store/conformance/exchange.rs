@@ -15,7 +15,7 @@ pub(super) async fn an_exchange_writes_the_session_and_its_audit_event(store: Ar
     assert_eq!(store.get_session("ses-1").await.unwrap(), Some(ses));
     assert_eq!(store.get_session("ses-2").await.unwrap(), None);
     let page = store.list_audit("acme", 10, None).await.unwrap();
-    assert_eq!(page.events, vec![event]);
+    assert_eq!(events(page), vec![event]);
 }
 
 pub(super) async fn a_replayed_token_is_refused_and_nothing_of_the_second_attempt_is_written(

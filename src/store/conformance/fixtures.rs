@@ -4,8 +4,9 @@ pub(super) use crate::audit::AuditEvent;
 use crate::audit::{Actor, AuditKind, AuditToken, Exclusion, Outcome};
 pub(super) use crate::policy::PolicyFormat;
 pub(super) use crate::store::{
-    InstallationLink, IssuedToken, JtiRecord, NewPolicy, PurgeStats, SessionRecord,
-    SigningKeyRecord, Store, StoreError, StoredPolicy, TokenFilter, TokenState, Workspace,
+    AuditPage, ChainedEvent, InstallationLink, IssuedToken, JtiRecord, NewPolicy, PurgeStats,
+    Retention, SessionRecord, SigningKeyRecord, Store, StoreError, StoredPolicy, TokenFilter,
+    TokenState, Workspace,
 };
 use std::collections::BTreeMap;
 pub(super) use std::sync::Arc;
@@ -15,6 +16,12 @@ use time::{Duration, OffsetDateTime};
 /// A fixed, millisecond-aligned clock: the schema stores epoch milliseconds, and fixed times
 /// make every expected value exact.
 pub(super) const T0: OffsetDateTime = datetime!(2026-05-01 12:00:00 UTC);
+
+/// The default retention (30 days of sessions, 90 of tokens): in the purge cases that are not
+/// about retention, nothing is old enough for it.
+pub(super) fn retention() -> Retention {
+    Retention::days(30, 90)
+}
 
 /// `T0` plus `minutes`.
 pub(super) fn at(minutes: i64) -> OffsetDateTime {
@@ -172,8 +179,13 @@ pub(super) fn ids(tokens: &[IssuedToken]) -> Vec<&str> {
     tokens.iter().map(|t| t.id.as_str()).collect()
 }
 
-pub(super) fn actions(events: &[AuditEvent]) -> Vec<&str> {
-    events.iter().map(|e| e.action.as_str()).collect()
+pub(super) fn actions(events: &[ChainedEvent]) -> Vec<&str> {
+    events.iter().map(|e| e.event.action.as_str()).collect()
+}
+
+/// The events of a page, without their chain links.
+pub(super) fn events(page: AuditPage) -> Vec<AuditEvent> {
+    page.events.into_iter().map(|e| e.event).collect()
 }
 
 pub(super) fn signing_key(kid: &str) -> SigningKeyRecord {
@@ -228,7 +240,7 @@ pub(super) async fn audit_actions(store: &dyn Store, workspace_id: &str) -> Vec<
         .list_audit(workspace_id, 10, None)
         .await
         .expect("list audit");
-    page.events.into_iter().map(|e| e.action).collect()
+    page.events.into_iter().map(|e| e.event.action).collect()
 }
 
 /// Put a version of a YAML policy; the workspace exists.

@@ -2,8 +2,8 @@
 
 use crate::store::{postgres, sqlite, Store};
 use futures::FutureExt;
-use sqlx::postgres::{PgConnectOptions, PgConnection};
-use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 use sqlx::Connection;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -22,24 +22,94 @@ where
     F: FnOnce(Arc<dyn Store>) -> Fut,
     Fut: Future<Output = ()>,
 {
+    sqlite_raw(|store, _| case(store)).await;
+}
+
+/// Run `case` on a fresh SQLite file, with a second way into it around the store.
+pub(super) async fn sqlite_raw<F, Fut>(case: F)
+where
+    F: FnOnce(Arc<dyn Store>, Raw) -> Fut,
+    Fut: Future<Output = ()>,
+{
     let dir = tempfile::tempdir().expect("temp dir");
     let options = SqliteConnectOptions::new().filename(dir.path().join("store.db"));
-    let store = sqlite::connect_with(options, TEST_POOL_SIZE)
+    let store = sqlite::connect_with(options.clone(), TEST_POOL_SIZE)
         .await
         .expect("open the sqlite store");
     assert_eq!(store.backend(), "sqlite");
-    case(store).await;
+    let raw = SqlitePool::connect_with(options)
+        .await
+        .expect("open the sqlite file directly");
+    case(store, Raw::Sqlite(raw)).await;
+}
+
+/// The database of a case, reached around the store: what someone with write access to the
+/// database (not to the broker) can do to it.
+pub(super) enum Raw {
+    /// The case's SQLite file.
+    Sqlite(SqlitePool),
+    /// The case's PostgreSQL schema.
+    Postgres(PgPool),
+}
+
+impl Raw {
+    /// Run `sql` with `binds` as text parameters `$1`, `$2`, …
+    pub(super) async fn execute(&self, sql: &str, binds: &[&str]) {
+        let done = match self {
+            Self::Sqlite(pool) => {
+                let mut query = sqlx::query(sql);
+                for bind in binds {
+                    query = query.bind(*bind);
+                }
+                query.execute(pool).await.map(|_| ())
+            }
+            Self::Postgres(pool) => {
+                let mut query = sqlx::query(sql);
+                for bind in binds {
+                    query = query.bind(*bind);
+                }
+                query.execute(pool).await.map(|_| ())
+            }
+        };
+        done.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// The column names of `table`, sorted.
+    pub(super) async fn columns(&self, table: &str) -> Vec<String> {
+        let mut names: Vec<String> = match self {
+            Self::Sqlite(pool) => {
+                sqlx::query_scalar("select name from pragma_table_info($1)")
+                    .bind(table)
+                    .fetch_all(pool)
+                    .await
+            }
+            Self::Postgres(pool) => {
+                sqlx::query_scalar(
+                    "select column_name::text from information_schema.columns
+                 where table_schema = current_schema() and table_name = $1",
+                )
+                .bind(table)
+                .fetch_all(pool)
+                .await
+            }
+        }
+        .expect("list columns");
+        names.sort_unstable();
+        names
+    }
 }
 
 /// A schema of its own in the test database, so tests run in parallel without sharing rows.
-struct Schema {
+pub(super) struct Schema {
     admin: PgConnection,
     name: String,
     options: PgConnectOptions,
+    /// The test database's URL, without the schema.
+    url: String,
 }
 
 impl Schema {
-    async fn create() -> Self {
+    pub(super) async fn create() -> Self {
         let url = std::env::var("STS_TEST_DATABASE_URL")
             .unwrap_or_else(|_| DEFAULT_TEST_DATABASE_URL.to_owned());
         let options = PgConnectOptions::from_str(&url)
@@ -64,10 +134,20 @@ impl Schema {
             admin,
             name,
             options,
+            url,
         }
     }
 
-    async fn store(&self) -> Arc<dyn Store> {
+    /// A URL of the schema, as a broker's configuration would name it.
+    pub(super) fn url(&self) -> String {
+        let separator = if self.url.contains('?') { '&' } else { '?' };
+        format!(
+            "{}{separator}options=-c%20search_path%3D{}",
+            self.url, self.name
+        )
+    }
+
+    pub(super) async fn store(&self) -> Arc<dyn Store> {
         let store = postgres::connect_with(self.options.clone(), TEST_POOL_SIZE)
             .await
             .expect("open the postgres store");
@@ -75,8 +155,15 @@ impl Schema {
         store
     }
 
+    pub(super) async fn raw(&self) -> Raw {
+        let pool = PgPool::connect_with(self.options.clone())
+            .await
+            .expect("open the test schema directly");
+        Raw::Postgres(pool)
+    }
+
     /// Drop the schema, then re-raise a panic of the case, if any.
-    async fn finish(mut self, outcome: std::thread::Result<()>) {
+    pub(super) async fn finish(mut self, outcome: std::thread::Result<()>) {
         sqlx::query(&format!("drop schema {} cascade", self.name))
             .execute(&mut self.admin)
             .await
@@ -97,9 +184,19 @@ where
     F: FnOnce(Arc<dyn Store>) -> Fut,
     Fut: Future<Output = ()>,
 {
+    postgres_raw(|store, _| case(store)).await;
+}
+
+/// Run `case` on a store in a fresh PostgreSQL schema, with a second way into it.
+pub(super) async fn postgres_raw<F, Fut>(case: F)
+where
+    F: FnOnce(Arc<dyn Store>, Raw) -> Fut,
+    Fut: Future<Output = ()>,
+{
     let schema = Schema::create().await;
     let store = schema.store().await;
-    let outcome = AssertUnwindSafe(case(store)).catch_unwind().await;
+    let raw = schema.raw().await;
+    let outcome = AssertUnwindSafe(case(store, raw)).catch_unwind().await;
     schema.finish(outcome).await;
 }
 

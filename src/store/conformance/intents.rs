@@ -88,7 +88,7 @@ pub(super) async fn an_intent_without_a_result_becomes_one_outcome_unknown_event
 
     let page = store.list_audit("acme", 10, None).await.unwrap();
     assert_eq!(
-        page.events,
+        events(page),
         vec![event],
         "exactly one outcome_unknown event"
     );
@@ -120,7 +120,7 @@ pub(super) async fn a_mint_record_writes_rows_event_and_resolves_its_intent_in_o
 
     assert_eq!(all_tokens(&*store, "acme").await, rows.to_vec());
     assert_eq!(
-        store.list_audit("acme", 10, None).await.unwrap().events[0],
+        events(store.list_audit("acme", 10, None).await.unwrap())[0],
         event
     );
     assert!(unresolved(&*store).await.is_empty());
@@ -147,7 +147,7 @@ pub(super) async fn a_mint_record_is_refused_when_the_workspace_or_session_chang
         tokens: &rows,
         audit: &event,
     };
-    let events_before = store.list_audit("acme", 10, None).await.unwrap().events;
+    let events_before = events(store.list_audit("acme", 10, None).await.unwrap());
     let refused = |why| Issuance::Refused(why);
 
     store.revoke_session("ses-1", at(1)).await.unwrap();
@@ -174,7 +174,7 @@ pub(super) async fn a_mint_record_is_refused_when_the_workspace_or_session_chang
 
     assert_eq!(all_tokens(&*store, "acme").await, vec![], "nothing written");
     assert_eq!(
-        store.list_audit("acme", 10, None).await.unwrap().events,
+        events(store.list_audit("acme", 10, None).await.unwrap()),
         events_before
     );
     assert_eq!(unresolved(&*store).await, vec!["int-1"], "still open");

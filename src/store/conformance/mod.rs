@@ -1,8 +1,9 @@
 //! The store conformance suite: the same cases on every backend.
 //!
 //! Each case is an `async fn(Arc<dyn Store>)` written once, in the file of its area
-//! (`workspaces`, `policies`, `exchange`, `tokens`, `audit`, `intents`); [`conformance_cases!`] turns it into
-//! `sqlite::<case>` and `postgres::<case>` tests, each on a fresh database: a temp file for
+//! (`workspaces`, `policies`, `exchange`, `tokens`, `audit`, `chain`, `intents`);
+//! [`conformance_cases!`] turns it into `sqlite::<case>` and `postgres::<case>` tests, each on a
+//! fresh database: a temp file for
 //! SQLite, a fresh schema `t_<uuid>` (dropped afterwards) in the database named by
 //! `STS_TEST_DATABASE_URL` for PostgreSQL. PostgreSQL being unreachable fails the tests: a
 //! silent skip would let the backend that production replicas use go untested. `races` holds
@@ -11,6 +12,7 @@
 //! Run: `cargo test --lib store::` (only one backend: `store::conformance::sqlite::`).
 
 mod audit;
+mod chain;
 mod exchange;
 mod fixtures;
 mod harness;
@@ -22,13 +24,23 @@ mod workspaces;
 
 /// One `#[tokio::test]` per backend and case, in modules `sqlite` and `postgres`, named after
 /// the case (`area::case` runs as `sqlite::case` and `postgres::case`).
+/// Cases after `raw:` also get a [`harness::Raw`], the database reached around the store.
 macro_rules! conformance_cases {
-    ($($area:ident::$case:ident),* $(,)?) => {
+    (
+        $($area:ident::$case:ident),* $(,)?;
+        raw: $($raw_area:ident::$raw_case:ident),* $(,)?
+    ) => {
         mod sqlite {
             $(
                 #[tokio::test]
                 async fn $case() {
                     super::harness::sqlite(super::$area::$case).await;
+                }
+            )*
+            $(
+                #[tokio::test]
+                async fn $raw_case() {
+                    super::harness::sqlite_raw(super::$raw_area::$raw_case).await;
                 }
             )*
         }
@@ -37,6 +49,12 @@ macro_rules! conformance_cases {
                 #[tokio::test]
                 async fn $case() {
                     super::harness::postgres(super::$area::$case).await;
+                }
+            )*
+            $(
+                #[tokio::test]
+                async fn $raw_case() {
+                    super::harness::postgres_raw(super::$raw_area::$raw_case).await;
                 }
             )*
         }
@@ -69,6 +87,7 @@ conformance_cases!(
     tokens::list_tokens_applies_every_filter_newest_first,
     tokens::marking_tokens_revoked_counts_only_newly_revoked_ones,
     tokens::purge_clears_expired_sealed_tokens_and_old_replay_keys,
+    tokens::purge_deletes_session_and_token_rows_past_retention_but_never_the_audit_log,
     audit::audit_pages_run_newest_first_with_cursors_within_one_workspace,
     audit::a_full_last_audit_page_has_no_cursor,
     audit::the_audit_limit_is_clamped_to_at_least_one,
@@ -77,4 +96,10 @@ conformance_cases!(
     intents::a_mint_record_writes_rows_event_and_resolves_its_intent_in_one_transaction,
     intents::a_mint_record_is_refused_when_the_workspace_or_session_changed_meanwhile,
     intents::revoking_a_workspaces_sessions_ends_only_its_live_ones,
+    chain::every_append_path_links_events_into_one_chain_per_workspace,
+    chain::concurrent_appends_to_one_workspace_keep_one_chain,
+    chain::a_refused_write_leaves_no_hole_in_the_chain;
+    raw:
+    chain::verify_names_the_first_event_whose_content_or_link_does_not_match,
+    chain::every_stored_column_of_an_audit_event_is_chained,
 );

@@ -147,3 +147,35 @@ async fn postgres_one_installation_raced_into_two_workspaces_is_linked_once() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_audit_appends_from_two_processes_keep_one_chain() {
+    harness::postgres_pair(|first, second| async move {
+        with_workspaces(&*first, &["acme"]).await;
+        let tasks: Vec<_> = (0..40)
+            .map(|i| {
+                let store = if i % 2 == 0 {
+                    Arc::clone(&first)
+                } else {
+                    Arc::clone(&second)
+                };
+                let event = audit(Some("acme"), &format!("a{i}"));
+                tokio::spawn(async move { store.append_audit(&event).await })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        let report = crate::audit::verify::verify(&*second, None).await.unwrap();
+        assert!(report.intact(), "{report}");
+        assert_eq!((report.chains, report.events), (1, 40));
+        let page = first.list_audit("acme", 100, None).await.unwrap();
+        let sequences: Vec<i64> = page
+            .events
+            .iter()
+            .filter_map(|e| e.link.as_ref().map(|l| l.sequence))
+            .collect();
+        assert_eq!(sequences, (1..=40).rev().collect::<Vec<i64>>());
+    })
+    .await;
+}

@@ -23,7 +23,7 @@ pub(super) async fn an_issuance_writes_every_token_and_its_audit_event(store: Ar
     let listed = all_tokens(&*store, "acme").await;
     assert_eq!(listed, vec![whole_installation, first]);
     let page = store.list_audit("acme", 10, None).await.unwrap();
-    assert_eq!(page.events.first(), Some(&event));
+    assert_eq!(events(page).first(), Some(&event));
 }
 
 pub(super) async fn an_issuance_with_a_duplicate_token_id_writes_nothing(store: Arc<dyn Store>) {
@@ -262,13 +262,14 @@ pub(super) async fn purge_clears_expired_sealed_tokens_and_old_replay_keys(store
         .await
         .unwrap();
 
-    let stats = store.purge_expired(at(2)).await.unwrap();
+    let stats = store.purge_expired(at(2), retention()).await.unwrap();
 
     assert_eq!(
         stats,
         PurgeStats {
             sealed_tokens_cleared: 1,
-            replay_keys_deleted: 1
+            replay_keys_deleted: 1,
+            ..PurgeStats::default()
         }
     );
     let listed = all_tokens(&*store, "acme").await;
@@ -281,7 +282,7 @@ pub(super) async fn purge_clears_expired_sealed_tokens_and_old_replay_keys(store
         vec![("tok-old", None), ("tok-live", Some("sealed-tok-live"))]
     );
     assert_eq!(
-        store.purge_expired(at(2)).await.unwrap(),
+        store.purge_expired(at(2), retention()).await.unwrap(),
         PurgeStats::default()
     );
     // The purged key no longer blocks; the live one still does.
@@ -292,4 +293,97 @@ pub(super) async fn purge_clears_expired_sealed_tokens_and_old_replay_keys(store
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Replay), "{err:?}");
+}
+
+/// Minutes in a day, for times counted in days from [`T0`].
+const DAY: i64 = 24 * 60;
+
+pub(super) async fn purge_deletes_session_and_token_rows_past_retention_but_never_the_audit_log(
+    store: Arc<dyn Store>,
+) {
+    with_workspaces(&*store, &["acme"]).await;
+    let now = at(200 * DAY);
+    // Retention 30 days for sessions, 90 for tokens: the cutoffs are days 170 and 110.
+    let session_expiring = |id: &str, day: i64| SessionRecord {
+        expires_at: at(day * DAY),
+        ..session(id, "acme")
+    };
+    let token_expiring = |id: &str, session: Option<&str>, day: i64| IssuedToken {
+        expires_at: at(day * DAY),
+        sealed_token: None,
+        ..token(id, "acme", session)
+    };
+    for (id, day) in [
+        ("ses-old", 100),
+        ("ses-recent", 171),
+        ("ses-at-cutoff", 170),
+        ("ses-held", 100),
+        ("ses-freed", 100),
+    ] {
+        store
+            .record_exchange(
+                &replay_key(&format!("jti-{id}"), at(10)),
+                &session_expiring(id, day),
+                &audit(Some("acme"), &format!("exchange {id}")),
+            )
+            .await
+            .unwrap();
+    }
+    issue(
+        &*store,
+        "acme",
+        &[
+            token_expiring("tok-old", None, 100),
+            token_expiring("tok-at-cutoff", None, 110),
+            token_expiring("tok-holds-session", Some("ses-held"), 111),
+            token_expiring("tok-of-freed-session", Some("ses-freed"), 100),
+        ],
+    )
+    .await
+    .unwrap();
+    let audited = audit_actions(&*store, "acme").await;
+
+    let stats = store
+        .purge_expired(now, Retention::days(30, 90))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        stats,
+        PurgeStats {
+            sealed_tokens_cleared: 0,
+            replay_keys_deleted: 5,
+            tokens_deleted: 2,
+            sessions_deleted: 2,
+        }
+    );
+    let kept: Vec<String> = all_tokens(&*store, "acme")
+        .await
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(kept, ["tok-holds-session", "tok-at-cutoff"]);
+    for (id, kept) in [
+        ("ses-old", false),
+        ("ses-recent", true),
+        ("ses-at-cutoff", true),
+        // Past its own retention, but a kept token row still names it.
+        ("ses-held", true),
+        // Its only token row went in the same purge.
+        ("ses-freed", false),
+    ] {
+        assert_eq!(store.get_session(id).await.unwrap().is_some(), kept, "{id}");
+    }
+    assert_eq!(audit_actions(&*store, "acme").await, audited);
+    assert!(crate::audit::verify::verify(&*store, None)
+        .await
+        .unwrap()
+        .intact());
+    assert_eq!(
+        store
+            .purge_expired(now, Retention::days(30, 90))
+            .await
+            .unwrap(),
+        PurgeStats::default()
+    );
 }

@@ -1,0 +1,163 @@
+//! `sts-broker audit verify --config FILE` as a real process, on the SQLite file a broker wrote:
+//! exit 0 on the intact log, 1 naming the event someone edited in the database, 2 when it cannot
+//! verify at all (and it never creates a database).
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "test setup failures should fail the test"
+)]
+
+use serde_json::{json, Value};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
+use std::path::Path;
+use std::process::Output;
+use sts_broker::app::App;
+use sts_broker::dev::{DevWorld, DEV_AUDIENCE, DEV_WORKSPACE};
+use sts_sim::oidc::ActionsJob;
+
+/// Run `sts-broker audit verify --config CONFIG [ARGS…]` with `env` set.
+async fn verify(config: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sts-broker"));
+    command
+        .args(["audit", "verify", "--config"])
+        .arg(config)
+        .args(args)
+        .env_remove("RUST_LOG");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = command.output().await.unwrap();
+    (
+        status.code().unwrap(),
+        String::from_utf8(stdout).unwrap(),
+        String::from_utf8(stderr).unwrap(),
+    )
+}
+
+/// A broker that served one exchange and one mint on the world's SQLite file, then stopped.
+async fn a_used_database() -> DevWorld {
+    sts_broker::telemetry::init_for_test();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let world = DevWorld::start(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let broker =
+        sts_broker::server::spawn(App::build(world.config.clone()).await.unwrap(), listener)
+            .unwrap();
+    world.seed(&broker.url).await.unwrap();
+    let http = reqwest::Client::new();
+    let job = ActionsJob {
+        workflow_path: ".github/workflows/deploy.yml".into(),
+        ..ActionsJob::default()
+    };
+    let exchanged: Value = http
+        .post(format!("{}/api/v1/auth/github-oidc", broker.url))
+        .json(&json!({
+            "token": world.issuer.token_for(&job, DEV_AUDIENCE),
+            "workspaceId": DEV_WORKSPACE,
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let session = exchanged["data"]["token"].as_str().unwrap();
+    let minted = http
+        .post(format!("{}/api/v1/sts", broker.url))
+        .bearer_auth(session)
+        .json(&json!({ "sources": ["acme/modules"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(minted.status(), 200);
+    broker.stop().await.unwrap();
+    world
+}
+
+/// The world's SQLite file, opened around the broker.
+async fn database(world: &DevWorld) -> SqlitePool {
+    let options = SqliteConnectOptions::new().filename(world.dir.path().join("sts-broker.db"));
+    SqlitePool::connect_with(options).await.unwrap()
+}
+
+#[tokio::test]
+async fn verify_exits_0_on_an_intact_log_and_1_naming_the_event_edited_in_the_database() {
+    let world = a_used_database().await;
+    let config = world.dir.path().join("broker.toml");
+
+    let (code, stdout, stderr) = verify(&config, &[], &[]).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    // workspace.create, 3 × installation.link, policy.put, exchange, mint: one chain.
+    assert!(
+        stdout.contains("audit log intact: 7 events in 1 chain verified"),
+        "{stdout}"
+    );
+
+    // Someone with write access to the database turns the mint's outcome in its body.
+    let db = database(&world).await;
+    let (mint_id,): (String,) = sqlx::query_as("select id from audit_events where kind = 'mint'")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    let edited = sqlx::query(
+        r#"update audit_events set body = replace(body, '"outcome":"success"', '"outcome":"denied"')
+           where id = $1"#,
+    )
+    .bind(&mint_id)
+    .execute(&db)
+    .await
+    .unwrap();
+    assert_eq!(edited.rows_affected(), 1);
+    db.close().await;
+
+    let (code, stdout, stderr) = verify(&config, &[], &[]).await;
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let first = stdout.lines().next().unwrap();
+    assert!(first.contains(&mint_id), "{stdout}");
+    assert!(first.contains("workspace acme"), "{stdout}");
+    assert!(first.contains("content"), "{stdout}");
+    assert!(
+        stdout.contains("audit log NOT intact: 1 of 1 chain broken; 6 events verified"),
+        "{stdout}"
+    );
+
+    let (code, stdout, _) = verify(&config, &["--workspace", DEV_WORKSPACE], &[]).await;
+    assert_eq!(code, 1, "{stdout}");
+    let (code, stdout, _) = verify(&config, &["--workspace", "other"], &[]).await;
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("0 events in 1 chain verified"), "{stdout}");
+}
+
+#[tokio::test]
+async fn verify_exits_2_when_it_cannot_verify_and_never_creates_a_database() {
+    let world = a_used_database().await;
+    let dir = world.dir.path();
+
+    let (code, _, stderr) = verify(&dir.join("missing.toml"), &[], &[]).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("does not exist"), "{stderr}");
+
+    let missing = dir.join("nowhere.db");
+    let url = format!("sqlite://{}", missing.display());
+    let (code, stdout, stderr) = verify(
+        &dir.join("broker.toml"),
+        &[],
+        &[("STS_BROKER__DATABASE__URL", &url)],
+    )
+    .await;
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    assert!(stderr.contains("cannot read the audit log"), "{stderr}");
+    assert!(!missing.exists(), "verify created {}", missing.display());
+
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_sts-broker"))
+        .args(["audit", "verify"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "usage error");
+}

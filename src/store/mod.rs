@@ -190,7 +190,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<SigningKeyRecord>;
 
     // ---- mint intents and the conditional issuance record ----
-    /// Write an unresolved intent; `Conflict` if the id exists.
+    /// Write an unresolved intent; `Conflict` if the id exists. Resolving an intent deletes it:
+    /// the audit event written in the same transaction keeps the outcome.
     async fn record_mint_intent(&self, intent: &MintIntent) -> StoreResult<()>;
     /// In one transaction: refuse (writing nothing) unless the workspace exists and is entitled
     /// and the session exists in it and is not revoked; otherwise insert the token rows, resolve

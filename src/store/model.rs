@@ -264,8 +264,8 @@ pub struct SigningKeyRecord {
 }
 
 /// A mint about to ask GitHub for a caller's tokens. Written before the first call and resolved
-/// in the same transaction as the mint's outcome, so a crash in between leaves it unresolved and
-/// the broker can report that GitHub may have minted tokens nobody recorded.
+/// (deleted) in the same transaction as the mint's outcome, so a crash in between leaves it open
+/// and the broker can report that GitHub may have minted tokens nobody recorded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MintIntent {
     /// `int_…`.

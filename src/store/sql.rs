@@ -638,8 +638,8 @@ where
         Ok(sqlx::query(
             r#"insert into mint_intents
                (id, workspace_id, session_id, request_id, policy_name, policy_version, actor,
-                planned, created_at, resolved_at)
-               values ($1, $2, $3, $4, $5, $6, $7, $8, $9, null)"#,
+                planned, created_at)
+               values ($1, $2, $3, $4, $5, $6, $7, $8, $9)"#,
         )
         .bind(&intent.id)
         .bind(&intent.workspace_id)
@@ -658,19 +658,16 @@ where
             r#"select id, workspace_id, session_id, request_id, policy_name, policy_version,
                       actor, planned, created_at
                from mint_intents
-               where resolved_at is null and created_at < $1
+               where created_at < $1
                order by created_at, id"#,
         )
         .bind(to_ms(before))
     }
 
-    /// Resolve an intent that is still open; changes no row when it was resolved before.
-    fn resolve_open_intent(id: &str, at: OffsetDateTime) -> Statement<'_, Self> {
-        sqlx::query(
-            r#"update mint_intents set resolved_at = $1 where id = $2 and resolved_at is null"#,
-        )
-        .bind(to_ms(at))
-        .bind(id)
+    /// Resolve an intent: its row goes, the audit event written with it keeps the outcome.
+    /// Changes no row when it was resolved before.
+    fn resolve_intent(id: &str) -> Statement<'_, Self> {
+        sqlx::query(r#"delete from mint_intents where id = $1"#).bind(id)
     }
 
     /// End every live session of a workspace.
@@ -723,16 +720,10 @@ where
             return Ok(Issuance::Refused(refusal));
         }
         if let Some(intent) = record.intent_id {
-            // Unconditional: should a sweep have called this intent orphaned already, the
-            // record still stands, and the log shows both. Before the issuance, whose audit
-            // append takes the chain lock, which must stay the transaction's last lock.
-            sqlx::query(
-                r#"update mint_intents set resolved_at = coalesce(resolved_at, $1) where id = $2"#,
-            )
-            .bind(to_ms(OffsetDateTime::now_utc()))
-            .bind(intent)
-            .execute(&mut *conn)
-            .await?;
+            // Whether or not a sweep already called this intent orphaned: the record still
+            // stands, and the log then shows both. Before the issuance, whose audit append takes
+            // the chain lock, which must stay the transaction's last lock.
+            Self::resolve_intent(intent).execute(&mut *conn).await?;
         }
         Self::write_issuance(conn, record.tokens, record.audit).await?;
         Ok(Issuance::Recorded)
@@ -746,9 +737,7 @@ where
         id: &str,
         audit: &AuditEvent,
     ) -> StoreResult<bool> {
-        let done = Self::resolve_open_intent(id, OffsetDateTime::now_utc())
-            .execute(&mut *conn)
-            .await?;
+        let done = Self::resolve_intent(id).execute(&mut *conn).await?;
         if Self::rows_affected(&done) == 0 {
             return Ok(false);
         }

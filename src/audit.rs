@@ -210,6 +210,21 @@ pub struct AuditToken {
         with = "time::serde::rfc3339::option"
     )]
     pub expires_at: Option<OffsetDateTime>,
+    /// Version of the policy that granted the token (mint events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_version: Option<i64>,
+    /// Names of the policy rules whose grants the token carries (mint events).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<String>,
+    /// On the event of a mint that did not hand the token out: whether GitHub confirmed it
+    /// revoked. `false` means it may be live until it expires; the log says so loudly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<bool>,
+    /// Token requests GitHub took to mint it (mint events). More than 1 means GitHub failed
+    /// transiently and the mint was retried; a retry after a 5xx or a timeout may have left a
+    /// token GitHub minted but never delivered, which only expiry ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
 }
 
 /// A repository left out of a mint, with the contract's reason code.

@@ -60,8 +60,11 @@ pub fn spawn(app: App, listener: tokio::net::TcpListener) -> std::io::Result<Run
         let _ = rx.await;
     };
     let state = AppState(Arc::clone(&app));
+    // Before the first request: on SQLite every intent older than this moment is a dead
+    // process's (see `report_orphaned_intents`).
+    let started = OffsetDateTime::now_utc();
     let handle = tokio::spawn(crate::http::serve(listener, state, shutdown));
-    let housekeeping = tokio::spawn(housekeeping(Arc::clone(&app)));
+    let housekeeping = tokio::spawn(housekeeping(Arc::clone(&app), started));
     Ok(RunningBroker {
         addr,
         url: format!("http://{addr}"),
@@ -73,11 +76,14 @@ pub fn spawn(app: App, listener: tokio::net::TcpListener) -> std::io::Result<Run
 }
 
 /// Purge sealed tokens that can no longer be revoked (expired), stale replay keys, and session
-/// and token rows past their retention (`[retention]`).
-async fn housekeeping(app: Arc<App>) {
+/// and token rows past their retention (`[retention]`); and report mints that a crash left
+/// without a result: at start, then every [`PURGE_INTERVAL`].
+async fn housekeeping(app: Arc<App>, started: OffsetDateTime) {
+    report_orphaned_intents(&app, orphan_cutoff(&app, started)).await;
     let mut tick = tokio::time::interval(PURGE_INTERVAL);
     loop {
         tick.tick().await;
+        report_orphaned_intents(&app, orphan_cutoff(&app, started)).await;
         let kept = &app.config.retention;
         let retention = Retention::days(kept.sessions_days, kept.tokens_days);
         match app
@@ -101,4 +107,30 @@ async fn housekeeping(app: Arc<App>) {
 pub async fn run_until_stopped(broker: RunningBroker) -> std::io::Result<()> {
     crate::http::shutdown_signal().await;
     broker.stop().await
+}
+
+/// Intents written before this instant are no live mint's: those older than
+/// [`ORPHANED_INTENT_AGE`](crate::flow::mint::ORPHANED_INTENT_AGE) (another replica may be minting
+/// right now), and on SQLite, where one process owns the database file, also every intent
+/// written before this process `started`.
+fn orphan_cutoff(app: &App, started: OffsetDateTime) -> OffsetDateTime {
+    let aged = OffsetDateTime::now_utc() - crate::flow::mint::ORPHANED_INTENT_AGE;
+    if app.store.backend() == "sqlite" {
+        aged.max(started)
+    } else {
+        aged
+    }
+}
+
+/// Report mints left without a result (see
+/// [`report_orphaned_intents`](crate::flow::mint::report_orphaned_intents)).
+async fn report_orphaned_intents(app: &App, before: OffsetDateTime) {
+    match crate::flow::mint::report_orphaned_intents(app, before).await {
+        Ok(0) => {}
+        Ok(n) => tracing::error!(
+            mints = n,
+            "reported {n} mints without a result as outcome_unknown"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not report mints without a result"),
+    }
 }

@@ -102,9 +102,31 @@ pub async fn authenticate(
     token: &SecretString,
     purpose: Purpose,
 ) -> Result<Authenticated, SessionError> {
+    let claims = verify_token(keys, token, purpose)?;
+    let row = store.get_session(&claims.sid).await?;
+    let session = check_row(&claims, row, purpose)?;
+    Ok(Authenticated { claims, session })
+}
+
+/// The first half of [`authenticate`]: the JWT's signature, issuer, audience and expiry (with
+/// the revoke grace for [`Purpose::Revoke`]). Reads nothing.
+pub fn verify_token(
+    keys: &SessionKeys,
+    token: &SecretString,
+    purpose: Purpose,
+) -> Result<SessionClaims, SessionError> {
     let grace = (purpose == Purpose::Revoke).then_some(REVOKE_GRACE_SECONDS);
-    let claims = keys.verify(token.expose_secret(), grace)?;
-    let Some(session) = store.get_session(&claims.sid).await? else {
+    keys.verify(token.expose_secret(), grace)
+}
+
+/// The second half of [`authenticate`]: what the session row (`row`, looked up by the verified
+/// claims' `sid`) says about using the session for `purpose`.
+pub fn check_row(
+    claims: &SessionClaims,
+    row: Option<SessionRecord>,
+    purpose: Purpose,
+) -> Result<SessionRecord, SessionError> {
+    let Some(session) = row else {
         return Err(SessionError::Invalid);
     };
     if session.workspace_id != claims.ws {
@@ -118,7 +140,7 @@ pub async fn authenticate(
             return Err(SessionError::Expired);
         }
     }
-    Ok(Authenticated { claims, session })
+    Ok(session)
 }
 
 /// Signs and verifies session JWTs.

@@ -1,9 +1,11 @@
 //! Admin operations behind the operator token: workspaces, installation links, policies, token
-//! metadata and the audit log. Every change writes an audit event.
+//! metadata and the audit log. Every change writes one audit event, done or refused: each change
+//! is an outer method that starts an [`Audited`] and an inner one that does the work.
 
-use super::{existing_workspace, Conflict, FlowError, FlowResult, Missing};
+use super::audited::detail;
+use super::{existing_workspace, Audited, Conflict, Counted, FlowError, FlowResult, Missing};
 use crate::app::App;
-use crate::audit::{Actor, ActorKind, AuditEvent, AuditKind, Outcome};
+use crate::audit::{Actor, ActorKind, AuditEvent, AuditKind};
 use crate::github::GitHubError;
 use crate::ids::{PolicyName, WorkspaceId};
 use crate::policy::{CompiledPolicy, PolicyFormat, RepoRef, MAX_POLICY_BYTES};
@@ -23,6 +25,10 @@ pub const TOKEN_LIST_DEFAULT: u32 = 500;
 pub const TOKEN_LIST_MAX: u32 = 10_000;
 /// Longest workspace display name.
 pub const MAX_WORKSPACE_NAME_LEN: usize = 200;
+/// How many times deleting a workspace lists and revokes its live tokens before it gives up.
+/// Once the workspace is disabled no mint can record a token in it, so the second listing finds
+/// nothing; a third round only covers a row that appeared from a transaction already committing.
+pub const DELETE_REVOKE_ROUNDS: usize = 3;
 
 /// A workspace to create.
 #[derive(Debug)]
@@ -85,32 +91,26 @@ pub struct Admin<'a> {
 }
 
 impl Admin<'_> {
-    /// A successful admin event about `workspace`, by the operator.
-    fn event(&self, action: &str, workspace: &WorkspaceId) -> AuditEvent {
-        let mut event = AuditEvent::new(AuditKind::Admin, action);
-        event.outcome = Outcome::Success;
-        event.workspace_id = Some(workspace.as_str().to_owned());
-        event.request_id = Some(self.request_id.to_owned());
-        event.actor = Actor::of(ActorKind::Admin);
-        event
-    }
-
-    /// Record a change. The change is made, so a failing write is the request's failure: an
-    /// operator must not believe an unaudited change went unnoticed.
-    async fn audit(
-        &self,
-        action: &str,
-        workspace: &WorkspaceId,
-        details: serde_json::Value,
-    ) -> FlowResult<()> {
-        let mut event = self.event(action, workspace);
-        event.details = details;
-        self.app.store.append_audit(&event).await?;
-        Ok(())
+    /// The audited run of the change `action` to `workspace`, by the operator.
+    fn audited(&self, action: &str, workspace: &WorkspaceId) -> Audited {
+        let mut audited = Audited::new(AuditKind::Admin, action, self.request_id, Counted::Nothing);
+        audited.event.workspace_id = Some(workspace.as_str().to_owned());
+        audited.event.actor = Actor::of(ActorKind::Admin);
+        audited
     }
 
     /// Create a workspace.
     pub async fn create_workspace(&self, new: NewWorkspace) -> FlowResult<Workspace> {
+        let mut audited = self.audited("workspace.create", &new.id);
+        let result = self.create_workspace_inner(new, &mut audited.event).await;
+        audited.finish(self.app, result).await
+    }
+
+    async fn create_workspace_inner(
+        &self,
+        new: NewWorkspace,
+        event: &mut AuditEvent,
+    ) -> FlowResult<Workspace> {
         let now = OffsetDateTime::now_utc();
         let ws = Workspace {
             id: new.id.as_str().to_owned(),
@@ -119,6 +119,7 @@ impl Admin<'_> {
             created_at: now,
             updated_at: now,
         };
+        event.details = serde_json::json!({ "name": ws.name, "stsEnabled": ws.sts_enabled });
         self.app
             .store
             .create_workspace(&ws)
@@ -127,12 +128,6 @@ impl Admin<'_> {
                 StoreError::Conflict(_) => FlowError::Conflict(Conflict::WorkspaceExists),
                 other => other.into(),
             })?;
-        self.audit(
-            "workspace.create",
-            &new.id,
-            serde_json::json!({ "name": ws.name, "stsEnabled": ws.sts_enabled }),
-        )
-        .await?;
         Ok(ws)
     }
 
@@ -152,45 +147,76 @@ impl Admin<'_> {
         ws: &WorkspaceId,
         sts_enabled: bool,
     ) -> FlowResult<Workspace> {
-        let updated = self
+        let mut audited = self.audited("workspace.update", ws);
+        detail(&mut audited.event, "stsEnabled", sts_enabled);
+        let result = self
             .app
             .store
             .set_workspace_sts_enabled(ws.as_str(), sts_enabled, OffsetDateTime::now_utc())
-            .await?
-            .ok_or(FlowError::NotFound(Missing::Workspace))?;
-        self.audit(
-            "workspace.update",
-            ws,
-            serde_json::json!({ "stsEnabled": sts_enabled }),
-        )
-        .await?;
-        Ok(updated)
+            .await
+            .map_err(FlowError::from)
+            .and_then(|updated| updated.ok_or(FlowError::NotFound(Missing::Workspace)));
+        audited.finish(self.app, result).await
     }
 
     /// Delete, after revoking its live tokens at GitHub; answers how many were revoked.
+    ///
+    /// A mint may be at GitHub meanwhile. So the workspace first loses its entitlement and its
+    /// sessions end: from then on no mint can record tokens in it (the record refuses in its
+    /// transaction, and that mint revokes what it minted). Then the live tokens are revoked until
+    /// none is left, and only then is the workspace deleted. If GitHub refuses a revocation the
+    /// workspace is kept, disabled, for the operator to retry.
     pub async fn delete_workspace(&self, ws: &WorkspaceId) -> FlowResult<usize> {
+        let mut audited = self.audited("workspace.delete", ws);
+        let result = self.delete_workspace_inner(ws, &mut audited.event).await;
+        audited.finish(self.app, result).await
+    }
+
+    async fn delete_workspace_inner(
+        &self,
+        ws: &WorkspaceId,
+        event: &mut AuditEvent,
+    ) -> FlowResult<usize> {
         existing_workspace(self.app, ws).await?;
-        let filter = TokenFilter {
-            state: Some((TokenState::Active, OffsetDateTime::now_utc())),
-            ..TokenFilter::default()
-        };
-        let tokens = self.app.store.list_tokens(ws.as_str(), &filter).await?;
-        let outcome = super::revoke::revoke_tokens(self.app, tokens).await?;
-        if !outcome.failed.is_empty() {
-            return Err(FlowError::RevokeIncomplete {
-                not_revoked: outcome.failed.len(),
-                workspace_kept: true,
-            });
+        let now = OffsetDateTime::now_utc();
+        self.app
+            .store
+            .set_workspace_sts_enabled(ws.as_str(), false, now)
+            .await?;
+        let sessions = self
+            .app
+            .store
+            .revoke_workspace_sessions(ws.as_str(), now)
+            .await?;
+        detail(event, "sessionsEnded", sessions);
+        let mut revoked = 0;
+        for _ in 0..DELETE_REVOKE_ROUNDS {
+            let filter = TokenFilter {
+                state: Some((TokenState::Active, OffsetDateTime::now_utc())),
+                ..TokenFilter::default()
+            };
+            let tokens = self.app.store.list_tokens(ws.as_str(), &filter).await?;
+            if tokens.is_empty() {
+                self.app.store.delete_workspace(ws.as_str()).await?;
+                detail(event, "revokedTokens", revoked);
+                return Ok(revoked);
+            }
+            let outcome = super::revoke::revoke_tokens(self.app, tokens, event).await?;
+            revoked += outcome.revoked.len();
+            detail(event, "revokedTokens", revoked);
+            if !outcome.failed.is_empty() {
+                return Err(FlowError::RevokeIncomplete {
+                    not_revoked: outcome.failed.len(),
+                    workspace_kept: true,
+                });
+            }
         }
-        self.app.store.delete_workspace(ws.as_str()).await?;
-        let revoked = outcome.revoked.len();
-        self.audit(
-            "workspace.delete",
-            ws,
-            serde_json::json!({ "revokedTokens": revoked }),
-        )
-        .await?;
-        Ok(revoked)
+        // Tokens keep appearing although nothing can record them any more: refuse to delete
+        // what we cannot account for.
+        Err(FlowError::RevokeIncomplete {
+            not_revoked: 0,
+            workspace_kept: true,
+        })
     }
 
     /// Link the App's installation on `owner`.
@@ -198,6 +224,20 @@ impl Admin<'_> {
         &self,
         ws: &WorkspaceId,
         owner: &str,
+    ) -> FlowResult<InstallationLink> {
+        let mut audited = self.audited("installation.link", ws);
+        detail(&mut audited.event, "owner", owner);
+        let result = self
+            .link_installation_inner(ws, owner, &mut audited.event)
+            .await;
+        audited.finish(self.app, result).await
+    }
+
+    async fn link_installation_inner(
+        &self,
+        ws: &WorkspaceId,
+        owner: &str,
+        event: &mut AuditEvent,
     ) -> FlowResult<InstallationLink> {
         existing_workspace(self.app, ws).await?;
         if RepoRef::parse(&format!("{owner}/x")).is_none() {
@@ -216,6 +256,7 @@ impl Admin<'_> {
                 }),
                 other => other.into(),
             })?;
+        event.installation_ids = vec![installation.id];
         let link = InstallationLink {
             workspace_id: ws.as_str().to_owned(),
             owner: installation.account_login.clone(),
@@ -235,12 +276,9 @@ impl Admin<'_> {
                 }
                 other => other.into(),
             })?;
-        self.audit(
-            "installation.link",
-            ws,
-            serde_json::json!({ "owner": stored.owner, "installationId": stored.installation_id }),
-        )
-        .await?;
+        event.details = serde_json::json!({
+            "owner": stored.owner, "installationId": stored.installation_id
+        });
         Ok(stored)
     }
 
@@ -252,6 +290,13 @@ impl Admin<'_> {
 
     /// Unlink.
     pub async fn unlink_installation(&self, ws: &WorkspaceId, owner: &str) -> FlowResult<()> {
+        let mut audited = self.audited("installation.unlink", ws);
+        detail(&mut audited.event, "owner", owner);
+        let result = self.unlink_installation_inner(ws, owner).await;
+        audited.finish(self.app, result).await
+    }
+
+    async fn unlink_installation_inner(&self, ws: &WorkspaceId, owner: &str) -> FlowResult<()> {
         existing_workspace(self.app, ws).await?;
         if !self
             .app
@@ -261,12 +306,7 @@ impl Admin<'_> {
         {
             return Err(FlowError::NotFound(Missing::InstallationLink));
         }
-        self.audit(
-            "installation.unlink",
-            ws,
-            serde_json::json!({ "owner": owner }),
-        )
-        .await
+        Ok(())
     }
 
     /// Validate and store a new policy version.
@@ -276,6 +316,23 @@ impl Admin<'_> {
         name: &PolicyName,
         body: &str,
         format: PolicyFormat,
+    ) -> FlowResult<PutPolicy> {
+        let mut audited = self.audited("policy.put", ws);
+        audited.event.policy_name = Some(name.as_str().to_owned());
+        detail(&mut audited.event, "format", format.as_str());
+        let result = self
+            .put_policy_inner(ws, name, body, format, &mut audited.event)
+            .await;
+        audited.finish(self.app, result).await
+    }
+
+    async fn put_policy_inner(
+        &self,
+        ws: &WorkspaceId,
+        name: &PolicyName,
+        body: &str,
+        format: PolicyFormat,
+        event: &mut AuditEvent,
     ) -> FlowResult<PutPolicy> {
         existing_workspace(self.app, ws).await?;
         if body.len() > MAX_POLICY_BYTES {
@@ -303,12 +360,10 @@ impl Admin<'_> {
             })
             .await?;
         let warnings = compiled.warnings().to_vec();
-        let mut event = self.event("policy.put", ws);
         event.policy_name = Some(stored.name.clone());
         event.policy_version = Some(stored.version);
         event.details =
             serde_json::json!({ "format": stored.format.as_str(), "warnings": warnings });
-        self.app.store.append_audit(&event).await?;
         Ok(PutPolicy {
             created: !existed,
             policy: stored,
@@ -338,6 +393,13 @@ impl Admin<'_> {
 
     /// Delete a policy (history kept).
     pub async fn delete_policy(&self, ws: &WorkspaceId, name: &PolicyName) -> FlowResult<()> {
+        let mut audited = self.audited("policy.delete", ws);
+        detail(&mut audited.event, "name", name.as_str());
+        let result = self.delete_policy_inner(ws, name).await;
+        audited.finish(self.app, result).await
+    }
+
+    async fn delete_policy_inner(&self, ws: &WorkspaceId, name: &PolicyName) -> FlowResult<()> {
         existing_workspace(self.app, ws).await?;
         if !self
             .app
@@ -347,12 +409,7 @@ impl Admin<'_> {
         {
             return Err(FlowError::NotFound(Missing::Policy));
         }
-        self.audit(
-            "policy.delete",
-            ws,
-            serde_json::json!({ "name": name.as_str() }),
-        )
-        .await
+        Ok(())
     }
 
     /// Token metadata; `state` = `active`, `revoked`, `expired` or `all` (default).

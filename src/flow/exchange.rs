@@ -1,12 +1,12 @@
-//! The OIDC exchange: verify the OIDC token → workspace exists → record replay key + session +
-//! audit in one transaction → sign the session JWT.
+//! The OIDC exchange: verify the OIDC token (refusals here are counted, not audited) → workspace
+//! exists → sign the session JWT → record replay key + session + audit in one transaction.
 
-use super::{record_audit, FlowError, FlowResult, Internal, Missing, Unauthenticated};
+use super::{Audited, Counted, FlowError, FlowResult, Internal, Missing, Unauthenticated};
 use crate::app::App;
-use crate::audit::{format_time, Actor, AuditEvent, AuditKind, Outcome};
+use crate::audit::{format_time, Actor, AuditKind, Outcome};
 use crate::ids::WorkspaceId;
 use crate::metrics::Metrics;
-use crate::oidc::{Claims, VerifyError, JWT_LEEWAY, MAX_TOKEN_BYTES};
+use crate::oidc::{Claims, VerifiedToken, VerifyError, JWT_LEEWAY, MAX_TOKEN_BYTES};
 use crate::session::{SessionClaims, SessionType, SESSION_AUDIENCE};
 use crate::store::{JtiRecord, SessionRecord, StoreError};
 use secrecy::{ExposeSecret as _, SecretString};
@@ -72,15 +72,7 @@ fn validate(app: &App, input: &ExchangeInput) -> FlowResult<WorkspaceId> {
     }
 }
 
-/// Record a refusal of `reason` in the audit log and the metrics.
-async fn refuse(app: &App, audit: &mut AuditEvent, reason: &'static str) {
-    audit.outcome = Outcome::Denied;
-    audit.reason = Some(reason.to_owned());
-    record_audit(app, audit).await;
-    count_refusal(app, reason);
-}
-
-/// Count a refusal of `reason` in the metrics.
+/// Count a refusal of `reason` that the audit log does not see.
 fn count_refusal(app: &App, reason: &'static str) {
     Metrics::outcome(&app.metrics.exchanges, "denied", reason);
     app.metrics.deny(reason);
@@ -123,47 +115,79 @@ fn refused_before_signature(e: &VerifyError) -> bool {
     }
 }
 
-/// Exchange an OIDC token for a session.
+/// A refusal of the OIDC token after its signature verified: the error, and the verifier's
+/// finer reason for the audit event and the counters.
+type SignedRefusal = (FlowError, &'static str);
+
+/// Verify the OIDC token. A refusal before its signature verified is counted, logged within the
+/// budget and answered here (`Err`); one after it is handed back (`Ok(Err)`) to be audited.
+async fn verify(
+    app: &App,
+    input: &ExchangeInput,
+) -> FlowResult<Result<VerifiedToken, SignedRefusal>> {
+    let e = match app.oidc.verify(input.token.expose_secret()).await {
+        Ok(verified) => return Ok(Ok(verified)),
+        Err(e) => e,
+    };
+    let reason = e.code();
+    let before_signature = refused_before_signature(&e);
+    // Within the budget either way: one genuine expired token can be sent again and again. The
+    // code only: the message of some refusals holds bytes of the token.
+    if let Some(suppressed) = app.refusal_log.admit() {
+        tracing::info!(
+            oidc.reason = reason,
+            oidc.signature_verified = !before_signature,
+            suppressed,
+            "oidc token refused"
+        );
+    }
+    let error = match e {
+        VerifyError::JwksUnavailable(_) => FlowError::IssuerUnavailable(e),
+        _ => FlowError::Unauthenticated(Unauthenticated::InvalidToken),
+    };
+    if before_signature {
+        count_refusal(app, reason);
+        return Err(error);
+    }
+    Ok(Err((error, reason)))
+}
+
+/// Exchange an OIDC token for a session. Every decision from the token's signature on writes
+/// exactly one audit event, by [`Audited::finish`].
 // The workspace id is recorded once it is valid: until then it is whatever the caller sent.
 #[tracing::instrument(skip_all, fields(workspace.id = tracing::field::Empty))]
 pub async fn exchange(app: &App, input: ExchangeInput, request_id: &str) -> FlowResult<NewSession> {
     let workspace = validate(app, &input)?;
     tracing::Span::current().record("workspace.id", workspace.as_str());
-    let mut audit = AuditEvent::new(AuditKind::Exchange, "exchange");
-    audit.workspace_id = Some(workspace.as_str().to_owned());
-    audit.request_id = Some(request_id.to_owned());
-
-    let verified = match app.oidc.verify(input.token.expose_secret()).await {
-        Ok(v) => v,
-        Err(e) => {
-            let reason = e.code();
-            let before_signature = refused_before_signature(&e);
-            // Within the budget either way: one genuine expired token can be sent again and
-            // again. The code only: the message of some refusals holds bytes of the token.
-            if let Some(suppressed) = app.refusal_log.admit() {
-                tracing::info!(
-                    oidc.reason = reason,
-                    oidc.signature_verified = !before_signature,
-                    suppressed,
-                    "oidc token refused"
-                );
-            }
-            if before_signature {
-                count_refusal(app, reason);
-            } else {
-                refuse(app, &mut audit, reason).await;
-            }
-            return Err(match e {
-                VerifyError::JwksUnavailable(_) => FlowError::IssuerUnavailable(e),
-                _ => FlowError::Unauthenticated(Unauthenticated::InvalidToken),
-            });
+    let verified = verify(app, &input).await?;
+    let mut audited = Audited::new(
+        AuditKind::Exchange,
+        "exchange",
+        request_id,
+        Counted::Exchanges,
+    );
+    audited.event.workspace_id = Some(workspace.as_str().to_owned());
+    let result = match verified {
+        Ok(verified) => exchange_verified(app, &workspace, verified, &mut audited).await,
+        Err((error, reason)) => {
+            audited.because(reason);
+            Err(error)
         }
     };
+    audited.finish(app, result).await
+}
+
+/// The exchange of a verified token: the inner function of [`exchange`].
+async fn exchange_verified(
+    app: &App,
+    workspace: &WorkspaceId,
+    verified: VerifiedToken,
+    audited: &mut Audited,
+) -> FlowResult<NewSession> {
     let claims_value = serde_json::Value::Object(verified.claims.clone());
-    audit.actor = Actor::from_claims(&claims_value, None);
+    audited.event.actor = Actor::from_claims(&claims_value, None);
 
     if app.store.get_workspace(workspace.as_str()).await?.is_none() {
-        refuse(app, &mut audit, "workspace_not_found").await;
         return Err(FlowError::NotFound(Missing::Workspace));
     }
 
@@ -195,30 +219,14 @@ pub async fn exchange(app: &App, input: ExchangeInput, request_id: &str) -> Flow
         jti: verified.replay_key.clone(),
         expires_at: verified.expires_at + Duration::seconds(REPLAY_KEY_SLACK_SECONDS),
     };
-    audit.actor.session_id = Some(session_id.clone());
-    audit.outcome = Outcome::Success;
-    audit.details = serde_json::json!({ "sessionExpiresAt": format_time(session.expires_at) });
-    match app.store.record_exchange(&jti, &session, &audit).await {
-        Ok(()) => {}
-        Err(StoreError::Replay) => {
-            // A new event: the one above may not have been written.
-            audit.id = uuid::Uuid::now_v7().to_string();
-            audit.actor.session_id = None;
-            audit.details = serde_json::Value::Null;
-            refuse(app, &mut audit, "token_replayed").await;
-            return Err(FlowError::Replayed);
-        }
-        Err(e) => {
-            Metrics::outcome(&app.metrics.exchanges, "failure", "database_error");
-            return Err(e.into());
-        }
-    }
+    // Signed before anything is stored: a signing failure then leaves no session and a failure
+    // event, rather than a success event for a session nobody got.
     let claims = SessionClaims {
         iss: app.sessions.issuer().to_owned(),
         aud: SESSION_AUDIENCE.to_owned(),
         sub: subject,
         sid: session_id.clone(),
-        jti: session_id,
+        jti: session_id.clone(),
         ws: workspace.as_str().to_owned(),
         typ,
         iat: now.unix_timestamp(),
@@ -232,7 +240,16 @@ pub async fn exchange(app: &App, input: ExchangeInput, request_id: &str) -> Flow
             kind: Internal::SessionSigning,
             source: e.into(),
         })?;
-    Metrics::outcome(&app.metrics.exchanges, "success", "");
+    let mut success = audited.event.clone();
+    success.actor.session_id = Some(session_id);
+    success.outcome = Outcome::Success;
+    success.details = serde_json::json!({ "sessionExpiresAt": format_time(session.expires_at) });
+    match app.store.record_exchange(&jti, &session, &success).await {
+        Ok(()) => audited.written_as(success),
+        // Nothing of the transaction was written: `finish` records the refusal.
+        Err(StoreError::Replay) => return Err(FlowError::Replayed),
+        Err(e) => return Err(e.into()),
+    }
     Ok(NewSession {
         token: SecretString::from(token),
         expires_at: session.expires_at,

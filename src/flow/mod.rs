@@ -7,15 +7,18 @@
 //! `session`, `store`. Never the web framework or the http layer.
 
 pub mod admin;
+mod audited;
 pub mod exchange;
 pub mod mint;
 pub mod revoke;
 
+pub(crate) use audited::{Audited, Counted};
+
 use crate::app::App;
-use crate::audit::AuditEvent;
+use crate::audit::{Actor, ActorKind, AuditEvent, Outcome};
 use crate::github::GitHubError;
 use crate::oidc::VerifyError;
-use crate::session::{Authenticated, Purpose, SessionError};
+use crate::session::{Authenticated, Purpose, SessionClaims, SessionError};
 use crate::store::StoreError;
 use secrecy::SecretString;
 use std::time::Duration;
@@ -132,6 +135,9 @@ pub enum Internal {
     /// Minted tokens could not be recorded (they were revoked at GitHub).
     #[error("audit write failed")]
     AuditWrite,
+    /// The task running a mint ended without an answer (it panicked).
+    #[error("the mint task ended without an answer")]
+    MintTask,
 }
 
 impl Internal {
@@ -140,6 +146,7 @@ impl Internal {
         match self {
             Self::SessionSigning => "session_signing_failed",
             Self::AuditWrite => "audit_write_failed",
+            Self::MintTask => "mint_task_failed",
         }
     }
 }
@@ -189,6 +196,10 @@ pub enum FlowError {
         /// The revoke was a step of deleting a workspace, which was therefore kept.
         workspace_kept: bool,
     },
+    /// The caller stopped waiting for a mint (it disconnected, or the answer deadline passed
+    /// while GitHub was slow): nothing was handed out, and whatever GitHub minted was revoked.
+    #[error("the mint was abandoned before github answered")]
+    Abandoned,
     /// GitHub failed.
     #[error("github request failed")]
     GitHub(#[from] GitHubError),
@@ -221,6 +232,7 @@ impl FlowError {
             Self::IssuerUnavailable(_) => "issuer_unavailable",
             Self::PolicyInvalid(_) => "policy_invalid",
             Self::RevokeIncomplete { .. } => "github_revoke_failed",
+            Self::Abandoned => "mint_abandoned",
             Self::GitHub(e) => e.code(),
             Self::Store(StoreError::Conflict(_)) => "conflict",
             Self::Store(StoreError::NotFound(_)) => "not_found",
@@ -233,6 +245,32 @@ impl FlowError {
     /// One validation message.
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::InvalidRequest(vec![message.into()])
+    }
+
+    /// How the audit log files this error: a refusal on purpose (`Denied`: the request, the
+    /// caller or the state it names is wrong) or something that could not be done (`Failure`:
+    /// GitHub, the issuer, the database or the broker failed).
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Self::InvalidRequest(_)
+            | Self::NotGitHubActionsSession
+            | Self::Unauthenticated(_)
+            | Self::Forbidden(_)
+            | Self::NotFound(_)
+            | Self::Conflict(_)
+            | Self::Replayed
+            | Self::RateLimited { .. }
+            | Self::PolicyInvalid(_)
+            | Self::Store(StoreError::Conflict(_) | StoreError::NotFound(_) | StoreError::Replay) => {
+                Outcome::Denied
+            }
+            Self::IssuerUnavailable(_)
+            | Self::RevokeIncomplete { .. }
+            | Self::Abandoned
+            | Self::GitHub(_)
+            | Self::Store(_)
+            | Self::Internal { .. } => Outcome::Failure,
+        }
     }
 }
 
@@ -258,29 +296,40 @@ impl From<crate::limits::Throttled> for FlowError {
 /// Result of a flow.
 pub type FlowResult<T> = Result<T, FlowError>;
 
-/// Authenticate a session bearer token for `purpose`, counting each refusal by its code.
-pub async fn authenticate(
+/// Check a session bearer token's signature, issuer, audience and expiry for `purpose`, reading
+/// nothing. A token refused here names nobody the broker has verified, so its refusal is counted
+/// but not audited; every decision after it is (see [`load_session`]).
+pub fn verify_session(
     app: &App,
     token: &SecretString,
     purpose: Purpose,
-) -> FlowResult<Authenticated> {
-    crate::session::authenticate(app.store.as_ref(), &app.sessions, token, purpose)
-        .await
-        .map_err(|e| {
-            let e = FlowError::from(e);
-            if matches!(e, FlowError::Unauthenticated(_)) {
-                app.metrics.deny(e.code());
-            }
-            e
-        })
+) -> FlowResult<SessionClaims> {
+    crate::session::verify_token(&app.sessions, token, purpose).map_err(|e| {
+        let e = FlowError::from(e);
+        app.metrics.deny(e.code());
+        e
+    })
 }
 
-/// Write an audit event whose write must not change the answer: refusals and failures, where
-/// nothing was handed out. A failing write is logged loudly instead.
-pub async fn record_audit(app: &App, event: &AuditEvent) {
-    if let Err(e) = app.store.append_audit(event).await {
-        tracing::error!(audit.id = %event.id, error = %e, "could not write audit event {}", event.id);
+/// The session row behind verified claims, checked for `purpose`. Names the caller in `event`
+/// (by the row's claims when there is a row), so that a refusal here is audited with who it was.
+pub async fn load_session(
+    app: &App,
+    claims: SessionClaims,
+    purpose: Purpose,
+    event: &mut AuditEvent,
+) -> FlowResult<Authenticated> {
+    event.workspace_id = Some(claims.ws.clone());
+    event.actor = Actor {
+        session_id: Some(claims.sid.clone()),
+        ..Actor::of(ActorKind::Oidc)
+    };
+    let row = app.store.get_session(&claims.sid).await?;
+    if let Some(session) = row.as_ref().filter(|s| s.workspace_id == claims.ws) {
+        event.actor = Actor::from_claims(&session.claims, Some(&session.id));
     }
+    let session = crate::session::check_row(&claims, row, purpose)?;
+    Ok(Authenticated { claims, session })
 }
 
 /// The workspace, or [`Missing::Workspace`].
@@ -323,6 +372,7 @@ mod tests {
                 "workspace_exists",
             ),
             (FlowError::Replayed, "token_replayed"),
+            (FlowError::Abandoned, "mint_abandoned"),
             (FlowError::RateLimited { retry_after: None }, "rate_limited"),
             (FlowError::PolicyInvalid(Vec::new()), "policy_invalid"),
             (
@@ -336,6 +386,32 @@ mod tests {
         ];
         for (error, code) in cases {
             assert_eq!(error.code(), code, "{error}");
+        }
+    }
+
+    #[test]
+    fn refusals_are_denied_and_what_could_not_be_done_is_a_failure() {
+        let denied = [
+            FlowError::invalid("x"),
+            FlowError::Unauthenticated(Unauthenticated::SessionRevoked),
+            FlowError::Forbidden(Forbidden::StsNotEntitled),
+            FlowError::Replayed,
+            FlowError::Store(StoreError::Conflict("x".into())),
+        ];
+        for error in denied {
+            assert_eq!(error.outcome(), Outcome::Denied, "{error}");
+        }
+        let failed = [
+            FlowError::Abandoned,
+            FlowError::GitHub(GitHubError::Suspended),
+            FlowError::Store(StoreError::Corrupt("x".into())),
+            FlowError::RevokeIncomplete {
+                not_revoked: 1,
+                workspace_kept: false,
+            },
+        ];
+        for error in failed {
+            assert_eq!(error.outcome(), Outcome::Failure, "{error}");
         }
     }
 }

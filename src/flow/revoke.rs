@@ -2,13 +2,18 @@
 //! or by an administrator. Every path reaches GitHub (`DELETE /installation/token` with the
 //! unsealed token) before the row is marked revoked; all are idempotent.
 
-use super::{existing_workspace, FlowError, FlowResult, Missing};
+use super::audited::detail;
+use super::{
+    existing_workspace, load_session, verify_session, Audited, Counted, FlowError, FlowResult,
+    Missing,
+};
 use crate::app::App;
-use crate::audit::{Actor, ActorKind, AuditEvent, AuditKind, AuditToken, Outcome};
+use crate::audit::{Actor, ActorKind, AuditEvent, AuditKind, AuditToken};
 use crate::ids::WorkspaceId;
-use crate::session::Authenticated;
+use crate::session::{Purpose, SessionClaims};
 use crate::store::{IssuedToken, TokenFilter, TokenState};
 use futures::stream::{self, StreamExt as _};
+use secrecy::SecretString;
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -26,8 +31,14 @@ pub struct RevokeOutcome {
 }
 
 /// Revoke `tokens` at GitHub and mark them revoked. Tokens already revoked are skipped; expired
-/// ones are marked without a call (GitHub no longer honours them).
-pub async fn revoke_tokens(app: &App, tokens: Vec<IssuedToken>) -> FlowResult<RevokeOutcome> {
+/// ones are marked without a call (GitHub no longer honours them). Every token GitHub confirmed
+/// is named in `event` before the store is written, so a failing write still leaves an event
+/// that says which tokens are dead.
+pub async fn revoke_tokens(
+    app: &App,
+    tokens: Vec<IssuedToken>,
+    event: &mut AuditEvent,
+) -> FlowResult<RevokeOutcome> {
     let now = OffsetDateTime::now_utc();
     let live: Vec<IssuedToken> = tokens
         .into_iter()
@@ -64,10 +75,20 @@ pub async fn revoke_tokens(app: &App, tokens: Vec<IssuedToken>) -> FlowResult<Re
             }
         }
     }
+    event.tokens.extend(audit_tokens(&outcome.revoked));
+    for token in &outcome.revoked {
+        if !event.installation_ids.contains(&token.installation_id) {
+            event.installation_ids.push(token.installation_id);
+        }
+    }
+    event.installation_ids.sort_unstable();
+    if !outcome.failed.is_empty() {
+        detail(event, "notRevoked", &outcome.failed);
+    }
     let ids: Vec<String> = outcome.revoked.iter().map(|t| t.id.clone()).collect();
     if !ids.is_empty() {
-        app.store.mark_tokens_revoked(&ids, now).await?;
         app.metrics.tokens_revoked.inc_by(ids.len() as u64);
+        app.store.mark_tokens_revoked(&ids, now).await?;
     }
     Ok(outcome)
 }
@@ -83,28 +104,18 @@ fn audit_tokens(tokens: &[IssuedToken]) -> Vec<AuditToken> {
             repositories: t.repositories.clone(),
             permissions: t.permissions.clone(),
             expires_at: Some(t.expires_at),
+            policy_version: Some(t.policy_version),
+            rules: Vec::new(),
+            revoked: None,
+            attempts: None,
         })
         .collect()
 }
 
-/// Finish a revoke flow: audit, then error if GitHub refused some (the caller may retry).
-async fn finish(app: &App, mut audit: AuditEvent, outcome: RevokeOutcome) -> FlowResult<u64> {
-    audit.tokens = audit_tokens(&outcome.revoked);
-    let mut ids: Vec<i64> = outcome.revoked.iter().map(|t| t.installation_id).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    audit.installation_ids = ids;
-    let revoked = outcome.revoked.len() as u64;
+/// How many were revoked, or an error if GitHub refused some (the caller may retry).
+fn counted(outcome: &RevokeOutcome) -> FlowResult<u64> {
     if outcome.failed.is_empty() {
-        audit.outcome = Outcome::Success;
-    } else {
-        audit.outcome = Outcome::Failure;
-        audit.reason = Some("github_revoke_failed".to_owned());
-        audit.details = serde_json::json!({ "notRevoked": outcome.failed });
-    }
-    app.store.append_audit(&audit).await?;
-    if outcome.failed.is_empty() {
-        Ok(revoked)
+        Ok(outcome.revoked.len() as u64)
     } else {
         Err(FlowError::RevokeIncomplete {
             not_revoked: outcome.failed.len(),
@@ -113,48 +124,65 @@ async fn finish(app: &App, mut audit: AuditEvent, outcome: RevokeOutcome) -> Flo
     }
 }
 
-fn session_audit(
-    auth: &Authenticated,
-    kind: AuditKind,
-    action: &str,
-    request_id: &str,
-) -> AuditEvent {
-    let mut audit = AuditEvent::new(kind, action);
-    audit.workspace_id = Some(auth.session.workspace_id.clone());
-    audit.request_id = Some(request_id.to_owned());
-    audit.actor = Actor::from_claims(&auth.session.claims, Some(&auth.session.id));
-    audit
-}
-
-/// `POST /sts/revoke`: the session's tokens (all, or the given ids among them).
-#[tracing::instrument(skip_all, fields(session.id = %auth.session.id))]
+/// `POST /sts/revoke`: the session's tokens (all, or the given ids among them). `ids` is the
+/// parsed body, or why it did not parse (refused, and audited, once the session is known).
+#[tracing::instrument(skip_all)]
 pub async fn revoke_session_tokens(
     app: &App,
-    auth: &Authenticated,
-    ids: Option<Vec<String>>,
+    token: &SecretString,
+    ids: FlowResult<Option<Vec<String>>>,
     request_id: &str,
 ) -> FlowResult<u64> {
+    let claims = verify_session(app, token, Purpose::Revoke)?;
+    let mut audited = Audited::new(AuditKind::Revoke, "revoke", request_id, Counted::Nothing);
+    let result = revoke_session_tokens_inner(app, claims, ids, &mut audited.event).await;
+    audited.finish(app, result).await
+}
+
+async fn revoke_session_tokens_inner(
+    app: &App,
+    claims: SessionClaims,
+    ids: FlowResult<Option<Vec<String>>>,
+    event: &mut AuditEvent,
+) -> FlowResult<u64> {
+    let auth = load_session(app, claims, Purpose::Revoke, event).await?;
     let filter = TokenFilter {
         session_id: Some(auth.session.id.clone()),
-        ids,
+        ids: ids?,
         ..TokenFilter::default()
     };
     let tokens = app
         .store
         .list_tokens(&auth.session.workspace_id, &filter)
         .await?;
-    let outcome = revoke_tokens(app, tokens).await?;
-    finish(
-        app,
-        session_audit(auth, AuditKind::Revoke, "revoke", request_id),
-        outcome,
-    )
-    .await
+    counted(&revoke_tokens(app, tokens, event).await?)
 }
 
 /// `DELETE /auth/session`: the session and all its tokens.
-#[tracing::instrument(skip_all, fields(session.id = %auth.session.id))]
-pub async fn end_session(app: &App, auth: &Authenticated, request_id: &str) -> FlowResult<u64> {
+#[tracing::instrument(skip_all)]
+pub async fn end_session(app: &App, token: &SecretString, request_id: &str) -> FlowResult<u64> {
+    let claims = verify_session(app, token, Purpose::Revoke)?;
+    let mut audited = Audited::new(
+        AuditKind::SessionRevoke,
+        "session.revoke",
+        request_id,
+        Counted::Nothing,
+    );
+    let result = end_session_inner(app, claims, &mut audited.event).await;
+    audited.finish(app, result).await
+}
+
+async fn end_session_inner(
+    app: &App,
+    claims: SessionClaims,
+    event: &mut AuditEvent,
+) -> FlowResult<u64> {
+    let auth = load_session(app, claims, Purpose::Revoke, event).await?;
+    // The session ends first: a mint of this session still at GitHub then finds it revoked when
+    // it records, and revokes its own tokens, instead of recording them after our listing.
+    app.store
+        .revoke_session(&auth.session.id, OffsetDateTime::now_utc())
+        .await?;
     let filter = TokenFilter {
         session_id: Some(auth.session.id.clone()),
         ..TokenFilter::default()
@@ -163,16 +191,7 @@ pub async fn end_session(app: &App, auth: &Authenticated, request_id: &str) -> F
         .store
         .list_tokens(&auth.session.workspace_id, &filter)
         .await?;
-    let outcome = revoke_tokens(app, tokens).await?;
-    app.store
-        .revoke_session(&auth.session.id, OffsetDateTime::now_utc())
-        .await?;
-    finish(
-        app,
-        session_audit(auth, AuditKind::SessionRevoke, "session.revoke", request_id),
-        outcome,
-    )
-    .await
+    counted(&revoke_tokens(app, tokens, event).await?)
 }
 
 /// Which tokens an administrator revokes; selectors combine with AND, `all` alone selects every
@@ -223,6 +242,25 @@ pub async fn admin_revoke(
     revocation: Revocation,
     request_id: &str,
 ) -> FlowResult<u64> {
+    let mut audited = Audited::new(
+        AuditKind::Revoke,
+        "admin.revoke",
+        request_id,
+        Counted::Nothing,
+    );
+    audited.event.workspace_id = Some(workspace.as_str().to_owned());
+    audited.event.actor = Actor::of(ActorKind::Admin);
+    detail(&mut audited.event, "selectors", &revocation);
+    let result = admin_revoke_inner(app, workspace, revocation, &mut audited.event).await;
+    audited.finish(app, result).await
+}
+
+async fn admin_revoke_inner(
+    app: &App,
+    workspace: &WorkspaceId,
+    revocation: Revocation,
+    event: &mut AuditEvent,
+) -> FlowResult<u64> {
     existing_workspace(app, workspace).await?;
     if let Some(session_id) = &revocation.session_id {
         // The session is revoked by id, not through the workspace's token rows: one of another
@@ -247,16 +285,11 @@ pub async fn admin_revoke(
             None => t.owner.eq_ignore_ascii_case(owner),
         });
     }
-    let outcome = revoke_tokens(app, tokens).await?;
+    let outcome = revoke_tokens(app, tokens, event).await?;
     if let Some(session_id) = &revocation.session_id {
         app.store
             .revoke_session(session_id, OffsetDateTime::now_utc())
             .await?;
     }
-    let mut audit = AuditEvent::new(AuditKind::Revoke, "admin.revoke");
-    audit.workspace_id = Some(workspace.as_str().to_owned());
-    audit.request_id = Some(request_id.to_owned());
-    audit.actor = Actor::of(ActorKind::Admin);
-    audit.details = serde_json::json!({ "selectors": revocation });
-    finish(app, audit, outcome).await
+    counted(&outcome)
 }

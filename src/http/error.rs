@@ -196,6 +196,11 @@ impl From<FlowError> for ApiError {
                 },
                 e.into(),
             ),
+            FlowError::Abandoned => Self::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                tag,
+                "github did not answer in time; nothing was handed out, retry the request",
+            ),
             FlowError::GitHub(e @ GitHubError::RateLimited { .. }) => Self::unavailable(
                 tag,
                 "github rate limit reached, try again later",

@@ -188,6 +188,30 @@ pub trait Store: Send + Sync + 'static {
         &self,
         candidate: &SigningKeyRecord,
     ) -> StoreResult<SigningKeyRecord>;
+
+    // ---- mint intents and the conditional issuance record ----
+    /// Write an unresolved intent; `Conflict` if the id exists. Resolving an intent deletes it:
+    /// the audit event written in the same transaction keeps the outcome.
+    async fn record_mint_intent(&self, intent: &MintIntent) -> StoreResult<()>;
+    /// In one transaction: refuse (writing nothing) unless the workspace exists and is entitled
+    /// and the session exists in it and is not revoked; otherwise insert the token rows, resolve
+    /// the intent and append the audit event. A workspace deletion or logout committed before
+    /// this transaction is always seen, so a mint never records tokens such a change would have
+    /// had to revoke. On error nothing is written.
+    async fn record_mint(&self, record: &MintRecord<'_>) -> StoreResult<Issuance>;
+    /// In one transaction: resolve the intent and append `audit`, only if the intent was
+    /// unresolved. `false` (nothing written) when it was resolved before, also by another
+    /// process.
+    async fn resolve_mint_intent(&self, intent_id: &str, audit: &AuditEvent) -> StoreResult<bool>;
+    /// Unresolved intents written before `before`, oldest first.
+    async fn unresolved_mint_intents(&self, before: OffsetDateTime)
+        -> StoreResult<Vec<MintIntent>>;
+    /// Set `revoked_at` on every live session of the workspace; returns how many.
+    async fn revoke_workspace_sessions(
+        &self,
+        workspace_id: &str,
+        at: OffsetDateTime,
+    ) -> StoreResult<u64>;
 }
 
 /// Connect to `url` (`sqlite://…` or `postgres://…`/`postgresql://…`), run the backend's

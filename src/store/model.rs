@@ -262,3 +262,82 @@ pub struct SigningKeyRecord {
     /// Creation time.
     pub created_at: OffsetDateTime,
 }
+
+/// A mint about to ask GitHub for a caller's tokens. Written before the first call and resolved
+/// (deleted) in the same transaction as the mint's outcome, so a crash in between leaves it open
+/// and the broker can report that GitHub may have minted tokens nobody recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MintIntent {
+    /// `int_…`.
+    pub id: String,
+    /// Workspace of the minting session.
+    pub workspace_id: String,
+    /// The minting session.
+    pub session_id: String,
+    /// Request id of the mint, for the audit event.
+    pub request_id: Option<String>,
+    /// Policy evaluated.
+    pub policy_name: String,
+    /// Its version, when it exists.
+    pub policy_version: Option<i64>,
+    /// Who asked, as the audit log names callers.
+    pub actor: crate::audit::Actor,
+    /// The tokens the mint is about to ask for.
+    pub planned: Vec<PlannedToken>,
+    /// When it was written.
+    pub created_at: OffsetDateTime,
+}
+
+/// One token a mint intends to ask GitHub for: never a token, only what it would reach.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedToken {
+    /// GitHub installation id.
+    pub installation_id: i64,
+    /// Installation account login.
+    pub owner: String,
+    /// `owner/repo` names; `None` for a whole-installation token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repositories: Option<Vec<String>>,
+    /// Permissions asked for.
+    pub permissions: BTreeMap<String, String>,
+    /// Policy rules whose grants it carries.
+    pub rules: Vec<String>,
+}
+
+/// A mint's tokens and success event, to record together with the resolution of its intent.
+#[derive(Debug, Clone, Copy)]
+pub struct MintRecord<'a> {
+    /// Workspace that must still exist and be entitled.
+    pub workspace_id: &'a str,
+    /// Session that must still exist and not be revoked.
+    pub session_id: &'a str,
+    /// The intent this record resolves, if one was written.
+    pub intent_id: Option<&'a str>,
+    /// Token rows.
+    pub tokens: &'a [IssuedToken],
+    /// The success event.
+    pub audit: &'a AuditEvent,
+}
+
+/// Why the store refused to record a mint: what changed while GitHub was minting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssuanceRefusal {
+    /// The workspace was deleted.
+    WorkspaceMissing,
+    /// The workspace lost its STS entitlement (deleting a workspace starts with this).
+    WorkspaceDisabled,
+    /// The session row is gone.
+    SessionMissing,
+    /// The session was ended (logout, administrator, workspace deletion).
+    SessionRevoked,
+}
+
+/// What `record_mint` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Issuance {
+    /// Token rows, intent resolution and audit event are written.
+    Recorded,
+    /// Nothing was written.
+    Refused(IssuanceRefusal),
+}

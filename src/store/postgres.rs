@@ -8,19 +8,19 @@
 //! PostgreSQL's own is here: the row lock of `put_policy`, the retried link, and id lists
 //! passed as `text[]`.
 
-use super::codec::{is_unique_violation, missing_or_backend, to_ms};
+use super::codec::{is_unique_violation, missing_or_backend, to_ms, write_err};
 use super::rows::{
     all, audit_page, chain_keys, page_rows, AuditChainRow, InstallationLinkRow, IssuedTokenRow,
-    PolicyRow, SessionRow, WorkspaceRow,
+    MintIntentRow, PolicyRow, SessionRow, WorkspaceRow,
 };
 use super::sql::{
     installation_already_linked, no_active_signing_key, on_insert_policy, on_insert_workspace,
     SharedSql,
 };
 use super::{
-    AuditPage, InstallationLink, IssuedToken, JtiRecord, NewPolicy, PurgeStats, Retention,
-    SessionRecord, SigningKeyRecord, Store, StoreError, StoreResult, StoredPolicy, TokenFilter,
-    Workspace, MAX_AUDIT_PAGE,
+    AuditPage, InstallationLink, Issuance, IssuedToken, JtiRecord, MintIntent, MintRecord,
+    NewPolicy, PurgeStats, Retention, SessionRecord, SigningKeyRecord, Store, StoreError,
+    StoreResult, StoredPolicy, TokenFilter, Workspace, MAX_AUDIT_PAGE,
 };
 use crate::audit::chain::ChainRow;
 use crate::audit::AuditEvent;
@@ -431,6 +431,68 @@ impl Store for PgStore {
             .fetch_optional(&self.pool)
             .await?;
         row.ok_or_else(no_active_signing_key)?.into_model()
+    }
+
+    async fn record_mint_intent(&self, intent: &MintIntent) -> StoreResult<()> {
+        Postgres::insert_mint_intent(intent)?
+            .execute(&self.pool)
+            .await
+            .map_err(|e| {
+                write_err(
+                    e,
+                    || StoreError::Conflict("intent exists".to_owned()),
+                    "intent",
+                )
+            })?;
+        Ok(())
+    }
+
+    async fn record_mint(&self, record: &MintRecord<'_>) -> StoreResult<Issuance> {
+        let mut tx = self.pool.begin().await?;
+        // Row locks that a concurrent disable, deletion or logout must wait for (or that wait
+        // for it, and then read its result): the check below cannot be overtaken before commit.
+        sqlx::query(r#"select id from workspaces where id = $1 for share"#)
+            .bind(record.workspace_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(r#"select id from sessions where id = $1 for share"#)
+            .bind(record.session_id)
+            .execute(&mut *tx)
+            .await?;
+        let issuance = Postgres::write_mint(&mut tx, record).await?;
+        match issuance {
+            Issuance::Recorded => tx.commit().await?,
+            Issuance::Refused(_) => tx.rollback().await?,
+        }
+        Ok(issuance)
+    }
+
+    async fn resolve_mint_intent(&self, intent_id: &str, audit: &AuditEvent) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let resolved = Postgres::write_intent_resolution(&mut tx, intent_id, audit).await?;
+        tx.commit().await?;
+        Ok(resolved)
+    }
+
+    async fn unresolved_mint_intents(
+        &self,
+        before: OffsetDateTime,
+    ) -> StoreResult<Vec<MintIntent>> {
+        let rows = Postgres::select_unresolved_intents(before)
+            .fetch_all(&self.pool)
+            .await?;
+        all(rows, MintIntentRow::into_model)
+    }
+
+    async fn revoke_workspace_sessions(
+        &self,
+        workspace_id: &str,
+        at: OffsetDateTime,
+    ) -> StoreResult<u64> {
+        let done = Postgres::revoke_workspace_sessions(workspace_id, at)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 }
 

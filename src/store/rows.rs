@@ -328,6 +328,37 @@ pub(super) fn audit_page(mut rows: Vec<AuditRow>, limit: u32) -> StoreResult<Aud
     })
 }
 
+/// `mint_intents` row (unresolved ones are the only ones read).
+#[derive(sqlx::FromRow)]
+pub(super) struct MintIntentRow {
+    id: String,
+    workspace_id: String,
+    session_id: String,
+    request_id: Option<String>,
+    policy_name: String,
+    policy_version: Option<i64>,
+    actor: String,
+    planned: String,
+    created_at: i64,
+}
+
+impl MintIntentRow {
+    /// The model value.
+    pub(super) fn into_model(self) -> StoreResult<super::MintIntent> {
+        Ok(super::MintIntent {
+            actor: from_json(&self.actor, "mint_intents.actor")?,
+            planned: from_json(&self.planned, "mint_intents.planned")?,
+            created_at: from_ms(self.created_at, "mint_intents.created_at")?,
+            id: self.id,
+            workspace_id: self.workspace_id,
+            session_id: self.session_id,
+            request_id: self.request_id,
+            policy_name: self.policy_name,
+            policy_version: self.policy_version,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

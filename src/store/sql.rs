@@ -14,11 +14,12 @@
 use super::codec::{enum_str, is_unique_violation, to_json, to_ms, write_err};
 use super::rows::{
     check_link, AuditChainRow, AuditRow, ChainHeadRow, ChainKeyRow, InstallationLinkRow,
-    IssuedTokenRow, PolicyRow, SeqRow, SessionRow, SigningKeyRow, WorkspaceRow,
+    IssuedTokenRow, MintIntentRow, PolicyRow, SeqRow, SessionRow, SigningKeyRow, WorkspaceRow,
 };
 use super::{
-    InstallationLink, IssuedToken, JtiRecord, NewPolicy, PurgeStats, Retention, SessionRecord,
-    SigningKeyRecord, StoreError, StoreResult, Workspace,
+    InstallationLink, Issuance, IssuanceRefusal, IssuedToken, JtiRecord, MintIntent, MintRecord,
+    NewPolicy, PurgeStats, Retention, SessionRecord, SigningKeyRecord, StoreError, StoreResult,
+    Workspace,
 };
 use crate::audit::chain::{chain_key, AuditColumns, ChainLink};
 use crate::audit::AuditEvent;
@@ -56,6 +57,7 @@ where
     for<'r> ChainHeadRow: FromRow<'r, Self::Row>,
     for<'r> ChainKeyRow: FromRow<'r, Self::Row>,
     for<'r> SigningKeyRow: FromRow<'r, Self::Row>,
+    for<'r> MintIntentRow: FromRow<'r, Self::Row>,
 {
     /// Rows a statement changed (sqlx has no trait for it).
     fn rows_affected(done: &Self::QueryResult) -> u64;
@@ -627,6 +629,120 @@ where
             r#"select kid, algorithm, private_key_sealed, public_jwk, created_at
                from signing_keys where active"#,
         )
+    }
+
+    // ---- mint intents and the conditional issuance record ----
+
+    /// Write a mint intent, unresolved.
+    fn insert_mint_intent(intent: &MintIntent) -> StoreResult<Statement<'_, Self>> {
+        Ok(sqlx::query(
+            r#"insert into mint_intents
+               (id, workspace_id, session_id, request_id, policy_name, policy_version, actor,
+                planned, created_at)
+               values ($1, $2, $3, $4, $5, $6, $7, $8, $9)"#,
+        )
+        .bind(&intent.id)
+        .bind(&intent.workspace_id)
+        .bind(&intent.session_id)
+        .bind(&intent.request_id)
+        .bind(&intent.policy_name)
+        .bind(intent.policy_version)
+        .bind(to_json(&intent.actor, "intent actor")?)
+        .bind(to_json(&intent.planned, "intent planned tokens")?)
+        .bind(to_ms(intent.created_at)))
+    }
+
+    /// Unresolved intents written before `before`, oldest first.
+    fn select_unresolved_intents(before: OffsetDateTime) -> RowsOf<'static, Self, MintIntentRow> {
+        sqlx::query_as(
+            r#"select id, workspace_id, session_id, request_id, policy_name, policy_version,
+                      actor, planned, created_at
+               from mint_intents
+               where created_at < $1
+               order by created_at, id"#,
+        )
+        .bind(to_ms(before))
+    }
+
+    /// Resolve an intent: its row goes, the audit event written with it keeps the outcome.
+    /// Changes no row when it was resolved before.
+    fn resolve_intent(id: &str) -> Statement<'_, Self> {
+        sqlx::query(r#"delete from mint_intents where id = $1"#).bind(id)
+    }
+
+    /// End every live session of a workspace.
+    fn revoke_workspace_sessions(workspace_id: &str, at: OffsetDateTime) -> Statement<'_, Self> {
+        sqlx::query(
+            r#"update sessions set revoked_at = $1 where workspace_id = $2 and revoked_at is null"#,
+        )
+        .bind(to_ms(at))
+        .bind(workspace_id)
+    }
+
+    /// Inside a write transaction: why the mint may no longer be recorded, if it may not. The
+    /// workspace or session may have changed while GitHub was minting (a deletion, a logout);
+    /// checked in the transaction that would write the rows, so a change committed before it
+    /// is always seen.
+    async fn issuance_refusal(
+        conn: &mut Self::Connection,
+        workspace_id: &str,
+        session_id: &str,
+    ) -> StoreResult<Option<IssuanceRefusal>> {
+        let workspace = Self::select_workspace(workspace_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        match workspace.map(WorkspaceRow::into_model).transpose()? {
+            None => return Ok(Some(IssuanceRefusal::WorkspaceMissing)),
+            Some(w) if !w.sts_enabled => return Ok(Some(IssuanceRefusal::WorkspaceDisabled)),
+            Some(_) => {}
+        }
+        let session = Self::select_session(session_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        Ok(match session.map(SessionRow::into_model).transpose()? {
+            None => Some(IssuanceRefusal::SessionMissing),
+            Some(s) if s.workspace_id != workspace_id => Some(IssuanceRefusal::SessionMissing),
+            Some(s) if s.revoked_at.is_some() => Some(IssuanceRefusal::SessionRevoked),
+            Some(_) => None,
+        })
+    }
+
+    /// Inside a write transaction: the mint's rows, its intent's resolution and its event, unless
+    /// [`issuance_refusal`](Self::issuance_refusal) refuses (then nothing is written and the
+    /// caller rolls back).
+    async fn write_mint(
+        conn: &mut Self::Connection,
+        record: &MintRecord<'_>,
+    ) -> StoreResult<Issuance> {
+        if let Some(refusal) =
+            Self::issuance_refusal(conn, record.workspace_id, record.session_id).await?
+        {
+            return Ok(Issuance::Refused(refusal));
+        }
+        if let Some(intent) = record.intent_id {
+            // Whether or not a sweep already called this intent orphaned: the record still
+            // stands, and the log then shows both. Before the issuance, whose audit append takes
+            // the chain lock, which must stay the transaction's last lock.
+            Self::resolve_intent(intent).execute(&mut *conn).await?;
+        }
+        Self::write_issuance(conn, record.tokens, record.audit).await?;
+        Ok(Issuance::Recorded)
+    }
+
+    /// Inside a write transaction: resolve the open intent `id` with `audit`; `false` (and
+    /// nothing written) when it was resolved before. The intent's row lock comes before the
+    /// audit chain's, as in [`write_mint`](Self::write_mint).
+    async fn write_intent_resolution(
+        conn: &mut Self::Connection,
+        id: &str,
+        audit: &AuditEvent,
+    ) -> StoreResult<bool> {
+        let done = Self::resolve_intent(id).execute(&mut *conn).await?;
+        if Self::rows_affected(&done) == 0 {
+            return Ok(false);
+        }
+        Self::write_audit(conn, audit).await?;
+        Ok(true)
     }
 }
 

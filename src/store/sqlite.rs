@@ -7,16 +7,16 @@
 use super::codec::{to_json, to_ms, write_err};
 use super::rows::{
     all, audit_page, chain_keys, page_rows, AuditChainRow, InstallationLinkRow, IssuedTokenRow,
-    PolicyRow, SessionRow, WorkspaceRow,
+    MintIntentRow, PolicyRow, SessionRow, WorkspaceRow,
 };
 use super::sql::{
     installation_already_linked, no_active_signing_key, on_insert_policy, on_insert_workspace,
     SharedSql,
 };
 use super::{
-    AuditPage, InstallationLink, IssuedToken, JtiRecord, NewPolicy, PurgeStats, Retention,
-    SessionRecord, SigningKeyRecord, Store, StoreError, StoreResult, StoredPolicy, TokenFilter,
-    Workspace, MAX_AUDIT_PAGE,
+    AuditPage, InstallationLink, Issuance, IssuedToken, JtiRecord, MintIntent, MintRecord,
+    NewPolicy, PurgeStats, Retention, SessionRecord, SigningKeyRecord, Store, StoreError,
+    StoreResult, StoredPolicy, TokenFilter, Workspace, MAX_AUDIT_PAGE,
 };
 use crate::audit::chain::ChainRow;
 use crate::audit::AuditEvent;
@@ -428,6 +428,59 @@ impl Store for SqliteStore {
             .fetch_optional(&self.pool)
             .await?;
         row.ok_or_else(no_active_signing_key)?.into_model()
+    }
+
+    async fn record_mint_intent(&self, intent: &MintIntent) -> StoreResult<()> {
+        Sqlite::insert_mint_intent(intent)?
+            .execute(&self.writer)
+            .await
+            .map_err(|e| {
+                write_err(
+                    e,
+                    || StoreError::Conflict("intent exists".to_owned()),
+                    "intent",
+                )
+            })?;
+        Ok(())
+    }
+
+    async fn record_mint(&self, record: &MintRecord<'_>) -> StoreResult<Issuance> {
+        // The write lock, taken up front, keeps the check and the writes together.
+        let mut tx = self.begin_write().await?;
+        let issuance = Sqlite::write_mint(&mut tx, record).await?;
+        match issuance {
+            Issuance::Recorded => tx.commit().await?,
+            Issuance::Refused(_) => tx.rollback().await?,
+        }
+        Ok(issuance)
+    }
+
+    async fn resolve_mint_intent(&self, intent_id: &str, audit: &AuditEvent) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        let resolved = Sqlite::write_intent_resolution(&mut tx, intent_id, audit).await?;
+        tx.commit().await?;
+        Ok(resolved)
+    }
+
+    async fn unresolved_mint_intents(
+        &self,
+        before: OffsetDateTime,
+    ) -> StoreResult<Vec<MintIntent>> {
+        let rows = Sqlite::select_unresolved_intents(before)
+            .fetch_all(&self.pool)
+            .await?;
+        all(rows, MintIntentRow::into_model)
+    }
+
+    async fn revoke_workspace_sessions(
+        &self,
+        workspace_id: &str,
+        at: OffsetDateTime,
+    ) -> StoreResult<u64> {
+        let done = Sqlite::revoke_workspace_sessions(workspace_id, at)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected())
     }
 }
 

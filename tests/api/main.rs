@@ -10,9 +10,13 @@ mod helpers;
 
 mod admin;
 mod atmos;
+mod audit_events;
+mod chaos;
 mod edges;
 mod exchange;
 mod integrity;
+mod leaks;
 mod mint;
 mod replicas;
 mod revoke;
+mod survival;

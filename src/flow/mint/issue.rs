@@ -1,16 +1,17 @@
 //! Third step of the mint: ask GitHub for one token per group, in parallel, and sort the answers
 //! into minted, refused (an exclusion) and failed (the whole request fails).
 
+use super::record::Fresh;
 use super::Group;
 use crate::app::App;
 use crate::audit::ExclusionReason;
-use crate::github::{GitHubError, InstallationToken, TokenRequest};
+use crate::github::{GitHubError, TokenRequest};
 use futures::future::join_all;
 
 /// GitHub's answers.
 pub(super) struct Issued {
-    /// Tokens GitHub minted, with their group.
-    pub(super) minted: Vec<(Group, InstallationToken)>,
+    /// Tokens GitHub minted, each with its group and the broker id it is known by from now on.
+    pub(super) minted: Vec<Fresh>,
     /// Groups GitHub refused for a reason the contract names: they become exclusions.
     pub(super) refused: Vec<(Group, ExclusionReason)>,
     /// The first failure that no exclusion describes: the request fails and `minted` must be
@@ -52,7 +53,7 @@ pub(super) async fn issue(app: &App, groups: Vec<Group>) -> Issued {
     };
     for (group, result) in groups.into_iter().zip(results) {
         match result {
-            Ok(token) => issued.minted.push((group, token)),
+            Ok(token) => issued.minted.push(Fresh::new(group, token)),
             Err(e) => match exclusion_for(&e) {
                 Some(why) => issued.refused.push((group, why)),
                 None => {
@@ -65,27 +66,27 @@ pub(super) async fn issue(app: &App, groups: Vec<Group>) -> Issued {
     issued
 }
 
-/// Revoke freshly minted tokens after a failure; returns the installation ids of those GitHub
-/// confirmed.
-pub(super) async fn revoke_minted(app: &App, minted: &[(Group, InstallationToken)]) -> Vec<i64> {
-    let results = join_all(minted.iter().map(|(g, t)| {
+/// Revoke freshly minted tokens that will not be handed out; answers, per token in order,
+/// whether GitHub confirmed it revoked.
+pub(super) async fn revoke_minted(app: &App, minted: &[Fresh]) -> Vec<bool> {
+    join_all(minted.iter().map(|fresh| {
         let github = &app.github;
         async move {
-            (
-                g.installation.id,
-                github.revoke_installation_token(&t.token).await,
-            )
+            match github.revoke_installation_token(&fresh.token.token).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(
+                        token.id = %fresh.id,
+                        github.installation_id = fresh.group.installation.id,
+                        error = %e,
+                        "could not revoke token {} minted for a request that does not hand it out; \
+                         it stays live until it expires",
+                        fresh.id
+                    );
+                    false
+                }
+            }
         }
     }))
-    .await;
-    results
-        .into_iter()
-        .filter_map(|(id, r)| match r {
-            Ok(()) => Some(id),
-            Err(e) => {
-                tracing::error!(github.installation_id = id, error = %e, "could not revoke a token minted for a failed request");
-                None
-            }
-        })
-        .collect()
+    .await
 }

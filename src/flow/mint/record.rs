@@ -1,191 +1,315 @@
-//! Fourth step of the mint: record the tokens and the audit event in one write, or, when that
-//! (or GitHub) fails, revoke what was minted and record the failure.
+//! Fourth step of the mint: describe what happened in the mint's event, record the tokens, the
+//! intent's resolution and the event in one transaction, or, when the mint does not hand its
+//! tokens out, revoke them and say so per token.
 
 use super::issue::revoke_minted;
 use super::plan::Plan;
 use super::validate::MintRequest;
-use super::{Group, MintedToken};
+use super::{Group, Minted, MintedToken};
 use crate::app::App;
-use crate::audit::{Actor, AuditEvent, AuditKind, AuditToken, Exclusion, Outcome};
+use crate::audit::{AuditEvent, AuditKind, AuditToken, Exclusion, Outcome};
 use crate::crypto::fingerprint;
-use crate::flow::{record_audit, FlowError, FlowResult, Internal};
-use crate::github::{GitHubError, InstallationToken};
-use crate::metrics::Metrics;
-use crate::session::Authenticated;
-use crate::store::{IssuedToken, SessionRecord};
-use secrecy::{ExposeSecret as _, SecretString};
-use std::collections::BTreeMap;
+use crate::flow::audited::detail;
+use crate::flow::{
+    Audited, Counted, FlowError, FlowResult, Forbidden, Internal, Missing, Unauthenticated,
+};
+use crate::github::InstallationToken;
+use crate::store::{Issuance, IssuanceRefusal, IssuedToken, MintRecord, SessionRecord};
+use secrecy::ExposeSecret as _;
 use time::OffsetDateTime;
 
-/// The mint's audit event, before anything is decided.
-pub(super) fn event(auth: &Authenticated, request: &MintRequest, request_id: &str) -> AuditEvent {
-    let session = &auth.session;
-    let mut audit = AuditEvent::new(AuditKind::Mint, "mint");
-    audit.workspace_id = Some(session.workspace_id.clone());
-    audit.request_id = Some(request_id.to_owned());
-    audit.actor = Actor::from_claims(&session.claims, Some(&session.id));
-    audit.policy_name = Some(request.policy.as_str().to_owned());
-    audit
+/// A token GitHub minted for this request, with the broker id it is known by from the moment it
+/// exists: every event about it, handed out or revoked, names it by this id and its fingerprint.
+pub(in crate::flow) struct Fresh {
+    /// `tok_…`.
+    pub(super) id: String,
+    /// What was asked for.
+    pub(super) group: Group,
+    /// What GitHub answered.
+    pub(super) token: InstallationToken,
 }
 
-/// Details every mint event carries: what was asked, and why the policy is invalid if it is.
-fn base_details(request: &MintRequest, plan: &Plan) -> serde_json::Map<String, serde_json::Value> {
-    let mut details = serde_json::Map::new();
-    details.insert("sources".into(), serde_json::json!(request.requested));
-    if let Some(errors) = &plan.policy_errors {
-        details.insert("policyErrors".into(), serde_json::json!(errors));
-    }
-    details
-}
-
-/// GitHub failed: revoke what was minted, record the failure, and answer with GitHub's error.
-pub(super) async fn failure(
-    app: &App,
-    mut audit: AuditEvent,
-    request: &MintRequest,
-    plan: &Plan,
-    minted: &[(Group, InstallationToken)],
-    error: GitHubError,
-) -> FlowError {
-    let ids = revoke_minted(app, minted).await;
-    let mut details = base_details(request, plan);
-    details.insert("revokedAfterFailure".into(), serde_json::json!(ids));
-    audit.outcome = Outcome::Failure;
-    audit.reason = Some(error.code().to_owned());
-    audit.details = serde_json::Value::Object(details);
-    record_audit(app, &audit).await;
-    Metrics::outcome(&app.metrics.mints, "failure", error.code());
-    error.into()
-}
-
-/// One token's row, audit entry and answer.
-fn token(
-    app: &App,
-    session: &SessionRecord,
-    request: &MintRequest,
-    policy_version: Option<i64>,
-    (group, minted): &(Group, InstallationToken),
-    now: OffsetDateTime,
-) -> (IssuedToken, AuditToken, MintedToken) {
-    let id = format!("tok_{}", uuid::Uuid::new_v4().simple());
-    let value = minted.token.expose_secret();
-    let owner = group.installation.account_login.clone();
-    let repositories = group.repos.as_ref().map(|r| {
-        r.iter()
-            .map(|name| format!("{owner}/{name}"))
-            .collect::<Vec<_>>()
-    });
-    let permissions = if minted.permissions.is_empty() {
-        group.permissions.to_strings()
-    } else {
-        minted.permissions.clone()
-    };
-    let row = IssuedToken {
-        id: id.clone(),
-        workspace_id: session.workspace_id.clone(),
-        session_id: Some(session.id.clone()),
-        installation_id: group.installation.id,
-        owner: owner.clone(),
-        host: app.config.github.host.clone(),
-        repositories: repositories.clone(),
-        permissions: permissions.clone(),
-        fingerprint: fingerprint(value),
-        sealed_token: Some(app.sealer.seal(&id, value)),
-        policy_name: request.policy.as_str().to_owned(),
-        policy_version: policy_version.unwrap_or_default(),
-        created_at: now,
-        expires_at: minted.expires_at,
-        revoked_at: None,
-    };
-    let audited = AuditToken {
-        id: id.clone(),
-        fingerprint: fingerprint(value),
-        installation_id: group.installation.id,
-        owner: owner.clone(),
-        repositories: repositories.clone(),
-        permissions: permissions.clone(),
-        expires_at: Some(minted.expires_at),
-    };
-    let answer = MintedToken {
-        id,
-        host: app.config.github.host.clone(),
-        owner,
-        token: SecretString::from(value.to_owned()),
-        expires_at: minted.expires_at,
-        repositories,
-        permissions,
-        installation_id: group.installation.id,
-    };
-    (row, audited, answer)
-}
-
-/// Record the minted tokens and the success event in one write. If that fails, no token is
-/// handed out: all are revoked at GitHub and the failure is recorded (best effort).
-pub(super) async fn record(
-    app: &App,
-    session: &SessionRecord,
-    request: &MintRequest,
-    plan: &Plan,
-    minted: Vec<(Group, InstallationToken)>,
-    mut audit: AuditEvent,
-) -> FlowResult<Vec<MintedToken>> {
-    let now = OffsetDateTime::now_utc();
-    let mut rows = Vec::new();
-    let mut tokens = Vec::new();
-    let mut granted_by = BTreeMap::new();
-    for entry in &minted {
-        let (row, audited, answer) = token(app, session, request, audit.policy_version, entry, now);
-        let installation_id = entry.0.installation.id;
-        if !audit.installation_ids.contains(&installation_id) {
-            audit.installation_ids.push(installation_id);
+impl Fresh {
+    /// A new id for `token`.
+    pub(super) fn new(group: Group, token: InstallationToken) -> Self {
+        Self {
+            id: format!("tok_{}", uuid::Uuid::new_v4().simple()),
+            group,
+            token,
         }
-        granted_by.insert(row.id.clone(), entry.0.rules.clone());
-        rows.push(row);
-        audit.tokens.push(audited);
-        tokens.push(answer);
     }
-    audit.exclusions = plan
-        .exclusions
-        .iter()
-        .map(|e| Exclusion::new(e.repo.clone(), e.reason))
-        .collect();
-    let mut details = base_details(request, plan);
+
+    fn owner(&self) -> &str {
+        &self.group.installation.account_login
+    }
+
+    fn repositories(&self) -> Option<Vec<String>> {
+        let owner = self.owner();
+        self.group
+            .repos
+            .as_ref()
+            .map(|r| r.iter().map(|name| format!("{owner}/{name}")).collect())
+    }
+
+    /// What GitHub granted; what was asked for if GitHub did not say.
+    fn permissions(&self) -> std::collections::BTreeMap<String, String> {
+        if self.token.permissions.is_empty() {
+            self.group.permissions.to_strings()
+        } else {
+            self.token.permissions.clone()
+        }
+    }
+
+    fn fingerprint(&self) -> String {
+        fingerprint(self.token.token.expose_secret())
+    }
+
+    /// How the audit log names it: never the token.
+    fn audited(&self, policy_version: Option<i64>) -> AuditToken {
+        AuditToken {
+            id: self.id.clone(),
+            fingerprint: self.fingerprint(),
+            installation_id: self.group.installation.id,
+            owner: self.owner().to_owned(),
+            repositories: self.repositories(),
+            permissions: self.permissions(),
+            expires_at: Some(self.token.expires_at),
+            policy_version,
+            rules: self.group.rules.iter().cloned().collect(),
+            revoked: None,
+            attempts: Some(self.token.attempts),
+        }
+    }
+
+    /// Its row, the token sealed so that it can be revoked later.
+    fn row(
+        &self,
+        app: &App,
+        session: &SessionRecord,
+        request: &MintRequest,
+        policy_version: Option<i64>,
+        now: OffsetDateTime,
+    ) -> IssuedToken {
+        IssuedToken {
+            id: self.id.clone(),
+            workspace_id: session.workspace_id.clone(),
+            session_id: Some(session.id.clone()),
+            installation_id: self.group.installation.id,
+            owner: self.owner().to_owned(),
+            host: app.config.github.host.clone(),
+            repositories: self.repositories(),
+            permissions: self.permissions(),
+            fingerprint: self.fingerprint(),
+            sealed_token: Some(app.sealer.seal(&self.id, self.token.token.expose_secret())),
+            policy_name: request.policy.as_str().to_owned(),
+            policy_version: policy_version.unwrap_or_default(),
+            created_at: now,
+            expires_at: self.token.expires_at,
+            revoked_at: None,
+        }
+    }
+
+    /// The caller's copy.
+    fn answer(self, app: &App) -> MintedToken {
+        MintedToken {
+            host: app.config.github.host.clone(),
+            owner: self.owner().to_owned(),
+            repositories: self.repositories(),
+            permissions: self.permissions(),
+            installation_id: self.group.installation.id,
+            expires_at: self.token.expires_at,
+            token: self.token.token,
+            id: self.id,
+        }
+    }
+}
+
+/// What was asked: the policy and the sources as sent.
+pub(super) fn describe_request(event: &mut AuditEvent, request: &MintRequest) {
+    event.policy_name = Some(request.policy.as_str().to_owned());
+    detail(event, "sources", &request.requested);
+}
+
+/// What the plan decided and GitHub minted so far: exclusions, skipped owners, per-source
+/// denials, why the policy is invalid, and each minted token with its policy version and rules.
+pub(super) fn describe_plan(
+    event: &mut AuditEvent,
+    request: &MintRequest,
+    plan: &Plan,
+    minted: &[Fresh],
+) {
+    describe_request(event, request);
+    if let Some(errors) = &plan.policy_errors {
+        detail(event, "policyErrors", errors);
+    }
     if !plan.skipped.is_empty() {
         let skipped: Vec<Exclusion> = plan
             .skipped
             .iter()
             .map(|e| Exclusion::new(e.repo.clone(), e.reason))
             .collect();
-        details.insert("skipped".into(), serde_json::json!(skipped));
+        detail(event, "skipped", skipped);
     }
     if !plan.denials.is_empty() {
-        details.insert("denials".into(), serde_json::json!(plan.denials));
+        detail(event, "denials", &plan.denials);
     }
-    if !granted_by.is_empty() {
-        details.insert("grantedBy".into(), serde_json::json!(granted_by));
+    event.exclusions = plan
+        .exclusions
+        .iter()
+        .map(|e| Exclusion::new(e.repo.clone(), e.reason))
+        .collect();
+    event.tokens = minted
+        .iter()
+        .map(|fresh| fresh.audited(event.policy_version))
+        .collect();
+    event.installation_ids = Vec::new();
+    for fresh in minted {
+        let id = fresh.group.installation.id;
+        if !event.installation_ids.contains(&id) {
+            event.installation_ids.push(id);
+        }
     }
-    audit.details = serde_json::Value::Object(details);
-    audit.outcome = Outcome::Success;
+}
 
-    if let Err(e) = app.store.record_issuance(&rows, &audit).await {
-        // The invariant: a token that cannot be recorded is not handed out.
-        let ids = revoke_minted(app, &minted).await;
-        tracing::error!(error = %e, revoked = ids.len(), "could not record issuance; minted tokens revoked");
-        let mut failure = AuditEvent::new(AuditKind::Mint, "mint");
-        failure.workspace_id = audit.workspace_id.clone();
-        failure.request_id = audit.request_id.clone();
-        failure.actor = audit.actor.clone();
-        failure.policy_name = audit.policy_name.clone();
-        failure.policy_version = audit.policy_version;
-        failure.reason = Some(Internal::AuditWrite.code().to_owned());
-        failure.tokens = audit.tokens.clone();
-        failure.details = serde_json::json!({ "revokedAtGitHub": ids.len() });
-        record_audit(app, &failure).await;
-        Metrics::outcome(&app.metrics.mints, "failure", Internal::AuditWrite.code());
-        return Err(FlowError::Internal {
-            kind: Internal::AuditWrite,
-            source: e.into(),
+/// The mint will not hand `minted` out: revoke each at GitHub and mark in the event whether
+/// GitHub confirmed it.
+pub(super) async fn revoke_unrecorded(app: &App, event: &mut AuditEvent, minted: &[Fresh]) {
+    let confirmed = revoke_minted(app, minted).await;
+    let revoked = confirmed.iter().filter(|ok| **ok).count();
+    app.metrics.tokens_revoked.inc_by(revoked as u64);
+    for (fresh, ok) in minted.iter().zip(confirmed) {
+        if let Some(audited) = event.tokens.iter_mut().find(|t| t.id == fresh.id) {
+            audited.revoked = Some(ok);
+        }
+    }
+}
+
+/// The error a refused record answers with: the same as if the change had come first.
+fn refusal(why: IssuanceRefusal) -> FlowError {
+    match why {
+        IssuanceRefusal::WorkspaceMissing => FlowError::NotFound(Missing::Workspace),
+        IssuanceRefusal::WorkspaceDisabled => FlowError::Forbidden(Forbidden::StsNotEntitled),
+        IssuanceRefusal::SessionMissing => {
+            FlowError::Unauthenticated(Unauthenticated::InvalidSession)
+        }
+        IssuanceRefusal::SessionRevoked => {
+            FlowError::Unauthenticated(Unauthenticated::SessionRevoked)
+        }
+    }
+}
+
+/// Record the minted tokens, the intent's resolution and the success event in one write. If
+/// the store refuses (the workspace or session changed meanwhile) or fails, no token is handed
+/// out: all are revoked at GitHub, and the failure event says so per token.
+pub(super) async fn record(
+    app: &App,
+    session: &SessionRecord,
+    request: &MintRequest,
+    minted: Vec<Fresh>,
+    audited: &mut Audited,
+) -> FlowResult<Vec<MintedToken>> {
+    let now = OffsetDateTime::now_utc();
+    let policy_version = audited.event.policy_version;
+    let rows: Vec<IssuedToken> = minted
+        .iter()
+        .map(|fresh| fresh.row(app, session, request, policy_version, now))
+        .collect();
+    let mut success = audited.event.clone();
+    success.outcome = Outcome::Success;
+    success.reason = None;
+    let record = MintRecord {
+        workspace_id: &session.workspace_id,
+        session_id: &session.id,
+        intent_id: audited.intent(),
+        tokens: &rows,
+        audit: &success,
+    };
+    let error = match app.store.record_mint(&record).await {
+        Ok(Issuance::Recorded) => {
+            audited.written_as(success);
+            return Ok(minted.into_iter().map(|fresh| fresh.answer(app)).collect());
+        }
+        Ok(Issuance::Refused(why)) => {
+            tracing::warn!(refusal = ?why, "the workspace or session changed while github minted; revoking");
+            detail(&mut audited.event, "refusedAtRecord", true);
+            refusal(why)
+        }
+        Err(e) => {
+            // The invariant: a token that cannot be recorded is not handed out.
+            tracing::error!(error = %e, "could not record issuance; revoking the minted tokens");
+            FlowError::Internal {
+                kind: Internal::AuditWrite,
+                source: e.into(),
+            }
+        }
+    };
+    revoke_unrecorded(app, &mut audited.event, &minted).await;
+    Err(error)
+}
+
+/// The caller was gone in the instant between the record and the answer: revoke the recorded
+/// tokens at GitHub, mark their rows, and audit that as a revocation of the mint `mint` (whose
+/// own event, already written, says the tokens were recorded).
+pub(super) async fn undelivered(app: &App, mint: &AuditEvent, minted: Minted) {
+    tracing::warn!(
+        tokens = minted.tokens.len(),
+        "the caller left before the minted tokens were handed over; revoking them"
+    );
+    let request_id = mint.request_id.as_deref().unwrap_or_default();
+    let mut audited = Audited::new(
+        AuditKind::Revoke,
+        "mint.undelivered",
+        request_id,
+        Counted::Nothing,
+    );
+    audited.event.workspace_id.clone_from(&mint.workspace_id);
+    audited.event.actor = mint.actor.clone();
+    audited.event.policy_name.clone_from(&mint.policy_name);
+    audited.event.policy_version = mint.policy_version;
+    audited
+        .event
+        .installation_ids
+        .clone_from(&mint.installation_ids);
+    audited.event.tokens.clone_from(&mint.tokens);
+    let result = revoke_undelivered(app, &mut audited.event, minted).await;
+    // Nobody is left to tell: the event is the only answer.
+    let _ = audited.finish(app, result).await;
+}
+
+async fn revoke_undelivered(app: &App, event: &mut AuditEvent, minted: Minted) -> FlowResult<()> {
+    let confirmed = futures::future::join_all(
+        minted
+            .tokens
+            .iter()
+            .map(|t| app.github.revoke_installation_token(&t.token)),
+    )
+    .await;
+    let mut revoked = Vec::new();
+    for (token, result) in minted.tokens.iter().zip(confirmed) {
+        let ok = match result {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(token.id = %token.id, error = %e, "could not revoke undelivered token {}", token.id);
+                false
+            }
+        };
+        if ok {
+            revoked.push(token.id.clone());
+        }
+        if let Some(audited) = event.tokens.iter_mut().find(|t| t.id == token.id) {
+            audited.revoked = Some(ok);
+        }
+    }
+    app.metrics.tokens_revoked.inc_by(revoked.len() as u64);
+    app.store
+        .mark_tokens_revoked(&revoked, OffsetDateTime::now_utc())
+        .await?;
+    let not_revoked = minted.tokens.len() - revoked.len();
+    if not_revoked > 0 {
+        return Err(FlowError::RevokeIncomplete {
+            not_revoked,
+            workspace_kept: false,
         });
     }
-    Ok(tokens)
+    Ok(())
 }

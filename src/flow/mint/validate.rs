@@ -4,7 +4,6 @@ use super::{MintInput, MAX_SOURCES};
 use crate::app::App;
 use crate::flow::{FlowError, FlowResult, Forbidden};
 use crate::ids::PolicyName;
-use crate::metrics::Metrics;
 use crate::policy::RepoRef;
 use crate::session::{Authenticated, SessionType};
 use std::collections::BTreeSet;
@@ -41,13 +40,10 @@ impl MintRequest {
 /// GitHub STS. Checked before the body, so an unentitled caller learns nothing more.
 pub(super) async fn admit(app: &App, auth: &Authenticated) -> FlowResult<()> {
     if auth.claims.typ != SessionType::GitHubActions {
-        app.metrics.deny("not_github_actions_session");
         return Err(FlowError::NotGitHubActionsSession);
     }
     let workspace = app.store.get_workspace(&auth.session.workspace_id).await?;
     if !workspace.is_some_and(|w| w.sts_enabled) {
-        app.metrics.deny("sts_not_entitled");
-        Metrics::outcome(&app.metrics.mints, "denied", "sts_not_entitled");
         return Err(FlowError::Forbidden(Forbidden::StsNotEntitled));
     }
     Ok(())

@@ -70,6 +70,11 @@ fn every_flow_error_answers_with_its_contract_status() {
             "github_revoke_failed",
         ),
         (
+            FlowError::Abandoned,
+            StatusCode::GATEWAY_TIMEOUT,
+            "mint_abandoned",
+        ),
+        (
             FlowError::GitHub(GitHubError::RateLimited { retry_after: None }),
             StatusCode::SERVICE_UNAVAILABLE,
             "github_rate_limited",

@@ -126,6 +126,10 @@ pub(super) fn mint_audit(workspace_id: &str, token_ids: &[&str]) -> AuditEvent {
             repositories: Some(vec!["Acme/infra".to_owned()]),
             permissions: BTreeMap::from([("contents".to_owned(), "read".to_owned())]),
             expires_at: Some(at(60)),
+            policy_version: Some(3),
+            rules: vec!["infra-main".to_owned()],
+            revoked: None,
+            attempts: Some(2),
         })
         .collect();
     event.exclusions = vec![Exclusion {

@@ -1,9 +1,9 @@
 //! The store conformance suite: the same cases on every backend.
 //!
 //! Each case is an `async fn(Arc<dyn Store>)` written once, in the file of its area
-//! (`workspaces`, `policies`, `exchange`, `tokens`, `audit`, `chain`); [`conformance_cases!`]
-//! turns it into `sqlite::<case>` and `postgres::<case>` tests, each on a fresh database: a
-//! temp file for
+//! (`workspaces`, `policies`, `exchange`, `tokens`, `audit`, `chain`, `intents`);
+//! [`conformance_cases!`] turns it into `sqlite::<case>` and `postgres::<case>` tests, each on a
+//! fresh database: a temp file for
 //! SQLite, a fresh schema `t_<uuid>` (dropped afterwards) in the database named by
 //! `STS_TEST_DATABASE_URL` for PostgreSQL. PostgreSQL being unreachable fails the tests: a
 //! silent skip would let the backend that production replicas use go untested. `races` holds
@@ -16,6 +16,7 @@ mod chain;
 mod exchange;
 mod fixtures;
 mod harness;
+mod intents;
 mod policies;
 mod races;
 mod tokens;
@@ -91,6 +92,10 @@ conformance_cases!(
     audit::a_full_last_audit_page_has_no_cursor,
     audit::the_audit_limit_is_clamped_to_at_least_one,
     audit::an_audit_event_id_is_stored_once,
+    intents::an_intent_without_a_result_becomes_one_outcome_unknown_event_at_start,
+    intents::a_mint_record_writes_rows_event_and_resolves_its_intent_in_one_transaction,
+    intents::a_mint_record_is_refused_when_the_workspace_or_session_changed_meanwhile,
+    intents::revoking_a_workspaces_sessions_ends_only_its_live_ones,
     chain::every_append_path_links_events_into_one_chain_per_workspace,
     chain::concurrent_appends_to_one_workspace_keep_one_chain,
     chain::a_refused_write_leaves_no_hole_in_the_chain;

@@ -81,9 +81,17 @@ async fn record_and_inject(
     next: Next,
 ) -> Response {
     let failure = sim.lock().record(SimRequest::of(&request));
+    let delay = sim.delay_for(request.method(), request.uri().path());
     match failure {
         Some(failure) => refusal(failure.status, failure.retry_after),
-        None => next.run(request).await,
+        None => {
+            // Done first, answered late: a caller that gives up meanwhile leaves the effect.
+            let response = next.run(request).await;
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            response
+        }
     }
 }
 

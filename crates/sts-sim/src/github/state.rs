@@ -102,6 +102,10 @@ pub(super) struct SimState {
     failures: VecDeque<InjectedFailure>,
     /// Every request received, in order.
     requests: Vec<SimRequest>,
+    /// Shortest and longest wait before a token POST's answer (see `set_mint_delay`).
+    mint_delay: (std::time::Duration, std::time::Duration),
+    /// Wait before a token DELETE's answer (see `set_revoke_delay`).
+    revoke_delay: std::time::Duration,
 }
 
 /// Rank of a permission level; `None` for anything GitHub does not know (`writ`).
@@ -309,6 +313,8 @@ impl GitHubSimulator {
                 revoked: 0,
                 failures: VecDeque::new(),
                 requests: Vec::new(),
+                mint_delay: Default::default(),
+                revoke_delay: Default::default(),
             })),
         }
     }
@@ -453,5 +459,49 @@ impl GitHubSimulator {
         } else {
             TokenAccess::NoAccess
         }
+    }
+}
+
+/// A slow GitHub, and what it minted: for tests of callers that give up.
+impl GitHubSimulator {
+    /// Answer every token POST (`/app/installations/{id}/access_tokens`) `delay` late. The token
+    /// is minted first, as GitHub does while its answer is on the way.
+    pub fn set_mint_delay(&self, delay: std::time::Duration) {
+        self.set_mint_delay_between(delay, delay);
+    }
+
+    /// Like [`Self::set_mint_delay`], each answer late by a random time in `min..=max`.
+    pub fn set_mint_delay_between(&self, min: std::time::Duration, max: std::time::Duration) {
+        self.lock().mint_delay = (min, max.max(min));
+    }
+
+    /// Answer every token DELETE (`/installation/token`) `delay` late, after revoking.
+    pub fn set_revoke_delay(&self, delay: std::time::Duration) {
+        self.lock().revoke_delay = delay;
+    }
+
+    /// How late a request is answered: token POSTs and DELETEs as set, the rest at once.
+    pub(super) fn delay_for(&self, method: &axum::http::Method, path: &str) -> std::time::Duration {
+        let state = self.lock();
+        if method == axum::http::Method::POST && path.ends_with("/access_tokens") {
+            let (min, max) = state.mint_delay;
+            if max <= min {
+                return min;
+            }
+            return rand::thread_rng().gen_range(min..=max);
+        }
+        if method == axum::http::Method::DELETE && path == "/installation/token" {
+            return state.revoke_delay;
+        }
+        std::time::Duration::ZERO
+    }
+
+    /// Every token minted so far (installation tokens, revoked or not), with what it reaches.
+    pub fn issued_tokens(&self) -> Vec<(String, SimTokenInfo)> {
+        let tokens: Vec<String> = self.lock().tokens.keys().cloned().collect();
+        tokens
+            .into_iter()
+            .filter_map(|token| self.token_info(&token).map(|info| (token, info)))
+            .collect()
     }
 }

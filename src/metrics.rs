@@ -96,11 +96,7 @@ pub struct Metrics {
     pub http_latency: HistogramFamily<HttpLabels>,
 }
 
-impl std::fmt::Debug for Metrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Metrics { .. }")
-    }
-}
+debug_showing!(Metrics {});
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -231,6 +227,11 @@ mod tests {
         assert_eq!(series, 2, "{text}");
         assert!(text.contains("method=\"other\",route=\"unmatched\",status=\"405\""));
         assert!(!text.contains("M999"));
+    }
+
+    #[test]
+    fn debug_shows_no_series() {
+        assert_eq!(format!("{:?}", Metrics::new()), "Metrics { .. }");
     }
 
     #[test]

@@ -53,13 +53,7 @@ pub struct App {
     policies: Mutex<HashMap<[u8; 32], PolicyCompilation>>,
 }
 
-impl std::fmt::Debug for App {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("App")
-            .field("config", &self.config)
-            .finish_non_exhaustive()
-    }
-}
+debug_showing!(App { config });
 
 impl App {
     /// Build everything from the configuration.

@@ -362,11 +362,7 @@ pub struct Secrets {
     pub token_key: SecretBox<[u8; 32]>,
 }
 
-impl std::fmt::Debug for Secrets {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secrets { .. }")
-    }
-}
+debug_showing!(Secrets {});
 
 impl Config {
     /// Load `path` (if any) and the environment, then validate.

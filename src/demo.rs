@@ -78,11 +78,13 @@ pub async fn run() -> anyhow::Result<bool> {
         3,
         "It trades the OIDC token for a broker session (POST /api/v1/auth/github-oidc)",
     );
-    let res = http
-        .post(format!("{base}/api/v1/auth/github-oidc"))
-        .json(&serde_json::json!({ "token": oidc_token, "workspaceId": DEV_WORKSPACE }))
-        .send()
-        .await?;
+    // Chapter 4 sends this very request again.
+    let exchange = || {
+        http.post(format!("{base}/api/v1/auth/github-oidc"))
+            .json(&serde_json::json!({ "token": oidc_token, "workspaceId": DEV_WORKSPACE }))
+            .send()
+    };
+    let res = exchange().await?;
     let (status, env) = envelope::<ExchangeResponse>(res).await?;
     story.check(
         status == 200 && env.success,
@@ -92,11 +94,7 @@ pub async fn run() -> anyhow::Result<bool> {
     println!("   session expires at {}", session.expires_at);
 
     story.chapter(4, "Replaying the same OIDC token is refused");
-    let res = http
-        .post(format!("{base}/api/v1/auth/github-oidc"))
-        .json(&serde_json::json!({ "token": oidc_token, "workspaceId": DEV_WORKSPACE }))
-        .send()
-        .await?;
+    let res = exchange().await?;
     let (status, env) = envelope::<serde_json::Value>(res).await?;
     story.check(
         status == 401 && env.error_tag.as_deref() == Some("token_replayed"),

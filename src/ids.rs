@@ -26,72 +26,67 @@ fn is_slug(s: &str, extra: &[u8]) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || extra.contains(b))
 }
 
+/// The rule, `parse`, `as_str` and `Display` of a slug id type `$type(String)`: the id types
+/// differ only in which characters may follow the first one.
+macro_rules! slug_id {
+    ($type:ident, $what:literal, pattern = $pattern:literal, extra = $extra:literal) => {
+        impl $type {
+            #[doc = concat!("The rule every ", $what, " follows.")]
+            pub const PATTERN: &'static str = $pattern;
+
+            /// Check `s` against [`PATTERN`](Self::PATTERN).
+            pub fn parse(s: &str) -> Result<Self, InvalidId> {
+                if is_slug(s, $extra) {
+                    Ok(Self(s.to_owned()))
+                } else {
+                    Err(InvalidId {
+                        pattern: Self::PATTERN,
+                    })
+                }
+            }
+
+            #[doc = concat!("The ", $what, ", for the store and the audit log.")]
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Display for $type {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
 /// A workspace id: `[a-z0-9][a-z0-9_-]{0,62}`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
 pub struct WorkspaceId(String);
 
-impl WorkspaceId {
-    /// The rule every workspace id follows.
-    pub const PATTERN: &'static str = "[a-z0-9][a-z0-9_-]{0,62}";
-
-    /// Check `s` against [`PATTERN`](Self::PATTERN).
-    pub fn parse(s: &str) -> Result<Self, InvalidId> {
-        if is_slug(s, b"-_") {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(InvalidId {
-                pattern: Self::PATTERN,
-            })
-        }
-    }
-
-    /// The id, for the store and the audit log.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Display for WorkspaceId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+slug_id!(
+    WorkspaceId,
+    "workspace id",
+    pattern = "[a-z0-9][a-z0-9_-]{0,62}",
+    extra = b"-_"
+);
 
 /// A trust policy name: `[a-z0-9][a-z0-9._-]{0,62}`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
 pub struct PolicyName(String);
 
-impl PolicyName {
-    /// The rule every policy name follows.
-    pub const PATTERN: &'static str = "[a-z0-9][a-z0-9._-]{0,62}";
+slug_id!(
+    PolicyName,
+    "policy name",
+    pattern = "[a-z0-9][a-z0-9._-]{0,62}",
+    extra = b"-_."
+);
 
+impl PolicyName {
     /// The policy evaluated when a mint names none (what Atmos sends by default).
     pub fn default_policy() -> Self {
         Self("default".to_owned())
-    }
-
-    /// Check `s` against [`PATTERN`](Self::PATTERN).
-    pub fn parse(s: &str) -> Result<Self, InvalidId> {
-        if is_slug(s, b"-_.") {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(InvalidId {
-                pattern: Self::PATTERN,
-            })
-        }
-    }
-
-    /// The name, for the store and the audit log.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Display for PolicyName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
     }
 }
 

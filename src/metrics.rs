@@ -4,7 +4,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 use std::time::Duration;
 
 // Every label value comes from a fixed set: a label value a caller could choose would make a new
@@ -75,6 +75,18 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
 }
 
+/// Registers metrics in one registry: each metric is created, registered and kept in one step.
+struct Registering<'r>(&'r mut Registry);
+
+impl Registering<'_> {
+    /// Register `metric` as `name` and hand it back: the registry keeps a clone, which shares
+    /// the values with the one `Metrics` holds.
+    fn metric<M: Metric + Clone>(&mut self, name: &str, help: &str, metric: M) -> M {
+        self.0.register(name, help, metric.clone());
+        metric
+    }
+}
+
 /// All broker metrics.
 pub struct Metrics {
     registry: Registry,
@@ -96,11 +108,7 @@ pub struct Metrics {
     pub http_latency: HistogramFamily<HttpLabels>,
 }
 
-impl std::fmt::Debug for Metrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Metrics { .. }")
-    }
-}
+debug_showing!(Metrics {});
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -112,43 +120,34 @@ impl Metrics {
     /// A fresh registry with every metric registered.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("sts");
-        let exchanges = Family::<OutcomeLabels, Counter>::default();
-        registry.register("exchanges", "OIDC token exchanges", exchanges.clone());
-        let mints = Family::<OutcomeLabels, Counter>::default();
-        registry.register("mints", "STS mint requests", mints.clone());
-        let tokens_minted = Counter::default();
-        registry.register(
+        let mut register = Registering(&mut registry);
+        let exchanges = register.metric("exchanges", "OIDC token exchanges", Family::default());
+        let mints = register.metric("mints", "STS mint requests", Family::default());
+        let tokens_minted = register.metric(
             "tokens_minted",
             "Installation tokens handed out",
-            tokens_minted.clone(),
+            Counter::default(),
         );
-        let tokens_revoked = Counter::default();
-        registry.register(
+        let tokens_revoked = register.metric(
             "tokens_revoked",
             "Installation tokens revoked at GitHub",
-            tokens_revoked.clone(),
+            Counter::default(),
         );
-        let exclusions = Family::<ReasonLabels, Counter>::default();
-        registry.register(
+        let exclusions = register.metric(
             "exclusions",
             "Repositories excluded from mints",
-            exclusions.clone(),
+            Family::default(),
         );
-        let denials = Family::<ReasonLabels, Counter>::default();
-        registry.register("denials", "Refused requests by reason", denials.clone());
-        let github_latency: HistogramFamily<GitHubLabels> =
-            Family::new_with_constructor(latency_histogram);
-        registry.register(
+        let denials = register.metric("denials", "Refused requests by reason", Family::default());
+        let github_latency: HistogramFamily<GitHubLabels> = register.metric(
             "github_request_duration_seconds",
             "GitHub API call latency",
-            github_latency.clone(),
+            Family::new_with_constructor(latency_histogram),
         );
-        let http_latency: HistogramFamily<HttpLabels> =
-            Family::new_with_constructor(latency_histogram);
-        registry.register(
+        let http_latency: HistogramFamily<HttpLabels> = register.metric(
             "http_request_duration_seconds",
             "HTTP request latency",
-            http_latency.clone(),
+            Family::new_with_constructor(latency_histogram),
         );
         Self {
             registry,
@@ -231,6 +230,31 @@ mod tests {
         assert_eq!(series, 2, "{text}");
         assert!(text.contains("method=\"other\",route=\"unmatched\",status=\"405\""));
         assert!(!text.contains("M999"));
+    }
+
+    #[test]
+    fn every_metric_is_registered_with_its_help() {
+        let text = Metrics::new().render();
+        for (name, help) in [
+            ("exchanges", "OIDC token exchanges"),
+            ("mints", "STS mint requests"),
+            ("tokens_minted", "Installation tokens handed out"),
+            ("tokens_revoked", "Installation tokens revoked at GitHub"),
+            ("exclusions", "Repositories excluded from mints"),
+            ("denials", "Refused requests by reason"),
+            ("github_request_duration_seconds", "GitHub API call latency"),
+            ("http_request_duration_seconds", "HTTP request latency"),
+        ] {
+            assert!(
+                text.contains(&format!("# HELP sts_{name} {help}")),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn debug_shows_no_series() {
+        assert_eq!(format!("{:?}", Metrics::new()), "Metrics { .. }");
     }
 
     #[test]

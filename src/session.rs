@@ -152,13 +152,8 @@ pub struct SessionKeys {
     issuer: String,
 }
 
-impl std::fmt::Debug for SessionKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionKeys")
-            .field("kid", &self.kid)
-            .finish_non_exhaustive()
-    }
-}
+// The private key is a credential: only its id is shown.
+debug_showing!(SessionKeys { kid });
 
 impl SessionKeys {
     /// A fresh candidate key record (sealed private key + public JWK). The store decides whether
@@ -326,6 +321,15 @@ mod tests {
             k1.verify(&k1.sign(&c).unwrap(), None).unwrap_err(),
             SessionError::Invalid
         ));
+    }
+
+    #[test]
+    fn debug_shows_the_key_id_and_no_key_material() {
+        let (k, _) = keys();
+        assert_eq!(
+            format!("{k:?}"),
+            format!("SessionKeys {{ kid: {:?}, .. }}", k.kid)
+        );
     }
 
     #[test]

@@ -63,6 +63,8 @@ fn debug_output_hides_the_database_password_and_inline_secrets() {
     assert!(!debug.contains("hunter2"), "{debug}");
     assert!(!debug.contains("s3cr3t-admin-token"), "{debug}");
     assert!(debug.contains("REDACTED"));
+    let secrets = config.secrets().unwrap();
+    assert_eq!(format!("{secrets:?}"), "Secrets { .. }");
 }
 
 #[test]

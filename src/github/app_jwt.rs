@@ -46,14 +46,8 @@ pub(crate) struct AppJwtSigner {
     cached: Mutex<Option<CachedJwt>>,
 }
 
-impl std::fmt::Debug for AppJwtSigner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The key and the cached JWT are credentials: only the app id is shown.
-        f.debug_struct("AppJwtSigner")
-            .field("app_id", &self.app_id)
-            .finish_non_exhaustive()
-    }
-}
+// The key and the cached JWT are credentials: only the app id is shown.
+debug_showing!(AppJwtSigner { app_id });
 
 impl AppJwtSigner {
     /// Parse the PEM (PKCS#1 or PKCS#8) and sign one JWT right away, so that a key that parses

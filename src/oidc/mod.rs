@@ -144,13 +144,7 @@ pub struct OidcVerifier {
     keys: JwksCache,
 }
 
-impl std::fmt::Debug for OidcVerifier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OidcVerifier")
-            .field("keys", &self.keys)
-            .finish_non_exhaustive()
-    }
-}
+debug_showing!(OidcVerifier { keys });
 
 impl OidcVerifier {
     /// Build from the configured issuers. Fails when an issuer URL is not https (or http on a

@@ -1,18 +1,14 @@
 use super::response::{retry_after, ApiResponse};
 use super::*;
 use bytes::Bytes;
+use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::{Arc, OnceLock};
 use sts_sim::github::{GitHubSimulator, RunningSimulator, SimInstallation};
 use sts_sim::keys::RsaKeyPair;
+use sts_sim::testing::shared_app_key;
 use time::OffsetDateTime;
 
 const APP_ID: &str = "4242";
-
-fn app_key() -> &'static RsaKeyPair {
-    static KEY: OnceLock<RsaKeyPair> = OnceLock::new();
-    KEY.get_or_init(RsaKeyPair::generate)
-}
 
 type Calls = Arc<Mutex<Vec<(&'static str, u16)>>>;
 
@@ -37,7 +33,7 @@ fn client_for(url: &str, pem: SecretString, calls: &Calls) -> GitHubClient {
 }
 
 async fn fixture() -> Fixture {
-    let sim = GitHubSimulator::new(APP_ID, app_key().public_key());
+    let sim = GitHubSimulator::new(APP_ID, shared_app_key().public_key());
     sim.add_installation(
         SimInstallation::organization(1, "Acme", 1001)
             .with_repo(2001, "infra", true)
@@ -47,7 +43,7 @@ async fn fixture() -> Fixture {
     );
     let running = sim.start().await.unwrap();
     let calls = Calls::default();
-    let client = client_for(&running.url, app_key().private_pkcs1_pem(), &calls);
+    let client = client_for(&running.url, shared_app_key().private_pkcs1_pem(), &calls);
     Fixture {
         sim,
         running,
@@ -69,6 +65,11 @@ fn request(repositories: Option<&[&str]>, permissions: &[(&str, &str)]) -> Token
 
 fn contents_read() -> TokenRequest {
     request(Some(&["infra"]), &[("contents", "read")])
+}
+
+/// The mint most tests make: [`contents_read`] from installation 1.
+async fn mint_contents_read(client: &GitHubClient) -> Result<InstallationToken, GitHubError> {
+    client.create_installation_token(1, &contents_read()).await
 }
 
 #[tokio::test]
@@ -159,11 +160,7 @@ async fn maps_refused_mints_to_domain_errors() {
 #[tokio::test]
 async fn revoking_kills_the_token_and_revoking_again_is_fine() {
     let f = fixture().await;
-    let token = f
-        .client
-        .create_installation_token(1, &contents_read())
-        .await
-        .unwrap();
+    let token = mint_contents_read(&f.client).await.unwrap();
     let raw = token.token.expose_secret().to_owned();
     assert!(f.sim.token_is_live(&raw));
     f.client
@@ -191,17 +188,17 @@ async fn a_client_signing_with_another_key_is_unauthorized() {
     );
     let error = stranger.installation(1).await.unwrap_err();
     assert!(matches!(error, GitHubError::Unauthorized), "{error:?}");
-    let error = stranger
-        .create_installation_token(1, &contents_read())
-        .await
-        .unwrap_err();
+    let error = mint_contents_read(&stranger).await.unwrap_err();
     assert!(matches!(error, GitHubError::Unauthorized), "{error:?}");
 }
 
 #[tokio::test]
 async fn pkcs1_and_pkcs8_keys_both_authenticate() {
     let f = fixture().await;
-    for pem in [app_key().private_pkcs1_pem(), app_key().private_pkcs8_pem()] {
+    for pem in [
+        shared_app_key().private_pkcs1_pem(),
+        shared_app_key().private_pkcs8_pem(),
+    ] {
         let client = client_for(&f.running.url, pem, &Calls::default());
         let installation = client.installation(1).await.unwrap();
         assert_eq!(installation.account_login, "Acme");
@@ -256,11 +253,7 @@ async fn a_mint_refused_for_suspension_refreshes_the_cached_installation() {
             .suspended
     );
     f.sim.set_suspended(1, true);
-    let error = f
-        .client
-        .create_installation_token(1, &contents_read())
-        .await
-        .unwrap_err();
+    let error = mint_contents_read(&f.client).await.unwrap_err();
     assert!(matches!(error, GitHubError::Suspended), "{error:?}");
     assert!(
         f.client
@@ -276,11 +269,7 @@ async fn a_mint_refused_for_suspension_refreshes_the_cached_installation() {
 #[tokio::test]
 async fn every_request_carries_githubs_required_headers() {
     let f = fixture().await;
-    let token = f
-        .client
-        .create_installation_token(1, &contents_read())
-        .await
-        .unwrap();
+    let token = mint_contents_read(&f.client).await.unwrap();
     f.client.installation(1).await.unwrap();
     f.client
         .revoke_installation_token(&token.token)
@@ -318,7 +307,7 @@ fn endpoints_keep_the_path_of_a_ghes_api_url() {
         let client = GitHubClient::new(GitHubClientConfig {
             api_url: Url::parse(base).unwrap(),
             app_id: APP_ID.into(),
-            private_key_pem: app_key().private_pkcs1_pem(),
+            private_key_pem: shared_app_key().private_pkcs1_pem(),
             observer: None,
         })
         .unwrap();
@@ -393,11 +382,7 @@ async fn a_get_gives_up_after_three_502s() {
 async fn the_mint_is_retried_after_a_502_and_reports_two_attempts() {
     let f = fixture().await;
     f.sim.fail_next(1, 502, None);
-    let token = f
-        .client
-        .create_installation_token(1, &contents_read())
-        .await
-        .unwrap();
+    let token = mint_contents_read(&f.client).await.unwrap();
     assert_eq!(token.attempts, 2);
     assert!(f.sim.token_is_live(token.token.expose_secret()));
     assert_eq!(f.sim.request_count("/app/installations/1/access_tokens"), 2);
@@ -406,11 +391,7 @@ async fn the_mint_is_retried_after_a_502_and_reports_two_attempts() {
         [("create_token", 502), ("create_token", 201)]
     );
 
-    let first_try = f
-        .client
-        .create_installation_token(1, &contents_read())
-        .await
-        .unwrap();
+    let first_try = mint_contents_read(&f.client).await.unwrap();
     assert_eq!(first_try.attempts, 1);
 }
 
@@ -420,11 +401,7 @@ async fn the_mint_gives_up_after_max_attempts_of_5xx() {
     let bound = usize::try_from(retry::MAX_ATTEMPTS).unwrap();
     // One more failure queued than we may spend: the broker must stop at the bound.
     f.sim.fail_next(bound + 1, 503, None);
-    let error = f
-        .client
-        .create_installation_token(1, &contents_read())
-        .await
-        .unwrap_err();
+    let error = mint_contents_read(&f.client).await.unwrap_err();
     assert!(
         matches!(error, GitHubError::Upstream { status: 503 }),
         "{error:?}"
@@ -472,13 +449,10 @@ async fn a_refused_connection_is_retried_even_for_the_mint() {
     let calls = Calls::default();
     let client = client_for(
         &format!("http://127.0.0.1:{port}"),
-        app_key().private_pkcs1_pem(),
+        shared_app_key().private_pkcs1_pem(),
         &calls,
     );
-    let error = client
-        .create_installation_token(1, &contents_read())
-        .await
-        .unwrap_err();
+    let error = mint_contents_read(&client).await.unwrap_err();
     assert!(matches!(error, GitHubError::Transport(_)), "{error:?}");
     assert_eq!(error.code(), "github_unreachable");
     assert_eq!(
@@ -495,11 +469,7 @@ async fn a_refused_connection_is_retried_even_for_the_mint() {
 async fn the_mint_is_retried_after_a_429_with_a_short_retry_after() {
     let f = fixture().await;
     f.sim.fail_next(1, 429, Some(1));
-    let token = f
-        .client
-        .create_installation_token(1, &contents_read())
-        .await
-        .unwrap();
+    let token = mint_contents_read(&f.client).await.unwrap();
     assert!(f.sim.token_is_live(token.token.expose_secret()));
     assert_eq!(f.sim.request_count("/app/installations/1/access_tokens"), 2);
 }
@@ -508,11 +478,7 @@ async fn the_mint_is_retried_after_a_429_with_a_short_retry_after() {
 async fn a_retry_after_beyond_the_cap_is_rate_limited_without_a_retry() {
     let f = fixture().await;
     f.sim.fail_next(1, 429, Some(120));
-    let error = f
-        .client
-        .create_installation_token(1, &contents_read())
-        .await
-        .unwrap_err();
+    let error = mint_contents_read(&f.client).await.unwrap_err();
     match error {
         GitHubError::RateLimited { retry_after } => {
             assert_eq!(retry_after, Some(Duration::from_secs(120)));
@@ -543,14 +509,13 @@ async fn an_exhausted_primary_rate_limit_is_reported_without_a_retry() {
 #[tokio::test]
 async fn debug_output_shows_no_secret() {
     let f = fixture().await;
-    let token = f
-        .client
-        .create_installation_token(1, &contents_read())
-        .await
-        .unwrap();
+    let token = mint_contents_read(&f.client).await.unwrap();
     let raw = token.token.expose_secret().to_owned();
     let jwt = f.client.signer.jwt().unwrap().expose_secret().to_owned();
-    let pem = app_key().private_pkcs1_pem().expose_secret().to_owned();
+    let pem = shared_app_key()
+        .private_pkcs1_pem()
+        .expose_secret()
+        .to_owned();
     let key_body: String = pem.lines().nth(1).unwrap().to_owned();
     let config = GitHubClientConfig {
         api_url: Url::parse(&f.running.url).unwrap(),

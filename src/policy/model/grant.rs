@@ -11,25 +11,13 @@ impl Walker {
     /// `grant`: `repositories` (required, non-empty) and `permissions` (default
     /// `{contents: read}`).
     pub(super) fn grant(&mut self, path: &str, value: Option<&Value>, rule: &mut RuleDocument) {
-        let obj = match value {
-            None => {
-                self.err(
-                    path,
-                    "required: a map with repositories and optional permissions",
-                );
-                return;
-            }
-            Some(Value::Object(obj)) => obj,
-            Some(other) => {
-                self.err(
-                    path,
-                    format!(
-                        "must be a map with repositories and permissions, not {}",
-                        kind(other)
-                    ),
-                );
-                return;
-            }
+        let Some(obj) = self.map(
+            path,
+            value,
+            Some("a map with repositories and optional permissions"),
+            "a map with repositories and permissions",
+        ) else {
+            return;
         };
         self.unknown_keys(path, obj, &["repositories", "permissions"]);
 

@@ -18,30 +18,21 @@ impl Walker {
         value: Option<&Value>,
         rule: &mut RuleDocument,
     ) {
-        let obj = match value {
-            None => {
-                self.err(
-                    path,
-                    "required: a map of claim to value that binds the caller's owner",
-                );
-                return;
-            }
-            Some(Value::Object(obj)) if obj.is_empty() => {
-                self.err(
-                    path,
-                    "must not be empty: a rule must bind the caller's owner",
-                );
-                return;
-            }
-            Some(Value::Object(obj)) => obj,
-            Some(other) => {
-                self.err(
-                    path,
-                    format!("must be a map of claim to value, not {}", kind(other)),
-                );
-                return;
-            }
+        let Some(obj) = self.map(
+            path,
+            value,
+            Some("a map of claim to value that binds the caller's owner"),
+            "a map of claim to value",
+        ) else {
+            return;
         };
+        if obj.is_empty() {
+            self.err(
+                path,
+                "must not be empty: a rule must bind the caller's owner",
+            );
+            return;
+        }
         // An owner claim that is present but invalid already has its own error; do not pile
         // a misleading "does not bind the owner" on top.
         let mut owner_claim_invalid = false;
@@ -130,16 +121,8 @@ impl Walker {
         value: Option<&Value>,
         rule: &mut RuleDocument,
     ) {
-        let obj = match value {
-            None => return,
-            Some(Value::Object(obj)) => obj,
-            Some(other) => {
-                self.err(
-                    path,
-                    format!("must be a map of claim to regex, not {}", kind(other)),
-                );
-                return;
-            }
+        let Some(obj) = self.map(path, value, None, "a map of claim to regex") else {
+            return;
         };
         for (claim, v) in obj {
             let p = join(path, claim);

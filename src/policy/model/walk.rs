@@ -56,6 +56,31 @@ impl Walker {
         }
     }
 
+    /// `value` as a map. Otherwise record the problem at `path` and give `None`: when it is
+    /// absent, `required` (an optional key has none, and records nothing); when it is not a
+    /// map, that it must be `expected` (`a map of …`).
+    pub(super) fn map<'v>(
+        &mut self,
+        path: &str,
+        value: Option<&'v Value>,
+        required: Option<&str>,
+        expected: &str,
+    ) -> Option<&'v Map<String, Value>> {
+        match value {
+            Some(Value::Object(obj)) => Some(obj),
+            Some(other) => {
+                self.err(path, format!("must be {expected}, not {}", kind(other)));
+                None
+            }
+            None => {
+                if let Some(required) = required {
+                    self.err(path, format!("required: {required}"));
+                }
+                None
+            }
+        }
+    }
+
     /// The whole document: `description` and `rules`, each rule checked and names unique.
     pub(super) fn policy(&mut self, value: &Value) -> PolicyDocument {
         let Some(obj) = value.as_object() else {

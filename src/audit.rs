@@ -143,11 +143,9 @@ pub enum Outcome {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Actor {
-    /// An [`ActorKind`] in its stored form. A string (not the enum) only while the store's
-    /// conformance test builds actors from literals; every flow sets it through [`Actor::of`]
-    /// or [`Actor::from_claims`].
+    /// Who the actor is.
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: ActorKind,
     /// Session id, when the caller holds one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
@@ -161,7 +159,7 @@ impl Actor {
     /// An actor of `kind` with no session and no claims.
     pub fn of(kind: ActorKind) -> Self {
         Self {
-            kind: kind.as_str().to_owned(),
+            kind,
             ..Self::default()
         }
     }
@@ -178,7 +176,7 @@ impl Actor {
             })
             .collect();
         Self {
-            kind: ActorKind::Oidc.as_str().to_owned(),
+            kind: ActorKind::Oidc,
             session_id: session_id.map(str::to_owned),
             claims,
         }
@@ -232,9 +230,8 @@ pub struct AuditToken {
 pub struct Exclusion {
     /// `owner/repo`.
     pub repo: String,
-    /// An [`ExclusionReason`] in its stored form; a string only while the store's conformance
-    /// test builds exclusions from literals. Flows use [`Exclusion::new`].
-    pub reason: String,
+    /// Why, as the contract names it.
+    pub reason: ExclusionReason,
 }
 
 impl Exclusion {
@@ -242,7 +239,7 @@ impl Exclusion {
     pub fn new(repo: impl Into<String>, reason: ExclusionReason) -> Self {
         Self {
             repo: repo.into(),
-            reason: reason.as_str().to_owned(),
+            reason,
         }
     }
 }
@@ -328,7 +325,7 @@ mod tests {
             "run_id": "42", "repository_id": 7, "secret_custom": "x"
         });
         let actor = Actor::from_claims(&claims, Some("ses_1"));
-        assert_eq!(actor.kind, "oidc");
+        assert_eq!(actor.kind, ActorKind::Oidc);
         assert_eq!(
             actor.claims.get("repository").map(String::as_str),
             Some("acme/infra")

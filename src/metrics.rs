@@ -24,8 +24,9 @@ pub struct OutcomeLabels {
 /// A single `reason` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
-    /// Reason code: a `code()` or `as_str()` of one of the broker's enums, never caller text.
-    pub reason: String,
+    /// Reason code: a `code()` or `as_str()` of one of the broker's enums, never caller text
+    /// (`&'static str`, so caller text cannot reach it).
+    pub reason: &'static str,
 }
 
 /// GitHub call labels.
@@ -175,11 +176,7 @@ impl Metrics {
 
     /// Count one refusal.
     pub fn deny(&self, reason: &'static str) {
-        self.denials
-            .get_or_create(&ReasonLabels {
-                reason: reason.to_owned(),
-            })
-            .inc();
+        self.denials.get_or_create(&ReasonLabels { reason }).inc();
     }
 
     /// Record one GitHub call.

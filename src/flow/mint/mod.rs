@@ -249,7 +249,7 @@ fn count_handed_out(app: &App, minted: &Minted) {
         app.metrics
             .exclusions
             .get_or_create(&ReasonLabels {
-                reason: ex.reason.as_str().to_owned(),
+                reason: ex.reason.as_str(),
             })
             .inc();
     }

@@ -109,7 +109,7 @@ pub(super) fn mint_audit(workspace_id: &str, token_ids: &[&str]) -> AuditEvent {
     event.outcome = Outcome::Success;
     event.request_id = Some("req-1".to_owned());
     event.actor = Actor {
-        kind: "oidc".to_owned(),
+        kind: crate::audit::ActorKind::Oidc,
         session_id: Some("ses-1".to_owned()),
         claims: BTreeMap::from([("repository".to_owned(), "acme/infra".to_owned())]),
     };
@@ -134,7 +134,7 @@ pub(super) fn mint_audit(workspace_id: &str, token_ids: &[&str]) -> AuditEvent {
         .collect();
     event.exclusions = vec![Exclusion {
         repo: "acme/secret".to_owned(),
-        reason: "no_trust_policy".to_owned(),
+        reason: crate::audit::ExclusionReason::NoTrustPolicy,
     }];
     event.details = serde_json::json!({"sources": ["acme/infra", "acme/secret"]});
     event

@@ -15,7 +15,7 @@ fn intent(id: &str, workspace_id: &str, session_id: &str, minutes: i64) -> MintI
         policy_name: "default".to_owned(),
         policy_version: Some(3),
         actor: Actor {
-            kind: "oidc".to_owned(),
+            kind: crate::audit::ActorKind::Oidc,
             session_id: Some(session_id.to_owned()),
             claims: BTreeMap::from([("repository".to_owned(), "acme/infra".to_owned())]),
         },

@@ -11,7 +11,7 @@ use crate::app::App;
 use crate::audit::{Actor, ActorKind, AuditEvent, AuditKind, AuditToken};
 use crate::ids::WorkspaceId;
 use crate::session::{Purpose, SessionClaims};
-use crate::store::{IssuedToken, TokenFilter, TokenState};
+use crate::store::{IssuedToken, SessionRecord, TokenFilter, TokenState};
 use futures::stream::{self, StreamExt as _};
 use secrecy::SecretString;
 use serde::Serialize;
@@ -146,16 +146,7 @@ async fn revoke_session_tokens_inner(
     event: &mut AuditEvent,
 ) -> FlowResult<u64> {
     let auth = load_session(app, claims, Purpose::Revoke, event).await?;
-    let filter = TokenFilter {
-        session_id: Some(auth.session.id.clone()),
-        ids: ids?,
-        ..TokenFilter::default()
-    };
-    let tokens = app
-        .store
-        .list_tokens(&auth.session.workspace_id, &filter)
-        .await?;
-    counted(&revoke_tokens(app, tokens, event).await?)
+    revoke_tokens_of(app, &auth.session, ids?, event).await
 }
 
 /// `DELETE /auth/session`: the session and all its tokens.
@@ -183,13 +174,24 @@ async fn end_session_inner(
     app.store
         .revoke_session(&auth.session.id, OffsetDateTime::now_utc())
         .await?;
+    revoke_tokens_of(app, &auth.session, None, event).await
+}
+
+/// Revoke the tokens of `session`: all of them, or only those among `ids`.
+async fn revoke_tokens_of(
+    app: &App,
+    session: &SessionRecord,
+    ids: Option<Vec<String>>,
+    event: &mut AuditEvent,
+) -> FlowResult<u64> {
     let filter = TokenFilter {
-        session_id: Some(auth.session.id.clone()),
+        session_id: Some(session.id.clone()),
+        ids,
         ..TokenFilter::default()
     };
     let tokens = app
         .store
-        .list_tokens(&auth.session.workspace_id, &filter)
+        .list_tokens(&session.workspace_id, &filter)
         .await?;
     counted(&revoke_tokens(app, tokens, event).await?)
 }

@@ -2,6 +2,7 @@
 
 use super::error::{request_id_of, ApiError};
 use super::AppState;
+use crate::flow;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header;
 use axum::http::request::Parts;
@@ -79,10 +80,14 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
     }
 }
 
-/// Proof that the caller presented the operator token.
-pub struct Admin;
+/// What every admin handler starts from: proof that the caller presented the operator token,
+/// and the request id, ready to call the admin flow.
+pub struct AdminCall {
+    state: AppState,
+    request_id: String,
+}
 
-impl FromRequestParts<AppState> for Admin {
+impl FromRequestParts<AppState> for AdminCall {
     type Rejection = ApiError;
 
     async fn from_request_parts(
@@ -93,13 +98,36 @@ impl FromRequestParts<AppState> for Admin {
         // Compare digests so the comparison's timing says nothing about the token's bytes.
         let expected = Sha256::digest(state.admin_token.expose_secret().as_bytes());
         let got = Sha256::digest(presented.expose_secret().as_bytes());
-        if expected == got {
-            Ok(Self)
-        } else {
-            Err(ApiError::unauthorized(
+        if expected != got {
+            return Err(ApiError::unauthorized(
                 "invalid_credentials",
                 "invalid operator token",
-            ))
+            ));
         }
+        let Ok(RequestId(request_id)) = RequestId::from_request_parts(parts, state).await;
+        Ok(Self {
+            state: state.clone(),
+            request_id,
+        })
+    }
+}
+
+impl AdminCall {
+    /// The admin flow, for this request.
+    pub fn flow(&self) -> flow::admin::Admin<'_> {
+        flow::admin::Admin {
+            app: &self.state,
+            request_id: &self.request_id,
+        }
+    }
+
+    /// The application state, for the admin handlers that call a flow other than `Admin`'s.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// This request's id.
+    pub fn request_id(&self) -> &str {
+        &self.request_id
     }
 }

@@ -1,7 +1,7 @@
 //! Handlers: extract → parse the path → call the flow → wrap the result. Nothing else.
 
 use super::error::{ApiData, ApiError, ApiResult};
-use super::extract::{Admin, AppJson, BearerToken, RequestId};
+use super::extract::{AdminCall, AppJson, BearerToken, RequestId};
 use super::types::admin::{
     AdminRevocation, AuditPageView, AuditQuery, CreateWorkspace, Deleted, InstallationList,
     InstallationView, PatchWorkspace, PolicyList, PolicyView, TokenList, TokenView, TokensQuery,
@@ -130,65 +130,44 @@ pub(super) async fn end_session(
     Ok(ApiData::ok(RevokeResponse { revoked }))
 }
 
-fn admin<'a>(state: &'a AppState, rid: &'a str) -> flow::admin::Admin<'a> {
-    flow::admin::Admin {
-        app: state,
-        request_id: rid,
-    }
-}
-
-pub(super) async fn list_workspaces(
-    State(s): State<AppState>,
-    _: Admin,
-    RequestId(rid): RequestId,
-) -> ApiResult<ApiData> {
-    let workspaces = admin(&s, &rid).list_workspaces().await?;
+pub(super) async fn list_workspaces(call: AdminCall) -> ApiResult<ApiData> {
+    let workspaces = call.flow().list_workspaces().await?;
     Ok(ApiData::ok(WorkspaceList {
         workspaces: workspaces.into_iter().map(Into::into).collect(),
     }))
 }
 
 pub(super) async fn create_workspace(
-    State(s): State<AppState>,
-    _: Admin,
-    RequestId(rid): RequestId,
+    call: AdminCall,
     AppJson(req): AppJson<CreateWorkspace>,
 ) -> ApiResult<ApiData> {
     let new = NewWorkspace::try_from(req)?;
-    let created = admin(&s, &rid).create_workspace(new).await?;
+    let created = call.flow().create_workspace(new).await?;
     Ok(ApiData::created(WorkspaceView::from(created)))
 }
 
-pub(super) async fn get_workspace(
-    State(s): State<AppState>,
-    _: Admin,
-    RequestId(rid): RequestId,
-    Path(ws): Path<String>,
-) -> ApiResult<ApiData> {
-    let found = admin(&s, &rid).get_workspace(&workspace(&ws)?).await?;
+pub(super) async fn get_workspace(call: AdminCall, Path(ws): Path<String>) -> ApiResult<ApiData> {
+    let found = call.flow().get_workspace(&workspace(&ws)?).await?;
     Ok(ApiData::ok(WorkspaceView::from(found)))
 }
 
 pub(super) async fn patch_workspace(
-    State(s): State<AppState>,
-    _: Admin,
-    RequestId(rid): RequestId,
+    call: AdminCall,
     Path(ws): Path<String>,
     AppJson(req): AppJson<PatchWorkspace>,
 ) -> ApiResult<ApiData> {
-    let updated = admin(&s, &rid)
+    let updated = call
+        .flow()
         .patch_workspace(&workspace(&ws)?, req.sts_enabled)
         .await?;
     Ok(ApiData::ok(WorkspaceView::from(updated)))
 }
 
 pub(super) async fn delete_workspace(
-    State(s): State<AppState>,
-    _: Admin,
-    RequestId(rid): RequestId,
+    call: AdminCall,
     Path(ws): Path<String>,
 ) -> ApiResult<ApiData> {
-    let revoked = admin(&s, &rid).delete_workspace(&workspace(&ws)?).await?;
+    let revoked = call.flow().delete_workspace(&workspace(&ws)?).await?;
     Ok(ApiData::ok(WorkspaceDeleted {
         deleted: true,
         revoked,
@@ -196,60 +175,48 @@ pub(super) async fn delete_workspace(
 }
 
 pub(super) async fn list_installations(
-    State(s): State<AppState>,
-    _: Admin,
-    RequestId(rid): RequestId,
+    call: AdminCall,
     Path(ws): Path<String>,
 ) -> ApiResult<ApiData> {
-    let links = admin(&s, &rid).list_installations(&workspace(&ws)?).await?;
+    let links = call.flow().list_installations(&workspace(&ws)?).await?;
     Ok(ApiData::ok(InstallationList {
         installations: links.into_iter().map(Into::into).collect(),
     }))
 }
 
 pub(super) async fn link_installation(
-    State(s): State<AppState>,
-    _: Admin,
-    RequestId(rid): RequestId,
+    call: AdminCall,
     Path((ws, owner)): Path<(String, String)>,
 ) -> ApiResult<ApiData> {
-    let link = admin(&s, &rid)
+    let link = call
+        .flow()
         .link_installation(&workspace(&ws)?, &owner)
         .await?;
     Ok(ApiData::ok(InstallationView::from(link)))
 }
 
 pub(super) async fn unlink_installation(
-    State(s): State<AppState>,
-    _: Admin,
-    RequestId(rid): RequestId,
+    call: AdminCall,
     Path((ws, owner)): Path<(String, String)>,
 ) -> ApiResult<ApiData> {
-    admin(&s, &rid)
+    call.flow()
         .unlink_installation(&workspace(&ws)?, &owner)
         .await?;
     Ok(ApiData::ok(Unlinked { unlinked: true }))
 }
 
-pub(super) async fn list_policies(
-    State(s): State<AppState>,
-    _: Admin,
-    RequestId(rid): RequestId,
-    Path(ws): Path<String>,
-) -> ApiResult<ApiData> {
-    let policies = admin(&s, &rid).list_policies(&workspace(&ws)?).await?;
+pub(super) async fn list_policies(call: AdminCall, Path(ws): Path<String>) -> ApiResult<ApiData> {
+    let policies = call.flow().list_policies(&workspace(&ws)?).await?;
     Ok(ApiData::ok(PolicyList {
         policies: policies.into_iter().map(Into::into).collect(),
     }))
 }
 
 pub(super) async fn get_policy(
-    State(s): State<AppState>,
-    _: Admin,
-    RequestId(rid): RequestId,
+    call: AdminCall,
     Path((ws, name)): Path<(String, String)>,
 ) -> ApiResult<ApiData> {
-    let admin = admin(&s, &rid);
+    let admin = call.flow();
     let ws = workspace(&ws)?;
     let name = policy_name(&admin, &ws, &name, |_| FlowError::NotFound(Missing::Policy)).await?;
     let policy = admin.get_policy(&ws, &name).await?;
@@ -257,9 +224,7 @@ pub(super) async fn get_policy(
 }
 
 pub(super) async fn put_policy(
-    State(s): State<AppState>,
-    _: Admin,
-    RequestId(rid): RequestId,
+    call: AdminCall,
     Path((ws, name)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
@@ -275,7 +240,7 @@ pub(super) async fn put_policy(
     };
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::invalid(vec!["body: not UTF-8".to_owned()]))?;
-    let admin = admin(&s, &rid);
+    let admin = call.flow();
     let ws = workspace(&ws)?;
     let name = policy_name(&admin, &ws, &name, |e| {
         FlowError::invalid(format!("name: {e}"))
@@ -292,12 +257,10 @@ pub(super) async fn put_policy(
 }
 
 pub(super) async fn delete_policy(
-    State(s): State<AppState>,
-    _: Admin,
-    RequestId(rid): RequestId,
+    call: AdminCall,
     Path((ws, name)): Path<(String, String)>,
 ) -> ApiResult<ApiData> {
-    let admin = admin(&s, &rid);
+    let admin = call.flow();
     let ws = workspace(&ws)?;
     let name = policy_name(&admin, &ws, &name, |_| FlowError::NotFound(Missing::Policy)).await?;
     admin.delete_policy(&ws, &name).await?;
@@ -305,14 +268,13 @@ pub(super) async fn delete_policy(
 }
 
 pub(super) async fn list_tokens(
-    State(s): State<AppState>,
-    _: Admin,
-    RequestId(rid): RequestId,
+    call: AdminCall,
     Path(ws): Path<String>,
     query: Result<Query<TokensQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<ApiData> {
     let Query(q) = query.map_err(|e| ApiError::invalid(vec![e.body_text()]))?;
-    let listing = admin(&s, &rid)
+    let listing = call
+        .flow()
         .list_tokens(&workspace(&ws)?, q.state.as_deref(), q.limit)
         .await?;
     Ok(ApiData::ok(TokenList {
@@ -321,27 +283,30 @@ pub(super) async fn list_tokens(
 }
 
 pub(super) async fn admin_revoke(
-    State(s): State<AppState>,
-    _: Admin,
-    RequestId(rid): RequestId,
+    call: AdminCall,
     Path(ws): Path<String>,
     AppJson(req): AppJson<AdminRevocation>,
 ) -> ApiResult<ApiData> {
     // The selectors are checked before the workspace, as the contract orders the answers.
     let revocation = Revocation::try_from(req)?;
-    let revoked = flow::revoke::admin_revoke(&s, &workspace(&ws)?, revocation, &rid).await?;
+    let revoked = flow::revoke::admin_revoke(
+        call.state(),
+        &workspace(&ws)?,
+        revocation,
+        call.request_id(),
+    )
+    .await?;
     Ok(ApiData::ok(RevokeResponse { revoked }))
 }
 
 pub(super) async fn audit_log(
-    State(s): State<AppState>,
-    _: Admin,
-    RequestId(rid): RequestId,
+    call: AdminCall,
     Path(ws): Path<String>,
     query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<ApiData> {
     let Query(q) = query.map_err(|e| ApiError::invalid(vec![e.body_text()]))?;
-    let page = admin(&s, &rid)
+    let page = call
+        .flow()
         .audit_page(&workspace(&ws)?, q.limit, q.cursor.as_deref())
         .await?;
     Ok(ApiData::ok(AuditPageView::from(page)))

@@ -55,121 +55,105 @@ fn now() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()
 }
 
+/// How a case changes the simulator's claims before they are signed.
+enum Edit {
+    Set(&'static str, Value),
+    Remove(&'static str),
+}
+
 #[tokio::test]
 async fn claim_checks_accept_and_refuse_as_specified() {
-    type Edit = fn(&mut Claims);
-    let cases: Vec<(&str, Edit, Result<(), VerifyError>)> = vec![
-        ("a valid token is accepted", |_| {}, Ok(())),
+    use Edit::{Remove, Set};
+    let fx = Fixture::start().await;
+    let cases: Vec<(&str, Option<Edit>, Result<(), VerifyError>)> = vec![
+        ("a valid token is accepted", None, Ok(())),
         (
             "an expired token is refused",
-            |c| {
-                c.insert("exp".into(), json!(now() - 120));
-            },
+            Some(Set("exp", json!(now() - 120))),
             Err(VerifyError::Expired),
         ),
         (
             "a token expired within the leeway is accepted",
-            |c| {
-                c.insert("exp".into(), json!(now() - 30));
-            },
+            Some(Set("exp", json!(now() - 30))),
             Ok(()),
         ),
         (
             "a token whose nbf is in the future is refused",
-            |c| {
-                c.insert("nbf".into(), json!(now() + 120));
-            },
+            Some(Set("nbf", json!(now() + 120))),
             Err(VerifyError::NotYetValid),
         ),
         (
             "a token whose nbf is within the leeway is accepted",
-            |c| {
-                c.insert("nbf".into(), json!(now() + 30));
-            },
+            Some(Set("nbf", json!(now() + 30))),
             Ok(()),
         ),
         (
             "a token issued in the future is refused",
-            |c| {
-                c.insert("iat".into(), json!(now() + 120));
-            },
+            Some(Set("iat", json!(now() + 120))),
             Err(VerifyError::IssuedInFuture),
         ),
         (
             "a token for another audience is refused",
-            |c| {
-                c.insert("aud".into(), json!("https://github.com/acme"));
-            },
+            Some(Set("aud", json!("https://github.com/acme"))),
             Err(VerifyError::AudienceMismatch),
         ),
         (
             "an audience array containing ours is accepted",
-            |c| {
-                c.insert("aud".into(), json!(["https://github.com/acme", AUDIENCE]));
-            },
+            Some(Set("aud", json!(["https://github.com/acme", AUDIENCE]))),
             Ok(()),
         ),
         (
             "an audience array without ours is refused",
-            |c| {
-                c.insert("aud".into(), json!(["a", "b"]));
-            },
+            Some(Set("aud", json!(["a", "b"]))),
             Err(VerifyError::AudienceMismatch),
         ),
         (
             "a token without exp is refused",
-            |c| {
-                c.remove("exp");
-            },
+            Some(Remove("exp")),
             Err(VerifyError::MissingClaim("exp")),
         ),
         (
             "a token without aud is refused",
-            |c| {
-                c.remove("aud");
-            },
+            Some(Remove("aud")),
             Err(VerifyError::MissingClaim("aud")),
         ),
         (
             "a token without sub is refused",
-            |c| {
-                c.remove("sub");
-            },
+            Some(Remove("sub")),
             Err(VerifyError::MissingClaim("sub")),
         ),
         (
             "a token whose sub is not a string is refused",
-            |c| {
-                c.insert("sub".into(), json!(42));
-            },
+            Some(Set("sub", json!(42))),
             Err(VerifyError::MissingClaim("sub")),
         ),
         (
             "a token without iat is refused",
-            |c| {
-                c.remove("iat");
-            },
+            Some(Remove("iat")),
             Err(VerifyError::MissingClaim("iat")),
         ),
         (
             "a token whose exp is a string is refused",
-            |c| {
-                c.insert("exp".into(), json!("9999999999"));
-            },
+            Some(Set("exp", json!("9999999999"))),
             Err(VerifyError::MissingClaim("exp")),
         ),
         (
             "a token without iss is refused",
-            |c| {
-                c.remove("iss");
-            },
+            Some(Remove("iss")),
             Err(VerifyError::MissingClaim("iss")),
         ),
     ];
-    let fx = Fixture::start().await;
     for (name, edit, expected) in cases {
         let mut claims = fx.claims();
-        edit(&mut claims);
+        match edit {
+            Some(Set(claim, value)) => {
+                claims.insert(claim.into(), value);
+            }
+            Some(Remove(claim)) => {
+                claims.remove(claim);
+            }
+            None => {}
+        }
         let outcome = fx.verifier.verify(&fx.sim.sign(&claims)).await.map(|_| ());
         assert_eq!(outcome, expected, "{name}");
     }

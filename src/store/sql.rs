@@ -13,18 +13,19 @@
 
 use super::codec::{enum_str, is_unique_violation, to_json, to_ms, write_err};
 use super::rows::{
-    check_link, AuditChainRow, AuditRow, ChainHeadRow, ChainKeyRow, InstallationLinkRow,
-    IssuedTokenRow, MintIntentRow, PolicyRow, SeqRow, SessionRow, SigningKeyRow, WorkspaceRow,
+    all, audit_page, chain_keys, check_link, page_rows, AuditChainRow, AuditRow, ChainHeadRow,
+    ChainKeyRow, InstallationLinkRow, IssuedTokenRow, MintIntentRow, PolicyRow, SeqRow, SessionRow,
+    SigningKeyRow, WorkspaceRow,
 };
 use super::{
-    InstallationLink, Issuance, IssuanceRefusal, IssuedToken, JtiRecord, MintIntent, MintRecord,
-    NewPolicy, PurgeStats, Retention, SessionRecord, SigningKeyRecord, StoreError, StoreResult,
-    Workspace,
+    AuditPage, InstallationLink, Issuance, IssuanceRefusal, IssuedToken, JtiRecord, MintIntent,
+    MintRecord, NewPolicy, PurgeStats, Retention, SessionRecord, SigningKeyRecord, StoreError,
+    StoreResult, StoredPolicy, Workspace, MAX_AUDIT_PAGE,
 };
-use crate::audit::chain::{chain_key, AuditColumns, ChainLink};
+use crate::audit::chain::{chain_key, AuditColumns, ChainLink, ChainRow};
 use crate::audit::AuditEvent;
 use sqlx::query::{Query, QueryAs};
-use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Type};
+use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 use time::OffsetDateTime;
 
 /// A statement with its arguments bound, ready to execute.
@@ -743,6 +744,127 @@ where
         }
         Self::write_audit(conn, audit).await?;
         Ok(true)
+    }
+
+    // The reads both backends run unchanged against the pool they read from: the statement
+    // and the decoding of its rows, so a `Store` method of either backend is one call.
+
+    /// `Store::get_workspace`.
+    async fn read_workspace(pool: &Pool<Self>, id: &str) -> StoreResult<Option<Workspace>> {
+        let row = Self::select_workspace(id).fetch_optional(pool).await?;
+        row.map(WorkspaceRow::into_model).transpose()
+    }
+
+    /// `Store::list_workspaces`.
+    async fn read_workspaces(pool: &Pool<Self>) -> StoreResult<Vec<Workspace>> {
+        let rows = Self::select_workspaces().fetch_all(pool).await?;
+        all(rows, WorkspaceRow::into_model)
+    }
+
+    /// `Store::list_installations`.
+    async fn read_links(
+        pool: &Pool<Self>,
+        workspace_id: &str,
+    ) -> StoreResult<Vec<InstallationLink>> {
+        let rows = Self::select_links(workspace_id).fetch_all(pool).await?;
+        all(rows, InstallationLinkRow::into_model)
+    }
+
+    /// `Store::find_installation`.
+    async fn read_link_by_owner(
+        pool: &Pool<Self>,
+        workspace_id: &str,
+        owner: &str,
+    ) -> StoreResult<Option<InstallationLink>> {
+        let row = Self::select_link_by_owner(workspace_id, owner)
+            .fetch_optional(pool)
+            .await?;
+        row.map(InstallationLinkRow::into_model).transpose()
+    }
+
+    /// `Store::get_policy`.
+    async fn read_current_policy(
+        pool: &Pool<Self>,
+        workspace_id: &str,
+        name: &str,
+    ) -> StoreResult<Option<StoredPolicy>> {
+        let row = Self::select_current_policy(workspace_id, name)
+            .fetch_optional(pool)
+            .await?;
+        row.map(PolicyRow::into_model).transpose()
+    }
+
+    /// `Store::list_policies`.
+    async fn read_current_policies(
+        pool: &Pool<Self>,
+        workspace_id: &str,
+    ) -> StoreResult<Vec<StoredPolicy>> {
+        let rows = Self::select_current_policies(workspace_id)
+            .fetch_all(pool)
+            .await?;
+        all(rows, PolicyRow::into_model)
+    }
+
+    /// `Store::get_session`.
+    async fn read_session(pool: &Pool<Self>, id: &str) -> StoreResult<Option<SessionRecord>> {
+        let row = Self::select_session(id).fetch_optional(pool).await?;
+        row.map(SessionRow::into_model).transpose()
+    }
+
+    /// `Store::list_audit`.
+    async fn read_audit_page(
+        pool: &Pool<Self>,
+        workspace_id: &str,
+        limit: u32,
+        before: Option<i64>,
+    ) -> StoreResult<AuditPage> {
+        let limit = limit.clamp(1, MAX_AUDIT_PAGE);
+        let rows = Self::select_audit_page(workspace_id, before, page_rows(limit))
+            .fetch_all(pool)
+            .await?;
+        audit_page(rows, limit)
+    }
+
+    /// `Store::audit_chains`.
+    async fn read_chains(pool: &Pool<Self>) -> StoreResult<Vec<String>> {
+        let rows = Self::select_chains().fetch_all(pool).await?;
+        Ok(chain_keys(rows))
+    }
+
+    /// `Store::audit_chain_page`.
+    async fn read_chain_page(
+        pool: &Pool<Self>,
+        chain: &str,
+        after: Option<(i64, i64)>,
+        limit: u32,
+    ) -> StoreResult<Vec<ChainRow>> {
+        let rows = Self::select_chain_page(chain, after, i64::from(limit))
+            .fetch_all(pool)
+            .await?;
+        Ok(rows.into_iter().map(AuditChainRow::into_model).collect())
+    }
+
+    /// `Store::unchained_audit_rows`.
+    async fn read_unchained(
+        pool: &Pool<Self>,
+        chain: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<ChainRow>> {
+        let rows = Self::select_unchained(chain, Some(i64::from(limit)))
+            .fetch_all(pool)
+            .await?;
+        Ok(rows.into_iter().map(AuditChainRow::into_model).collect())
+    }
+
+    /// `Store::unresolved_mint_intents`.
+    async fn read_unresolved_intents(
+        pool: &Pool<Self>,
+        before: OffsetDateTime,
+    ) -> StoreResult<Vec<MintIntent>> {
+        let rows = Self::select_unresolved_intents(before)
+            .fetch_all(pool)
+            .await?;
+        all(rows, MintIntentRow::into_model)
     }
 }
 

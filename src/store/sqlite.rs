@@ -5,10 +5,7 @@
 //! id lists passed as JSON for `json_each`.
 
 use super::codec::{to_json, to_ms, write_err};
-use super::rows::{
-    all, audit_page, chain_keys, page_rows, AuditChainRow, InstallationLinkRow, IssuedTokenRow,
-    MintIntentRow, PolicyRow, SessionRow, WorkspaceRow,
-};
+use super::rows::{all, IssuedTokenRow, WorkspaceRow};
 use super::sql::{
     installation_already_linked, no_active_signing_key, on_insert_policy, on_insert_workspace,
     SharedSql,
@@ -16,7 +13,7 @@ use super::sql::{
 use super::{
     AuditPage, InstallationLink, Issuance, IssuedToken, JtiRecord, MintIntent, MintRecord,
     NewPolicy, PurgeStats, Retention, SessionRecord, SigningKeyRecord, Store, StoreError,
-    StoreResult, StoredPolicy, TokenFilter, Workspace, MAX_AUDIT_PAGE,
+    StoreResult, StoredPolicy, TokenFilter, Workspace,
 };
 use crate::audit::chain::ChainRow;
 use crate::audit::AuditEvent;
@@ -163,15 +160,11 @@ impl Store for SqliteStore {
     }
 
     async fn get_workspace(&self, id: &str) -> StoreResult<Option<Workspace>> {
-        let row = Sqlite::select_workspace(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(WorkspaceRow::into_model).transpose()
+        Sqlite::read_workspace(&self.pool, id).await
     }
 
     async fn list_workspaces(&self) -> StoreResult<Vec<Workspace>> {
-        let rows = Sqlite::select_workspaces().fetch_all(&self.pool).await?;
-        all(rows, WorkspaceRow::into_model)
+        Sqlite::read_workspaces(&self.pool).await
     }
 
     async fn set_workspace_sts_enabled(
@@ -212,10 +205,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_installations(&self, workspace_id: &str) -> StoreResult<Vec<InstallationLink>> {
-        let rows = Sqlite::select_links(workspace_id)
-            .fetch_all(&self.pool)
-            .await?;
-        all(rows, InstallationLinkRow::into_model)
+        Sqlite::read_links(&self.pool, workspace_id).await
     }
 
     async fn find_installation(
@@ -223,10 +213,7 @@ impl Store for SqliteStore {
         workspace_id: &str,
         owner: &str,
     ) -> StoreResult<Option<InstallationLink>> {
-        let row = Sqlite::select_link_by_owner(workspace_id, owner)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(InstallationLinkRow::into_model).transpose()
+        Sqlite::read_link_by_owner(&self.pool, workspace_id, owner).await
     }
 
     async fn unlink_installation(&self, workspace_id: &str, owner: &str) -> StoreResult<bool> {
@@ -250,17 +237,11 @@ impl Store for SqliteStore {
         workspace_id: &str,
         name: &str,
     ) -> StoreResult<Option<StoredPolicy>> {
-        let row = Sqlite::select_current_policy(workspace_id, name)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(PolicyRow::into_model).transpose()
+        Sqlite::read_current_policy(&self.pool, workspace_id, name).await
     }
 
     async fn list_policies(&self, workspace_id: &str) -> StoreResult<Vec<StoredPolicy>> {
-        let rows = Sqlite::select_current_policies(workspace_id)
-            .fetch_all(&self.pool)
-            .await?;
-        all(rows, PolicyRow::into_model)
+        Sqlite::read_current_policies(&self.pool, workspace_id).await
     }
 
     async fn delete_policy(
@@ -288,10 +269,7 @@ impl Store for SqliteStore {
     }
 
     async fn get_session(&self, id: &str) -> StoreResult<Option<SessionRecord>> {
-        let row = Sqlite::select_session(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(SessionRow::into_model).transpose()
+        Sqlite::read_session(&self.pool, id).await
     }
 
     async fn revoke_session(&self, id: &str, at: OffsetDateTime) -> StoreResult<bool> {
@@ -385,16 +363,11 @@ impl Store for SqliteStore {
         limit: u32,
         before: Option<i64>,
     ) -> StoreResult<AuditPage> {
-        let limit = limit.clamp(1, MAX_AUDIT_PAGE);
-        let rows = Sqlite::select_audit_page(workspace_id, before, page_rows(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        audit_page(rows, limit)
+        Sqlite::read_audit_page(&self.pool, workspace_id, limit, before).await
     }
 
     async fn audit_chains(&self) -> StoreResult<Vec<String>> {
-        let rows = Sqlite::select_chains().fetch_all(&self.pool).await?;
-        Ok(chain_keys(rows))
+        Sqlite::read_chains(&self.pool).await
     }
 
     async fn audit_chain_page(
@@ -403,17 +376,11 @@ impl Store for SqliteStore {
         after: Option<(i64, i64)>,
         limit: u32,
     ) -> StoreResult<Vec<ChainRow>> {
-        let rows = Sqlite::select_chain_page(chain, after, i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.into_iter().map(AuditChainRow::into_model).collect())
+        Sqlite::read_chain_page(&self.pool, chain, after, limit).await
     }
 
     async fn unchained_audit_rows(&self, chain: &str, limit: u32) -> StoreResult<Vec<ChainRow>> {
-        let rows = Sqlite::select_unchained(chain, Some(i64::from(limit)))
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.into_iter().map(AuditChainRow::into_model).collect())
+        Sqlite::read_unchained(&self.pool, chain, limit).await
     }
 
     async fn load_or_store_signing_key(
@@ -466,10 +433,7 @@ impl Store for SqliteStore {
         &self,
         before: OffsetDateTime,
     ) -> StoreResult<Vec<MintIntent>> {
-        let rows = Sqlite::select_unresolved_intents(before)
-            .fetch_all(&self.pool)
-            .await?;
-        all(rows, MintIntentRow::into_model)
+        Sqlite::read_unresolved_intents(&self.pool, before).await
     }
 
     async fn revoke_workspace_sessions(

@@ -10,7 +10,6 @@ use crate::helpers::*;
 use serde_json::{json, Value};
 use sqlx::SqlitePool;
 use sts_broker::dev::DEV_WORKSPACE;
-use sts_sim::oidc::ActionsJob;
 
 /// The audit table of a running broker, read behind its back.
 struct Ledger {
@@ -431,11 +430,7 @@ async fn every_admin_change_writes_exactly_one_event_done_or_refused() {
 #[tokio::test]
 async fn mint_events_name_each_tokens_policy_version_and_rules_and_a_partial_failure_each_token() {
     let app = spawn_app().await;
-    let release = ActionsJob {
-        git_ref: "refs/tags/v1.0.0".into(),
-        ..main_job()
-    };
-    let session = app.session(&release).await;
+    let session = app.session_on("refs/tags/v1.0.0").await;
     let mut ledger = Ledger::open(&app).await;
     let sources = json!({ "sources": ["acme/website"] });
     let r = app.post_sts(&session, sources.clone()).await;

@@ -75,6 +75,21 @@ impl TestApp {
         self.api().sts(session, body).await
     }
 
+    /// A session for the main job run from another `git_ref` (`refs/heads/…`, `refs/tags/…`).
+    pub(crate) async fn session_on(&self, git_ref: &str) -> String {
+        let job = ActionsJob {
+            git_ref: git_ref.into(),
+            ..main_job()
+        };
+        self.session(&job).await
+    }
+
+    /// A mint without sources: whatever the rules of the `default` policy grant.
+    pub(crate) async fn mint_default_policy(&self, session: &str) -> Reply {
+        self.post_sts(session, json!({ "policyName": "default" }))
+            .await
+    }
+
     pub(crate) async fn post_revoke(&self, session: &str, body: Value) -> Reply {
         self.api().revoke(session, body).await
     }

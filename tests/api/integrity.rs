@@ -237,11 +237,7 @@ async fn a_caller_no_rule_is_meant_for_cannot_tell_granted_repositories_from_oth
     assert_all_excluded(&r, &told);
 
     // The owner the rules are meant for still learns why it was refused.
-    let feature = ActionsJob {
-        git_ref: "refs/heads/feature".into(),
-        ..main_job()
-    };
-    let session = app.session(&feature).await;
+    let session = app.session_on("refs/heads/feature").await;
     let r = app.mint(&session, &["acme/modules"]).await;
     assert_eq!(
         excluded(&r),

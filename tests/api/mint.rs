@@ -1,6 +1,5 @@
 use crate::helpers::*;
 use serde_json::json;
-use sts_sim::oidc::ActionsJob;
 
 #[tokio::test]
 async fn mint_groups_by_installation_and_explains_every_exclusion() {
@@ -54,9 +53,7 @@ async fn mint_groups_by_installation_and_explains_every_exclusion() {
 async fn mint_without_sources_returns_what_the_rules_grant_and_lists_no_exclusions() {
     let app = spawn_app().await;
     let session = app.session(&main_job()).await;
-    let r = app
-        .post_sts(&session, json!({ "policyName": "default" }))
-        .await;
+    let r = app.mint_default_policy(&session).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let toks = tokens(&r);
     let acme = toks.iter().find(|t| t["owner"] == "acme").unwrap();
@@ -88,11 +85,7 @@ async fn mint_with_an_absent_policy_excludes_every_source_as_no_trust_policy() {
 #[tokio::test]
 async fn a_job_from_another_branch_is_denied_by_the_policy() {
     let app = spawn_app().await;
-    let job = ActionsJob {
-        git_ref: "refs/heads/feature".into(),
-        ..main_job()
-    };
-    let session = app.session(&job).await;
+    let session = app.session_on("refs/heads/feature").await;
     let r = app.mint(&session, &["acme/modules"]).await;
     assert_all_excluded(&r, &[("acme/modules", "trust_policy_denied")]);
 }
@@ -109,9 +102,7 @@ async fn mint_is_403_when_the_workspace_is_not_entitled_and_401_without_a_valid_
             Some(json!({ "stsEnabled": false })),
         )
         .await;
-    let r = app
-        .post_sts(&session, json!({ "policyName": "default" }))
-        .await;
+    let r = app.mint_default_policy(&session).await;
     assert_eq!(r.status, 403);
     assert_eq!(r.tag(), "sts_not_entitled");
     let r = app.post_sts("not-a-session", json!({})).await;
@@ -237,9 +228,7 @@ async fn a_suspension_seen_only_by_the_repository_listing_excludes_the_source() 
 async fn a_suspension_seen_only_by_the_repository_listing_skips_the_owner_without_sources() {
     let app = app_whose_cached_installation_was_suspended_since().await;
     let session = app.session(&main_job()).await;
-    let r = app
-        .post_sts(&session, json!({ "policyName": "default" }))
-        .await;
+    let r = app.mint_default_policy(&session).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let mut owners: Vec<String> = tokens(&r)
         .iter()

@@ -147,20 +147,9 @@ async fn plan_sources(
                 continue;
             }
         };
-        let group = groups
-            .entry((installation.id, permissions.clone()))
-            .or_insert_with(|| Group {
-                installation,
-                permissions,
-                repos: Some(BTreeSet::new()),
-                sources: Vec::new(),
-                rules: BTreeSet::new(),
-            });
-        if let Some(repos) = group.repos.as_mut() {
-            repos.insert(canonical);
-        }
-        group.sources.push(raw.clone());
-        group.rules.extend(rules);
+        add_repo(groups, installation, permissions, canonical, rules)
+            .sources
+            .push(raw.clone());
     }
     Ok(())
 }
@@ -250,21 +239,34 @@ async fn plan_all_grants(
             }
             rules.extend(all_rules.iter().cloned());
         }
-        let group = groups
-            .entry((id, permissions.clone()))
-            .or_insert_with(|| Group {
-                installation,
-                permissions,
-                repos: Some(BTreeSet::new()),
-                sources: Vec::new(),
-                rules: BTreeSet::new(),
-            });
-        if let Some(repos) = group.repos.as_mut() {
-            repos.insert(name);
-        }
-        group.rules.extend(rules);
+        add_repo(groups, installation, permissions, name, rules);
     }
     Ok(())
+}
+
+/// Add `repo` to the per-repository group of `installation` with `permissions` (created empty
+/// on first use), with the rules that granted it; the group, for the caller to note more.
+fn add_repo(
+    groups: &mut Groups,
+    installation: Installation,
+    permissions: PermissionSet,
+    repo: String,
+    rules: impl IntoIterator<Item = String>,
+) -> &mut Group {
+    let group = groups
+        .entry((installation.id, permissions.clone()))
+        .or_insert_with(|| Group {
+            installation,
+            permissions,
+            repos: Some(BTreeSet::new()),
+            sources: Vec::new(),
+            rules: BTreeSet::new(),
+        });
+    if let Some(repos) = group.repos.as_mut() {
+        repos.insert(repo);
+    }
+    group.rules.extend(rules);
+    group
 }
 
 /// Note once per owner that its grants were skipped, for the audit event.

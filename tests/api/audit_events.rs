@@ -73,6 +73,11 @@ impl Ledger {
         event
     }
 
+    /// Exactly one new event: `action` refused (`denied`) for `reason`.
+    async fn denied(&mut self, case: &str, action: &str, reason: &str) -> Value {
+        self.one(case, action, "denied", Some(reason)).await
+    }
+
     /// No new event.
     async fn none(&mut self, case: &str) {
         let events = self.new_events().await;
@@ -118,9 +123,7 @@ async fn every_exchange_decision_writes_exactly_one_event_and_unverified_tokens_
 
     let r = app.post_exchange(&token).await;
     assert_eq!(r.tag(), "token_replayed");
-    let event = ledger
-        .one("replay", "exchange", "denied", Some("token_replayed"))
-        .await;
+    let event = ledger.denied("replay", "exchange", "token_replayed").await;
     assert!(event["actor"].get("sessionId").is_none(), "{event}");
 
     let r = app
@@ -128,12 +131,7 @@ async fn every_exchange_decision_writes_exactly_one_event_and_unverified_tokens_
         .await;
     assert_eq!(r.tag(), "workspace_not_found");
     ledger
-        .one(
-            "unknown workspace",
-            "exchange",
-            "denied",
-            Some("workspace_not_found"),
-        )
+        .denied("unknown workspace", "exchange", "workspace_not_found")
         .await;
 
     // Signed by the issuer, but expired: past the signature, so audited with the finer reason.
@@ -147,9 +145,7 @@ async fn every_exchange_decision_writes_exactly_one_event_and_unverified_tokens_
     expired.insert("exp".into(), json!(now - 3600));
     let r = app.post_exchange(&app.world.issuer.sign(&expired)).await;
     assert_eq!(r.tag(), "invalid_token");
-    ledger
-        .one("expired", "exchange", "denied", Some("token_expired"))
-        .await;
+    ledger.denied("expired", "exchange", "token_expired").await;
 
     let forged = format!("{}x", app.oidc_token(&main_job()));
     assert_eq!(app.post_exchange(&forged).await.tag(), "invalid_token");
@@ -163,26 +159,16 @@ async fn every_mint_decision_writes_exactly_one_event_and_forged_sessions_none()
     let session = app.session(&main_job()).await;
     let mut ledger = Ledger::open(&app).await;
 
-    let r = app
-        .post_sts(
-            &session,
-            json!({ "sources": ["acme/modules", "acme/payroll"] }),
-        )
-        .await;
+    let r = app.mint(&session, &["acme/modules", "acme/payroll"]).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let event = ledger.one("mint", "mint", "success", None).await;
     assert_eq!(event["kind"], "mint");
     assert_eq!(event["exclusions"][0]["reason"], "no_trust_policy");
 
-    let r = app
-        .post_sts(
-            &session,
-            json!({ "sources": ["nope"], "policyName": "Bad" }),
-        )
-        .await;
+    let r = app.mint_under(&session, &["nope"], "Bad").await;
     assert_eq!(r.tag(), "invalid_request");
     let event = ledger
-        .one("invalid sources", "mint", "denied", Some("invalid_request"))
+        .denied("invalid sources", "mint", "invalid_request")
         .await;
     assert_eq!(
         event["actor"]["claims"]["repository"], "acme/infra",
@@ -192,7 +178,7 @@ async fn every_mint_decision_writes_exactly_one_event_and_forged_sessions_none()
     let r = post_raw(&app, "/api/v1/sts", &session, "{not json").await;
     assert_eq!(r.status, 400, "{}", r.body);
     ledger
-        .one("unparsable body", "mint", "denied", Some("invalid_request"))
+        .denied("unparsable body", "mint", "invalid_request")
         .await;
 
     let r = app.post_exchange(&not_actions_claims(&app)).await;
@@ -201,11 +187,10 @@ async fn every_mint_decision_writes_exactly_one_event_and_forged_sessions_none()
     let r = app.post_sts(&oidc_session, json!({})).await;
     assert_eq!(r.tag(), "not_github_actions_session");
     ledger
-        .one(
+        .denied(
             "not a github actions session",
             "mint",
-            "denied",
-            Some("not_github_actions_session"),
+            "not_github_actions_session",
         )
         .await;
 
@@ -220,12 +205,7 @@ async fn every_mint_decision_writes_exactly_one_event_and_forged_sessions_none()
     let r = app.post_sts(&ended, json!({})).await;
     assert_eq!(r.tag(), "session_revoked");
     let event = ledger
-        .one(
-            "revoked session row",
-            "mint",
-            "denied",
-            Some("session_revoked"),
-        )
+        .denied("revoked session row", "mint", "session_revoked")
         .await;
     assert_eq!(event["workspaceId"], DEV_WORKSPACE);
 
@@ -243,7 +223,7 @@ async fn every_mint_decision_writes_exactly_one_event_and_forged_sessions_none()
     let r = app.post_sts(&session, json!({})).await;
     assert_eq!(r.tag(), "sts_not_entitled");
     ledger
-        .one("not entitled", "mint", "denied", Some("sts_not_entitled"))
+        .denied("not entitled", "mint", "sts_not_entitled")
         .await;
 }
 
@@ -255,9 +235,7 @@ async fn a_github_failure_while_planning_is_audited() {
     // Every GitHub call fails from here on (more than all retries of the planning calls).
     app.world.github.fail_next(50, 502, None);
 
-    let r = app
-        .post_sts(&session, json!({ "sources": ["acme/modules"] }))
-        .await;
+    let r = app.mint(&session, &["acme/modules"]).await;
     assert_eq!(r.status, 502, "{}", r.body);
     ledger
         .one(
@@ -274,10 +252,7 @@ async fn every_revocation_writes_exactly_one_event_also_when_the_store_fails_aft
     let app = spawn_app().await;
     let session = app.session(&main_job()).await;
     let r = app
-        .post_sts(
-            &session,
-            json!({ "sources": ["acme/modules", "acme-labs/shared-modules"] }),
-        )
+        .mint(&session, &["acme/modules", "acme-labs/shared-modules"])
         .await;
     let minted = tokens(&r);
     let mut ledger = Ledger::open(&app).await;
@@ -292,12 +267,7 @@ async fn every_revocation_writes_exactly_one_event_also_when_the_store_fails_aft
     let r = post_raw(&app, "/api/v1/sts/revoke", &session, "[1, 2]").await;
     assert_eq!(r.status, 400, "{}", r.body);
     ledger
-        .one(
-            "unparsable revoke body",
-            "revoke",
-            "denied",
-            Some("invalid_request"),
-        )
+        .denied("unparsable revoke body", "revoke", "invalid_request")
         .await;
 
     // The store refuses to mark tokens revoked, after GitHub revoked them.
@@ -359,23 +329,13 @@ async fn every_admin_change_writes_exactly_one_event_done_or_refused() {
     let r = app.admin(post.clone(), "/workspaces", Some(body)).await;
     assert_eq!(r.tag(), "workspace_exists");
     ledger
-        .one(
-            "create again",
-            "workspace.create",
-            "denied",
-            Some("workspace_exists"),
-        )
+        .denied("create again", "workspace.create", "workspace_exists")
         .await;
 
     let r = app.put_policy_yaml("beta", "default", "rules: [").await;
     assert_eq!(r.tag(), "policy_invalid", "{}", r.body);
     let event = ledger
-        .one(
-            "invalid policy",
-            "policy.put",
-            "denied",
-            Some("policy_invalid"),
-        )
+        .denied("invalid policy", "policy.put", "policy_invalid")
         .await;
     assert!(event["details"]["validationErrors"].is_array(), "{event}");
 
@@ -384,11 +344,10 @@ async fn every_admin_change_writes_exactly_one_event_done_or_refused() {
         .await;
     assert_eq!(r.tag(), "installation_not_linked");
     ledger
-        .one(
+        .denied(
             "unlink what is not linked",
             "installation.unlink",
-            "denied",
-            Some("installation_not_linked"),
+            "installation_not_linked",
         )
         .await;
 
@@ -397,11 +356,10 @@ async fn every_admin_change_writes_exactly_one_event_done_or_refused() {
         .await;
     assert_eq!(r.tag(), "policy_not_found");
     ledger
-        .one(
+        .denied(
             "delete a missing policy",
             "policy.delete",
-            "denied",
-            Some("policy_not_found"),
+            "policy_not_found",
         )
         .await;
 
@@ -483,9 +441,7 @@ async fn mint_events_name_each_tokens_policy_version_and_rules_and_a_partial_fai
 
     // A transient 502 on the token POST is retried; the event says GitHub took two attempts.
     app.world.github.fail_next(1, 502, None);
-    let r = app
-        .post_sts(&session, json!({ "sources": ["acme/modules"] }))
-        .await;
+    let r = app.mint(&session, &["acme/modules"]).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let event = ledger.one("retried mint", "mint", "success", None).await;
     assert_eq!(event["tokens"][0]["attempts"], 2, "{event}");

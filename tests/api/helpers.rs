@@ -141,6 +141,12 @@ impl TestApp {
         self.api().mint(session, sources).await
     }
 
+    /// `POST /sts` for `sources` under the policy named `policy`, with `session`.
+    pub(crate) async fn mint_under(&self, session: &str, sources: &[&str], policy: &str) -> Reply {
+        self.post_sts(session, json!({ "sources": sources, "policyName": policy }))
+            .await
+    }
+
     /// The text of `GET /metrics`.
     pub(crate) async fn metrics(&self) -> String {
         self.get("/metrics").await.text().await.unwrap()

@@ -73,12 +73,7 @@ async fn mint_without_sources_returns_what_the_rules_grant_and_lists_no_exclusio
 async fn mint_with_an_absent_policy_excludes_every_source_as_no_trust_policy() {
     let app = spawn_app().await;
     let session = app.session(&main_job()).await;
-    let r = app
-        .post_sts(
-            &session,
-            json!({ "sources": ["acme/modules"], "policyName": "nope" }),
-        )
-        .await;
+    let r = app.mint_under(&session, &["acme/modules"], "nope").await;
     assert_all_excluded(&r, &[("acme/modules", "no_trust_policy")]);
 }
 
@@ -205,10 +200,7 @@ async fn a_suspension_seen_only_by_the_repository_listing_excludes_the_source() 
     let app = app_whose_cached_installation_was_suspended_since().await;
     let session = app.session(&main_job()).await;
     let r = app
-        .post_sts(
-            &session,
-            json!({ "sources": ["acme/modules", "dormant-co/legacy"], "policyName": "default" }),
-        )
+        .mint_under(&session, &["acme/modules", "dormant-co/legacy"], "default")
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(

@@ -10,11 +10,10 @@ use crate::config::Config;
 use anyhow::Context as _;
 use base64::Engine as _;
 use secrecy::ExposeSecret as _;
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use sts_sim::git::RunningGitServer;
-use sts_sim::github::{GitHubSimulator, RunningSimulator, SimInstallation, SimRepo};
+use sts_sim::github::{GitHubSimulator, RunningSimulator, SimInstallation};
 use sts_sim::keys::RsaKeyPair;
 use sts_sim::oidc::{OidcIssuerSimulator, RunningIssuer};
 
@@ -57,67 +56,32 @@ pub fn dev_policy(issuer: &str) -> String {
     DEV_POLICY.replace("ISSUER", issuer)
 }
 
-fn repo(id: i64, name: &str) -> SimRepo {
-    SimRepo {
-        id,
-        name: name.to_owned(),
-        private: true,
-    }
-}
-
-fn perms(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
-}
-
-/// The simulated installations: two orgs and a suspended one.
+/// The simulated installations: two orgs and a suspended one. All their repositories are private.
 pub fn dev_installations() -> Vec<SimInstallation> {
-    vec![
-        SimInstallation {
-            id: 100,
-            account_login: "acme".into(),
-            account_id: 1001,
-            account_type: "Organization".into(),
-            permissions: perms(&[
-                ("contents", "write"),
-                ("metadata", "read"),
-                ("issues", "write"),
-                ("pull_requests", "write"),
-            ]),
-            repository_selection: "all".into(),
-            repositories: vec![
-                repo(2001, "infra"),
-                repo(2002, "modules"),
-                repo(2003, "terraform-aws-vpc"),
-                repo(2004, "terraform-aws-eks"),
-                repo(2005, "website"),
-                repo(2006, "payroll"),
-            ],
-            suspended: false,
-        },
-        SimInstallation {
-            id: 200,
-            account_login: "acme-labs".into(),
-            account_id: 3001,
-            account_type: "Organization".into(),
-            permissions: perms(&[("contents", "read"), ("metadata", "read")]),
-            repository_selection: "selected".into(),
-            repositories: vec![repo(4001, "shared-modules")],
-            suspended: false,
-        },
-        SimInstallation {
-            id: 300,
-            account_login: "dormant-co".into(),
-            account_id: 5001,
-            account_type: "Organization".into(),
-            permissions: perms(&[("contents", "read"), ("metadata", "read")]),
-            repository_selection: "all".into(),
-            repositories: vec![repo(6001, "legacy")],
-            suspended: true,
-        },
+    let acme = [
+        (2001, "infra"),
+        (2002, "modules"),
+        (2003, "terraform-aws-vpc"),
+        (2004, "terraform-aws-eks"),
+        (2005, "website"),
+        (2006, "payroll"),
     ]
+    .into_iter()
+    .fold(
+        SimInstallation::organization(100, "acme", 1001)
+            .with_permission("issues", "write")
+            .with_permission("pull_requests", "write"),
+        |acme, (id, name)| acme.with_repo(id, name, true),
+    );
+    let mut acme_labs = SimInstallation::organization(200, "acme-labs", 3001)
+        .with_permission("contents", "read")
+        .with_repo(4001, "shared-modules", true);
+    acme_labs.repository_selection = "selected".into();
+    let mut dormant = SimInstallation::organization(300, "dormant-co", 5001)
+        .with_permission("contents", "read")
+        .with_repo(6001, "legacy", true);
+    dormant.suspended = true;
+    vec![acme, acme_labs, dormant]
 }
 
 /// Running simulators plus a broker config pointing at them.

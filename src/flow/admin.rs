@@ -93,8 +93,8 @@ pub struct Admin<'a> {
 impl Admin<'_> {
     /// The audited run of the change `action` to `workspace`, by the operator.
     fn audited(&self, action: &str, workspace: &WorkspaceId) -> Audited {
-        let mut audited = Audited::new(AuditKind::Admin, action, self.request_id, Counted::Nothing);
-        audited.event.workspace_id = Some(workspace.as_str().to_owned());
+        let mut audited = Audited::new(AuditKind::Admin, action, self.request_id, Counted::Nothing)
+            .in_workspace(workspace);
         audited.event.actor = Actor::of(ActorKind::Admin);
         audited
     }
@@ -298,15 +298,12 @@ impl Admin<'_> {
 
     async fn unlink_installation_inner(&self, ws: &WorkspaceId, owner: &str) -> FlowResult<()> {
         existing_workspace(self.app, ws).await?;
-        if !self
+        let unlinked = self
             .app
             .store
             .unlink_installation(ws.as_str(), owner)
-            .await?
-        {
-            return Err(FlowError::NotFound(Missing::InstallationLink));
-        }
-        Ok(())
+            .await?;
+        found(unlinked, Missing::InstallationLink)
     }
 
     /// Validate and store a new policy version.
@@ -401,15 +398,12 @@ impl Admin<'_> {
 
     async fn delete_policy_inner(&self, ws: &WorkspaceId, name: &PolicyName) -> FlowResult<()> {
         existing_workspace(self.app, ws).await?;
-        if !self
+        let deleted = self
             .app
             .store
             .delete_policy(ws.as_str(), name.as_str(), OffsetDateTime::now_utc())
-            .await?
-        {
-            return Err(FlowError::NotFound(Missing::Policy));
-        }
-        Ok(())
+            .await?;
+        found(deleted, Missing::Policy)
     }
 
     /// Token metadata; `state` = `active`, `revoked`, `expired` or `all` (default).
@@ -462,5 +456,14 @@ impl Admin<'_> {
             .store
             .list_audit(ws.as_str(), limit, before)
             .await?)
+    }
+}
+
+/// A store change that reports whether it found its row: `Ok` if it did, else `missing`.
+fn found(changed: bool, missing: Missing) -> FlowResult<()> {
+    if changed {
+        Ok(())
+    } else {
+        Err(FlowError::NotFound(missing))
     }
 }

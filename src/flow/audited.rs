@@ -13,6 +13,7 @@
 use super::{FlowError, FlowResult};
 use crate::app::App;
 use crate::audit::{AuditEvent, AuditKind, Outcome};
+use crate::ids::WorkspaceId;
 use crate::metrics::Metrics;
 
 /// Which outcome counter a flow feeds, besides `denials`, which counts every refusal.
@@ -55,6 +56,12 @@ impl Audited {
             intent: None,
             reason: None,
         }
+    }
+
+    /// The event belongs to `workspace`.
+    pub(crate) fn in_workspace(mut self, workspace: &WorkspaceId) -> Self {
+        self.event.workspace_id = Some(workspace.as_str().to_owned());
+        self
     }
 
     /// The flow committed `event` (its success) in the transaction of its change; `finish`

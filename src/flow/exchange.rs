@@ -165,8 +165,8 @@ pub async fn exchange(app: &App, input: ExchangeInput, request_id: &str) -> Flow
         "exchange",
         request_id,
         Counted::Exchanges,
-    );
-    audited.event.workspace_id = Some(workspace.as_str().to_owned());
+    )
+    .in_workspace(&workspace);
     let result = match verified {
         Ok(verified) => exchange_verified(app, &workspace, verified, &mut audited).await,
         Err((error, reason)) => {

@@ -249,8 +249,8 @@ pub async fn admin_revoke(
         "admin.revoke",
         request_id,
         Counted::Nothing,
-    );
-    audited.event.workspace_id = Some(workspace.as_str().to_owned());
+    )
+    .in_workspace(workspace);
     audited.event.actor = Actor::of(ActorKind::Admin);
     detail(&mut audited.event, "selectors", &revocation);
     let result = admin_revoke_inner(app, workspace, revocation, &mut audited.event).await;

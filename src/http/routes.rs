@@ -77,6 +77,18 @@ async fn policy_name(
     }
 }
 
+/// The workspace and policy named in the path of a call on an existing policy: a malformed
+/// name is a policy that does not exist.
+async fn existing_policy(
+    admin: &flow::admin::Admin<'_>,
+    ws: &str,
+    name: &str,
+) -> Result<(WorkspaceId, PolicyName), FlowError> {
+    let ws = workspace(ws)?;
+    let name = policy_name(admin, &ws, name, |_| FlowError::NotFound(Missing::Policy)).await?;
+    Ok((ws, name))
+}
+
 /// An optional JSON body: Atmos always sends one, but an empty body means "defaults", as the
 /// contract allows.
 fn optional_json<T: DeserializeOwned + Default>(body: &[u8]) -> ApiResult<T> {
@@ -217,8 +229,7 @@ pub(super) async fn get_policy(
     Path((ws, name)): Path<(String, String)>,
 ) -> ApiResult<ApiData> {
     let admin = call.flow();
-    let ws = workspace(&ws)?;
-    let name = policy_name(&admin, &ws, &name, |_| FlowError::NotFound(Missing::Policy)).await?;
+    let (ws, name) = existing_policy(&admin, &ws, &name).await?;
     let policy = admin.get_policy(&ws, &name).await?;
     Ok(ApiData::ok(PolicyView::from(policy)))
 }
@@ -261,8 +272,7 @@ pub(super) async fn delete_policy(
     Path((ws, name)): Path<(String, String)>,
 ) -> ApiResult<ApiData> {
     let admin = call.flow();
-    let ws = workspace(&ws)?;
-    let name = policy_name(&admin, &ws, &name, |_| FlowError::NotFound(Missing::Policy)).await?;
+    let (ws, name) = existing_policy(&admin, &ws, &name).await?;
     admin.delete_policy(&ws, &name).await?;
     Ok(ApiData::ok(Deleted { deleted: true }))
 }

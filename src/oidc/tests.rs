@@ -35,6 +35,14 @@ impl Fixture {
         self.sim.claims_for(&ActionsJob::default(), AUDIENCE)
     }
 
+    /// Signs the default claims with the current key and verifies them; a refusal fails the test.
+    async fn verify_a_fresh_token(&self) {
+        self.verifier
+            .verify(&self.sim.sign(&self.claims()))
+            .await
+            .unwrap();
+    }
+
     fn header(&self, alg: Algorithm) -> Header {
         let mut header = Header::new(alg);
         header.kid = Some(self.sim.current_kid());
@@ -339,10 +347,7 @@ async fn malformed_tokens_are_refused() {
 #[tokio::test]
 async fn an_unknown_kid_triggers_one_refetch_then_waits_for_the_cooldown() {
     let fx = Fixture::start().await;
-    fx.verifier
-        .verify(&fx.sim.sign(&fx.claims()))
-        .await
-        .unwrap();
+    fx.verify_a_fresh_token().await;
     assert_eq!(fx.sim.jwks_fetch_count(), 1);
 
     let stranger = RsaKeyPair::generate();
@@ -363,10 +368,7 @@ async fn an_unknown_kid_triggers_one_refetch_then_waits_for_the_cooldown() {
     assert_eq!(fx.sim.jwks_fetch_count(), 2);
 
     // Known keys keep working from the cache.
-    fx.verifier
-        .verify(&fx.sim.sign(&fx.claims()))
-        .await
-        .unwrap();
+    fx.verify_a_fresh_token().await;
     assert_eq!(fx.sim.jwks_fetch_count(), 2);
 }
 
@@ -414,10 +416,7 @@ async fn a_rotated_key_is_accepted_after_a_refetch_and_the_previous_key_still_wo
     let new_token = fx.sim.sign(&fx.claims());
     fx.verifier.verify(&new_token).await.unwrap();
     assert_eq!(fx.sim.jwks_fetch_count(), 2);
-    fx.verifier
-        .verify(&fx.sim.sign(&fx.claims()))
-        .await
-        .unwrap();
+    fx.verify_a_fresh_token().await;
     assert_eq!(fx.sim.jwks_fetch_count(), 2);
 
     let mut claims = fx.claims();
@@ -450,10 +449,7 @@ const HANG_GUARD: std::time::Duration = std::time::Duration::from_secs(30);
 #[tokio::test]
 async fn a_known_kid_is_served_from_stale_keys_while_the_refetch_is_held() {
     let fx = Fixture::start().await;
-    fx.verifier
-        .verify(&fx.sim.sign(&fx.claims()))
-        .await
-        .unwrap();
+    fx.verify_a_fresh_token().await;
     assert_eq!(fx.sim.jwks_fetch_count(), 1);
 
     let hold = fx.sim.hold_jwks();
@@ -523,10 +519,7 @@ async fn stale_keys_keep_serving_while_the_issuer_fails_and_failures_back_off() 
     fx.sim
         .set_jwks_override(Some(JwksBody::Raw("<html>down</html>".into())));
     fx.verifier.keys.expire(&fx.running.issuer);
-    fx.verifier
-        .verify(&fx.sim.sign(&fx.claims()))
-        .await
-        .unwrap();
+    fx.verify_a_fresh_token().await;
     // A kid nobody publishes needs the keys, so it waits for the failing refetch (or finds it
     // failed moments ago) and reports the issuer unavailable rather than the kid unknown.
     let stranger = RsaKeyPair::generate();
@@ -545,10 +538,7 @@ async fn stale_keys_keep_serving_while_the_issuer_fails_and_failures_back_off() 
 
     // Within the failure backoff, stale keys are served without another fetch.
     fx.verifier.keys.expire(&fx.running.issuer);
-    fx.verifier
-        .verify(&fx.sim.sign(&fx.claims()))
-        .await
-        .unwrap();
+    fx.verify_a_fresh_token().await;
     assert_eq!(fx.sim.jwks_fetch_count(), 2);
 }
 

@@ -52,6 +52,16 @@ async fn fixture() -> Fixture {
     }
 }
 
+/// [`fixture`] plus installation 5, which is suspended: GitHub refuses every mint from it.
+async fn fixture_with_suspended_installation() -> Fixture {
+    let f = fixture().await;
+    f.sim.add_installation(
+        SimInstallation::organization(5, "Frozen", 1005).with_repo(1, "x", false),
+    );
+    f.sim.set_suspended(5, true);
+    f
+}
+
 fn request(repositories: Option<&[&str]>, permissions: &[(&str, &str)]) -> TokenRequest {
     TokenRequest {
         repositories: repositories
@@ -114,11 +124,7 @@ async fn mints_a_token_that_reaches_exactly_the_requested_repositories() {
 
 #[tokio::test]
 async fn maps_refused_mints_to_domain_errors() {
-    let f = fixture().await;
-    f.sim.add_installation(
-        SimInstallation::organization(5, "Frozen", 1005).with_repo(1, "x", false),
-    );
-    f.sim.set_suspended(5, true);
+    let f = fixture_with_suspended_installation().await;
     let cases: [(i64, TokenRequest, &str); 5] = [
         (
             1,
@@ -415,11 +421,7 @@ async fn the_mint_gives_up_after_max_attempts_of_5xx() {
 
 #[tokio::test]
 async fn refused_mints_are_not_retried() {
-    let f = fixture().await;
-    f.sim.add_installation(
-        SimInstallation::organization(5, "Frozen", 1005).with_repo(1, "x", false),
-    );
-    f.sim.set_suspended(5, true);
+    let f = fixture_with_suspended_installation().await;
     // 422 (permission not granted), 404 (no installation), 403 (suspended): GitHub decided, and
     // asking again cannot change its mind.
     let refusals = [

@@ -37,12 +37,7 @@ pub(super) async fn audit_pages_run_newest_first_with_cursors_within_one_workspa
 }
 
 pub(super) async fn a_full_last_audit_page_has_no_cursor(store: Arc<dyn Store>) {
-    for i in 1..=6 {
-        store
-            .append_audit(&audit(Some("acme"), &format!("a{i}")))
-            .await
-            .unwrap();
-    }
+    append_acme_events(&*store, 6).await;
     let first = store.list_audit("acme", 3, None).await.unwrap();
     let second = store
         .list_audit("acme", 3, first.next_cursor)
@@ -59,12 +54,7 @@ pub(super) async fn a_full_last_audit_page_has_no_cursor(store: Arc<dyn Store>) 
 }
 
 pub(super) async fn the_audit_limit_is_clamped_to_at_least_one(store: Arc<dyn Store>) {
-    for i in 1..=2 {
-        store
-            .append_audit(&audit(Some("acme"), &format!("a{i}")))
-            .await
-            .unwrap();
-    }
+    append_acme_events(&*store, 2).await;
     let page = store.list_audit("acme", 0, None).await.unwrap();
     assert_eq!(actions(&page.events), vec!["a2"]);
     assert!(page.next_cursor.is_some());
@@ -86,4 +76,14 @@ pub(super) async fn an_audit_event_id_is_stored_once(store: Arc<dyn Store>) {
             .len(),
         1
     );
+}
+
+/// Events `a1` to `a{count}` in workspace `acme`, in that order.
+async fn append_acme_events(store: &dyn Store, count: u32) {
+    for i in 1..=count {
+        store
+            .append_audit(&audit(Some("acme"), &format!("a{i}")))
+            .await
+            .unwrap();
+    }
 }

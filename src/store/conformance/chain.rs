@@ -179,26 +179,44 @@ pub(super) async fn verify_names_the_first_event_whose_content_or_link_does_not_
     let mut want: Vec<(&str, String, &str)> = Vec::new();
     let intact = four_events(&*store, "intact").await;
 
-    let rows = four_events(&*store, "body").await;
-    raw.execute(
-        "update audit_events set body = replace(body, 'body-2', 'body-9') where id = $1",
-        &[id(&rows[1])],
-    )
-    .await;
-    want.push(("body", id(&rows[1]).to_owned(), "content"));
-
-    let rows = four_events(&*store, "outcome").await;
-    raw.execute(
-        "update audit_events set outcome = 'denied' where id = $1",
-        &[id(&rows[2])],
-    )
-    .await;
-    want.push(("outcome", id(&rows[2]).to_owned(), "content"));
-
-    let rows = four_events(&*store, "deleted").await;
-    raw.execute("delete from audit_events where id = $1", &[id(&rows[1])])
-        .await;
-    want.push(("deleted", id(&rows[2]).to_owned(), "link"));
+    // One statement on one event each: (workspace, statement, the event it changes, the event
+    // verify must name, what it must say). A deleted event is named by the one after it.
+    let one_statement = [
+        (
+            "body",
+            "update audit_events set body = replace(body, 'body-2', 'body-9') where id = $1",
+            1,
+            1,
+            "content",
+        ),
+        (
+            "outcome",
+            "update audit_events set outcome = 'denied' where id = $1",
+            2,
+            2,
+            "content",
+        ),
+        (
+            "deleted",
+            "delete from audit_events where id = $1",
+            1,
+            2,
+            "link",
+        ),
+        // The last event taken out of its chain.
+        (
+            "unchained",
+            "update audit_events set chain_seq = null where id = $1",
+            3,
+            3,
+            "unchained",
+        ),
+    ];
+    for (workspace, sql, changed, named, what) in one_statement {
+        let rows = four_events(&*store, workspace).await;
+        raw.execute(sql, &[id(&rows[changed])]).await;
+        want.push((workspace, id(&rows[named]).to_owned(), what));
+    }
 
     // Events 2 and 3 trade places (through a free place: the index keeps places unique).
     let rows = four_events(&*store, "swapped").await;
@@ -223,15 +241,6 @@ pub(super) async fn verify_names_the_first_event_whose_content_or_link_does_not_
     )
     .await;
     want.push(("rehashed", id(&rows[2]).to_owned(), "link"));
-
-    // The last event taken out of its chain.
-    let rows = four_events(&*store, "unchained").await;
-    raw.execute(
-        "update audit_events set chain_seq = null where id = $1",
-        &[id(&rows[3])],
-    )
-    .await;
-    want.push(("unchained", id(&rows[3]).to_owned(), "unchained"));
 
     let report = verify(&*store, None).await.unwrap();
 

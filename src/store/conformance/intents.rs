@@ -95,33 +95,55 @@ pub(super) async fn an_intent_without_a_result_becomes_one_outcome_unknown_event
     assert_eq!(unresolved(&*store).await, vec!["int-2"]);
 }
 
+/// A mint under way: intent `int-1` of session `ses-1` in `acme` is recorded, and GitHub is
+/// minting the one token whose row and success event the mint will record.
+struct MintInFlight {
+    rows: [IssuedToken; 1],
+    event: AuditEvent,
+}
+
+impl MintInFlight {
+    async fn begin(store: &dyn Store) -> Self {
+        store
+            .record_mint_intent(&intent("int-1", "acme", "ses-1", 0))
+            .await
+            .unwrap();
+        Self {
+            rows: [token("tok-1", "acme", Some("ses-1"))],
+            event: mint_audit("acme", &["tok-1"]),
+        }
+    }
+
+    /// The record resolving `int-1`, checked against `workspace_id` and `session_id`.
+    fn record<'a>(&'a self, workspace_id: &'a str, session_id: &'a str) -> MintRecord<'a> {
+        MintRecord {
+            workspace_id,
+            session_id,
+            intent_id: Some("int-1"),
+            tokens: &self.rows,
+            audit: &self.event,
+        }
+    }
+}
+
 pub(super) async fn a_mint_record_writes_rows_event_and_resolves_its_intent_in_one_transaction(
     store: Arc<dyn Store>,
 ) {
     entitled_workspace_with_session(&*store, "acme", "ses-1").await;
-    store
-        .record_mint_intent(&intent("int-1", "acme", "ses-1", 0))
-        .await
-        .unwrap();
-    let rows = [token("tok-1", "acme", Some("ses-1"))];
-    let event = mint_audit("acme", &["tok-1"]);
-    let record = MintRecord {
-        workspace_id: "acme",
-        session_id: "ses-1",
-        intent_id: Some("int-1"),
-        tokens: &rows,
-        audit: &event,
-    };
+    let mint = MintInFlight::begin(&*store).await;
 
     assert_eq!(
-        store.record_mint(&record).await.unwrap(),
+        store
+            .record_mint(&mint.record("acme", "ses-1"))
+            .await
+            .unwrap(),
         Issuance::Recorded
     );
 
-    assert_eq!(all_tokens(&*store, "acme").await, rows.to_vec());
+    assert_eq!(all_tokens(&*store, "acme").await, mint.rows.to_vec());
     assert_eq!(
         events(store.list_audit("acme", 10, None).await.unwrap())[0],
-        event
+        mint.event
     );
     assert!(unresolved(&*store).await.is_empty());
     // The intent is resolved: a late sweep reports nothing.
@@ -134,19 +156,8 @@ pub(super) async fn a_mint_record_is_refused_when_the_workspace_or_session_chang
 ) {
     entitled_workspace_with_session(&*store, "acme", "ses-1").await;
     with_session(&*store, "acme", "ses-2").await;
-    store
-        .record_mint_intent(&intent("int-1", "acme", "ses-1", 0))
-        .await
-        .unwrap();
-    let rows = [token("tok-1", "acme", Some("ses-1"))];
-    let event = mint_audit("acme", &["tok-1"]);
-    let record = |workspace_id, session_id| MintRecord {
-        workspace_id,
-        session_id,
-        intent_id: Some("int-1"),
-        tokens: &rows,
-        audit: &event,
-    };
+    let mint = MintInFlight::begin(&*store).await;
+    let record = |workspace_id, session_id| mint.record(workspace_id, session_id);
     let events_before = events(store.list_audit("acme", 10, None).await.unwrap());
     let refused = |why| Issuance::Refused(why);
 

@@ -30,31 +30,27 @@ macro_rules! conformance_cases {
         $($area:ident::$case:ident),* $(,)?;
         raw: $($raw_area:ident::$raw_case:ident),* $(,)?
     ) => {
-        mod sqlite {
+        conformance_cases!(@backend sqlite; $($area::$case),*; raw: $($raw_area::$raw_case),*);
+        conformance_cases!(@backend postgres; $($area::$case),*; raw: $($raw_area::$raw_case),*);
+    };
+    // One backend's module: `$backend` names both the module and its runner in `harness`.
+    (
+        @backend $backend:ident;
+        $($area:ident::$case:ident),*;
+        raw: $($raw_area:ident::$raw_case:ident),*
+    ) => {
+        mod $backend {
             $(
                 #[tokio::test]
                 async fn $case() {
-                    super::harness::sqlite(super::$area::$case).await;
+                    super::harness::$backend(super::harness::without_raw(super::$area::$case))
+                        .await;
                 }
             )*
             $(
                 #[tokio::test]
                 async fn $raw_case() {
-                    super::harness::sqlite_raw(super::$raw_area::$raw_case).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    super::harness::postgres(super::$area::$case).await;
-                }
-            )*
-            $(
-                #[tokio::test]
-                async fn $raw_case() {
-                    super::harness::postgres_raw(super::$raw_area::$raw_case).await;
+                    super::harness::$backend(super::$raw_area::$raw_case).await;
                 }
             )*
         }

@@ -2,9 +2,36 @@
 
 use super::fixtures::*;
 use super::harness;
+use std::future::Future;
 
 /// Rounds of the concurrent replay race: one round could pass by luck of scheduling.
 const REPLAY_RACE_ROUNDS: usize = 20;
+
+/// Start `count` jobs at once, job `i` on `first` when `i` is even and on `second` when odd
+/// (two processes racing), and return their results in job order once all have finished.
+async fn alternately<T, F, Fut>(
+    first: &Arc<dyn Store>,
+    second: &Arc<dyn Store>,
+    count: usize,
+    job: F,
+) -> Vec<T>
+where
+    F: Fn(Arc<dyn Store>, usize) -> Fut,
+    Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+    T: Send + 'static,
+{
+    let tasks: Vec<_> = (0..count)
+        .map(|i| {
+            let store = Arc::clone(if i % 2 == 0 { first } else { second });
+            tokio::spawn(job(store, i))
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.unwrap().unwrap());
+    }
+    results
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_a_replay_key_raced_from_two_processes_is_accepted_once() {
@@ -67,21 +94,11 @@ async fn postgres_a_session_revoked_through_one_process_is_revoked_for_the_other
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_concurrent_signing_key_candidates_converge_on_one_key() {
     harness::postgres_pair(|first, second| async move {
-        let tasks: Vec<_> = (0..8)
-            .map(|i| {
-                let store = if i % 2 == 0 {
-                    Arc::clone(&first)
-                } else {
-                    Arc::clone(&second)
-                };
-                let candidate = signing_key(&format!("kid-{i}"));
-                tokio::spawn(async move { store.load_or_store_signing_key(&candidate).await })
-            })
-            .collect();
-        let mut kids = Vec::new();
-        for task in tasks {
-            kids.push(task.await.unwrap().unwrap().kid);
-        }
+        let mut kids = alternately(&first, &second, 8, |store, i| {
+            let candidate = signing_key(&format!("kid-{i}"));
+            async move { Ok(store.load_or_store_signing_key(&candidate).await?.kid) }
+        })
+        .await;
         kids.dedup();
         assert_eq!(kids.len(), 1, "{kids:?}");
         let again = second
@@ -97,21 +114,11 @@ async fn postgres_concurrent_signing_key_candidates_converge_on_one_key() {
 async fn postgres_concurrent_policy_puts_from_two_processes_get_distinct_versions() {
     harness::postgres_pair(|first, second| async move {
         with_workspaces(&*first, &["acme"]).await;
-        let tasks: Vec<_> = (0..10)
-            .map(|i| {
-                let store = if i % 2 == 0 {
-                    Arc::clone(&first)
-                } else {
-                    Arc::clone(&second)
-                };
-                let new = policy("acme", "default", &format!("v{i}"));
-                tokio::spawn(async move { store.put_policy(&new).await })
-            })
-            .collect();
-        let mut versions = Vec::new();
-        for task in tasks {
-            versions.push(task.await.unwrap().unwrap().version);
-        }
+        let mut versions = alternately(&first, &second, 10, |store, i| {
+            let new = policy("acme", "default", &format!("v{i}"));
+            async move { Ok(store.put_policy(&new).await?.version) }
+        })
+        .await;
         versions.sort_unstable();
         assert_eq!(versions, (1..=10).collect::<Vec<i64>>());
     })
@@ -152,20 +159,11 @@ async fn postgres_one_installation_raced_into_two_workspaces_is_linked_once() {
 async fn postgres_audit_appends_from_two_processes_keep_one_chain() {
     harness::postgres_pair(|first, second| async move {
         with_workspaces(&*first, &["acme"]).await;
-        let tasks: Vec<_> = (0..40)
-            .map(|i| {
-                let store = if i % 2 == 0 {
-                    Arc::clone(&first)
-                } else {
-                    Arc::clone(&second)
-                };
-                let event = audit(Some("acme"), &format!("a{i}"));
-                tokio::spawn(async move { store.append_audit(&event).await })
-            })
-            .collect();
-        for task in tasks {
-            task.await.unwrap().unwrap();
-        }
+        alternately(&first, &second, 40, |store, i| {
+            let event = audit(Some("acme"), &format!("a{i}"));
+            async move { store.append_audit(&event).await }
+        })
+        .await;
         let report = crate::audit::verify::verify(&*second, None).await.unwrap();
         assert!(report.intact(), "{report}");
         assert_eq!((report.chains, report.events), (1, 40));

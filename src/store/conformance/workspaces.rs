@@ -114,15 +114,9 @@ pub(super) async fn an_installation_linked_to_another_workspace_is_a_conflict(
     with_workspaces(&*store, &["ws-a", "ws-b"]).await;
     linked(&*store, "ws-a", "acme", 42).await;
 
-    let err = store
-        .link_installation(&link("ws-b", "acme", 42))
-        .await
-        .unwrap_err();
+    let err = link_error(&*store, &link("ws-b", "acme", 42)).await;
 
-    assert!(
-        matches!(&err, StoreError::Conflict(m) if m == "installation linked to workspace ws-a"),
-        "{err:?}"
-    );
+    assert_conflict(&err, "installation linked to workspace ws-a");
     assert_eq!(store.list_installations("ws-b").await.unwrap(), vec![]);
     assert_eq!(
         store.list_installations("ws-a").await.unwrap(),
@@ -158,15 +152,9 @@ pub(super) async fn a_second_installation_for_the_same_owner_is_a_conflict(store
     with_workspaces(&*store, &["acme"]).await;
     linked(&*store, "acme", "acme", 42).await;
 
-    let err = store
-        .link_installation(&link("acme", "ACME", 43))
-        .await
-        .unwrap_err();
+    let err = link_error(&*store, &link("acme", "ACME", 43)).await;
 
-    assert!(
-        matches!(&err, StoreError::Conflict(m) if m == "owner already linked"),
-        "{err:?}"
-    );
+    assert_conflict(&err, "owner already linked");
     assert_eq!(
         store.list_installations("acme").await.unwrap(),
         vec![link("acme", "acme", 42)]
@@ -174,10 +162,7 @@ pub(super) async fn a_second_installation_for_the_same_owner_is_a_conflict(store
 }
 
 pub(super) async fn linking_into_a_missing_workspace_is_not_found(store: Arc<dyn Store>) {
-    let err = store
-        .link_installation(&link("ghost", "acme", 42))
-        .await
-        .unwrap_err();
+    let err = link_error(&*store, &link("ghost", "acme", 42)).await;
     assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
 }
 
@@ -241,4 +226,16 @@ pub(super) async fn deleting_a_workspace_removes_its_rows_but_keeps_its_audit_tr
     );
     assert!(store.get_session("ses-9").await.unwrap().is_some());
     assert_eq!(ids(&all_tokens(&*store, "other").await), vec!["tok-9"]);
+}
+
+/// The error `link` is refused with.
+async fn link_error(store: &dyn Store, link: &InstallationLink) -> StoreError {
+    store.link_installation(link).await.unwrap_err()
+}
+
+fn assert_conflict(err: &StoreError, message: &str) {
+    assert!(
+        matches!(err, StoreError::Conflict(m) if m == message),
+        "{err:?}"
+    );
 }

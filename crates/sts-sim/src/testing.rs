@@ -8,6 +8,7 @@
     reason = "test support: a failure fails the test that asked for it"
 )]
 
+use crate::github::SimInstallation;
 use crate::keys::RsaKeyPair;
 use crate::tls::TestCa;
 use jsonwebtoken::{Algorithm, Header};
@@ -19,6 +20,17 @@ use std::time::Duration;
 pub fn shared_app_key() -> &'static RsaKeyPair {
     static KEY: OnceLock<RsaKeyPair> = OnceLock::new();
     KEY.get_or_init(RsaKeyPair::generate)
+}
+
+/// Installation 1 on organization `Acme` (account 1001): private `infra` (2001) and `modules`
+/// (2002), public `website` (2003), and `issues: read` beside the default permissions. The
+/// simulator's own tests and the broker's GitHub client tests both start from it.
+pub fn acme_installation() -> SimInstallation {
+    SimInstallation::organization(1, "Acme", 1001)
+        .with_repo(2001, "infra", true)
+        .with_repo(2002, "modules", true)
+        .with_repo(2003, "website", false)
+        .with_permission("issues", "read")
 }
 
 /// Claims of an App JWT that GitHub accepts now for `app_id`: `iat` backdated 60 s, as GitHub

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use sts_sim::github::{GitHubSimulator, RunningSimulator, SimInstallation};
 use sts_sim::keys::RsaKeyPair;
-use sts_sim::testing::shared_app_key;
+use sts_sim::testing::{acme_installation, shared_app_key};
 use time::OffsetDateTime;
 
 const APP_ID: &str = "4242";
@@ -34,13 +34,7 @@ fn client_for(url: &str, pem: SecretString, calls: &Calls) -> GitHubClient {
 
 async fn fixture() -> Fixture {
     let sim = GitHubSimulator::new(APP_ID, shared_app_key().public_key());
-    sim.add_installation(
-        SimInstallation::organization(1, "Acme", 1001)
-            .with_repo(2001, "infra", true)
-            .with_repo(2002, "modules", true)
-            .with_repo(2003, "website", false)
-            .with_permission("issues", "read"),
-    );
+    sim.add_installation(acme_installation());
     let running = sim.start().await.unwrap();
     let calls = Calls::default();
     let client = client_for(&running.url, shared_app_key().private_pkcs1_pem(), &calls);

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::keys::RsaKeyPair;
-use crate::testing::{app_jwt_claims, shared_app_key as app_key, stops_on_drop};
+use crate::testing::{acme_installation, app_jwt_claims, shared_app_key as app_key, stops_on_drop};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
@@ -39,13 +39,7 @@ async fn get_as_app(running: &RunningSimulator, path: &str, jwt: String) -> reqw
 
 fn simulator() -> GitHubSimulator {
     let sim = GitHubSimulator::new(APP_ID, app_key().public_key());
-    sim.add_installation(
-        SimInstallation::organization(1, "Acme", 1001)
-            .with_repo(2001, "infra", true)
-            .with_repo(2002, "modules", true)
-            .with_repo(2003, "website", false)
-            .with_permission("issues", "read"),
-    );
+    sim.add_installation(acme_installation());
     let mut user = SimInstallation::organization(2, "OctoUser", 1002);
     user.account_type = "User".into();
     sim.add_installation(user.with_repo(3001, "dotfiles", false));

@@ -102,7 +102,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let admin = sqlx::PgPool::connect(url)
                 .await
                 .context("connect to PostgreSQL")?;
-            sqlx::query(&format!("create schema {schema}"))
+            sqlx::query(sqlx::AssertSqlSafe(format!("create schema {schema}")))
                 .execute(&admin)
                 .await?;
             let separator = if url.contains('?') { '&' } else { '?' };
@@ -199,7 +199,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     broker.stop().await?;
     if let Some((admin, schema)) = schema {
-        sqlx::query(&format!("drop schema {schema} cascade"))
+        sqlx::query(sqlx::AssertSqlSafe(format!("drop schema {schema} cascade")))
             .execute(&admin)
             .await?;
     }

@@ -7,7 +7,7 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use base64::Engine as _;
-use rand::RngCore as _;
+use rand::Rng as _;
 use secrecy::{ExposeSecret as _, SecretBox, SecretString};
 use sha2::{Digest as _, Sha256};
 
@@ -46,7 +46,7 @@ impl Sealer {
     /// another row.
     pub fn seal(&self, context: &str, secret: &str) -> String {
         let mut nonce = [0u8; NONCE_LEN];
-        rand::thread_rng().fill_bytes(&mut nonce);
+        rand::rng().fill_bytes(&mut nonce);
         #[expect(
             clippy::expect_used,
             reason = "AES-GCM encryption of a short buffer cannot fail"
@@ -102,7 +102,7 @@ pub fn fingerprint(token: &str) -> String {
 /// A random URL-safe string of `bytes` random bytes (hex), for ids and generated secrets.
 pub fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
-    rand::thread_rng().fill_bytes(&mut buf);
+    rand::rng().fill_bytes(&mut buf);
     hex::encode(buf)
 }
 

@@ -132,7 +132,7 @@ impl DevWorld {
         let key_file = dir.path().join("app.pem");
         std::fs::write(&key_file, app_key.private_pkcs1_pem().expose_secret())?;
         let mut key = [0u8; 32];
-        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut key);
+        rand::Rng::fill_bytes(&mut rand::rng(), &mut key);
         let token_key = base64::engine::general_purpose::STANDARD.encode(key);
         std::fs::write(dir.path().join("token-key"), token_key)?;
         std::fs::write(dir.path().join("admin-token"), &admin_token)?;

@@ -6,7 +6,8 @@
 
 use crate::crypto::Sealer;
 use crate::store::{SessionRecord, SigningKeyRecord, Store, StoreError};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{jwk::Jwk, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use p256::elliptic_curve::Generate as _;
 use p256::pkcs8::{EncodePrivateKey as _, LineEnding};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
@@ -159,15 +160,17 @@ impl SessionKeys {
     /// A fresh candidate key record (sealed private key + public JWK). The store decides whether
     /// it becomes the key (first writer wins).
     pub fn generate_record(sealer: &Sealer) -> SigningKeyRecord {
-        let secret = p256::SecretKey::random(&mut rand::rngs::OsRng);
+        let secret = p256::SecretKey::generate();
         #[expect(
             clippy::expect_used,
             reason = "PKCS#8 encoding of a fresh P-256 key cannot fail"
         )]
         let pem = secret.to_pkcs8_pem(LineEnding::LF).expect("pkcs8 pem");
         let kid = uuid::Uuid::new_v4().simple().to_string();
-        let mut jwk: serde_json::Value =
-            serde_json::from_str(&secret.public_key().to_jwk_string()).unwrap_or_default();
+        let mut jwk = EncodingKey::from_ec_pem(pem.as_bytes())
+            .and_then(|key| Jwk::from_encoding_key(&key, Algorithm::ES256))
+            .and_then(|jwk| Ok(serde_json::to_value(jwk)?))
+            .unwrap_or_default();
         if let Some(obj) = jwk.as_object_mut() {
             obj.insert("kid".into(), kid.clone().into());
             obj.insert("alg".into(), "ES256".into());

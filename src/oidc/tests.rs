@@ -228,7 +228,7 @@ async fn algorithms_other_than_rs256_are_refused_before_any_fetch() {
     let public_pem = fx.sim.current_key().public_pem();
     let ec_key = {
         use p256::pkcs8::{EncodePrivateKey as _, LineEnding};
-        let secret = p256::SecretKey::random(&mut rand::thread_rng());
+        let secret = <p256::SecretKey as p256::elliptic_curve::Generate>::generate();
         let pem = secret.to_pkcs8_pem(LineEnding::LF).unwrap();
         EncodingKey::from_ec_pem(pem.as_bytes()).unwrap()
     };
@@ -248,7 +248,7 @@ async fn algorithms_other_than_rs256_are_refused_before_any_fetch() {
             fx.sim
                 .sign_with_key(
                     fx.header(Algorithm::HS256),
-                    &EncodingKey::from_secret(public_pem.as_bytes()),
+                    &EncodingKey::from_secret(public_pem.as_bytes()).unwrap(),
                     &claims,
                 )
                 .unwrap(),

@@ -29,16 +29,16 @@ use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 use time::OffsetDateTime;
 
 /// A statement with its arguments bound, ready to execute.
-pub(super) type Statement<'q, DB> = Query<'q, DB, <DB as Database>::Arguments<'q>>;
+pub(super) type Statement<'q, DB> = Query<'q, DB, <DB as Database>::Arguments>;
 
 /// A statement that returns rows of `R`.
-pub(super) type RowsOf<'q, DB, R> = QueryAs<'q, DB, R, <DB as Database>::Arguments<'q>>;
+pub(super) type RowsOf<'q, DB, R> = QueryAs<'q, DB, R, <DB as Database>::Arguments>;
 
 /// The statements shared by SQLite and PostgreSQL; see the module docs.
 pub(super) trait SharedSql: Database
 where
     for<'c> &'c mut Self::Connection: Executor<'c, Database = Self>,
-    for<'q> Self::Arguments<'q>: IntoArguments<'q, Self>,
+    Self::Arguments: IntoArguments<Self>,
     for<'q> bool: Encode<'q, Self> + Type<Self>,
     for<'q> i64: Encode<'q, Self> + Type<Self>,
     for<'q> Option<i64>: Encode<'q, Self> + Type<Self>,

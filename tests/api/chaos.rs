@@ -11,7 +11,7 @@
 
 use crate::helpers::*;
 use crate::leaks::*;
-use rand::Rng as _;
+use rand::RngExt as _;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,11 +47,11 @@ async fn under_load_slow_github_and_random_disconnects_every_token_is_handed_out
     for i in 0..CLIENTS {
         let app = Arc::clone(&app);
         let (start, patience, patient) = {
-            let mut rng = rand::thread_rng();
+            let mut rng = rand::rng();
             (
-                rng.gen_range(Duration::ZERO..RAMP),
-                rng.gen_range(Duration::ZERO..PATIENCE),
-                rng.gen_bool(0.4),
+                rng.random_range(Duration::ZERO..RAMP),
+                rng.random_range(Duration::ZERO..PATIENCE),
+                rng.random_bool(0.4),
             )
         };
         clients.push(tokio::spawn(async move {

@@ -64,7 +64,7 @@ async fn exchange_refuses_expired_wrong_audience_foreign_issuer_and_forged_token
     let hs256 = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &hs_claims,
-        &jsonwebtoken::EncodingKey::from_secret(b"secret"),
+        &jsonwebtoken::EncodingKey::from_secret(b"secret").unwrap(),
     )
     .unwrap();
 

@@ -305,7 +305,7 @@ impl PgSchema {
             .await
             .expect("PostgreSQL must be reachable (set STS_TEST_DATABASE_URL)");
         let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
-        sqlx::query(&format!("create schema {name}"))
+        sqlx::query(sqlx::AssertSqlSafe(format!("create schema {name}")))
             .execute(&admin)
             .await
             .unwrap();
@@ -322,10 +322,13 @@ impl PgSchema {
     }
 
     pub(crate) async fn drop_schema(self) {
-        sqlx::query(&format!("drop schema {} cascade", self.name))
-            .execute(&self.admin)
-            .await
-            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "drop schema {} cascade",
+            self.name
+        )))
+        .execute(&self.admin)
+        .await
+        .unwrap();
     }
 }
 

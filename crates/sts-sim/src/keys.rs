@@ -8,7 +8,7 @@ use base64::Engine as _;
 use rsa::pkcs1::EncodeRsaPrivateKey as _;
 use rsa::pkcs8::{EncodePrivateKey as _, EncodePublicKey as _, LineEnding};
 use rsa::traits::PublicKeyParts as _;
-use rsa::{RsaPrivateKey, RsaPublicKey};
+use rsa::{PrivateKey as RsaPrivateKey, PublicKey as RsaPublicKey};
 use secrecy::SecretString;
 
 /// Key size of generated keys: GitHub's App keys and its OIDC keys are 2048-bit RSA.
@@ -27,7 +27,7 @@ debug_showing!(RsaKeyPair { kid });
 impl RsaKeyPair {
     /// Generate a new 2048-bit key.
     pub fn generate() -> Self {
-        let mut rng = rand::thread_rng();
+        let mut rng = rand::rng();
         #[expect(
             clippy::expect_used,
             reason = "key generation with a working OS rng cannot fail"
@@ -83,8 +83,8 @@ impl RsaKeyPair {
         let public = self.public_key();
         #[expect(clippy::expect_used, reason = "our own key components always parse")]
         jsonwebtoken::DecodingKey::from_rsa_components(
-            &URL_SAFE_NO_PAD.encode(public.n().to_bytes_be()),
-            &URL_SAFE_NO_PAD.encode(public.e().to_bytes_be()),
+            &URL_SAFE_NO_PAD.encode(public.n().to_be_bytes_trimmed_vartime()),
+            &URL_SAFE_NO_PAD.encode(public.e().to_be_bytes_trimmed_vartime()),
         )
         .expect("rsa components")
     }
@@ -97,8 +97,8 @@ impl RsaKeyPair {
             "alg": "RS256",
             "use": "sig",
             "kid": self.kid,
-            "n": URL_SAFE_NO_PAD.encode(public.n().to_bytes_be()),
-            "e": URL_SAFE_NO_PAD.encode(public.e().to_bytes_be()),
+            "n": URL_SAFE_NO_PAD.encode(public.n().to_be_bytes_trimmed_vartime()),
+            "e": URL_SAFE_NO_PAD.encode(public.e().to_be_bytes_trimmed_vartime()),
         })
     }
 }

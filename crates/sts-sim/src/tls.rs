@@ -129,7 +129,7 @@ impl TestCa {
     /// A rustls server configuration presenting the loopback certificate, HTTP/1.1 only (git's
     /// smart HTTP and axum's default build speak it).
     pub fn server_config(&self) -> std::io::Result<Arc<ServerConfig>> {
-        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let provider = Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .and_then(|builder| {

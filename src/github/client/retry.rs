@@ -14,7 +14,7 @@
 
 use super::response::{is_rate_limited, read_capped, retry_after, ApiResponse};
 use super::{GitHubClient, GitHubError, REQUEST_TIMEOUT};
-use rand::Rng as _;
+use rand::RngExt as _;
 use reqwest::RequestBuilder;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -139,6 +139,6 @@ fn retry_wait(attempt: u32, server_wait: Option<Duration>, deadline: Instant) ->
 fn backoff(attempt: u32) -> Duration {
     let base = RETRY_BASE_DELAY.saturating_mul(1 << attempt.saturating_sub(1).min(8));
     let jitter_ms =
-        rand::thread_rng().gen_range(0..=u64::try_from(base.as_millis()).unwrap_or(u64::MAX));
+        rand::rng().random_range(0..=u64::try_from(base.as_millis()).unwrap_or(u64::MAX));
     base + Duration::from_millis(jitter_ms)
 }

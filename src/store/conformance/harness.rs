@@ -57,14 +57,14 @@ impl Raw {
     pub(super) async fn execute(&self, sql: &str, binds: &[&str]) {
         let done = match self {
             Self::Sqlite(pool) => {
-                let mut query = sqlx::query(sql);
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
                 for bind in binds {
                     query = query.bind(*bind);
                 }
                 query.execute(pool).await.map(|_| ())
             }
             Self::Postgres(pool) => {
-                let mut query = sqlx::query(sql);
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
                 for bind in binds {
                     query = query.bind(*bind);
                 }
@@ -125,7 +125,7 @@ impl Schema {
                 )
             });
         let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-        sqlx::query(&format!("create schema {name}"))
+        sqlx::query(sqlx::AssertSqlSafe(format!("create schema {name}")))
             .execute(&mut admin)
             .await
             .expect("create the test schema");
@@ -164,10 +164,13 @@ impl Schema {
 
     /// Drop the schema, then re-raise a panic of the case, if any.
     pub(super) async fn finish(mut self, outcome: std::thread::Result<()>) {
-        sqlx::query(&format!("drop schema {} cascade", self.name))
-            .execute(&mut self.admin)
-            .await
-            .expect("drop the test schema");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "drop schema {} cascade",
+            self.name
+        )))
+        .execute(&mut self.admin)
+        .await
+        .expect("drop the test schema");
         self.admin
             .close()
             .await

@@ -3,7 +3,7 @@
 
 use super::safety::token_value_is_safe;
 use crate::model::ClientToken;
-use rand::Rng;
+use rand::RngExt as _;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 
@@ -73,9 +73,9 @@ pub(crate) fn format_env(env: &BTreeMap<String, String>, format: EnvFormat) -> S
 /// A heredoc delimiter that does not occur in `value`; random so a value cannot be crafted to
 /// close the heredoc early and inject further variables.
 fn heredoc_delimiter(value: &str) -> String {
-    let mut rng = rand::thread_rng();
+    let mut rng = rand::rng();
     loop {
-        let delimiter = format!("STS_EOF_{}", hex::encode(rng.gen::<[u8; 16]>()));
+        let delimiter = format!("STS_EOF_{}", hex::encode(rng.random::<[u8; 16]>()));
         if !value.contains(&delimiter) {
             return delimiter;
         }

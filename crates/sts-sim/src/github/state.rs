@@ -8,9 +8,9 @@ use super::wire::{
 use super::{SimInstallation, SimRepo, SimRequest};
 use axum::http::StatusCode;
 use jsonwebtoken::DecodingKey;
-use rand::Rng as _;
+use rand::RngExt as _;
 use rsa::traits::PublicKeyParts as _;
-use rsa::RsaPublicKey;
+use rsa::PublicKey as RsaPublicKey;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use time::{Duration, OffsetDateTime};
@@ -206,8 +206,8 @@ impl SimState {
         }
         let permissions = granted_permissions(installation, request.permissions)?;
 
-        let random: String = rand::thread_rng()
-            .sample_iter(&rand::distributions::Alphanumeric)
+        let random: String = rand::rng()
+            .sample_iter(&rand::distr::Alphanumeric)
             .take(TOKEN_RANDOM_CHARS)
             .map(char::from)
             .collect();
@@ -300,8 +300,8 @@ impl GitHubSimulator {
     /// JWTs are verified with `app_public_key`.
     pub fn new(app_id: &str, app_public_key: RsaPublicKey) -> Self {
         let app_key = DecodingKey::from_rsa_raw_components(
-            &app_public_key.n().to_bytes_be(),
-            &app_public_key.e().to_bytes_be(),
+            &app_public_key.n().to_be_bytes_trimmed_vartime(),
+            &app_public_key.e().to_be_bytes_trimmed_vartime(),
         );
         Self {
             state: Arc::new(Mutex::new(SimState {
@@ -488,7 +488,7 @@ impl GitHubSimulator {
             if max <= min {
                 return min;
             }
-            return rand::thread_rng().gen_range(min..=max);
+            return rand::rng().random_range(min..=max);
         }
         if method == axum::http::Method::DELETE && path == "/installation/token" {
             return state.revoke_delay;

@@ -80,7 +80,7 @@ async fn refuses_app_jwts_that_github_would_refuse() {
         &Header::new(Algorithm::HS256),
         &app_jwt_claims(APP_ID),
         // The classic confusion attack: the public key used as an HMAC secret.
-        &EncodingKey::from_secret(app_key().public_pem().as_bytes()),
+        &EncodingKey::from_secret(app_key().public_pem().as_bytes()).unwrap(),
     )
     .unwrap();
     let other_key = crate::testing::app_jwt(&RsaKeyPair::generate(), APP_ID);

@@ -7,13 +7,17 @@
     reason = "test setup failures should fail the test"
 )]
 
-use serde_json::{json, Value};
+#[expect(
+    dead_code,
+    reason = "shared with the api, git_sim, limits and serve tests, which call more of the API"
+)]
+mod support;
+
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 use std::path::Path;
 use std::process::Output;
-use sts_broker::app::App;
-use sts_broker::dev::{DevWorld, DEV_AUDIENCE, DEV_WORKSPACE};
-use sts_sim::oidc::ActionsJob;
+use sts_broker::dev::{DevWorld, DEV_WORKSPACE};
+use support::{spawn_dev_broker, BrokerApi};
 
 /// Run `sts-broker audit verify --config CONFIG [ARGS…]` with `env` set.
 async fn verify(config: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
@@ -40,41 +44,15 @@ async fn verify(config: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, Str
 
 /// A broker that served one exchange and one mint on the world's SQLite file, then stopped.
 async fn a_used_database() -> DevWorld {
-    sts_broker::telemetry::init_for_test();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let world = DevWorld::start(listener.local_addr().unwrap())
-        .await
-        .unwrap();
-    let broker =
-        sts_broker::server::spawn(App::build(world.config.clone()).await.unwrap(), listener)
-            .unwrap();
-    world.seed(&broker.url).await.unwrap();
+    let (world, broker) = spawn_dev_broker(|_| {}).await;
     let http = reqwest::Client::new();
-    let job = ActionsJob {
-        workflow_path: ".github/workflows/deploy.yml".into(),
-        ..ActionsJob::default()
+    let api = BrokerApi {
+        http: &http,
+        base: &broker.url,
     };
-    let exchanged: Value = http
-        .post(format!("{}/api/v1/auth/github-oidc", broker.url))
-        .json(&json!({
-            "token": world.issuer.token_for(&job, DEV_AUDIENCE),
-            "workspaceId": DEV_WORKSPACE,
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let session = exchanged["data"]["token"].as_str().unwrap();
-    let minted = http
-        .post(format!("{}/api/v1/sts", broker.url))
-        .bearer_auth(session)
-        .json(&json!({ "sources": ["acme/modules"] }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(minted.status(), 200);
+    let session = api.main_session(&world).await;
+    let minted = api.mint(&session, &["acme/modules"]).await;
+    assert_eq!(minted.status, 200, "{}", minted.body);
     broker.stop().await.unwrap();
     world
 }

@@ -16,11 +16,12 @@ mod support;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use sts_broker::dev::DEV_AUDIENCE;
 use sts_sim::git::{readme_for, RunningGitServer};
 use sts_sim::github::{GitHubSimulator, RunningSimulator, SimInstallation};
-use sts_sim::testing::{app_jwt, client_trusting, shared_app_key as app_key};
-use support::{main_job, spawn_dev_broker, BrokerApi};
+use sts_sim::testing::{
+    app_jwt, client_trusting, revoke_installation_token, shared_app_key as app_key,
+};
+use support::{spawn_dev_broker, BrokerApi};
 
 const APP_ID: &str = "777";
 const INSTALLATION: i64 = 1;
@@ -76,14 +77,20 @@ impl World {
     }
 
     async fn revoke(&self, token: &str) {
-        let response = self
-            .http
-            .delete(format!("{}/installation/token", self.api.url))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
+        let response = revoke_installation_token(&self.http, &self.api.url, token).await;
         assert_eq!(response.status(), 204);
+    }
+
+    /// A token for `acme/infra` alone, with `contents: {level}`.
+    async fn mint_infra(&self, level: &str) -> String {
+        let permissions = json!({ "contents": level });
+        self.mint(json!({"repositories": ["infra"], "permissions": permissions}))
+            .await
+    }
+
+    /// Clone `path` with `token` in its URL, as [`World::url_with_token`] writes it.
+    async fn clone_with(&self, token: &str, path: &str) -> Result<PathBuf, Output> {
+        self.clone(&self.url_with_token(token, path), &[]).await
     }
 
     /// `https://HOST/path` as a user writes it.
@@ -219,54 +226,32 @@ async fn a_private_clone_needs_a_live_token_that_reaches_the_repository() {
     let anonymous = w.clone(&w.url("acme/infra"), &[]).await.unwrap_err();
     assert_stderr_contains(&anonymous, "terminal prompts disabled");
 
-    let token = w
-        .mint(json!({"repositories": ["infra"], "permissions": {"contents": "read"}}))
-        .await;
-    let cloned = w
-        .clone(&w.url_with_token(&token, "acme/infra"), &[])
-        .await
-        .unwrap();
+    let token = w.mint_infra("read").await;
+    let cloned = w.clone_with(&token, "acme/infra").await.unwrap();
     assert_eq!(readme(&cloned), readme_for("acme", "infra"));
 
-    let elsewhere = w
-        .clone(&w.url_with_token(&token, "acme/modules"), &[])
-        .await
-        .unwrap_err();
+    let elsewhere = w.clone_with(&token, "acme/modules").await.unwrap_err();
     assert_stderr_contains(&elsewhere, "not found");
 
     let wrong_user = format!("https://someone:{token}@{}/acme/infra", w.git.host);
     w.clone(&wrong_user, &[]).await.unwrap_err();
 
     w.revoke(&token).await;
-    let revoked = w
-        .clone(&w.url_with_token(&token, "acme/infra"), &[])
-        .await
-        .unwrap_err();
+    let revoked = w.clone_with(&token, "acme/infra").await.unwrap_err();
     assert_stderr_contains(&revoked, "Authentication failed");
 
     let expiring = w.mint(json!({})).await;
-    w.clone(&w.url_with_token(&expiring, "acme/infra"), &[])
-        .await
-        .unwrap();
+    w.clone_with(&expiring, "acme/infra").await.unwrap();
     assert!(w.sim.expire_token(&expiring));
-    w.clone(&w.url_with_token(&expiring, "acme/infra"), &[])
-        .await
-        .unwrap_err();
+    w.clone_with(&expiring, "acme/infra").await.unwrap_err();
 }
 
 #[tokio::test]
 async fn a_push_needs_contents_write_and_lands_for_the_next_clone() {
     let w = world().await;
-    let reader = w
-        .mint(json!({"repositories": ["infra"], "permissions": {"contents": "read"}}))
-        .await;
-    let writer = w
-        .mint(json!({"repositories": ["infra"], "permissions": {"contents": "write"}}))
-        .await;
-    let work = w
-        .clone(&w.url_with_token(&reader, "acme/infra"), &[])
-        .await
-        .unwrap();
+    let reader = w.mint_infra("read").await;
+    let writer = w.mint_infra("write").await;
+    let work = w.clone_with(&reader, "acme/infra").await.unwrap();
     w.commit(
         &work,
         "CHANGELOG.md",
@@ -284,10 +269,7 @@ async fn a_push_needs_contents_write_and_lands_for_the_next_clone() {
         .await;
     assert!(pushed.status.success(), "{}", stderr(&pushed));
 
-    let again = w
-        .clone(&w.url_with_token(&reader, "acme/infra"), &[])
-        .await
-        .unwrap();
+    let again = w.clone_with(&reader, "acme/infra").await.unwrap();
     assert_eq!(
         std::fs::read_to_string(again.join("CHANGELOG.md")).unwrap(),
         "pushed through the simulator\n"
@@ -308,10 +290,7 @@ async fn a_push_needs_contents_write_and_lands_for_the_next_clone() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let pushed = w.git(&again, &args, &[]).await;
     assert!(pushed.status.success(), "{}", stderr(&pushed));
-    let mirror = w
-        .clone(&w.url_with_token(&reader, "acme/infra"), &[])
-        .await
-        .unwrap();
+    let mirror = w.clone_with(&reader, "acme/infra").await.unwrap();
     let fetched = w
         .git(
             &mirror,
@@ -368,9 +347,7 @@ async fn public_repositories_are_readable_anonymously_but_not_writable() {
     let cloned = w.clone(&w.url("ACME/Website.git"), &[]).await.unwrap();
     assert_eq!(readme(&cloned), readme_for("acme", "website"));
 
-    let reader = w
-        .mint(json!({"repositories": ["infra"], "permissions": {"contents": "read"}}))
-        .await;
+    let reader = w.mint_infra("read").await;
     w.commit(&cloned, "x.txt", "x\n", "x").await;
     let anonymous = w.push(&cloned, "origin").await;
     assert!(!anonymous.status.success());
@@ -435,10 +412,7 @@ async fn repositories_added_later_are_served_and_bad_requests_do_not_stop_the_se
         .await
         .unwrap();
 
-    let cloned = w
-        .clone(&w.url_with_token(&token, "acme/late-arrival"), &[])
-        .await
-        .unwrap();
+    let cloned = w.clone_with(&token, "acme/late-arrival").await.unwrap();
     assert_eq!(readme(&cloned), readme_for("acme", "late-arrival"));
     assert!(w
         .git
@@ -465,9 +439,7 @@ async fn tokens_the_dev_broker_mints_clone_from_the_host_they_name_until_revoked
         base: &broker.url,
     };
 
-    let session = api
-        .session(&world.issuer.token_for(&main_job(), DEV_AUDIENCE))
-        .await;
+    let session = api.main_session(&world).await;
     let minted = api
         .sts(
             &session,

@@ -12,29 +12,15 @@ use base64::Engine as _;
 use secrecy::ExposeSecret as _;
 use std::path::Path;
 
-/// A valid configuration in `dir`, with `extra` appended.
+/// The valid configuration the unit tests load too, in `dir` with the files it names, and `extra`
+/// appended.
 fn config(dir: &Path, extra: &str) -> std::path::PathBuf {
     let key = sts_sim::keys::RsaKeyPair::generate();
     std::fs::write(dir.join("app.pem"), key.private_pkcs1_pem().expose_secret()).unwrap();
     std::fs::write(dir.join("admin-token"), "a".repeat(40)).unwrap();
     let token_key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
     std::fs::write(dir.join("token-key"), token_key).unwrap();
-    let body = format!(
-        r#"
-[server]
-public_url = "http://127.0.0.1:8080"
-[github]
-app_id = "123"
-private_key_file = "app.pem"
-[[oidc.issuers]]
-issuer = "https://token.actions.githubusercontent.com"
-audiences = ["atmos-pro.com"]
-[admin]
-token_file = "admin-token"
-[tokens]
-encryption_key_file = "token-key"
-{extra}"#
-    );
+    let body = format!("{}\n{extra}", include_str!("fixtures/config/broker.toml"));
     let path = dir.join("broker.toml");
     std::fs::write(&path, body).unwrap();
     path

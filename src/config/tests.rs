@@ -21,23 +21,8 @@ fn valid_dir() -> tempfile::TempDir {
     dir
 }
 
-const VALID: &str = r#"
-[server]
-listen = "127.0.0.1:0"
-public_url = "http://127.0.0.1:8080"
-[database]
-url = "postgres://sts:hunter2@db:5432/sts"
-[github]
-app_id = "123"
-private_key_file = "app.pem"
-[[oidc.issuers]]
-issuer = "https://token.actions.githubusercontent.com"
-audiences = ["atmos-pro.com"]
-[admin]
-token_file = "admin-token"
-[tokens]
-encryption_key_file = "token-key"
-"#;
+/// A valid file, shared with the `check-config` tests; it names the files [`valid_dir`] writes.
+const VALID: &str = include_str!("../../tests/fixtures/config/broker.toml");
 
 #[test]
 fn a_valid_file_loads_and_resolves_files_next_to_it() {

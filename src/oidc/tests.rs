@@ -36,11 +36,11 @@ impl Fixture {
     }
 
     /// Signs the default claims with the current key and verifies them; a refusal fails the test.
-    async fn verify_a_fresh_token(&self) {
-        self.verifier
-            .verify(&self.sim.sign(&self.claims()))
-            .await
-            .unwrap();
+    /// The token, for the calls that follow.
+    async fn verify_a_fresh_token(&self) -> String {
+        let token = self.sim.sign(&self.claims());
+        self.verifier.verify(&token).await.unwrap();
+        token
     }
 
     fn header(&self, alg: Algorithm) -> Header {
@@ -409,12 +409,10 @@ async fn concurrent_verifications_share_one_fetch() {
 #[tokio::test]
 async fn a_rotated_key_is_accepted_after_a_refetch_and_the_previous_key_still_works() {
     let fx = Fixture::start().await;
-    let old_token = fx.sim.sign(&fx.claims());
-    fx.verifier.verify(&old_token).await.unwrap();
+    let old_token = fx.verify_a_fresh_token().await;
 
     fx.sim.rotate_key();
-    let new_token = fx.sim.sign(&fx.claims());
-    fx.verifier.verify(&new_token).await.unwrap();
+    fx.verify_a_fresh_token().await;
     assert_eq!(fx.sim.jwks_fetch_count(), 2);
     fx.verify_a_fresh_token().await;
     assert_eq!(fx.sim.jwks_fetch_count(), 2);
@@ -513,8 +511,7 @@ async fn callers_without_keys_wait_for_the_one_fetch_in_flight() {
 #[tokio::test]
 async fn stale_keys_keep_serving_while_the_issuer_fails_and_failures_back_off() {
     let fx = Fixture::start().await;
-    let token = fx.sim.sign(&fx.claims());
-    fx.verifier.verify(&token).await.unwrap();
+    fx.verify_a_fresh_token().await;
 
     fx.sim
         .set_jwks_override(Some(JwksBody::Raw("<html>down</html>".into())));

@@ -113,16 +113,12 @@ async fn invalid_policies_are_rejected_with_every_error_and_valid_ones_are_versi
         .admin(Method::GET, "/workspaces/acme/policies/default", None)
         .await;
     assert_eq!(r.status, 404);
-    let res = app
-        .http
-        .put(app.url("/api/v1/admin/workspaces/acme/policies/x"))
-        .bearer_auth(&app.world.admin_token)
-        .header("content-type", "text/plain")
-        .body("rules: []")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 415);
+    let path = "/api/v1/admin/workspaces/acme/policies/x";
+    let token = Some(app.world.admin_token.as_str());
+    let r = app
+        .send_raw(Method::PUT, path, token, "text/plain", "rules: []")
+        .await;
+    assert_eq!(r.status, 415);
 }
 
 #[tokio::test]
@@ -164,7 +160,7 @@ async fn ops_endpoints_answer_without_an_envelope() {
         .await
         .unwrap();
     assert_eq!(jwks["keys"][0]["alg"], "ES256");
-    app.session(&main_job()).await;
+    app.main_session().await;
     let metrics = app.metrics().await;
     assert!(metrics.contains("sts_exchanges_total"), "{metrics}");
     assert!(metrics.contains("outcome=\"success\""), "{metrics}");
@@ -185,29 +181,19 @@ async fn the_token_list_filters_by_state_before_it_applies_the_limit() {
             tokens(&r)[0]["id"].as_str().unwrap().to_owned()
         }
     };
-    let first_session = app.session(&main_job()).await;
+    let first_session = app.main_session().await;
     let oldest = mint(first_session.clone()).await;
     let r = app.post_revoke(&first_session, json!({})).await;
     assert_eq!(r.data()["revoked"], 1);
-    let middle = mint(app.session(&main_job()).await).await;
-    let newest = mint(app.session(&main_job()).await).await;
+    let middle = mint(app.main_session().await).await;
+    let newest = mint(app.main_session().await).await;
 
     let list = |query: &'static str| {
         let app = &app;
         async move {
             let path = format!("/workspaces/acme/tokens{query}");
             let r = app.operator().expect(200, Method::GET, &path, None).await;
-            r.data()["tokens"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|t| {
-                    (
-                        t["id"].as_str().unwrap().to_owned(),
-                        t["state"].as_str().unwrap().to_owned(),
-                    )
-                })
-                .collect::<Vec<_>>()
+            string_pairs(r.data()["tokens"].as_array().unwrap(), "id", "state")
         }
     };
     let revoked = (oldest, "revoked".to_owned());

@@ -19,10 +19,7 @@ struct Ledger {
 
 impl Ledger {
     async fn open(app: &TestApp) -> Self {
-        let db = app.world.dir.path().join("sts-broker.db");
-        let pool = SqlitePool::connect(&format!("sqlite://{}", db.display()))
-            .await
-            .unwrap();
+        let pool = app.database().await;
         let mut ledger = Self { pool, seen: 0 };
         ledger.seen = ledger.last_seq().await;
         ledger
@@ -88,15 +85,10 @@ impl Ledger {
     }
 }
 
+/// `POST {path}` with `body` sent as it is, labelled JSON, and `bearer`.
 async fn post_raw(app: &TestApp, path: &str, bearer: &str, body: &str) -> Reply {
-    reply(
-        app.http
-            .post(app.url(path))
-            .bearer_auth(bearer)
-            .header("content-type", "application/json")
-            .body(body.to_owned()),
-    )
-    .await
+    let (post, json) = (reqwest::Method::POST, "application/json");
+    app.send_raw(post, path, Some(bearer), json, body).await
 }
 
 fn not_actions_claims(app: &TestApp) -> String {
@@ -155,8 +147,7 @@ async fn every_exchange_decision_writes_exactly_one_event_and_unverified_tokens_
 
 #[tokio::test]
 async fn every_mint_decision_writes_exactly_one_event_and_forged_sessions_none() {
-    let app = spawn_app().await;
-    let session = app.session(&main_job()).await;
+    let (app, session) = spawn_app_in_session().await;
     let mut ledger = Ledger::open(&app).await;
 
     let r = app.mint(&session, &["acme/modules", "acme/payroll"]).await;
@@ -199,7 +190,7 @@ async fn every_mint_decision_writes_exactly_one_event_and_forged_sessions_none()
     assert_eq!(app.post_sts("garbage", json!({})).await.status, 401);
     ledger.none("session tokens that never verified").await;
 
-    let ended = app.session(&main_job()).await;
+    let ended = app.main_session().await;
     assert_eq!(app.delete_session(&ended).await.status, 200);
     ledger.new_events().await;
     let r = app.post_sts(&ended, json!({})).await;
@@ -229,8 +220,7 @@ async fn every_mint_decision_writes_exactly_one_event_and_forged_sessions_none()
 
 #[tokio::test]
 async fn a_github_failure_while_planning_is_audited() {
-    let app = spawn_app().await;
-    let session = app.session(&main_job()).await;
+    let (app, session) = spawn_app_in_session().await;
     let mut ledger = Ledger::open(&app).await;
     // Every GitHub call fails from here on (more than all retries of the planning calls).
     app.world.github.fail_next(50, 502, None);
@@ -249,11 +239,8 @@ async fn a_github_failure_while_planning_is_audited() {
 
 #[tokio::test]
 async fn every_revocation_writes_exactly_one_event_also_when_the_store_fails_after_github() {
-    let app = spawn_app().await;
-    let session = app.session(&main_job()).await;
-    let r = app
-        .mint(&session, &["acme/modules", "acme-labs/shared-modules"])
-        .await;
+    let (app, session) = spawn_app_in_session().await;
+    let r = app.mint(&session, TWO_OWNERS).await;
     let minted = tokens(&r);
     let mut ledger = Ledger::open(&app).await;
 
@@ -339,29 +326,25 @@ async fn every_admin_change_writes_exactly_one_event_done_or_refused() {
         .await;
     assert!(event["details"]["validationErrors"].is_array(), "{event}");
 
-    let r = app
-        .admin(delete.clone(), "/workspaces/beta/installations/acme", None)
-        .await;
-    assert_eq!(r.tag(), "installation_not_linked");
-    ledger
-        .denied(
+    let missing = [
+        (
             "unlink what is not linked",
+            "/workspaces/beta/installations/acme",
             "installation.unlink",
             "installation_not_linked",
-        )
-        .await;
-
-    let r = app
-        .admin(delete.clone(), "/workspaces/beta/policies/default", None)
-        .await;
-    assert_eq!(r.tag(), "policy_not_found");
-    ledger
-        .denied(
+        ),
+        (
             "delete a missing policy",
+            "/workspaces/beta/policies/default",
             "policy.delete",
             "policy_not_found",
-        )
-        .await;
+        ),
+    ];
+    for (case, path, action, reason) in missing {
+        let r = app.admin(delete.clone(), path, None).await;
+        assert_eq!(r.tag(), reason, "{case}");
+        ledger.denied(case, action, reason).await;
+    }
 
     let r = app
         .admin(
@@ -404,8 +387,8 @@ async fn mint_events_name_each_tokens_policy_version_and_rules_and_a_partial_fai
 
     // Two tokens: acme (caches warm now) and acme-labs; GitHub refuses one of the two POSTs
     // with a 401, which no retry can mend and no exclusion describes.
-    let session = app.session(&main_job()).await;
-    let both = json!({ "sources": ["acme/modules", "acme-labs/shared-modules"] });
+    let session = app.main_session().await;
+    let both = json!({ "sources": TWO_OWNERS });
     let r = app.post_sts(&session, both.clone()).await;
     assert_eq!(r.status, 200, "{}", r.body);
     ledger.new_events().await;

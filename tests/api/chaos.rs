@@ -56,7 +56,7 @@ async fn under_load_slow_github_and_random_disconnects_every_token_is_handed_out
         };
         clients.push(tokio::spawn(async move {
             tokio::time::sleep(start).await;
-            let session = app.session(&main_job()).await;
+            let session = app.main_session().await;
             let mint = app.post_sts(&session, deploy_mint());
             let ending = if patient {
                 Ending::Answered(mint.await)

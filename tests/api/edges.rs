@@ -233,7 +233,7 @@ async fn mint_once(app: &TestApp, session: &str) -> (u16, String, Option<u64>) {
 #[tokio::test]
 async fn a_session_beyond_its_quota_gets_429_with_retry_after_and_another_session_still_mints() {
     let app = spawn_app_configured(|c| c.limits.session_mints_per_minute = 2).await;
-    let first = app.session(&main_job()).await;
+    let first = app.main_session().await;
     for _ in 0..2 {
         let (status, tag, _) = mint_once(&app, &first).await;
         assert_eq!(status, 200, "{tag}");
@@ -246,13 +246,13 @@ async fn a_session_beyond_its_quota_gets_429_with_retry_after_and_another_sessio
         "Retry-After: {retry_after}"
     );
 
-    let second = app.session(&main_job()).await;
+    let second = app.main_session().await;
     let (status, tag, _) = mint_once(&app, &second).await;
     assert_eq!(status, 200, "{tag}");
 
     // Every authenticated attempt counts, the malformed ones too: a body that is not JSON and
     // one that names no repository each spend a mint.
-    let third = app.session(&main_job()).await;
+    let third = app.main_session().await;
     let not_json = app
         .http
         .post(app.url("/api/v1/sts"))
@@ -271,11 +271,11 @@ async fn a_session_beyond_its_quota_gets_429_with_retry_after_and_another_sessio
 async fn a_workspace_beyond_its_quota_gets_429_whichever_session_asks() {
     let app = spawn_app_configured(|c| c.limits.workspace_mints_per_minute = 3).await;
     for _ in 0..3 {
-        let session = app.session(&main_job()).await;
+        let session = app.main_session().await;
         let (status, tag, _) = mint_once(&app, &session).await;
         assert_eq!(status, 200, "{tag}");
     }
-    let session = app.session(&main_job()).await;
+    let session = app.main_session().await;
     let (status, tag, retry_after) = mint_once(&app, &session).await;
     assert_eq!((status, tag.as_str()), (429, "rate_limited"));
     assert!(retry_after.is_some_and(|s| (1..=60).contains(&s)));

@@ -1,6 +1,7 @@
 use crate::helpers::*;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use reqwest::Method;
 use serde_json::json;
 use sts_sim::keys::RsaKeyPair;
 
@@ -103,19 +104,11 @@ async fn exchange_for_an_unknown_workspace_is_404_and_a_bad_body_is_400() {
         .await;
     assert_eq!(r.status, 404);
     assert_eq!(r.tag(), "workspace_not_found");
-    let res = app
-        .http
-        .post(app.url("/api/v1/auth/github-oidc"))
-        .header("content-type", "application/json")
-        .body("{\"token\": 1}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 400);
-    let body: serde_json::Value = res.json().await.unwrap();
-    assert_eq!(body["errorTag"], "invalid_request");
-    assert!(!body["data"]["validationErrors"]
-        .as_array()
-        .unwrap()
-        .is_empty());
+    let (path, body) = ("/api/v1/auth/github-oidc", "{\"token\": 1}");
+    let r = app
+        .send_raw(Method::POST, path, None, "application/json", body)
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.tag(), "invalid_request");
+    assert!(!r.data()["validationErrors"].as_array().unwrap().is_empty());
 }

@@ -14,6 +14,10 @@ use sts_broker::server::RunningBroker;
 use sts_sim::oidc::{ActionsJob, Claims};
 pub(crate) use support::{main_job, reply, BrokerApi, Reply};
 
+/// One repository on each of the two installations the dev policy lets [`main_job`] reach: a mint
+/// of two tokens.
+pub(crate) const TWO_OWNERS: &[&str] = &["acme/modules", "acme-labs/shared-modules"];
+
 pub(crate) struct TestApp {
     pub(crate) world: DevWorld,
     pub(crate) broker: RunningBroker,
@@ -23,6 +27,13 @@ pub(crate) struct TestApp {
 /// A broker on SQLite with the dev world seeded (workspace `acme`, policy `default`).
 pub(crate) async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
+}
+
+/// [`spawn_app`], and a session for [`main_job`]: where most tests of the CI API start.
+pub(crate) async fn spawn_app_in_session() -> (TestApp, String) {
+    let app = spawn_app().await;
+    let session = app.main_session().await;
+    (app, session)
 }
 
 /// [`spawn_app`], with `prepare` run on the world (simulators, broker configuration) before the
@@ -49,6 +60,27 @@ impl TestApp {
         }
     }
 
+    /// `{method} {path}` at the broker with `body` sent as it is, labelled `content_type`, with
+    /// `bearer` if there is one: for bodies the typed helpers would not send.
+    pub(crate) async fn send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        bearer: Option<&str>,
+        content_type: &str,
+        body: &str,
+    ) -> Reply {
+        let mut request = self
+            .http
+            .request(method, self.url(path))
+            .header("content-type", content_type)
+            .body(body.to_owned());
+        if let Some(bearer) = bearer {
+            request = request.bearer_auth(bearer);
+        }
+        reply(request).await
+    }
+
     /// `GET {path}` at the broker, without credentials.
     pub(crate) async fn get(&self, path: &str) -> reqwest::Response {
         self.http.get(self.url(path)).send().await.unwrap()
@@ -69,6 +101,11 @@ impl TestApp {
     /// A fresh session for `job`.
     pub(crate) async fn session(&self, job: &ActionsJob) -> String {
         self.api().session(&self.oidc_token(job)).await
+    }
+
+    /// A fresh session for [`main_job`], which the dev policy trusts.
+    pub(crate) async fn main_session(&self) -> String {
+        self.api().main_session(&self.world).await
     }
 
     pub(crate) async fn post_sts(&self, session: &str, body: Value) -> Reply {
@@ -147,6 +184,14 @@ impl TestApp {
             .await
     }
 
+    /// The broker's SQLite database, opened beside the running broker.
+    pub(crate) async fn database(&self) -> sqlx::SqlitePool {
+        let db = self.world.dir.path().join("sts-broker.db");
+        sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap()
+    }
+
     /// The text of `GET /metrics`.
     pub(crate) async fn metrics(&self) -> String {
         self.get("/metrics").await.text().await.unwrap()
@@ -163,17 +208,16 @@ pub(crate) fn first_token(r: &Reply) -> String {
 }
 
 pub(crate) fn excluded(r: &Reply) -> Vec<(String, String)> {
-    r.data()["excluded"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    let excluded = r.data()["excluded"].as_array().cloned().unwrap_or_default();
+    string_pairs(&excluded, "repo", "reason")
+}
+
+/// The string fields `first` and `second` of each of `items`, which must all have both.
+pub(crate) fn string_pairs(items: &[Value], first: &str, second: &str) -> Vec<(String, String)> {
+    let field = |item: &Value, name: &str| item[name].as_str().unwrap().to_owned();
+    items
         .iter()
-        .map(|e| {
-            (
-                e["repo"].as_str().unwrap().to_owned(),
-                e["reason"].as_str().unwrap().to_owned(),
-            )
-        })
+        .map(|item| (field(item, first), field(item, second)))
         .collect()
 }
 

@@ -179,8 +179,7 @@ fn session_id(jwt: &str) -> String {
 
 #[tokio::test]
 async fn an_admin_revocation_by_session_id_does_not_reach_into_another_workspace() {
-    let app = spawn_app().await;
-    let session = app.session(&main_job()).await;
+    let (app, session) = spawn_app_in_session().await;
     let token = first_token(&app.mint(&session, &["acme/modules"]).await);
     app.operator().create_workspace("other", "Other").await;
 
@@ -247,8 +246,7 @@ async fn a_caller_no_rule_is_meant_for_cannot_tell_granted_repositories_from_oth
 
 #[tokio::test]
 async fn the_audit_api_shows_each_event_linked_to_the_one_before() {
-    let app = spawn_app().await;
-    let session = app.session(&main_job()).await;
+    let (app, session) = spawn_app_in_session().await;
     app.mint(&session, &["acme/modules"]).await;
 
     let events = app.audit_events().await;

@@ -5,7 +5,6 @@
 
 use crate::helpers::*;
 use serde_json::{json, Value};
-use sqlx::SqlitePool;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
@@ -41,7 +40,7 @@ pub(crate) async fn deploy_app(request_timeout_seconds: u64) -> TestApp {
     let policy = DEPLOY_POLICY.replace("ISSUER", &app.world.issuer.issuer());
     let r = app.put_policy_yaml("acme", "deploy", &policy).await;
     assert!(r.status == 201 || r.status == 200, "{}", r.body);
-    let warm = app.session(&main_job()).await;
+    let warm = app.main_session().await;
     let r = app.post_sts(&warm, deploy_mint()).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(tokens(&r).len(), 2, "{}", r.body);
@@ -51,10 +50,7 @@ pub(crate) async fn deploy_app(request_timeout_seconds: u64) -> TestApp {
 
 /// Every audit event in the database, whatever its workspace (also a deleted one's).
 pub(crate) async fn all_events(app: &TestApp) -> Vec<Value> {
-    let db = app.world.dir.path().join("sts-broker.db");
-    let pool = SqlitePool::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
+    let pool = app.database().await;
     let rows: Vec<(String,)> = sqlx::query_as("select body from audit_events order by seq")
         .fetch_all(&pool)
         .await
@@ -67,10 +63,7 @@ pub(crate) async fn all_events(app: &TestApp) -> Vec<Value> {
 
 /// Mint intents still waiting for their result.
 pub(crate) async fn open_intents(app: &TestApp) -> i64 {
-    let db = app.world.dir.path().join("sts-broker.db");
-    let pool = SqlitePool::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
+    let pool = app.database().await;
     let (open,): (i64,) = sqlx::query_as("select count(*) from mint_intents")
         .fetch_one(&pool)
         .await

@@ -3,8 +3,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn mint_groups_by_installation_and_explains_every_exclusion() {
-    let app = spawn_app().await;
-    let session = app.session(&main_job()).await;
+    let (app, session) = spawn_app_in_session().await;
     let r = app
         .post_sts(
             &session,
@@ -51,8 +50,7 @@ async fn mint_groups_by_installation_and_explains_every_exclusion() {
 
 #[tokio::test]
 async fn mint_without_sources_returns_what_the_rules_grant_and_lists_no_exclusions() {
-    let app = spawn_app().await;
-    let session = app.session(&main_job()).await;
+    let (app, session) = spawn_app_in_session().await;
     let r = app.mint_default_policy(&session).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let toks = tokens(&r);
@@ -71,8 +69,7 @@ async fn mint_without_sources_returns_what_the_rules_grant_and_lists_no_exclusio
 
 #[tokio::test]
 async fn mint_with_an_absent_policy_excludes_every_source_as_no_trust_policy() {
-    let app = spawn_app().await;
-    let session = app.session(&main_job()).await;
+    let (app, session) = spawn_app_in_session().await;
     let r = app.mint_under(&session, &["acme/modules"], "nope").await;
     assert_all_excluded(&r, &[("acme/modules", "no_trust_policy")]);
 }
@@ -87,8 +84,7 @@ async fn a_job_from_another_branch_is_denied_by_the_policy() {
 
 #[tokio::test]
 async fn mint_is_403_when_the_workspace_is_not_entitled_and_401_without_a_valid_session() {
-    let app = spawn_app().await;
-    let session = app.session(&main_job()).await;
+    let (app, session) = spawn_app_in_session().await;
     app.operator()
         .expect(
             200,
@@ -130,8 +126,7 @@ async fn a_session_that_is_not_from_github_actions_gets_400() {
 
 #[tokio::test]
 async fn every_issuance_is_audited_with_fingerprints_and_never_the_token() {
-    let app = spawn_app().await;
-    let session = app.session(&main_job()).await;
+    let (app, session) = spawn_app_in_session().await;
     let r = app.mint(&session, &["acme/modules", "acme/payroll"]).await;
     let token = first_token(&r);
     let events = app.audit_events().await;
@@ -161,13 +156,9 @@ async fn every_issuance_is_audited_with_fingerprints_and_never_the_token() {
 
 #[tokio::test]
 async fn if_the_audit_write_fails_the_minted_tokens_are_revoked_and_the_caller_gets_an_error() {
-    let app = spawn_app().await;
-    let session = app.session(&main_job()).await;
+    let (app, session) = spawn_app_in_session().await;
     // Break the audit table under the running broker: a real write failure, not a mock.
-    let db = app.world.dir.path().join("sts-broker.db");
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
+    let pool = app.database().await;
     sqlx::query("alter table audit_events rename to audit_events_gone")
         .execute(&pool)
         .await
@@ -198,7 +189,7 @@ async fn app_whose_cached_installation_was_suspended_since() -> TestApp {
 #[tokio::test]
 async fn a_suspension_seen_only_by_the_repository_listing_excludes_the_source() {
     let app = app_whose_cached_installation_was_suspended_since().await;
-    let session = app.session(&main_job()).await;
+    let session = app.main_session().await;
     let r = app
         .mint_under(&session, &["acme/modules", "dormant-co/legacy"], "default")
         .await;
@@ -219,7 +210,7 @@ async fn a_suspension_seen_only_by_the_repository_listing_excludes_the_source() 
 #[tokio::test]
 async fn a_suspension_seen_only_by_the_repository_listing_skips_the_owner_without_sources() {
     let app = app_whose_cached_installation_was_suspended_since().await;
-    let session = app.session(&main_job()).await;
+    let session = app.main_session().await;
     let r = app.mint_default_policy(&session).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let mut owners: Vec<String> = tokens(&r)

@@ -13,11 +13,8 @@ async fn revoke_in_acme(app: &TestApp, body: Value) -> Reply {
 
 #[tokio::test]
 async fn revoking_by_id_kills_that_token_at_github_and_is_idempotent() {
-    let app = spawn_app().await;
-    let session = app.session(&main_job()).await;
-    let r = app
-        .mint(&session, &["acme/modules", "acme-labs/shared-modules"])
-        .await;
+    let (app, session) = spawn_app_in_session().await;
+    let r = app.mint(&session, TWO_OWNERS).await;
     let toks = tokens(&r);
     let acme = toks.iter().find(|t| t["owner"] == "acme").unwrap();
     let labs = toks.iter().find(|t| t["owner"] == "acme-labs").unwrap();
@@ -44,8 +41,7 @@ async fn revoking_by_id_kills_that_token_at_github_and_is_idempotent() {
 
 #[tokio::test]
 async fn ending_the_session_revokes_its_tokens_and_the_session() {
-    let app = spawn_app().await;
-    let session = app.session(&main_job()).await;
+    let (app, session) = spawn_app_in_session().await;
     let token = first_token(&app.mint(&session, &["acme/modules"]).await);
     let r = app.delete_session(&session).await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -62,8 +58,8 @@ async fn ending_the_session_revokes_its_tokens_and_the_session() {
 #[tokio::test]
 async fn an_administrator_revokes_by_repository_and_everything_at_once() {
     let app = spawn_app().await;
-    let s1 = app.session(&main_job()).await;
-    let s2 = app.session(&main_job()).await;
+    let s1 = app.main_session().await;
+    let s2 = app.main_session().await;
     let t1 = tokens(&app.mint(&s1, &["acme/modules"]).await);
     let t2 = tokens(&app.mint(&s2, &["acme-labs/shared-modules"]).await);
     let r = revoke_in_acme(&app, json!({ "repository": "acme/modules" })).await;

@@ -14,7 +14,7 @@ const GITHUB_DELAY: Duration = Duration::from_secs(3);
 #[tokio::test]
 async fn a_client_that_disconnects_while_github_mints_leaves_no_live_token() {
     let app = deploy_app(30).await;
-    let session = app.session(&main_job()).await;
+    let session = app.main_session().await;
     let (minted_before, _) = app.world.github.counts();
     app.world.github.set_mint_delay(GITHUB_DELAY);
 
@@ -40,7 +40,7 @@ async fn a_client_that_disconnects_while_github_mints_leaves_no_live_token() {
 #[tokio::test]
 async fn a_request_timeout_shorter_than_github_answers_in_time_and_leaves_no_live_token() {
     let app = deploy_app(2).await;
-    let session = app.session(&main_job()).await;
+    let session = app.main_session().await;
     app.world.github.set_mint_delay(GITHUB_DELAY);
 
     let started = Instant::now();
@@ -61,10 +61,10 @@ async fn deleting_a_workspace_while_a_mint_is_at_github_revokes_that_mints_token
     let app = deploy_app(30).await;
     // A live token the deletion must revoke first; GitHub revokes slowly, which opens the
     // window in which the held mint comes back and records.
-    let first = app.session(&main_job()).await;
+    let first = app.main_session().await;
     let r = app.post_sts(&first, deploy_mint()).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let session = app.session(&main_job()).await;
+    let session = app.main_session().await;
     app.world.github.set_mint_delay(Duration::from_secs(1));
     app.world.github.set_revoke_delay(Duration::from_secs(2));
 

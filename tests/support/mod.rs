@@ -1,12 +1,12 @@
-//! What the root package's integration tests (`api`, `git_sim`, `limits`, `serve`) share: the job
-//! the dev policy trusts, a dev broker in this process, the broker binary's `serve` on the dev
-//! world, and the broker's CI API as a caller speaks it. Each test crate includes this file with
-//! `mod support;`.
+//! What the root package's integration tests (`api`, `audit_verify`, `git_sim`, `limits`,
+//! `serve`) share: the job the dev policy trusts, a dev broker in this process, the broker binary's
+//! `serve` on the dev world, and the broker's CI API as a caller speaks it. Each test crate
+//! includes this file with `mod support;`.
 
 use serde_json::{json, Value};
 use std::process::Stdio;
 use sts_broker::app::App;
-use sts_broker::dev::{DevWorld, DEV_WORKSPACE};
+use sts_broker::dev::{DevWorld, DEV_AUDIENCE, DEV_WORKSPACE};
 use sts_broker::server::RunningBroker;
 use sts_sim::oidc::ActionsJob;
 use tokio::process::Command;
@@ -130,6 +130,12 @@ impl BrokerApi<'_> {
     /// A session in the dev workspace for `oidc_token`, which the broker must accept.
     pub(crate) async fn session(&self, oidc_token: &str) -> String {
         self.session_in(oidc_token, DEV_WORKSPACE).await
+    }
+
+    /// A session in the dev workspace for [`main_job`], with a token from `world`'s issuer.
+    pub(crate) async fn main_session(&self, world: &DevWorld) -> String {
+        let oidc_token = world.issuer.token_for(&main_job(), DEV_AUDIENCE);
+        self.session(&oidc_token).await
     }
 
     /// A session in `workspace` for `oidc_token`, which the broker must accept.

@@ -11,7 +11,7 @@
 //!
 //! Only `https` is served: a token sent over plain `http` is readable on the wire.
 
-use crate::model::{redacted, ClientToken};
+use crate::model::ClientToken;
 use crate::render::{fields_are_safe, token_value_is_safe, GIT_TOKEN_USER};
 use std::fmt::Write as _;
 use time::OffsetDateTime;
@@ -54,18 +54,11 @@ pub(crate) struct CredentialRequest {
     pub(crate) password: Option<String>,
 }
 
-// Hand-written so that the password git sends with `erase`/`store` never reaches a log line.
-impl std::fmt::Debug for CredentialRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CredentialRequest")
-            .field("protocol", &self.protocol)
-            .field("host", &self.host)
-            .field("path", &self.path)
-            .field("username", &self.username)
-            .field("password", &redacted(self.password.as_ref()))
-            .finish()
-    }
-}
+// The password git sends with `erase`/`store` must never reach a log line.
+debug_redacting!(CredentialRequest {
+    protocol, host, path, username;
+    redacted: password
+});
 
 /// Read `key=value` lines up to a blank line or the end. Values may hold `=`; a trailing `\r` is
 /// dropped as git's own reader does; unknown keys (`capability[]`, `wwwauth[]`, …) are ignored;

@@ -4,6 +4,23 @@
 //! Wire-compatible with Atmos CLI's `atmos/pro` provider + `github/sts` integration: the same
 //! broker calls, the same state rules and the same git rewrites, so the two can be swapped.
 
+/// `impl Debug` that shows the fields before `;` as they are and the `redacted` ones only as
+/// [`model::REDACTED`] where they are set (see [`model::Redact`]): for the types that hold a token
+/// or a password, which must never reach a log line through `{:?}`. Defined before the modules so
+/// that every one of them can use it.
+macro_rules! debug_redacting {
+    ($type:ident { $($shown:ident),* ; redacted: $($secret:ident),+ $(,)? }) => {
+        impl std::fmt::Debug for $type {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($type))
+                    $(.field(stringify!($shown), &self.$shown))*
+                    $(.field(stringify!($secret), &$crate::model::Redact::redacted(&self.$secret)))+
+                    .finish()
+            }
+        }
+    };
+}
+
 mod broker;
 mod credential;
 mod error;

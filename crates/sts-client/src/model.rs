@@ -43,25 +43,35 @@ pub(crate) struct ClientToken {
 /// What `{:?}` shows in place of a secret.
 pub(crate) const REDACTED: &str = "[redacted]";
 
-/// [`REDACTED`] for a secret that is there: `{:?}` tells whether it is set, never what it is.
-pub(crate) fn redacted<T>(secret: Option<&T>) -> Option<&'static str> {
-    secret.map(|_| REDACTED)
+/// What `{:?}` shows of a secret field: [`REDACTED`] in its place, so that it tells whether
+/// there is a secret, never what it is.
+pub(crate) trait Redact {
+    /// The stand-in `{:?}` shows.
+    type Shown: std::fmt::Debug;
+    /// The stand-in for `self`.
+    fn redacted(&self) -> Self::Shown;
 }
 
-// Hand-written so that a token can never reach a log line through `{:?}`.
-impl std::fmt::Debug for ClientToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientToken")
-            .field("id", &self.id)
-            .field("host", &self.host)
-            .field("owner", &self.owner)
-            .field("token", &REDACTED)
-            .field("expires_at", &self.expires_at)
-            .field("repositories", &self.repositories)
-            .field("permissions", &self.permissions)
-            .finish_non_exhaustive()
+/// A secret that is always there (possibly empty, which is not worth telling either).
+impl Redact for String {
+    type Shown = &'static str;
+    fn redacted(&self) -> &'static str {
+        REDACTED
     }
 }
+
+/// A secret that may be missing: `None`, or [`REDACTED`] for one that is set.
+impl<T> Redact for Option<T> {
+    type Shown = Option<&'static str>;
+    fn redacted(&self) -> Option<&'static str> {
+        self.as_ref().map(|_| REDACTED)
+    }
+}
+
+debug_redacting!(ClientToken {
+    id, host, owner, expires_at, repositories, permissions, installation_id;
+    redacted: token
+});
 
 impl ClientToken {
     /// Has what git needs (Atmos skips tokens lacking any of these).

@@ -77,13 +77,10 @@ pub(crate) struct SavedSession {
     pub(crate) expires_at: Option<OffsetDateTime>,
 }
 
-impl std::fmt::Debug for SavedSession {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SavedSession")
-            .field("expires_at", &self.expires_at)
-            .finish_non_exhaustive()
-    }
-}
+debug_redacting!(SavedSession {
+    expires_at;
+    redacted: token
+});
 
 impl SavedSession {
     /// Usable for another call now (Atmos: expired when `now > exp − 5 min`; no `exp` = never).

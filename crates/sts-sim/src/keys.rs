@@ -24,6 +24,15 @@ pub struct RsaKeyPair {
 
 debug_showing!(RsaKeyPair { kid });
 
+/// A PEM encoding of the private key, kept secret: encoding a valid key cannot fail, whichever
+/// format it is.
+fn private_pem<E: std::fmt::Debug>(
+    pem: Result<impl std::ops::Deref<Target = String>, E>,
+) -> SecretString {
+    #[expect(clippy::expect_used, reason = "encoding a valid key cannot fail")]
+    SecretString::from(pem.expect("private key pem").to_string())
+}
+
 impl RsaKeyPair {
     /// Generate a new 2048-bit key.
     pub fn generate() -> Self {
@@ -44,22 +53,12 @@ impl RsaKeyPair {
 
     /// PKCS#8 PEM of the private key.
     pub fn private_pkcs8_pem(&self) -> SecretString {
-        #[expect(clippy::expect_used, reason = "encoding a valid key cannot fail")]
-        let pem = self
-            .private
-            .to_pkcs8_pem(LineEnding::LF)
-            .expect("pkcs8 pem");
-        SecretString::from(pem.to_string())
+        private_pem(self.private.to_pkcs8_pem(LineEnding::LF))
     }
 
     /// PKCS#1 PEM of the private key (`BEGIN RSA PRIVATE KEY`, what GitHub hands out).
     pub fn private_pkcs1_pem(&self) -> SecretString {
-        #[expect(clippy::expect_used, reason = "encoding a valid key cannot fail")]
-        let pem = self
-            .private
-            .to_pkcs1_pem(LineEnding::LF)
-            .expect("pkcs1 pem");
-        SecretString::from(pem.to_string())
+        private_pem(self.private.to_pkcs1_pem(LineEnding::LF))
     }
 
     /// SPKI PEM of the public key.

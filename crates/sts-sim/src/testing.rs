@@ -51,12 +51,38 @@ pub fn app_jwt(key: &RsaKeyPair, app_id: &str) -> String {
     .expect("an RS256 JWT signed with our own RSA key")
 }
 
+/// The string `field` of each element of `array`, a JSON array whose elements all have it: the
+/// `kid`s of a JWKS, the `full_name`s of a repository list.
+pub fn strings_at<'a>(array: &'a serde_json::Value, field: &str) -> Vec<&'a str> {
+    array
+        .as_array()
+        .expect("a JSON array")
+        .iter()
+        .map(|element| element[field].as_str().expect("a string field"))
+        .collect()
+}
+
 /// An HTTP client that trusts `ca` (and the usual roots), for the simulators' TLS servers.
 pub fn client_trusting(ca: &TestCa) -> reqwest::Client {
     reqwest::Client::builder()
         .add_root_certificate(ca.root_certificate())
         .build()
         .expect("an HTTP client with one more root certificate")
+}
+
+/// `DELETE /installation/token` at the GitHub API `api_url` with `token`: a holder revoking its
+/// own installation token
+/// (<https://docs.github.com/en/rest/apps/installations#revoke-an-installation-access-token>).
+pub async fn revoke_installation_token(
+    http: &reqwest::Client,
+    api_url: &str,
+    token: &str,
+) -> reqwest::Response {
+    http.delete(format!("{api_url}/installation/token"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("the GitHub API answers")
 }
 
 /// Whether a server that accepts connections on `addr` refuses them within `within` once its

@@ -19,7 +19,7 @@ pub(crate) use format::{add_mask_lines, format_env, EnvFormat};
 pub(crate) use safety::{fields_are_safe, token_value_is_safe, GIT_TOKEN_USER};
 pub(crate) use token_env::TokenEnv;
 
-use crate::model::{redacted, ClientToken};
+use crate::model::{ClientToken, Redact as _};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -69,7 +69,7 @@ impl std::fmt::Debug for Rendered {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Rendered")
             .field("env_keys", &self.env.keys().collect::<Vec<_>>())
-            .field("git_config_file", &redacted(self.git_config_file.as_ref()))
+            .field("git_config_file", &self.git_config_file.redacted())
             .field("warnings", &self.warnings)
             .finish()
     }

@@ -120,8 +120,7 @@ async fn exec_passes_the_exit_code_through_and_revokes_on_exit() {
     assert_eq!(run.code, 7, "{}", run.stderr);
     let token = std::fs::read_to_string(&out).unwrap();
     assert!(token.starts_with("ghs_"), "{token}");
-    assert!(!w.world.github.token_is_live(&token), "revoked on exit");
-    assert!(w.states().is_empty(), "state removed after revoke");
+    w.assert_revoked_and_forgotten(&token, "on exit");
     assert_no_secret(&run, &[&token]);
 }
 
@@ -172,8 +171,7 @@ async fn logout_revokes_through_the_broker_and_is_idempotent() {
 
     let run = w.run(&["logout"], &[]).await;
     run.ok();
-    assert!(!w.world.github.token_is_live(&token));
-    assert!(w.states().is_empty());
+    w.assert_revoked_and_forgotten(&token, "logout");
     // The session is over too: the broker refuses it.
     let res = w
         .http
@@ -204,11 +202,7 @@ async fn logout_falls_back_to_github_when_the_broker_is_gone() {
         .env("STS_GITHUB_API_URL", &w.world.config.github.api_url);
     let run = output(command).await;
     run.ok();
-    assert!(
-        !w.world.github.token_is_live(&token),
-        "revoked at GitHub directly"
-    );
-    assert!(w.states().is_empty());
+    w.assert_revoked_and_forgotten(&token, "logout at GitHub directly");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -109,6 +109,14 @@ impl World {
         self.cached_tokens().remove(0)
     }
 
+    /// `token` is revoked at GitHub and no state is left behind, as `how` the run ended must leave
+    /// them.
+    pub(crate) fn assert_revoked_and_forgotten(&self, token: &str, how: &str) {
+        let live = self.world.github.token_is_live(token);
+        assert!(!live, "{how}: the token is still live at GitHub");
+        assert!(self.states().is_empty(), "{how}: a state file is left");
+    }
+
     /// Every state file under the root, parsed.
     pub(crate) fn states(&self) -> Vec<(PathBuf, Value)> {
         let Ok(entries) = std::fs::read_dir(self.state_root()) else {

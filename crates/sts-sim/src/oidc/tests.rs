@@ -2,7 +2,7 @@
 //! document and JWKS.
 
 use super::*;
-use crate::testing::stops_on_drop;
+use crate::testing::{stops_on_drop, strings_at};
 
 /// Custom claims GitHub sends, every one a JSON string
 /// (<https://docs.github.com/en/actions/reference/security/oidc#oidc-token-claims>).
@@ -126,12 +126,7 @@ async fn discovery_and_jwks_publish_the_current_and_previous_keys() {
     sim.rotate_key();
     let third = sim.current_kid();
     let jwks = get("/.well-known/jwks").await;
-    let kids: Vec<&str> = jwks["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["kid"].as_str().unwrap())
-        .collect();
+    let kids = strings_at(&jwks["keys"], "kid");
     assert_eq!(kids, [third.as_str(), second.as_str()]);
     assert!(!kids.contains(&first.as_str()));
     assert_eq!(sim.jwks_fetch_count(), 1);

@@ -211,7 +211,10 @@ async fn healthcheck_exits_0_when_live_and_ready_and_1_when_not_ready_or_not_run
 
     let (code, stdout, stderr) = healthcheck(&config).await;
     assert_eq!(code, 0, "{stdout}{stderr}");
-    assert!(stdout.contains("/healthz: 200") && stdout.contains("/readyz: 200"), "{stdout}");
+    assert!(
+        stdout.contains("/healthz: 200") && stdout.contains("/readyz: 200"),
+        "{stdout}"
+    );
 
     // Live but not ready: what /readyz answers while the database is unreachable.
     let not_ready = axum::Router::new()

@@ -314,7 +314,11 @@ fn the_database_url_is_read_from_url_file_without_its_trailing_newline() {
 #[test]
 fn url_and_url_file_together_or_an_empty_or_missing_file_are_named_errors() {
     let dir = valid_dir();
-    write(dir.path(), "db-url", "postgres://sts:from-file-pw@db:5432/sts");
+    write(
+        dir.path(),
+        "db-url",
+        "postgres://sts:from-file-pw@db:5432/sts",
+    );
     write(dir.path(), "empty-url", "\n");
     let both = with_url_file().replace(
         "url_file = \"db-url\"",

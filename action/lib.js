@@ -36,14 +36,20 @@ function input(name, { required = false, env = process.env } = {}) {
  * cannot inject a second variable.
  */
 function appendCommandFile(file, name, value) {
-  if (!file) {
-    throw new Error(`no runner command file for ${name}: not running in GitHub Actions?`);
-  }
+  requireFile(file, name);
   const delimiter = `ghadelimiter_${crypto.randomUUID()}`;
   if (name.includes(delimiter) || String(value).includes(delimiter)) {
     throw new Error(`unexpected delimiter in ${name}`);
   }
   fs.appendFileSync(file, `${name}<<${delimiter}\n${value}\n${delimiter}\n`, { encoding: "utf8" });
+}
+
+/** A runner command file's path, or an error: outside GitHub Actions there is none. */
+function requireFile(file, what) {
+  if (!file) {
+    throw new Error(`no runner command file for ${what}: not running in GitHub Actions?`);
+  }
+  return file;
 }
 
 /** Tell the runner to hide `secret` in every later log line (and this one's echo of it). */
@@ -145,7 +151,13 @@ async function download(url) {
  * leaves nothing behind.
  */
 async function installClient(base, dir, asset = assetFor()) {
-  const sums = (await download(`${base}/${CHECKSUMS}`)).toString("utf8");
+  let sums;
+  try {
+    sums = (await download(`${base}/${CHECKSUMS}`)).toString("utf8");
+  } catch (error) {
+    // Used at a branch rather than a release tag, there is no such release.
+    throw new Error(`${error.message} (is there a release there? set \`version\` or \`client-path\`)`);
+  }
   const expected = expectedSha256(sums, asset);
   const binary = await download(`${base}/${asset}`);
   const actual = crypto.createHash("sha256").update(binary).digest("hex");
@@ -191,6 +203,7 @@ module.exports = {
   input,
   installClient,
   mask,
+  requireFile,
   runClient,
   secretsIn,
 };

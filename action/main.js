@@ -31,7 +31,7 @@ async function main(env = process.env) {
   for (const [name, value] of Object.entries({ ...options, ...exported })) {
     lib.appendCommandFile(env.GITHUB_ENV, name, value);
   }
-  fs.appendFileSync(env.GITHUB_PATH, `${path.dirname(client)}\n`);
+  fs.appendFileSync(lib.requireFile(env.GITHUB_PATH, "PATH"), `${path.dirname(client)}\n`);
   console.log(`exported ${Object.keys(exported).length} variables for the next steps`);
 }
 

@@ -233,6 +233,16 @@ test("a download whose checksum does not match is refused and never run", async 
   assert.equal(fs.readFileSync(files.GITHUB_ENV, "utf8"), "");
 });
 
+test("a release that is not there says what to set", async () => {
+  const { env } = runner();
+  await withServer({}, async (base) => {
+    env["INPUT_DOWNLOAD-URL"] = base;
+    const result = await run("main.js", env);
+    assert.equal(result.code, 1);
+    assert.match(result.stdout, /^::error::.*SHA256SUMS: HTTP 404 \(is there a release there\? set `version` or `client-path`\)/m);
+  });
+});
+
 test("the release location defaults to this action's repository at its ref", () => {
   const env = {
     GITHUB_ACTION_REPOSITORY: "acme/sts-broker",

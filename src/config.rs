@@ -4,6 +4,7 @@
 //! Environment variables read (all optional; each overrides the file's key of the same path):
 //! `STS_BROKER__SERVER__LISTEN`, `STS_BROKER__SERVER__PUBLIC_URL`,
 //! `STS_BROKER__SERVER__REQUEST_TIMEOUT_SECONDS`, `STS_BROKER__DATABASE__URL`,
+//! `STS_BROKER__DATABASE__URL_FILE`,
 //! `STS_BROKER__DATABASE__MAX_CONNECTIONS`, `STS_BROKER__GITHUB__API_URL`,
 //! `STS_BROKER__GITHUB__HOST`, `STS_BROKER__GITHUB__APP_ID`, `STS_BROKER__GITHUB__PRIVATE_KEY_FILE`,
 //! `STS_BROKER__GITHUB__PRIVATE_KEY`, `STS_BROKER__SESSION__TTL_SECONDS`,
@@ -101,9 +102,13 @@ pub struct ServerConfig {
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
-    /// `sqlite://path` or `postgres://user:pass@host/db`. Secret: may hold a password.
+    /// `sqlite://path` or `postgres://user:pass@host/db`. Secret: may hold a password. When
+    /// `url_file` is set, [`Config::load`] puts the file's URL here.
     #[serde(default = "default_database_url")]
     pub url: SecretString,
+    /// A file holding the URL (a Kubernetes or Docker secret), instead of `url`.
+    #[serde(default)]
+    pub url_file: Option<PathBuf>,
     /// Pool size.
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
@@ -113,6 +118,7 @@ impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
             url: default_database_url(),
+            url_file: None,
             max_connections: default_max_connections(),
         }
     }
@@ -122,6 +128,7 @@ impl std::fmt::Debug for DatabaseConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DatabaseConfig")
             .field("url", &redact_url(self.url.expose_secret()))
+            .field("url_file", &self.url_file)
             .field("max_connections", &self.max_connections)
             .finish()
     }
@@ -385,6 +392,10 @@ impl Config {
             .and_then(Path::parent)
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
+        let url_set = figment.find_value("database.url").is_ok();
+        config.database.url = config.database_url(url_set).map_err(|e| {
+            anyhow::anyhow!("invalid configuration:\n  - database.url_file / database.url: {e:#}")
+        })?;
         config.validate().map_err(|errors| {
             anyhow::anyhow!("invalid configuration:\n  - {}", errors.join("\n  - "))
         })?;
@@ -500,6 +511,23 @@ impl Config {
             }
             (None, None) => anyhow::bail!("missing: set the file or the inline value"),
         }
+    }
+
+    /// The database URL: from `url_file` when set (`url_set`: whether the file or environment
+    /// also set `url`, which is then ambiguous), else `url` or its default. Errors never hold the
+    /// file's content, which may carry a password.
+    fn database_url(&self, url_set: bool) -> anyhow::Result<SecretString> {
+        let Some(file) = &self.database.url_file else {
+            return Ok(self.database.url.clone());
+        };
+        anyhow::ensure!(!url_set, "set the file or the inline value, not both");
+        let url = self.read_secret(None, Some(file))?;
+        anyhow::ensure!(
+            !url.expose_secret().is_empty(),
+            "{} is empty",
+            self.resolve(file).display()
+        );
+        Ok(url)
     }
 
     /// The App private key PEM; checked to be an RSA PEM.

@@ -30,6 +30,7 @@ pub mod demo;
 pub mod dev;
 pub mod flow;
 pub mod github;
+pub mod healthcheck;
 pub mod http;
 pub mod ids;
 pub mod limits;

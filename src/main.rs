@@ -49,6 +49,13 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Probe a running broker's /healthz and /readyz on its configured listen address; exit 0 when
+    /// both answer 2xx, else 1 (for container HEALTHCHECKs: the image has no curl).
+    Healthcheck {
+        /// Configuration file (TOML) of the broker to probe.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Work with the audit log.
     Audit {
         #[command(subcommand)]
@@ -155,9 +162,30 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Healthcheck { config } => Ok(healthcheck(&config).await),
         Command::Audit {
             command: AuditCommand::Verify { config, workspace },
         } => Ok(audit_verify(&config, workspace.as_deref()).await),
+    }
+}
+
+/// `healthcheck`: one line on stdout when healthy; the reason on stderr and exit 1 otherwise,
+/// including an unreadable configuration (Docker reads only 0 and 1).
+async fn healthcheck(config: &Path) -> ExitCode {
+    use sts_broker::healthcheck::{probe, probe_base_url};
+    let probed = async {
+        let config = Config::load(Some(config))?;
+        probe(&probe_base_url(&config.server.listen)?).await
+    };
+    match probed.await {
+        Ok(report) => {
+            println!("healthy: {}", report.join(", "));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("unhealthy: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

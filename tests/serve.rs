@@ -1,6 +1,7 @@
 //! `sts-broker serve --config FILE` as a real process: it starts, logs its bound address, serves
 //! an exchange and a mint, logs one JSON object per line with the request id and no secret, and
-//! exits 0 on SIGTERM.
+//! exits 0 on SIGTERM. And `sts-broker healthcheck`, the container probe, run as a process
+//! against a broker that is healthy, one that is live but not ready, and none.
 
 #![expect(
     clippy::unwrap_used,
@@ -18,7 +19,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use sts_broker::dev::{DevWorld, DEV_AUDIENCE, DEV_WORKSPACE};
-use support::{main_job, BrokerApi, STARTUP_CAP};
+use support::{main_job, start_dev_broker, BrokerApi, STARTUP_CAP};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 /// Generous for a busy machine, like [`STARTUP_CAP`]: it bounds a hang, it does not measure speed.
@@ -180,4 +181,70 @@ async fn serve_runs_as_a_process_logs_json_without_secrets_and_stops_on_sigterm(
         let signature = jwt.rsplit('.').next().unwrap();
         assert!(!all.contains(signature), "a JWT signature is in the logs");
     }
+}
+
+/// `sts-broker healthcheck --config CONFIG`: its exit code, stdout and stderr.
+async fn healthcheck(config: &std::path::Path) -> (i32, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sts-broker"))
+        .arg("healthcheck")
+        .arg("--config")
+        .arg(config)
+        .env_remove("STS_BROKER__SERVER__LISTEN")
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_exits_0_when_live_and_ready_and_1_when_not_ready_or_not_running() {
+    let (world, broker) = start_dev_broker(|_| {}).await;
+    // The dev world's broker.toml names the address the broker is listening on.
+    let config = world.dir.path().join("broker.toml");
+    let body = std::fs::read_to_string(&config).unwrap();
+    let listen = format!("listen = \"{}\"", broker.addr);
+    assert!(body.contains(&listen), "{body}");
+
+    let (code, stdout, stderr) = healthcheck(&config).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("/healthz: 200") && stdout.contains("/readyz: 200"),
+        "{stdout}"
+    );
+
+    // Live but not ready: what /readyz answers while the database is unreachable.
+    let not_ready = axum::Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            axum::routing::get(|| async {
+                (
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    r#"{"status":"database unreachable"}"#,
+                )
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let not_ready_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, not_ready).await });
+    let not_ready_config = world.dir.path().join("not-ready.toml");
+    std::fs::write(
+        &not_ready_config,
+        body.replace(&listen, &format!("listen = \"{not_ready_addr}\"")),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = healthcheck(&not_ready_config).await;
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stderr.contains("/readyz: 503"), "{stderr}");
+    assert!(stderr.contains("database unreachable"), "{stderr}");
+
+    // Nothing listening any more.
+    broker.stop().await.unwrap();
+    let (code, stdout, stderr) = healthcheck(&config).await;
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stderr.contains("cannot connect"), "{stderr}");
 }

@@ -268,3 +268,68 @@ fn retention_defaults_to_30_and_90_days_and_refuses_values_out_of_range() {
     let err = format!("{:#}", Config::load(Some(&path)).unwrap_err());
     assert!(err.contains("session_days"), "{err}");
 }
+
+/// `VALID` with `[database]` reading its URL from the file `db-url` instead.
+fn with_url_file() -> String {
+    VALID.replace(
+        "url = \"postgres://sts:hunter2@db:5432/sts\"",
+        "url_file = \"db-url\"",
+    )
+}
+
+#[test]
+fn the_database_url_is_read_from_url_file_without_its_trailing_newline() {
+    let dir = valid_dir();
+    write(
+        dir.path(),
+        "db-url",
+        "postgres://sts:from-file-pw@db:5432/sts\n",
+    );
+    let path = write(dir.path(), "broker.toml", &with_url_file());
+    let config = Config::load(Some(&path)).unwrap();
+    assert_eq!(
+        config.database.url.expose_secret(),
+        "postgres://sts:from-file-pw@db:5432/sts"
+    );
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("from-file-pw"), "{debug}");
+    assert!(debug.contains("db-url"), "{debug}");
+}
+
+#[test]
+fn url_and_url_file_together_or_an_empty_or_missing_file_are_named_errors() {
+    let dir = valid_dir();
+    write(
+        dir.path(),
+        "db-url",
+        "postgres://sts:from-file-pw@db:5432/sts",
+    );
+    write(dir.path(), "empty-url", "\n");
+    let both = with_url_file().replace(
+        "url_file = \"db-url\"",
+        "url_file = \"db-url\"\nurl = \"postgres://sts:inline-pw@db/sts\"",
+    );
+    let empty = with_url_file().replace("\"db-url\"", "\"empty-url\"");
+    let missing = with_url_file().replace("\"db-url\"", "\"no-such-file\"");
+    for (body, expected) in [
+        (both, "not both"),
+        (empty, "empty-url is empty"),
+        (missing, "cannot read"),
+    ] {
+        let path = write(dir.path(), "broker.toml", &body);
+        let err = format!("{:#}", Config::load(Some(&path)).unwrap_err());
+        assert!(err.contains("database.url_file"), "{err}");
+        assert!(err.contains(expected), "{err}");
+        assert!(!err.contains("pw"), "a database password in {err}");
+    }
+}
+
+#[test]
+fn a_bad_url_from_url_file_is_refused_without_showing_it() {
+    let dir = valid_dir();
+    write(dir.path(), "db-url", "mysql://sts:from-file-pw@db/sts\n");
+    let path = write(dir.path(), "broker.toml", &with_url_file());
+    let err = format!("{:#}", Config::load(Some(&path)).unwrap_err());
+    assert!(err.contains("database.url: must start with"), "{err}");
+    assert!(!err.contains("from-file-pw"), "{err}");
+}

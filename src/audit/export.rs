@@ -136,10 +136,10 @@ impl Exporter {
     }
 
     async fn run(self) {
-        tracing::info!(
-            audit.webhook = %crate::config::redact_url(self.settings.url.as_str()),
-            "exporting audit events"
-        );
+        // Origin and path only: receivers may take a credential in the query.
+        let url = &self.settings.url;
+        let shown = format!("{}{}", url.origin().ascii_serialization(), url.path());
+        tracing::info!(audit.webhook = %shown, "exporting audit events to {shown}");
         loop {
             let claimed = self.claim().await;
             if claimed.is_empty() {

@@ -149,11 +149,11 @@ async fn every_event_reaches_a_receiver_that_was_down_then_failed_once_in_order_
     }
     assert!(stored[DEV_WORKSPACE].len() >= 7, "{stored:?}");
 
-    let seen = seen.lock().unwrap();
-    let refused = seen.requests.iter().filter(|r| r.0 == 500).count();
+    let requests = std::mem::take(&mut seen.lock().unwrap().requests);
+    let refused = requests.iter().filter(|r| r.0 == 500).count();
     assert_eq!(refused, 1);
     let mut delivered: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-    for (status, headers, body) in &seen.requests {
+    for (status, headers, body) in &requests {
         assert_eq!(
             headers["x-sts-signature"].to_str().unwrap(),
             format!("sha256={}", hmac_hex(body)),

@@ -9,11 +9,11 @@
 //! replicas never hold the same chain at once; a replica that dies mid-delivery leaves a lease
 //! that expires, and another replica sends that event again (delivery is at least once).
 
-use super::codec::{to_ms, write_err};
+use super::codec::{from_ms_opt, to_ms};
 use super::rows::AuditRow;
-use super::{postgres::PgStore, sqlite::SqliteStore, ChainedEvent, StoreError, StoreResult};
+use super::{postgres::PgStore, sqlite::SqliteStore, ChainedEvent, StoreResult};
 use async_trait::async_trait;
-use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
+use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Postgres, Sqlite, Type};
 use time::OffsetDateTime;
 
 /// Longest error text kept in `last_error`: enough for a status line, never a whole body.
@@ -132,159 +132,130 @@ fn claim_sql(lock: &str) -> String {
     )
 }
 
-/// The outbox statements, once for both backends: `pool` is where writes go, `lock` the claim's
-/// row-lock clause.
-async fn claim<DB>(pool: &Pool<DB>, lock: &str, claim: Claim<'_>) -> StoreResult<Vec<OutboxEntry>>
+/// The outbox statements, written once for both sqlx databases: the trait's `where` clause says
+/// what a backend must encode and decode for them (as `sql::SharedSql` does for the rest).
+trait OutboxSql: Database
 where
-    DB: Database,
-    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    for<'r> OutboxRow: FromRow<'r, DB::Row>,
+    for<'c> &'c Pool<Self>: Executor<'c, Database = Self>,
+    for<'q> Self::Arguments<'q>: IntoArguments<'q, Self>,
+    for<'q> i64: Encode<'q, Self> + Type<Self>,
+    for<'q> &'q str: Encode<'q, Self> + Type<Self>,
+    for<'r> OutboxRow: FromRow<'r, Self::Row>,
+    for<'r> BacklogRow: FromRow<'r, Self::Row>,
 {
-    sqlx::query(&claim_sql(lock))
-        .bind(claim.owner)
-        .bind(to_ms(claim.lease_until))
-        .bind(to_ms(claim.now))
-        .bind(i64::from(claim.limit))
-        .execute(pool)
-        .await?;
-    let rows: Vec<OutboxRow> = sqlx::query_as(
-        r#"select o.attempts, e.seq, e.body, e.chain_seq, e.prev_hash, e.hash
-           from audit_outbox o join audit_events e on e.seq = o.seq
-           where o.lease_owner = $1
-           order by o.seq"#,
-    )
-    .bind(claim.owner)
-    .fetch_all(pool)
-    .await?;
-    rows.into_iter()
-        .map(|row| {
-            Ok(OutboxEntry {
-                seq: row.audit.seq,
-                attempts: u32::try_from(row.attempts).unwrap_or(u32::MAX),
-                chained: row.audit.into_event()?,
-            })
-        })
-        .collect()
-}
+    /// What PostgreSQL adds to the claim to lock its candidates (SQLite's single writer makes
+    /// the statement atomic on its own).
+    const CLAIM_LOCK: &'static str;
 
-async fn ack<DB>(pool: &Pool<DB>, seq: i64, owner: &str) -> StoreResult<bool>
-where
-    DB: Database,
-    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    DB::QueryResult: RowsAffected,
-{
-    let done = sqlx::query(r#"delete from audit_outbox where seq = $1 and lease_owner = $2"#)
+    /// Rows a statement changed (sqlx has no trait for it).
+    fn rows(done: &Self::QueryResult) -> u64;
+
+    async fn claim(pool: &Pool<Self>, claim: Claim<'_>) -> StoreResult<Vec<OutboxEntry>> {
+        sqlx::query(&claim_sql(Self::CLAIM_LOCK))
+            .bind(claim.owner)
+            .bind(to_ms(claim.lease_until))
+            .bind(to_ms(claim.now))
+            .bind(i64::from(claim.limit))
+            .execute(pool)
+            .await?;
+        let rows: Vec<OutboxRow> = sqlx::query_as(
+            r#"select o.attempts, e.seq, e.body, e.chain_seq, e.prev_hash, e.hash
+               from audit_outbox o join audit_events e on e.seq = o.seq
+               where o.lease_owner = $1
+               order by o.seq"#,
+        )
+        .bind(claim.owner)
+        .fetch_all(pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(OutboxEntry {
+                    seq: row.audit.seq,
+                    attempts: u32::try_from(row.attempts).unwrap_or(u32::MAX),
+                    chained: row.audit.into_event()?,
+                })
+            })
+            .collect()
+    }
+
+    async fn ack(pool: &Pool<Self>, seq: i64, owner: &str) -> StoreResult<bool> {
+        let done = sqlx::query(r#"delete from audit_outbox where seq = $1 and lease_owner = $2"#)
+            .bind(seq)
+            .bind(owner)
+            .execute(pool)
+            .await?;
+        Ok(Self::rows(&done) == 1)
+    }
+
+    async fn retry(
+        pool: &Pool<Self>,
+        seq: i64,
+        owner: &str,
+        next_attempt: OffsetDateTime,
+        error: &str,
+    ) -> StoreResult<bool> {
+        let error: String = error.chars().take(MAX_ERROR_LEN).collect();
+        let done = sqlx::query(
+            r#"update audit_outbox
+               set attempts = attempts + 1, next_attempt_at = $1, last_error = $2,
+                   lease_owner = null, lease_until = null
+               where seq = $3 and lease_owner = $4"#,
+        )
+        .bind(to_ms(next_attempt))
+        .bind(error.as_str())
         .bind(seq)
         .bind(owner)
         .execute(pool)
         .await?;
-    Ok(done.rows() == 1)
-}
+        Ok(Self::rows(&done) == 1)
+    }
 
-async fn retry<DB>(
-    pool: &Pool<DB>,
-    seq: i64,
-    owner: &str,
-    next_attempt: OffsetDateTime,
-    error: &str,
-) -> StoreResult<bool>
-where
-    DB: Database,
-    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    DB::QueryResult: RowsAffected,
-{
-    let error: String = error.chars().take(MAX_ERROR_LEN).collect();
-    let done = sqlx::query(
-        r#"update audit_outbox
-           set attempts = attempts + 1, next_attempt_at = $1, last_error = $2,
-               lease_owner = null, lease_until = null
-           where seq = $3 and lease_owner = $4"#,
-    )
-    .bind(to_ms(next_attempt))
-    .bind(error.as_str())
-    .bind(seq)
-    .bind(owner)
-    .execute(pool)
-    .await
-    .map_err(|e| {
-        write_err(
-            e,
-            || StoreError::Conflict("outbox row".into()),
-            "outbox row",
+    async fn backlog(pool: &Pool<Self>) -> StoreResult<OutboxBacklog> {
+        let row: BacklogRow = sqlx::query_as(
+            r#"select count(*) as pending, min(created_at) as oldest from audit_outbox"#,
         )
-    })?;
-    Ok(done.rows() == 1)
-}
-
-async fn backlog<DB>(pool: &Pool<DB>) -> StoreResult<OutboxBacklog>
-where
-    DB: Database,
-    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'r> BacklogRow: FromRow<'r, DB::Row>,
-{
-    let row: BacklogRow = sqlx::query_as(
-        r#"select count(*) as pending, min(created_at) as oldest from audit_outbox"#,
-    )
-    .fetch_one(pool)
-    .await?;
-    Ok(OutboxBacklog {
-        pending: u64::try_from(row.pending).unwrap_or_default(),
-        oldest: super::codec::from_ms_opt(row.oldest, "audit_outbox.created_at")?,
-    })
-}
-
-async fn drop_before<DB>(pool: &Pool<DB>, before: OffsetDateTime) -> StoreResult<u64>
-where
-    DB: Database,
-    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-    DB::QueryResult: RowsAffected,
-{
-    let done = sqlx::query(r#"delete from audit_outbox where created_at < $1"#)
-        .bind(to_ms(before))
-        .execute(pool)
+        .fetch_one(pool)
         .await?;
-    Ok(done.rows())
-}
+        Ok(OutboxBacklog {
+            pending: u64::try_from(row.pending).unwrap_or_default(),
+            oldest: from_ms_opt(row.oldest, "audit_outbox.created_at")?,
+        })
+    }
 
-/// Rows a statement changed (sqlx has no trait for it).
-trait RowsAffected {
-    fn rows(&self) -> u64;
-}
-
-impl RowsAffected for sqlx::sqlite::SqliteQueryResult {
-    fn rows(&self) -> u64 {
-        self.rows_affected()
+    async fn drop_before(pool: &Pool<Self>, before: OffsetDateTime) -> StoreResult<u64> {
+        let done = sqlx::query(r#"delete from audit_outbox where created_at < $1"#)
+            .bind(to_ms(before))
+            .execute(pool)
+            .await?;
+        Ok(Self::rows(&done))
     }
 }
 
-impl RowsAffected for sqlx::postgres::PgQueryResult {
-    fn rows(&self) -> u64 {
-        self.rows_affected()
+impl OutboxSql for Sqlite {
+    const CLAIM_LOCK: &'static str = "";
+    fn rows(done: &sqlx::sqlite::SqliteQueryResult) -> u64 {
+        done.rows_affected()
     }
 }
 
-/// Implements [`AuditOutbox`] for a store from its write pool and its claim lock clause.
+impl OutboxSql for Postgres {
+    // Lock the candidate heads, skipping those another replica is claiming right now.
+    const CLAIM_LOCK: &'static str = "for update skip locked";
+    fn rows(done: &sqlx::postgres::PgQueryResult) -> u64 {
+        done.rows_affected()
+    }
+}
+
+/// Implements [`AuditOutbox`] for a store from its database and its write pool.
 macro_rules! outbox_impl {
-    ($store:ty, $pool:ident, $lock:expr) => {
+    ($store:ty, $db:ty, $pool:ident) => {
         #[async_trait]
         impl AuditOutbox for $store {
             async fn claim_outbox(&self, c: Claim<'_>) -> StoreResult<Vec<OutboxEntry>> {
-                claim(&self.$pool, $lock, c).await
+                <$db>::claim(&self.$pool, c).await
             }
             async fn ack_outbox(&self, seq: i64, owner: &str) -> StoreResult<bool> {
-                ack(&self.$pool, seq, owner).await
+                <$db>::ack(&self.$pool, seq, owner).await
             }
             async fn retry_outbox(
                 &self,
@@ -293,19 +264,18 @@ macro_rules! outbox_impl {
                 next_attempt: OffsetDateTime,
                 error: &str,
             ) -> StoreResult<bool> {
-                retry(&self.$pool, seq, owner, next_attempt, error).await
+                <$db>::retry(&self.$pool, seq, owner, next_attempt, error).await
             }
             async fn outbox_backlog(&self) -> StoreResult<OutboxBacklog> {
-                backlog(&self.$pool).await
+                <$db>::backlog(&self.$pool).await
             }
             async fn drop_outbox_before(&self, before: OffsetDateTime) -> StoreResult<u64> {
-                drop_before(&self.$pool, before).await
+                <$db>::drop_before(&self.$pool, before).await
             }
         }
     };
 }
 
 // SQLite: the writer connection, whose single writer makes each statement atomic.
-outbox_impl!(SqliteStore, writer, "");
-// PostgreSQL: lock the candidate heads, skipping those another replica is claiming right now.
-outbox_impl!(PgStore, pool, "for update skip locked");
+outbox_impl!(SqliteStore, Sqlite, writer);
+outbox_impl!(PgStore, Postgres, pool);

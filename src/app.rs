@@ -1,6 +1,8 @@
 //! `App`: every dependency of the broker, built in one place. No globals. The flows run on it;
 //! it knows nothing of HTTP.
 
+use crate::admin_token::AdminToken;
+use crate::audit::export::ExportSettings;
 use crate::config::Config;
 use crate::crypto::Sealer;
 use crate::github::{GitHubApp, GitHubClient, GitHubClientConfig};
@@ -11,7 +13,7 @@ use crate::policy::CompiledPolicy;
 use crate::session::SessionKeys;
 use crate::store::{Store, StoredPolicy};
 use anyhow::Context as _;
-use secrecy::{ExposeSecret as _, SecretString};
+use secrecy::ExposeSecret as _;
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -37,8 +39,8 @@ pub struct App {
     pub sessions: SessionKeys,
     /// Seals minted tokens for later revoke.
     pub sealer: Sealer,
-    /// Operator bearer token.
-    pub admin_token: SecretString,
+    /// Operator bearer token (re-read when its file changes).
+    pub admin_token: AdminToken,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
     /// How many refusal lines reach the log: refusals are the caller's to make, so their log
@@ -47,6 +49,8 @@ pub struct App {
     /// How many failure (5xx) lines reach the log: a caller can repeat a failure while it lasts
     /// (see [`crate::limits::FAILURE_LOG_LINES`]).
     pub failure_log: LogBudget,
+    /// Audit export to the `[audit]` webhook; `None` when none is configured.
+    pub audit_export: Option<ExportSettings>,
     /// Per-session and per-workspace mint quotas (`[limits]`), per replica.
     pub mint_quota: MintQuota,
     /// Compiled policies by [`policy_cache_key`]: compile once, evaluate per request.
@@ -98,26 +102,39 @@ impl App {
             .collect::<Result<Vec<_>, url::ParseError>>()
             .context("oidc.issuers")?;
         let oidc = OidcVerifier::new(issuers).map_err(|e| anyhow::anyhow!("oidc.issuers: {e}"))?;
-        let sealer = Sealer::new(&secrets.token_key);
+        let sealer = Sealer::rotated(&secrets.token_key, &secrets.previous_token_keys);
         let candidate = SessionKeys::generate_record(&sealer);
-        let record = store
+        let mut record = store
             .load_or_store_signing_key(&candidate)
             .await
             .context("session signing key")?;
+        // After a sealing-key rotation: seal the signing key under the new key, so the old one
+        // can be dropped once the tokens it sealed have expired.
+        if let Some(resealed) = SessionKeys::resealed(&record, &sealer) {
+            store
+                .reseal_signing_key(&resealed)
+                .await
+                .context("re-sealing the session signing key")?;
+            tracing::info!("session signing key re-sealed under the current token-sealing key");
+            record = resealed;
+        }
         let sessions = SessionKeys::from_record(
             &record,
             &sealer,
             config.server.public_url.trim_end_matches('/'),
         )?;
         let mint_quota = MintQuota::new(&config.limits, Arc::clone(&metrics));
+        let audit_export = ExportSettings::from_config(&config)?;
+        let admin_token = AdminToken::new(&secrets.admin_token, config.admin_token_file());
         Ok(Self {
+            audit_export,
             config,
             store,
             oidc,
             github,
             sessions,
             sealer,
-            admin_token: secrets.admin_token,
+            admin_token,
             metrics,
             refusal_log: LogBudget::refusals(),
             failure_log: LogBudget::failures(),

@@ -4,7 +4,9 @@
 //! Each workspace's stored events form a hash chain ([`chain`]), which [`verify`] re-checks.
 
 pub mod chain;
+pub mod export;
 pub mod verify;
+pub mod view;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -14,7 +14,9 @@
 //! `STS_BROKER__LIMITS__SESSION_MINTS_PER_MINUTE`, `STS_BROKER__LIMITS__WORKSPACE_MINTS_PER_MINUTE`,
 //! `STS_BROKER__LIMITS__MAX_CONNECTIONS`, `STS_BROKER__LIMITS__HEADER_READ_TIMEOUT_SECONDS`,
 //! `STS_BROKER__LIMITS__SHUTDOWN_GRACE_SECONDS`,
-//! `STS_BROKER__RETENTION__SESSIONS_DAYS`, `STS_BROKER__RETENTION__TOKENS_DAYS`.
+//! `STS_BROKER__RETENTION__SESSIONS_DAYS`, `STS_BROKER__RETENTION__TOKENS_DAYS`,
+//! `STS_BROKER__AUDIT__WEBHOOK_URL`, `STS_BROKER__AUDIT__WEBHOOK_SECRET_FILE`,
+//! `STS_BROKER__AUDIT__WEBHOOK_SECRET`, `STS_BROKER__AUDIT__WEBHOOK_MAX_BACKOFF_SECONDS`.
 //! `[[oidc.issuers]]` is a list and is set in the file only.
 //!
 //! Relative `*_file` paths are resolved against the directory of the config file.
@@ -79,6 +81,9 @@ pub struct Config {
     /// `[retention]`.
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// `[audit]`.
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// Directory relative `*_file` paths are resolved against.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -238,6 +243,50 @@ pub struct TokensConfig {
     /// The key inline (base64).
     #[serde(default)]
     pub encryption_key: Option<SecretString>,
+    /// Files of keys replaced by a rotation: they still open the tokens (and the session signing
+    /// key) they sealed; nothing new is sealed with them. Drop one once everything it sealed has
+    /// expired (a token lives at most an hour).
+    #[serde(default)]
+    pub previous_encryption_key_files: Vec<PathBuf>,
+}
+
+/// `[audit]`: export of every audit event to a SIEM webhook (contract §11).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Where each event is POSTed as a CloudEvent; no export when unset.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// File holding the HMAC-SHA256 key of the `X-STS-Signature` header.
+    #[serde(default)]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// The key inline (prefer the file or the env var).
+    #[serde(default)]
+    pub webhook_secret: Option<SecretString>,
+    /// Longest wait between two attempts to deliver a refused event (the wait doubles per
+    /// failure up to this).
+    #[serde(default = "default_webhook_max_backoff")]
+    pub webhook_max_backoff_seconds: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            webhook_url: None,
+            webhook_secret_file: None,
+            webhook_secret: None,
+            webhook_max_backoff_seconds: default_webhook_max_backoff(),
+        }
+    }
+}
+
+/// Shortest webhook signing key: a shorter HMAC key is guessable offline from one signed body.
+pub const MIN_WEBHOOK_SECRET_LEN: usize = 32;
+
+fn default_webhook_max_backoff() -> u64 {
+    // Five minutes: a receiver back from an outage is found again soon, without the broker
+    // knocking every second while it is down.
+    300
 }
 
 /// `[telemetry]`.
@@ -367,6 +416,8 @@ pub struct Secrets {
     pub admin_token: SecretString,
     /// The 32-byte AEAD key.
     pub token_key: SecretBox<[u8; 32]>,
+    /// Keys it replaced, which still open (see `tokens.previous_encryption_key_files`).
+    pub previous_token_keys: Vec<SecretBox<[u8; 32]>>,
 }
 
 debug_showing!(Secrets {});
@@ -478,8 +529,14 @@ impl Config {
                 "tokens.encryption_key_file / tokens.encryption_key: {e:#}"
             ));
         }
+        for (i, file) in self.tokens.previous_encryption_key_files.iter().enumerate() {
+            if let Err(e) = self.previous_token_key(file) {
+                errors.push(format!("tokens.previous_encryption_key_files[{i}]: {e:#}"));
+            }
+        }
         self.limits.validate(&mut errors);
         errors.extend(self.retention.validate());
+        self.validate_audit(&mut errors);
         if errors.is_empty() {
             Ok(())
         } else {
@@ -551,19 +608,62 @@ impl Config {
         Ok(token)
     }
 
+    /// The file the operator token is read from (resolved), if it comes from one: the broker
+    /// re-reads it when it changes.
+    pub fn admin_token_file(&self) -> Option<PathBuf> {
+        self.admin.token_file.as_deref().map(|f| self.resolve(f))
+    }
+
     /// The token-sealing key.
     pub fn token_key(&self) -> anyhow::Result<SecretBox<[u8; 32]>> {
         let b64 = self.read_secret(
             self.tokens.encryption_key.as_ref(),
             self.tokens.encryption_key_file.as_ref(),
         )?;
-        let bytes = STANDARD
-            .decode(b64.expose_secret().trim())
-            .map_err(|_| anyhow::anyhow!("not valid base64"))?;
-        let key: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| anyhow::anyhow!("must decode to exactly 32 bytes"))?;
-        Ok(SecretBox::new(Box::new(key)))
+        decode_token_key(&b64)
+    }
+
+    /// A previous token-sealing key, from its file.
+    fn previous_token_key(&self, file: &PathBuf) -> anyhow::Result<SecretBox<[u8; 32]>> {
+        decode_token_key(&self.read_secret(None, Some(file))?)
+    }
+
+    /// `[audit]`: a webhook URL that can carry the audit log (https; http only to loopback),
+    /// with its signing key; or nothing of it.
+    fn validate_audit(&self, errors: &mut Vec<String>) {
+        let audit = &self.audit;
+        if !(1..=MAX_LIMIT_SECONDS).contains(&audit.webhook_max_backoff_seconds) {
+            errors.push(format!(
+                "audit.webhook_max_backoff_seconds: must be between 1 and {MAX_LIMIT_SECONDS}"
+            ));
+        }
+        let Some(url) = &audit.webhook_url else {
+            if audit.webhook_secret.is_some() || audit.webhook_secret_file.is_some() {
+                errors.push("audit.webhook_secret_file: set without audit.webhook_url".to_owned());
+            }
+            return;
+        };
+        if let Err(e) = check_raw_fetch_url(url, true) {
+            errors.push(format!("audit.webhook_url: {e}"));
+        }
+        if let Err(e) = self.webhook_secret() {
+            errors.push(format!(
+                "audit.webhook_secret_file / audit.webhook_secret: {e:#}"
+            ));
+        }
+    }
+
+    /// The webhook's HMAC key.
+    pub fn webhook_secret(&self) -> anyhow::Result<SecretString> {
+        let secret = self.read_secret(
+            self.audit.webhook_secret.as_ref(),
+            self.audit.webhook_secret_file.as_ref(),
+        )?;
+        anyhow::ensure!(
+            secret.expose_secret().len() >= MIN_WEBHOOK_SECRET_LEN,
+            "must be at least {MIN_WEBHOOK_SECRET_LEN} characters"
+        );
+        Ok(secret)
     }
 
     /// All secrets at once.
@@ -572,8 +672,22 @@ impl Config {
             app_private_key: self.app_private_key()?,
             admin_token: self.admin_token()?,
             token_key: self.token_key()?,
+            previous_token_keys: (self.tokens.previous_encryption_key_files.iter())
+                .map(|file| self.previous_token_key(file))
+                .collect::<anyhow::Result<_>>()?,
         })
     }
+}
+
+/// A token-sealing key: base64 of exactly 32 bytes.
+fn decode_token_key(b64: &SecretString) -> anyhow::Result<SecretBox<[u8; 32]>> {
+    let bytes = STANDARD
+        .decode(b64.expose_secret().trim())
+        .map_err(|_| anyhow::anyhow!("not valid base64"))?;
+    let key: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("must decode to exactly 32 bytes"))?;
+    Ok(SecretBox::new(Box::new(key)))
 }
 
 impl LimitsConfig {

@@ -2,6 +2,9 @@
 //!
 //! GitHub has no revoke-by-id: revoking a token needs the token. So the broker keeps each minted
 //! token sealed with AES-256-GCM under the configured key, bound to its token id, until it expires.
+//!
+//! Key rotation: the current key seals; previous keys (`[tokens] previous_encryption_key_files`)
+//! still open what they sealed, until it has expired and the operator drops them.
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -22,14 +25,16 @@ pub enum SealError {
     /// Not produced by `seal` (wrong prefix or encoding).
     #[error("sealed value is malformed")]
     Malformed,
-    /// Wrong key, wrong token id, or tampered.
-    #[error("sealed value does not open with this key")]
+    /// Wrong key (none of the current and previous keys), wrong token id, or tampered.
+    #[error("sealed value does not open with any configured key")]
     Unauthentic,
 }
 
-/// Seals and opens tokens with the broker's AEAD key.
+/// Seals with the broker's current AEAD key; opens with it or a previous one.
 pub struct Sealer {
     cipher: Aes256Gcm,
+    /// Keys that sealed before the last rotation: they open, never seal.
+    previous: Vec<Aes256Gcm>,
 }
 
 debug_showing!(Sealer {});
@@ -37,8 +42,15 @@ debug_showing!(Sealer {});
 impl Sealer {
     /// From the 32-byte key.
     pub fn new(key: &SecretBox<[u8; 32]>) -> Self {
+        Self::rotated(key, &[])
+    }
+
+    /// From the current key and the keys it replaced (tried in order when opening).
+    pub fn rotated(key: &SecretBox<[u8; 32]>, previous: &[SecretBox<[u8; 32]>]) -> Self {
+        let cipher = |key: &SecretBox<[u8; 32]>| Aes256Gcm::new(key.expose_secret().into());
         Self {
-            cipher: Aes256Gcm::new(key.expose_secret().into()),
+            cipher: cipher(key),
+            previous: previous.iter().map(cipher).collect(),
         }
     }
 
@@ -66,6 +78,17 @@ impl Sealer {
         format!("{SEAL_PREFIX}{}", STANDARD_NO_PAD.encode(out))
     }
 
+    /// Whether `sealed` opens with the current key (not only with a previous one): what was
+    /// sealed before a rotation must be sealed again before its key can be dropped.
+    pub fn opens_with_current_key(&self, context: &str, sealed: &str) -> bool {
+        Self {
+            cipher: self.cipher.clone(),
+            previous: Vec::new(),
+        }
+        .open(context, sealed)
+        .is_ok()
+    }
+
     /// Open a value sealed for `context`.
     pub fn open(&self, context: &str, sealed: &str) -> Result<SecretString, SealError> {
         let body = sealed
@@ -79,16 +102,15 @@ impl Sealer {
         }
         let (nonce, ciphertext) = raw.split_at(NONCE_LEN);
         let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| SealError::Malformed)?;
-        let plain = self
-            .cipher
-            .decrypt(
-                &Nonce::from(nonce),
-                Payload {
-                    msg: ciphertext,
-                    aad: context.as_bytes(),
-                },
-            )
-            .map_err(|_| SealError::Unauthentic)?;
+        let payload = || Payload {
+            msg: ciphertext,
+            aad: context.as_bytes(),
+        };
+        // GCM's tag makes a wrong key fail cleanly, so trying each key in turn is safe.
+        let plain = std::iter::once(&self.cipher)
+            .chain(&self.previous)
+            .find_map(|cipher| cipher.decrypt(&Nonce::from(nonce), payload()).ok())
+            .ok_or(SealError::Unauthentic)?;
         let text = String::from_utf8(plain).map_err(|_| SealError::Malformed)?;
         Ok(SecretString::from(text))
     }
@@ -159,6 +181,28 @@ mod tests {
         assert_eq!(
             sealer(1).open("tok_1", "v1.").unwrap_err(),
             SealError::Malformed
+        );
+    }
+
+    #[test]
+    fn after_rotation_the_new_key_seals_and_the_previous_one_still_opens() {
+        let key = |byte: u8| SecretBox::new(Box::new([byte; 32]));
+        let before = sealer(1).seal("tok_1", "ghs_old");
+        let rotated = Sealer::rotated(&key(2), &[key(1)]);
+        assert_eq!(
+            rotated.open("tok_1", &before).unwrap().expose_secret(),
+            "ghs_old"
+        );
+        let after = rotated.seal("tok_2", "ghs_new");
+        assert_eq!(
+            sealer(2).open("tok_2", &after).unwrap().expose_secret(),
+            "ghs_new",
+            "sealed with the new key alone"
+        );
+        // The old key dropped: what it sealed is refused, clearly.
+        assert_eq!(
+            sealer(2).open("tok_1", &before).unwrap_err(),
+            SealError::Unauthentic
         );
     }
 

@@ -20,6 +20,7 @@ macro_rules! debug_showing {
     };
 }
 
+pub mod admin_token;
 pub mod app;
 pub mod audit;
 pub mod config;

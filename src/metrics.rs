@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Metric, Registry};
 use std::time::Duration;
@@ -107,6 +108,21 @@ pub struct Metrics {
     pub github_latency: HistogramFamily<GitHubLabels>,
     /// HTTP request latency.
     pub http_latency: HistogramFamily<HttpLabels>,
+    /// Audit export to the SIEM webhook.
+    pub audit_export: AuditExportMetrics,
+}
+
+/// Audit export metrics: what an alert on a stuck or failing export needs.
+#[derive(Debug, Clone, Default)]
+pub struct AuditExportMetrics {
+    /// Events delivered (answered 2xx).
+    pub delivered: Counter,
+    /// Delivery attempts that failed (transport error or non-2xx).
+    pub failures: Counter,
+    /// Events waiting in the outbox, as last seen by this replica.
+    pub backlog: Gauge,
+    /// Age in seconds of the oldest waiting event, as last seen (0 when none).
+    pub oldest_age_seconds: Gauge,
 }
 
 debug_showing!(Metrics {});
@@ -150,8 +166,31 @@ impl Metrics {
             "HTTP request latency",
             Family::new_with_constructor(latency_histogram),
         );
+        let audit_export = AuditExportMetrics {
+            delivered: register.metric(
+                "audit_export_delivered",
+                "Audit events delivered to the webhook",
+                Counter::default(),
+            ),
+            failures: register.metric(
+                "audit_export_failures",
+                "Failed audit webhook deliveries (each is retried)",
+                Counter::default(),
+            ),
+            backlog: register.metric(
+                "audit_export_backlog",
+                "Audit events waiting for export",
+                Gauge::default(),
+            ),
+            oldest_age_seconds: register.metric(
+                "audit_export_oldest_age_seconds",
+                "Age of the oldest audit event waiting for export",
+                Gauge::default(),
+            ),
+        };
         Self {
             registry,
+            audit_export,
             exchanges,
             mints,
             tokens_minted,

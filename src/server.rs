@@ -25,6 +25,7 @@ pub struct RunningBroker {
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<std::io::Result<()>>>,
     housekeeping: JoinHandle<()>,
+    audit_export: JoinHandle<()>,
 }
 
 impl RunningBroker {
@@ -47,6 +48,7 @@ impl Drop for RunningBroker {
             let _ = tx.send(());
         }
         self.housekeeping.abort();
+        self.audit_export.abort();
     }
 }
 
@@ -65,6 +67,11 @@ pub fn spawn(app: App, listener: tokio::net::TcpListener) -> std::io::Result<Run
     let started = OffsetDateTime::now_utc();
     let handle = tokio::spawn(crate::http::serve(listener, state, shutdown));
     let housekeeping = tokio::spawn(housekeeping(Arc::clone(&app), started));
+    let audit_export = tokio::spawn(crate::audit::export::run(
+        Arc::clone(&app.store),
+        Arc::clone(&app.metrics),
+        app.audit_export.clone(),
+    ));
     Ok(RunningBroker {
         addr,
         url: format!("http://{addr}"),
@@ -72,6 +79,7 @@ pub fn spawn(app: App, listener: tokio::net::TcpListener) -> std::io::Result<Run
         shutdown: Some(tx),
         handle: Some(handle),
         housekeeping,
+        audit_export,
     })
 }
 

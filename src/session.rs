@@ -185,6 +185,22 @@ impl SessionKeys {
         }
     }
 
+    /// `record` sealed again under the current sealing key, when only a previous key (of a
+    /// rotation) opens it; `None` when it needs nothing (or opens with no key at all, which
+    /// [`from_record`](Self::from_record) reports).
+    pub fn resealed(record: &SigningKeyRecord, sealer: &Sealer) -> Option<SigningKeyRecord> {
+        if sealer.opens_with_current_key(KEY_SEAL_CONTEXT, &record.private_key_sealed) {
+            return None;
+        }
+        let pem = sealer
+            .open(KEY_SEAL_CONTEXT, &record.private_key_sealed)
+            .ok()?;
+        Some(SigningKeyRecord {
+            private_key_sealed: sealer.seal(KEY_SEAL_CONTEXT, pem.expose_secret()),
+            ..record.clone()
+        })
+    }
+
     /// Load from the stored record.
     pub fn from_record(
         record: &SigningKeyRecord,
@@ -194,7 +210,10 @@ impl SessionKeys {
         let pem = sealer
             .open(KEY_SEAL_CONTEXT, &record.private_key_sealed)
             .map_err(|e| {
-                anyhow::anyhow!("session signing key: {e} (was tokens.encryption_key changed?)")
+                anyhow::anyhow!(
+                    "session signing key: {e} (was tokens.encryption_key changed without \
+                     listing the old key in tokens.previous_encryption_key_files?)"
+                )
             })?;
         let encoding = EncodingKey::from_ec_pem(pem.expose_secret().as_bytes())?;
         let x = record.public_jwk["x"].as_str().unwrap_or_default();
@@ -332,6 +351,25 @@ mod tests {
         assert_eq!(
             format!("{k:?}"),
             format!("SessionKeys {{ kid: {:?}, .. }}", k.kid)
+        );
+    }
+
+    #[test]
+    fn a_signing_key_sealed_before_a_rotation_is_resealed_under_the_new_key() {
+        let key = |byte: u8| secrecy::SecretBox::new(Box::new([byte; 32]));
+        let old = Sealer::new(&key(1));
+        let record = SessionKeys::generate_record(&old);
+        assert!(SessionKeys::resealed(&record, &old).is_none());
+        let rotated = Sealer::rotated(&key(2), &[key(1)]);
+        let resealed = SessionKeys::resealed(&record, &rotated).unwrap();
+        assert_eq!(resealed.kid, record.kid);
+        // Once resealed, the new key alone opens it: the old one can go.
+        let new_only = Sealer::new(&key(2));
+        assert!(SessionKeys::from_record(&resealed, &new_only, "x").is_ok());
+        let err = SessionKeys::from_record(&record, &new_only, "x").unwrap_err();
+        assert!(
+            err.to_string().contains("previous_encryption_key_files"),
+            "{err}"
         );
     }
 

@@ -333,3 +333,47 @@ fn a_bad_url_from_url_file_is_refused_without_showing_it() {
     assert!(err.contains("database.url: must start with"), "{err}");
     assert!(!err.contains("from-file-pw"), "{err}");
 }
+
+#[test]
+fn the_audit_webhook_needs_https_and_a_long_enough_key_and_previous_sealing_keys_are_checked() {
+    let dir = valid_dir();
+    write(dir.path(), "webhook-secret", &"w".repeat(32));
+    write(dir.path(), "old-key", &STANDARD.encode([8u8; 32]));
+    let good = format!(
+        "{VALID}previous_encryption_key_files = [\"old-key\"]\n[audit]\n\
+         webhook_url = \"https://siem.example.com/hooks/sts?token=x\"\n\
+         webhook_secret_file = \"webhook-secret\"\n"
+    );
+    let config = Config::load(Some(&write(dir.path(), "good.toml", &good))).unwrap();
+    assert_eq!(config.webhook_secret().unwrap().expose_secret().len(), 32);
+    assert_eq!(config.audit.webhook_max_backoff_seconds, 300);
+    assert_eq!(config.secrets().unwrap().previous_token_keys.len(), 1);
+
+    write(dir.path(), "short-secret", "too-short");
+    let bad = format!(
+        "{VALID}previous_encryption_key_files = [\"missing-key\"]\n[audit]\n\
+         webhook_url = \"http://siem.example.com/hooks\"\n\
+         webhook_secret_file = \"short-secret\"\nwebhook_max_backoff_seconds = 0\n"
+    );
+    let err = Config::load(Some(&write(dir.path(), "bad.toml", &bad)))
+        .unwrap_err()
+        .to_string();
+    for key in [
+        "tokens.previous_encryption_key_files[0]: cannot read",
+        "audit.webhook_url: http is allowed only on a loopback host",
+        "audit.webhook_secret_file / audit.webhook_secret: must be at least 32 characters",
+        "audit.webhook_max_backoff_seconds: must be between 1 and 3600",
+    ] {
+        assert!(err.contains(key), "{key} missing from: {err}");
+    }
+    assert!(!err.contains("too-short"), "{err}");
+
+    let orphan = format!("{VALID}[audit]\nwebhook_secret_file = \"webhook-secret\"\n");
+    let err = Config::load(Some(&write(dir.path(), "orphan.toml", &orphan)))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("audit.webhook_secret_file: set without audit.webhook_url"),
+        "{err}"
+    );
+}

@@ -6,13 +6,17 @@
 mod codec;
 #[cfg(test)]
 mod conformance;
+mod keys;
 mod model;
+mod outbox;
 mod postgres;
 mod rows;
 mod sql;
 mod sqlite;
 
+pub use keys::SigningKeyRotation;
 pub use model::*;
+pub use outbox::{AuditOutbox, Claim, OutboxBacklog, OutboxEntry};
 
 use crate::audit::chain::ChainRow;
 use crate::audit::AuditEvent;
@@ -54,9 +58,11 @@ pub enum StoreError {
 /// Result alias for store calls.
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// Everything the broker persists. Both backends pass the suite in `conformance.rs`.
+/// Everything the broker persists. Both backends pass the suite in `conformance.rs`. The audit
+/// export outbox's operations are in [`AuditOutbox`] (`outbox.rs`), key rotation's in
+/// [`SigningKeyRotation`] (`keys.rs`).
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: AuditOutbox + SigningKeyRotation + Send + Sync + 'static {
     /// `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;
 

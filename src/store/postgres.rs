@@ -40,7 +40,7 @@ const RACE_RETRIES: usize = 3;
 
 /// PostgreSQL store.
 pub(crate) struct PgStore {
-    pool: PgPool,
+    pub(super) pool: PgPool,
 }
 
 /// Connect, configure and migrate; the store as a trait object.

@@ -467,6 +467,10 @@ where
         .fetch_one(&mut *conn)
         .await
         .map_err(|e| write_err(e, || conflict("audit event exists"), "workspace"))?;
+        // Audit export (`outbox.rs`): queued in this same transaction, so exported iff stored.
+        super::outbox::enqueue::<Self>(inserted.seq, chain, event.time)
+            .execute(&mut *conn)
+            .await?;
         let columns = AuditColumns {
             seq: inserted.seq,
             id: event.id.clone(),

@@ -40,12 +40,12 @@ const BEGIN_WRITE: &str = "begin immediate";
 /// SQLite store.
 pub(crate) struct SqliteStore {
     /// Reads: WAL lets any number run beside the writer.
-    pool: SqlitePool,
+    pub(super) pool: SqlitePool,
     /// Writes: one connection, so this process's writers queue in the pool (first come, first
     /// served) instead of in SQLite's busy handler, whose sleeps grow to 100 ms per retry and
     /// gave p99 write latencies of ~250 ms under 16 concurrent clients. Other processes on the
     /// same file still meet [`BUSY_TIMEOUT`].
-    writer: SqlitePool,
+    pub(super) writer: SqlitePool,
 }
 
 /// Connect, configure and migrate; the store as a trait object.

@@ -1,6 +1,7 @@
 //! The admin API's bodies and query strings, and their conversions from the admin flows' values.
 
 use crate::audit::format_time;
+pub use crate::audit::view::AuditEventView;
 use crate::flow::admin::{NewWorkspace, PutPolicy, TokenListing};
 use crate::flow::revoke::Revocation;
 use crate::flow::FlowResult;
@@ -294,35 +295,8 @@ impl From<crate::store::AuditPage> for AuditPageView {
     }
 }
 
-/// One audit event on the wire: the event's own fields, and its place in the workspace's hash
-/// chain (absent only for an event not linked yet).
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AuditEventView {
-    #[serde(flatten)]
-    event: crate::audit::AuditEvent,
-    /// `chain_seq`: 1, 2, 3… per workspace.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    sequence: Option<i64>,
-    /// The hash of the event before in the chain (64 zeros for the first).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    prev_hash: Option<String>,
-    /// SHA-256 over the event's stored columns and `prevHash`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    hash: Option<String>,
-}
-
 impl From<crate::store::ChainedEvent> for AuditEventView {
     fn from(chained: crate::store::ChainedEvent) -> Self {
-        let (sequence, prev_hash, hash) = match chained.link {
-            Some(link) => (Some(link.sequence), Some(link.prev_hash), Some(link.hash)),
-            None => (None, None, None),
-        };
-        Self {
-            event: chained.event,
-            sequence,
-            prev_hash,
-            hash,
-        }
+        Self::new(chained.event, chained.link)
     }
 }

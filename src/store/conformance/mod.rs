@@ -17,6 +17,7 @@ mod exchange;
 mod fixtures;
 mod harness;
 mod intents;
+mod outbox;
 mod policies;
 mod races;
 mod tokens;
@@ -94,7 +95,10 @@ conformance_cases!(
     intents::revoking_a_workspaces_sessions_ends_only_its_live_ones,
     chain::every_append_path_links_events_into_one_chain_per_workspace,
     chain::concurrent_appends_to_one_workspace_keep_one_chain,
-    chain::a_refused_write_leaves_no_hole_in_the_chain;
+    chain::a_refused_write_leaves_no_hole_in_the_chain,
+    outbox::every_append_is_queued_and_each_workspace_releases_one_event_at_a_time,
+    outbox::a_failed_event_waits_its_backoff_and_holds_back_its_workspace,
+    outbox::unexported_rows_older_than_the_cutoff_are_dropped;
     raw:
     chain::verify_names_the_first_event_whose_content_or_link_does_not_match,
     chain::every_stored_column_of_an_audit_event_is_chained,

@@ -425,6 +425,16 @@ debug_showing!(Secrets {});
 impl Config {
     /// Load `path` (if any) and the environment, then validate.
     pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        Self::load_from(path, true)
+    }
+
+    /// Load `path` alone, ignoring the `STS_BROKER__*` environment, then validate: for a config
+    /// that must be exactly what was written (the dev world's).
+    pub fn load_file(path: &Path) -> anyhow::Result<Self> {
+        Self::load_from(Some(path), false)
+    }
+
+    fn load_from(path: Option<&Path>, with_env: bool) -> anyhow::Result<Self> {
         let mut figment = Figment::new();
         if let Some(path) = path {
             anyhow::ensure!(
@@ -434,7 +444,9 @@ impl Config {
             );
             figment = figment.merge(Toml::file(path));
         }
-        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+        if with_env {
+            figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+        }
         let mut config: Config = figment.extract().map_err(|e| {
             let errors: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
             anyhow::anyhow!("invalid configuration:\n  - {}", errors.join("\n  - "))

@@ -5,6 +5,14 @@
 //! The broker's `github.host` is the git server's `127.0.0.1:PORT`, so minted tokens name a host
 //! that `git` can clone from (trusting the world's `git-ca.pem`). Without `git` installed the world
 //! still starts, with `github.host = "github.com"` and no git server (a warning says so).
+//!
+//! The world also serves GitHub Actions' OIDC token-request endpoint over https on loopback, as a
+//! runner does (`ACTIONS_ID_TOKEN_REQUEST_URL`, `ACTIONS_ID_TOKEN_REQUEST_TOKEN`), so any Actions
+//! client fetches fresh OIDC tokens unchanged; its CA is the git server's (one file to trust).
+//!
+//! The world's config is its own: the production `STS_BROKER__*` overrides are ignored, so that
+//! a shell set up for a real broker cannot point the dev world at (and seed demo data into) a
+//! real database.
 
 use crate::config::Config;
 use anyhow::Context as _;
@@ -13,9 +21,10 @@ use secrecy::ExposeSecret as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use sts_sim::git::RunningGitServer;
-use sts_sim::github::{GitHubSimulator, RunningSimulator, SimInstallation};
+use sts_sim::github::{GitHubSimulator, RunningSimulator, SimInstallation, GHES_API_PREFIX};
 use sts_sim::keys::RsaKeyPair;
 use sts_sim::oidc::{OidcIssuerSimulator, RunningIssuer};
+use sts_sim::tls::{serve_tls, RunningTls, TestCa};
 
 /// App id of the simulated GitHub App.
 pub const DEV_APP_ID: &str = "424242";
@@ -23,8 +32,11 @@ pub const DEV_APP_ID: &str = "424242";
 pub const DEV_AUDIENCE: &str = "atmos-pro.com";
 /// Workspace seeded in dev mode and the demo.
 pub const DEV_WORKSPACE: &str = "acme";
-/// File in the world's dir holding the git server's CA (PEM), for `GIT_SSL_CAINFO`.
+/// File in the world's dir holding the git server's CA (PEM), for `GIT_SSL_CAINFO`; the Actions
+/// OIDC endpoint's certificate chains to it too.
 pub const GIT_CA_FILE: &str = "git-ca.pem";
+/// The world's CA file when `git` is not installed (no git server): the Actions endpoint's alone.
+pub const ACTIONS_CA_FILE: &str = "actions-ca.pem";
 
 /// The policy seeded in dev mode and the demo; `ISSUER` stands for the dev issuer's URL (see
 /// [`dev_policy`]), since a rule's issuer defaults to GitHub's.
@@ -84,6 +96,45 @@ pub fn dev_installations() -> Vec<SimInstallation> {
     vec![acme, acme_labs, dormant]
 }
 
+/// The Actions OIDC token-request endpoint: the issuer's routes again, over https.
+struct DevActions {
+    tls: RunningTls,
+    ca_pem_path: PathBuf,
+    /// The CA, when the world has no git server to share one with.
+    _own_ca: Option<TestCa>,
+}
+
+impl DevActions {
+    /// Serve `issuer`'s token endpoint over https, reusing the git server's CA when there is one.
+    async fn start(
+        issuer: &OidcIssuerSimulator,
+        git: Option<&DevGit>,
+        dir: &Path,
+    ) -> anyhow::Result<Self> {
+        let (ca_pem_path, own_ca) = match git {
+            Some(git) => (git.ca_pem_path.clone(), None),
+            None => {
+                let ca = TestCa::generate();
+                let path = dir.join(ACTIONS_CA_FILE);
+                ca.write_ca(&path)?;
+                (path, Some(ca))
+            }
+        };
+        let ca = own_ca
+            .as_ref()
+            .or(git.map(|git| &git.server.ca))
+            .context("a CA for the Actions endpoint")?;
+        let tls = serve_tls(issuer.router(), ca)
+            .await
+            .context("actions oidc endpoint")?;
+        Ok(Self {
+            tls,
+            ca_pem_path,
+            _own_ca: own_ca,
+        })
+    }
+}
+
 /// Running simulators plus a broker config pointing at them.
 pub struct DevWorld {
     /// The OIDC issuer.
@@ -97,6 +148,7 @@ pub struct DevWorld {
     /// Holds keys, secrets and the database.
     pub dir: tempfile::TempDir,
     git: Option<DevGit>,
+    actions: DevActions,
     _issuer_server: RunningIssuer,
     _github_server: RunningSimulator,
 }
@@ -105,21 +157,56 @@ pub struct DevWorld {
 struct DevGit {
     server: RunningGitServer,
     ca_pem_path: PathBuf,
+    /// `HOST:PORT` the world's tokens name: the broker's `github.host`.
+    host: String,
+    /// `https://{host}`.
+    url: String,
+}
+
+/// Which GitHub the world simulates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DevGitHub {
+    /// github.com: the API at the root of its own origin, git on another.
+    Dotcom,
+    /// GitHub Enterprise Server (or ghe.com): git at `https://HOST/OWNER/REPO` and the API at
+    /// `https://HOST/api/v3`, with `HOST` = `localhost:PORT` (not the `127.0.0.1` the
+    /// simulators listen on, so that a host taken from the wrong place shows). The broker reaches
+    /// the same API at `http://localhost:PORT2/api/v3`: it has no setting to trust a private CA.
+    /// Needs `git`.
+    Enterprise,
 }
 
 impl DevWorld {
     /// Start the simulators and write a config for a broker that will listen on `broker_addr`.
     pub async fn start(broker_addr: SocketAddr) -> anyhow::Result<Self> {
+        Self::start_as(broker_addr, DevGitHub::Dotcom).await
+    }
+
+    /// [`Self::start`], simulating `flavour` of GitHub.
+    pub async fn start_as(broker_addr: SocketAddr, flavour: DevGitHub) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir().context("temp dir")?;
         let app_key = RsaKeyPair::generate();
         let github = GitHubSimulator::new(DEV_APP_ID, app_key.public_key());
         for installation in dev_installations() {
             github.add_installation(installation);
         }
-        let github_server = github.start().await.context("github simulator")?;
-        let git_server = match github.start_git().await {
+        let api_prefix = match flavour {
+            DevGitHub::Dotcom => "",
+            DevGitHub::Enterprise => GHES_API_PREFIX,
+        };
+        let github_server = github
+            .start_under(api_prefix)
+            .await
+            .context("github simulator")?;
+        let git_server = match flavour {
+            DevGitHub::Dotcom => github.start_git().await,
+            DevGitHub::Enterprise => github.start_git_with_api(api_prefix).await,
+        };
+        let git_server = match git_server {
             Ok(server) => Some(server),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            Err(error)
+                if error.kind() == std::io::ErrorKind::NotFound && flavour == DevGitHub::Dotcom =>
+            {
                 tracing::warn!(error = %error, "dev world starts without a git server");
                 None
             }
@@ -141,16 +228,27 @@ impl DevWorld {
             Some(server) => {
                 let ca_pem_path = dir.path().join(GIT_CA_FILE);
                 server.ca.write_ca(&ca_pem_path)?;
+                let host = match flavour {
+                    DevGitHub::Dotcom => server.host.clone(),
+                    DevGitHub::Enterprise => format!("localhost:{}", server.addr.port()),
+                };
                 Some(DevGit {
+                    url: format!("https://{host}"),
+                    host,
                     server,
                     ca_pem_path,
                 })
             }
             None => None,
         };
-        let github_host = git
-            .as_ref()
-            .map_or("github.com", |git| git.server.host.as_str());
+        let actions = DevActions::start(&issuer, git.as_ref(), dir.path()).await?;
+        let github_host = git.as_ref().map_or("github.com", |git| git.host.as_str());
+        let github_url = match flavour {
+            DevGitHub::Dotcom => github_server.url.clone(),
+            DevGitHub::Enterprise => {
+                format!("http://localhost:{}{api_prefix}", github_server.addr.port())
+            }
+        };
         let toml = format!(
             r#"
 [server]
@@ -178,12 +276,11 @@ token_file = "admin-token"
 encryption_key_file = "token-key"
 "#,
             db = dir.path().join("sts-broker.db").display(),
-            github_url = github_server.url,
             issuer_url = issuer_server.issuer,
         );
         let config_path = dir.path().join("broker.toml");
         std::fs::write(&config_path, toml)?;
-        let config = Config::load(Some(&config_path))?;
+        let config = Config::load_file(&config_path)?;
         Ok(Self {
             issuer,
             github,
@@ -191,6 +288,7 @@ encryption_key_file = "token-key"
             admin_token,
             dir,
             git,
+            actions,
             _issuer_server: issuer_server,
             _github_server: github_server,
         })
@@ -198,12 +296,12 @@ encryption_key_file = "token-key"
 
     /// `https://127.0.0.1:PORT` of the git server (`None` when `git` is not installed).
     pub fn git_url(&self) -> Option<&str> {
-        self.git.as_ref().map(|git| git.server.url.as_str())
+        self.git.as_ref().map(|git| git.url.as_str())
     }
 
     /// `127.0.0.1:PORT` of the git server: the broker's `github.host`, reported with every token.
     pub fn git_host(&self) -> Option<&str> {
-        self.git.as_ref().map(|git| git.server.host.as_str())
+        self.git.as_ref().map(|git| git.host.as_str())
     }
 
     /// The CA the git server's certificate chains to (`None` when `git` is not installed); other
@@ -215,6 +313,22 @@ encryption_key_file = "token-key"
     /// The git server's CA certificate (PEM) in the world's dir: `GIT_SSL_CAINFO=<this>`.
     pub fn ca_pem_path(&self) -> Option<&Path> {
         self.git.as_ref().map(|git| git.ca_pem_path.as_path())
+    }
+
+    /// `ACTIONS_ID_TOKEN_REQUEST_URL` of the world's runner: its https OIDC token endpoint.
+    pub fn actions_request_url(&self) -> String {
+        format!("{}/actions/token?api-version=2.0", self.actions.tls.url)
+    }
+
+    /// `ACTIONS_ID_TOKEN_REQUEST_TOKEN` of the world's runner.
+    pub fn actions_request_token(&self) -> String {
+        self.issuer.actions_request_token()
+    }
+
+    /// The CA (PEM) the Actions endpoint's certificate chains to: always present, and the git
+    /// server's CA when git is installed.
+    pub fn actions_ca_path(&self) -> &Path {
+        &self.actions.ca_pem_path
     }
 
     /// Seed the workspace, its installation links and the policy through the admin API.
@@ -263,9 +377,7 @@ fn restrict(_: &std::path::Path) -> std::io::Result<()> {
 
 /// `serve --dev`: simulators, a seeded broker on `listen`, and instructions, until Ctrl-C.
 pub async fn serve_dev(listen: &str) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("bind {listen}"))?;
+    let listener = crate::server::bind(listen).await?;
     let addr = listener.local_addr()?;
     let world = DevWorld::start(addr).await?;
     let app = crate::app::App::build(world.config.clone()).await?;
@@ -287,7 +399,25 @@ pub async fn serve_dev(listen: &str) -> anyhow::Result<()> {
     println!("  admin token   {}", world.admin_token);
     println!("  workspace     {DEV_WORKSPACE} (policy `default`, installations acme, acme-labs, dormant-co)");
     println!();
-    println!("Mint tokens as the CI job acme/infra@main (single-use OIDC token below):");
+    println!("A GitHub Actions runner's OIDC endpoint (jobs of acme/infra@main), for any Actions client:");
+    println!(
+        "export ACTIONS_ID_TOKEN_REQUEST_URL='{}'",
+        world.actions_request_url()
+    );
+    println!(
+        "export ACTIONS_ID_TOKEN_REQUEST_TOKEN='{}'",
+        world.actions_request_token()
+    );
+    println!("export STS_CA_CERT='{}'", world.actions_ca_path().display());
+    println!(
+        "  (the CA to trust: sts-client reads STS_CA_CERT; Go clients such as Atmos read SSL_CERT_FILE)"
+    );
+    println!(
+        "  sts-client env --format bash --url {} --workspace {DEV_WORKSPACE} --repo acme/modules",
+        broker.url
+    );
+    println!();
+    println!("Or with a single-use OIDC token given outright:");
     println!(
         "  sts-client env --format bash --url {} --workspace {DEV_WORKSPACE} --repo acme/modules --oidc-token {oidc}",
         broker.url

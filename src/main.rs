@@ -106,7 +106,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 config.telemetry.log_format,
                 config.telemetry.otlp_endpoint.as_deref(),
             )?;
-            let listener = tokio::net::TcpListener::bind(&config.server.listen).await?;
+            let listener = sts_broker::server::bind(&config.server.listen).await?;
             let app = App::build(config).await?;
             let broker = sts_broker::server::spawn(app, listener)?;
             tracing::info!(listen = %broker.addr, "sts-broker listening on {}", broker.addr);

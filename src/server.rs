@@ -52,6 +52,22 @@ impl Drop for RunningBroker {
     }
 }
 
+/// Bind the broker's listen address; the error names the address and why (in use, not an
+/// address of this machine, a privileged port).
+pub async fn bind(listen: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|error| {
+            let why = match error.kind() {
+                std::io::ErrorKind::AddrInUse => "the address is in use by another process",
+                std::io::ErrorKind::AddrNotAvailable => "the address is not one of this machine's",
+                std::io::ErrorKind::PermissionDenied => "permission denied (a privileged port?)",
+                _ => "cannot bind",
+            };
+            anyhow::anyhow!("cannot listen on {listen}: {why} ({error})")
+        })
+}
+
 /// Serve `app` on `listener` in the background, until [`RunningBroker::stop`] or drop.
 pub fn spawn(app: App, listener: tokio::net::TcpListener) -> std::io::Result<RunningBroker> {
     let addr = listener.local_addr()?;

@@ -3,6 +3,8 @@
 //! exits 0 on SIGTERM. And `sts-broker healthcheck`, the container probe, run as a process
 //! against a broker that is healthy, one that is live but not ready, and none.
 
+//! exits 0 on SIGTERM; a start that fails names what it could not reach, and why.
+
 #![expect(
     clippy::unwrap_used,
     reason = "test setup failures should fail the test"
@@ -247,4 +249,91 @@ async fn healthcheck_exits_0_when_live_and_ready_and_1_when_not_ready_or_not_run
     let (code, stdout, stderr) = healthcheck(&config).await;
     assert_eq!(code, 1, "{stdout}{stderr}");
     assert!(stderr.contains("cannot connect"), "{stderr}");
+
+// Starts that fail: the error names what could not be reached (the database's host and port, the
+// SQLite file, the listen address) and why, and never the database password.
+
+/// A password that must never be printed.
+const PASSWORD: &str = "hunter2-never-printed";
+
+/// Run `serve` with the dev world's config and `env` overrides; it must fail. Its stderr.
+async fn failed_start(env: &[(&str, &str)]) -> String {
+    let world = DevWorld::start("127.0.0.1:9".parse().unwrap())
+        .await
+        .unwrap();
+    let out = support::serve_command(&world, "serve.toml", "")
+        .envs(env.iter().copied())
+        .stderr(Stdio::piped())
+        .output();
+    let out = tokio::time::timeout(STARTUP_CAP, out)
+        .await
+        .expect("serve gave up in time")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains(PASSWORD), "{stderr}");
+    stderr
+}
+
+#[track_caller]
+fn assert_says(stderr: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(stderr.contains(needle), "no {needle:?} in: {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_database_names_its_host_and_port() {
+    // Port 1 on loopback: nothing listens there.
+    let url = format!("postgres://broker:{PASSWORD}@127.0.0.1:1/sts");
+    let stderr = failed_start(&[("STS_BROKER__DATABASE__URL", &url)]).await;
+    assert_says(
+        &stderr,
+        &["PostgreSQL at 127.0.0.1:1", "connection refused"],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_refuses_the_login_says_authentication() {
+    let base = std::env::var("STS_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let mut url = url::Url::parse(&base).unwrap();
+    url.set_username("no_such_broker_role").unwrap();
+    url.set_password(Some(PASSWORD)).unwrap();
+    let stderr = failed_start(&[("STS_BROKER__DATABASE__URL", url.as_str())]).await;
+    assert_says(&stderr, &["authentication failed", "no_such_broker_role"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_never_answers_times_out_and_says_so() {
+    // Accepts connections and never speaks: the login cannot complete.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            open.push(socket);
+        }
+    });
+    let url = format!("postgres://broker:{PASSWORD}@{addr}/sts");
+    let stderr = failed_start(&[("STS_BROKER__DATABASE__URL", &url)]).await;
+    held.abort();
+    assert_says(&stderr, &[&format!("PostgreSQL at {addr}"), "timed out"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_file_that_cannot_be_created_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("no-such-dir").join("broker.db");
+    let url = format!("sqlite://{}", path.display());
+    let stderr = failed_start(&[("STS_BROKER__DATABASE__URL", &url)]).await;
+    assert_says(&stderr, &[&format!("SQLite database {}", path.display())]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_listen_address_is_named() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let stderr = failed_start(&[("STS_BROKER__SERVER__LISTEN", &addr)]).await;
+    assert_says(&stderr, &[&format!("cannot listen on {addr}"), "in use"]);
 }

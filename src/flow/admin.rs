@@ -46,9 +46,9 @@ impl NewWorkspace {
         let id = WorkspaceId::parse(id)
             .map_err(|e| errors.push(format!("id: {e}")))
             .ok();
-        if name.trim().is_empty() || name.len() > MAX_WORKSPACE_NAME_LEN {
+        if name.trim().is_empty() || name.chars().count() > MAX_WORKSPACE_NAME_LEN {
             errors.push(format!(
-                "name: must be 1 to {MAX_WORKSPACE_NAME_LEN} characters"
+                "name: must be 1 to {MAX_WORKSPACE_NAME_LEN} characters, not all blank"
             ));
         }
         match id {

@@ -3,44 +3,92 @@
 use super::error::{request_id_of, ApiError};
 use super::AppState;
 use crate::flow;
+use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
 use secrecy::SecretString;
 use serde::de::DeserializeOwned;
 
-/// JSON body; a bad body is a 400 `invalid_request` naming the problem, an oversized one a 413.
+/// JSON body; a bad body is a 400 `invalid_request` naming the problem, an oversized one a 413,
+/// one that is not `application/json` a 415.
 pub struct AppJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for AppJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
+        if !is_json_content_type(req.headers()) {
+            return Err(ApiError::unsupported_media_type(
+                "expected Content-Type: application/json",
+            ));
+        }
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| body_rejection(rejection.status(), rejection.body_text()))?;
+        ensure_object(&body)?;
+        match axum::Json::<T>::from_bytes(&body) {
             Ok(axum::Json(v)) => Ok(Self(v)),
-            Err(rejection) => Err(json_rejection(&rejection)),
+            Err(rejection) => Err(body_rejection(rejection.status(), rejection.body_text())),
         }
     }
 }
 
-fn json_rejection(rejection: &axum::extract::rejection::JsonRejection) -> ApiError {
-    use axum::extract::rejection::JsonRejection as R;
-    match rejection {
-        R::MissingJsonContentType(_) => {
-            ApiError::unsupported_media_type("expected Content-Type: application/json")
-        }
-        R::BytesRejection(_) if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError {
-                status: axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-                tag: "payload_too_large",
-                message: "request body too large".into(),
-                validation_errors: Vec::new(),
-                source: None,
-                retry_after: None,
-            }
-        }
-        other => ApiError::invalid(vec![other.body_text()]),
+/// Refuse a body that is JSON but not an object. Every request body of the API is an object,
+/// yet serde's derived structs also accept an array (fields by position): `[null, null]` would
+/// pass as a request with every field absent and run with the defaults. A body that is not
+/// JSON at all is left for the typed parse, which names the syntax error.
+pub(super) fn ensure_object(body: &[u8]) -> Result<(), ApiError> {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(value) if !value.is_object() => Err(ApiError::invalid(vec![format!(
+            "body: expected a JSON object, got {}",
+            json_kind(&value)
+        )])),
+        _ => Ok(()),
     }
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// `application/json`, or any `application/*+json`, parameters (`; charset=utf-8`) aside: what
+/// axum's `Json` accepts.
+fn is_json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("application")
+        && (subtype.eq_ignore_ascii_case("json") || subtype.to_ascii_lowercase().ends_with("+json"))
+}
+
+/// A body axum refused: too large is a 413, anything else a 400 naming the problem.
+fn body_rejection(status: StatusCode, text: String) -> ApiError {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError {
+            status,
+            tag: "payload_too_large",
+            message: "request body too large".into(),
+            validation_errors: Vec::new(),
+            source: None,
+            retry_after: None,
+        };
+    }
+    ApiError::invalid(vec![text])
 }
 
 /// `Authorization: Bearer <token>`; missing or malformed is 401.

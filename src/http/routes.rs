@@ -95,6 +95,7 @@ fn optional_json<T: DeserializeOwned + Default>(body: &[u8]) -> ApiResult<T> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
+    super::extract::ensure_object(body)?;
     serde_json::from_slice(body).map_err(|e| ApiError::invalid(vec![format!("body: {e}")]))
 }
 

@@ -13,6 +13,7 @@ mod postgres;
 mod rows;
 mod sql;
 mod sqlite;
+mod unavailable;
 
 pub use keys::SigningKeyRotation;
 pub use model::*;
@@ -53,6 +54,9 @@ pub enum StoreError {
     /// Any other database error.
     #[error("database error")]
     Backend(#[source] sqlx::Error),
+    /// The database could not be reached or opened at start: where and why, never a password.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// Result alias for store calls.
@@ -224,12 +228,16 @@ pub trait Store: AuditOutbox + SigningKeyRotation + Send + Sync + 'static {
 /// migrations and link audit rows stored before the chain existed. SQLite files are created
 /// when missing.
 pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Arc<dyn Store>> {
-    if url.starts_with("sqlite:") {
+    let connected = if url.starts_with("sqlite:") {
         sqlite::connect(url, max_connections).await
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         postgres::connect(url, max_connections).await
     } else {
         Err(unsupported_scheme(url))
+    };
+    match connected {
+        Err(error) => Err(unavailable::diagnose(url, error).await),
+        connected => connected,
     }
 }
 

@@ -20,3 +20,4 @@ mod mint;
 mod replicas;
 mod revoke;
 mod survival;
+mod wire;

@@ -67,7 +67,7 @@ struct Cli {
 #[derive(Args)]
 struct Options {
     /// Broker base URL, e.g. https://sts.example.com [env: STS_BROKER_URL, ATMOS_PRO_BASE_URL]
-    #[arg(long, global = true)]
+    #[arg(long, global = true, value_parser = broker_url_arg)]
     url: Option<String>,
     /// API path under the base URL [env: STS_ENDPOINT, ATMOS_PRO_ENDPOINT] [default: api/v1]
     #[arg(long, global = true)]
@@ -176,6 +176,22 @@ fn first_set(given: Option<String>, vars: &[&str]) -> Option<String> {
     })
 }
 
+/// `--url`: refused by clap, as a usage error (exit 2), unless [`is_http_url`].
+fn broker_url_arg(raw: &str) -> Result<String, String> {
+    if is_http_url(raw) {
+        Ok(raw.to_owned())
+    } else {
+        Err("expected an http(s) URL such as https://sts.example.com".to_owned())
+    }
+}
+
+/// An absolute `http`/`https` URL with a host: anything else is a typo better caught before
+/// any request (and before a cache keyed on it is written).
+fn is_http_url(raw: &str) -> bool {
+    url::Url::parse(raw)
+        .is_ok_and(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some())
+}
+
 fn http_client(ca_cert: Option<&Path>) -> Result<reqwest::Client, ClientError> {
     let mut builder = reqwest::Client::builder()
         .user_agent(concat!("sts-client/", env!("CARGO_PKG_VERSION")))
@@ -220,12 +236,19 @@ fn context(options: &Options) -> Result<Context, ClientError> {
             "--repo {bad}: expected owner/repo"
         )));
     }
+    let broker_url = first_set(
+        options.url.clone(),
+        &["STS_BROKER_URL", "ATMOS_PRO_BASE_URL"],
+    );
+    if let Some(bad) = broker_url.as_deref().filter(|url| !is_http_url(url)) {
+        return Err(ClientError::Usage(format!(
+            "broker URL `{bad}` (--url, STS_BROKER_URL or ATMOS_PRO_BASE_URL): expected an \
+             http(s) URL such as https://sts.example.com"
+        )));
+    }
     Ok(Context {
         http: http_client(options.ca_cert.as_deref())?,
-        broker_url: first_set(
-            options.url.clone(),
-            &["STS_BROKER_URL", "ATMOS_PRO_BASE_URL"],
-        ),
+        broker_url,
         endpoint: first_set(
             options.endpoint.clone(),
             &["STS_ENDPOINT", "ATMOS_PRO_ENDPOINT"],

@@ -19,7 +19,7 @@ pub struct CreateWorkspace {
     /// Display name.
     pub name: String,
     /// Entitle at creation (default true).
-    #[serde(default, rename = "stsEnabled")]
+    #[serde(default, rename = "stsEnabled", deserialize_with = "super::present")]
     pub sts_enabled: Option<bool>,
 }
 
@@ -45,16 +45,16 @@ pub struct PatchWorkspace {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AdminRevocation {
     /// Token ids.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::present")]
     pub token_ids: Option<Vec<String>>,
     /// Every token of this session (the session is revoked too).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::present")]
     pub session_id: Option<String>,
     /// Every token that reaches `owner/repo` (including whole-installation tokens of the owner).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::present")]
     pub repository: Option<String>,
     /// Every active token of the workspace.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::present")]
     pub all: Option<bool>,
 }
 

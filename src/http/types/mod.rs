@@ -11,6 +11,17 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// For `#[serde(default, deserialize_with = "present")]` on an optional field: absent is `None`,
+/// `null` is refused. A plain `Option` takes `null` as absent, but the spec marks no field
+/// `nullable`, and a typo'd client sending `{"all": null}` should hear so, not get the default.
+pub(crate) fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
 /// The envelope around every `/api/v1` response (what Atmos CLI decodes).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -70,10 +81,18 @@ pub struct ExchangeResponse {
 #[serde(rename_all = "camelCase")]
 pub struct MintRequest {
     /// `owner/repo` targets; absent = everything the caller's rules grant.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub sources: Option<Vec<String>>,
     /// Policy to evaluate; default `default`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub policy_name: Option<String>,
 }
 
@@ -175,7 +194,11 @@ impl From<Minted> for MintResponse {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RevokeRequest {
     /// Token ids; absent = every token of this session.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ids: Option<Vec<String>>,
 }
 

@@ -567,3 +567,30 @@ async fn parallel_steps_share_one_mint() {
     assert_eq!(stderr.matches("reusing 1 token").count(), 1, "{stderr}");
     assert_eq!(w.cached_tokens().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broker_url_that_is_not_a_url_is_a_usage_error() {
+    let home = tempfile::tempdir().unwrap();
+    for bad in ["not a url", "sts.example.com", "ftp://sts.example.com"] {
+        let command = crate::helpers::client_command(
+            home.path(),
+            "http://127.0.0.1:9",
+            DEV_WORKSPACE,
+            &["login", "--url", bad, "--oidc-token", "x"],
+        );
+        let run = output(command).await;
+        assert_eq!(run.code, 2, "{bad}: {}", run.stderr);
+        run.assert_stderr(&format!("'{bad}' for '--url <URL>'"));
+        run.assert_stderr("expected an http(s) URL");
+    }
+    // The same mistake in the environment is refused before any request, naming where it was.
+    let command = crate::helpers::client_command(
+        home.path(),
+        "not a url",
+        DEV_WORKSPACE,
+        &["login", "--oidc-token", "x"],
+    );
+    let run = output(command).await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    run.assert_stderr("broker URL `not a url` (--url, STS_BROKER_URL");
+}

@@ -7,7 +7,11 @@ use std::path::{Path, PathBuf};
 use sts_sim::git::readme_for;
 
 /// git with no user or system config, no prompts, trusting the simulator's CA.
-fn git_command(w: &World, args: &[&str], global_config: &Path) -> tokio::process::Command {
+pub(crate) fn git_command(
+    w: &World,
+    args: &[&str],
+    global_config: &Path,
+) -> tokio::process::Command {
     clean_command(w, "git", args, global_config)
 }
 
@@ -31,7 +35,7 @@ fn clean_command(
 
 /// Whatever git `command` runs (itself or a child) sees no user or system config, never prompts,
 /// trusts the simulator's CA and works in the test's home.
-fn isolate_git(w: &World, command: &mut tokio::process::Command, global_config: &Path) {
+pub(crate) fn isolate_git(w: &World, command: &mut tokio::process::Command, global_config: &Path) {
     command
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_CONFIG_NOSYSTEM", "1")
@@ -47,18 +51,18 @@ fn ca(w: &World) -> PathBuf {
         .to_path_buf()
 }
 
-fn repo_url(w: &World, repo: &str) -> String {
+pub(crate) fn repo_url(w: &World, repo: &str) -> String {
     let url = w.world.git_url().expect("the dev world has a git server");
     format!("{url}/{repo}")
 }
 
-fn empty_global_config(w: &World) -> PathBuf {
+pub(crate) fn empty_global_config(w: &World) -> PathBuf {
     let path = w.home.path().join("empty.gitconfig");
     std::fs::write(&path, "").unwrap();
     path
 }
 
-fn readme(dir: &Path) -> String {
+pub(crate) fn readme(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("README.md")).unwrap_or_default()
 }
 

@@ -2,7 +2,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use sts_broker::app::App;
-use sts_broker::dev::{DevWorld, DEV_AUDIENCE, DEV_WORKSPACE};
+use sts_broker::dev::{DevGitHub, DevWorld, DEV_AUDIENCE, DEV_WORKSPACE};
 use sts_broker::server::RunningBroker;
 use sts_sim::oidc::ActionsJob;
 
@@ -58,9 +58,14 @@ pub(crate) fn main_job() -> ActionsJob {
 
 impl World {
     pub(crate) async fn start() -> Self {
+        Self::start_as(DevGitHub::Dotcom).await
+    }
+
+    /// A world simulating `flavour` of GitHub.
+    pub(crate) async fn start_as(flavour: DevGitHub) -> Self {
         sts_broker::telemetry::init_for_test();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let world = DevWorld::start(listener.local_addr().unwrap())
+        let world = DevWorld::start_as(listener.local_addr().unwrap(), flavour)
             .await
             .unwrap();
         let app = App::build(world.config.clone()).await.unwrap();

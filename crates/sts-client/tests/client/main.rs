@@ -9,5 +9,6 @@
 mod actions;
 mod fake;
 mod flow;
+mod ghes;
 mod git;
 mod helpers;

@@ -106,6 +106,21 @@ impl GitHubSimulator {
     /// fresh throwaway CA. Fails with [`std::io::ErrorKind::NotFound`] when `git` is not
     /// installed.
     pub async fn start_git(&self) -> std::io::Result<RunningGitServer> {
+        self.start_git_serving(None).await
+    }
+
+    /// [`Self::start_git`], also serving the REST API under `api_prefix` on the same https
+    /// origin, as GitHub Enterprise Server does (`https://HOST/OWNER/REPO` for git,
+    /// `https://HOST/api/v3` for the API, [`crate::github::GHES_API_PREFIX`]): clients that derive
+    /// the API from the host (`sts-client` revoking its tokens) reach it there.
+    pub async fn start_git_with_api(&self, api_prefix: &str) -> std::io::Result<RunningGitServer> {
+        self.start_git_serving(Some(api_prefix)).await
+    }
+
+    async fn start_git_serving(
+        &self,
+        api_prefix: Option<&str>,
+    ) -> std::io::Result<RunningGitServer> {
         let dir = tempfile::Builder::new().prefix("sts-git-sim").tempdir()?;
         let root = dir.path().join("repos");
         std::fs::create_dir(&root)?;
@@ -130,7 +145,11 @@ impl GitHubSimulator {
         let ca = TestCa::generate();
         let ca_pem_path = dir.path().join("ca.pem");
         ca.write_ca(&ca_pem_path)?;
-        let tls = serve_tls(router(server), &ca).await?;
+        let mut routes = router(server);
+        if let Some(prefix) = api_prefix {
+            routes = routes.nest(prefix, self.router());
+        }
+        let tls = serve_tls(routes, &ca).await?;
         Ok(RunningGitServer {
             addr: tls.addr,
             url: tls.url.clone(),

@@ -21,7 +21,7 @@ mod tests;
 mod wire;
 
 pub use auth::{APP_JWT_TOLERANCE, MAX_APP_JWT_LIFETIME};
-pub use routes::RunningSimulator;
+pub use routes::{RunningSimulator, GHES_API_PREFIX};
 pub(crate) use state::level_rank;
 pub use state::{
     GitHubSimulator, SimTokenInfo, TokenAccess, MAX_TOKEN_REPOSITORIES, TOKEN_LIFETIME,
@@ -138,7 +138,13 @@ impl SimRequest {
         };
         Self {
             method: request.method().to_string(),
-            path: request.uri().path().to_owned(),
+            // Under a prefix (GHES's `/api/v3`) the router sees the path without it; the log
+            // keeps the path the client sent.
+            path: request
+                .extensions()
+                .get::<axum::extract::OriginalUri>()
+                .map_or(request.uri().path(), |original| original.path())
+                .to_owned(),
             user_agent: header(header::USER_AGENT),
             accept: header(header::ACCEPT),
             api_version: header(HeaderName::from_static("x-github-api-version")),

@@ -9,7 +9,7 @@ use super::wire::{
 use super::{SimInstallation, SimRequest};
 use crate::serving::{bind_loopback, Serving};
 use axum::body::Bytes;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{OriginalUri, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -18,11 +18,16 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 
+/// Where GitHub Enterprise Server (and ghe.com) serves the REST API: `https://HOST/api/v3`
+/// (<https://docs.github.com/en/enterprise-server@latest/rest/quickstart>).
+pub const GHES_API_PREFIX: &str = "/api/v3";
+
 /// A simulator bound to a port. Dropping it stops the server.
 pub struct RunningSimulator {
     /// Bound address.
     pub addr: SocketAddr,
-    /// `http://127.0.0.1:PORT`, to use as the broker's `github.api_url`.
+    /// `http://127.0.0.1:PORT` (then the prefix it serves under, if any), to use as the
+    /// broker's `github.api_url`.
     pub url: String,
     _server: Serving,
 }
@@ -61,15 +66,30 @@ impl GitHubSimulator {
             .with_state(self.clone())
     }
 
+    /// [`Self::router`] under `prefix` (GitHub Enterprise Server's [`GHES_API_PREFIX`]), as
+    /// github.com serves it at the root of `api.github.com`.
+    pub fn router_under(&self, prefix: &str) -> Router {
+        if prefix.is_empty() {
+            self.router()
+        } else {
+            Router::new().nest(prefix, self.router())
+        }
+    }
+
     /// Serve on `127.0.0.1:0`; returns the bound address. The server runs until the process ends
     /// or the returned handle is dropped.
     pub async fn start(&self) -> std::io::Result<RunningSimulator> {
+        self.start_under("").await
+    }
+
+    /// [`Self::start`], with the API under `prefix` (e.g. [`GHES_API_PREFIX`]).
+    pub async fn start_under(&self, prefix: &str) -> std::io::Result<RunningSimulator> {
         let listener = bind_loopback().await?;
         let addr = listener.local_addr()?;
         Ok(RunningSimulator {
             addr,
-            url: format!("http://{addr}"),
-            _server: Serving::spawn(listener, self.router(), "github simulator"),
+            url: format!("http://{addr}{prefix}"),
+            _server: Serving::spawn(listener, self.router_under(prefix), "github simulator"),
         })
     }
 }
@@ -152,11 +172,12 @@ async fn get_app(
 async fn list_app_installations(
     State(sim): State<GitHubSimulator>,
     headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
     Query(query): Query<PageQuery>,
 ) -> Result<Response, GhError> {
     as_app(&sim, &headers, |state| {
         let all: Vec<&SimInstallation> = state.installations.values().collect();
-        let (page, link) = paginate(&all, &query, &headers, "/app/installations");
+        let (page, link) = paginate(&all, &query, &headers, uri.path());
         let body: Vec<Value> = page
             .iter()
             .map(|installation| installation_json(installation, &state.app_id))
@@ -226,11 +247,12 @@ async fn create_access_token(
 async fn list_installation_repositories(
     State(sim): State<GitHubSimulator>,
     headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
     Query(query): Query<PageQuery>,
 ) -> Result<Response, GhError> {
     as_installation(&sim, &headers, |state, _, record| {
         let reachable = state.reachable(&record);
-        let (page, link) = paginate(&reachable, &query, &headers, "/installation/repositories");
+        let (page, link) = paginate(&reachable, &query, &headers, uri.path());
         let installation = state.installations.get(&record.installation_id);
         let repositories: Vec<Value> = installation
             .map(|installation| {

@@ -154,7 +154,8 @@ pub(super) struct PageQuery {
     page: Option<usize>,
 }
 
-/// Slice `items` for `query` and build the `Link` header GitHub would send.
+/// Slice `items` for `query` and build the `Link` header GitHub would send; `path` is the
+/// request's whole path (with any [`super::GHES_API_PREFIX`]), so the links lead back here.
 pub(super) fn paginate<'a, T>(
     items: &'a [T],
     query: &PageQuery,

@@ -1,9 +1,8 @@
 //! `sts-broker serve --config FILE` as a real process: it starts, logs its bound address, serves
 //! an exchange and a mint, logs one JSON object per line with the request id and no secret, and
-//! exits 0 on SIGTERM. And `sts-broker healthcheck`, the container probe, run as a process
-//! against a broker that is healthy, one that is live but not ready, and none.
-
-//! exits 0 on SIGTERM; a start that fails names what it could not reach, and why.
+//! exits 0 on SIGTERM; a start that fails names what it could not reach, and why. And
+//! `sts-broker healthcheck`, the container probe, run as a process against a broker that is
+//! healthy, one that is live but not ready, and none.
 
 #![expect(
     clippy::unwrap_used,

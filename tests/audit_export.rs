@@ -16,7 +16,7 @@ mod support;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use hmac::{Hmac, Mac as _};
+use hmac::{Hmac, KeyInit as _, Mac as _};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use sha2::Sha256;

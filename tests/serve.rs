@@ -248,6 +248,7 @@ async fn healthcheck_exits_0_when_live_and_ready_and_1_when_not_ready_or_not_run
     let (code, stdout, stderr) = healthcheck(&config).await;
     assert_eq!(code, 1, "{stdout}{stderr}");
     assert!(stderr.contains("cannot connect"), "{stderr}");
+}
 
 // Starts that fail: the error names what could not be reached (the database's host and port, the
 // SQLite file, the listen address) and why, and never the database password.

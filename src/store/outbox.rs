@@ -82,12 +82,12 @@ pub(super) fn enqueue<'q, DB>(
     seq: i64,
     chain: &'q str,
     at: OffsetDateTime,
-) -> sqlx::query::Query<'q, DB, DB::Arguments<'q>>
+) -> sqlx::query::Query<'q, DB, DB::Arguments>
 where
     DB: Database,
     i64: Encode<'q, DB> + Type<DB>,
     &'q str: Encode<'q, DB> + Type<DB>,
-    DB::Arguments<'q>: IntoArguments<'q, DB>,
+    DB::Arguments: IntoArguments<DB>,
 {
     let at = to_ms(at);
     sqlx::query(
@@ -137,7 +137,7 @@ fn claim_sql(lock: &str) -> String {
 trait OutboxSql: Database
 where
     for<'c> &'c Pool<Self>: Executor<'c, Database = Self>,
-    for<'q> Self::Arguments<'q>: IntoArguments<'q, Self>,
+    Self::Arguments: IntoArguments<Self>,
     for<'q> i64: Encode<'q, Self> + Type<Self>,
     for<'q> &'q str: Encode<'q, Self> + Type<Self>,
     for<'r> OutboxRow: FromRow<'r, Self::Row>,
@@ -151,7 +151,7 @@ where
     fn rows(done: &Self::QueryResult) -> u64;
 
     async fn claim(pool: &Pool<Self>, claim: Claim<'_>) -> StoreResult<Vec<OutboxEntry>> {
-        sqlx::query(&claim_sql(Self::CLAIM_LOCK))
+        sqlx::query(sqlx::AssertSqlSafe(claim_sql(Self::CLAIM_LOCK)))
             .bind(claim.owner)
             .bind(to_ms(claim.lease_until))
             .bind(to_ms(claim.now))

@@ -3,7 +3,7 @@
 //! with HMAC-SHA256 (RFC 2104) over the exact body bytes.
 
 use crate::audit::view::AuditEventView;
-use hmac::{Hmac, Mac as _};
+use hmac::{Hmac, KeyInit as _, Mac as _};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Serialize;
 use sha2::Sha256;

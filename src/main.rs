@@ -100,9 +100,25 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 config.telemetry.otlp_endpoint.as_deref(),
             )?;
             let listener = tokio::net::TcpListener::bind(&config.server.listen).await?;
+            let admin = match &config.server.admin_listen {
+                Some(addr) => Some(tokio::net::TcpListener::bind(addr).await?),
+                None => None,
+            };
             let app = App::build(config).await?;
-            let broker = sts_broker::server::spawn(app, listener)?;
-            tracing::info!(listen = %broker.addr, "sts-broker listening on {}", broker.addr);
+            let broker = sts_broker::server::spawn_with_admin(app, listener, admin)?;
+            if let Some(admin) = broker.admin_addr {
+                tracing::info!(
+                    admin_listen = %admin,
+                    "metrics and admin API on {admin} only"
+                );
+            }
+            tracing::info!(
+                listen = %broker.addr,
+                version = env!("CARGO_PKG_VERSION"),
+                commit = sts_broker::metrics::BUILD_COMMIT,
+                "sts-broker listening on {}",
+                broker.addr
+            );
             sts_broker::server::run_until_stopped(broker).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -132,8 +148,17 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::CheckConfig { config } => {
             let loaded = Config::load(Some(&config))?;
+            // The `OTEL_*` variables are configuration too: a bad one fails here, not per batch.
+            let export = sts_broker::telemetry::export_target(
+                loaded.telemetry.otlp_endpoint.as_deref(),
+                |name| std::env::var(name).ok(),
+            )
+            .map_err(|e| anyhow::anyhow!("invalid configuration:\n  - {e}"))?;
             println!("configuration OK: {}", config.display());
             println!("  listen      {}", loaded.server.listen);
+            if let Some(admin) = &loaded.server.admin_listen {
+                println!("  admin       {admin} (metrics and admin API)");
+            }
             println!("  public_url  {}", loaded.server.public_url);
             println!(
                 "  github      {} (app {})",
@@ -149,6 +174,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
+            println!("  traces      {}", export_description(&export));
             println!(
                 "  retention   sessions {} days, tokens {} days after expiry",
                 loaded.retention.sessions_days, loaded.retention.tokens_days
@@ -158,6 +184,16 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Audit {
             command: AuditCommand::Verify { config, workspace },
         } => Ok(audit_verify(&config, workspace.as_deref()).await),
+    }
+}
+
+/// Where traces go, for `check-config`.
+fn export_description(export: &sts_broker::telemetry::Export) -> String {
+    use sts_broker::telemetry::Export;
+    match export {
+        Export::Off => "not exported".to_owned(),
+        Export::To(url) => format!("OTLP/HTTP to {url}"),
+        Export::FromEnv => "OTLP/HTTP as OTEL_EXPORTER_OTLP_* say".to_owned(),
     }
 }
 

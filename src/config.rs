@@ -412,8 +412,9 @@ impl Config {
                     "server.admin_listen: `{admin}` is not an ip:port address"
                 )),
                 // Port 0 picks a free port for each, so two of them never collide.
-                Ok(addr) if addr.port() != 0 && *admin == self.server.listen => errors
-                    .push("server.admin_listen: must differ from server.listen".to_owned()),
+                Ok(addr) if addr.port() != 0 && *admin == self.server.listen => {
+                    errors.push("server.admin_listen: must differ from server.listen".to_owned())
+                }
                 Ok(_) => {}
             }
         }

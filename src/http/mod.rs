@@ -227,31 +227,48 @@ pub fn router_for(state: AppState, surface: Surface) -> Router {
     routes
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT_BYTES))
-        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, timeout))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
         .layer(CatchPanicLayer::new())
-        .layer(axum::middleware::from_fn_with_state(state.clone(), error::envelope))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), observe::observe))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            error::envelope,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            observe::observe,
+        ))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            let route = req.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
-            let id = error::request_id_of(req.headers());
-            // The method as a label too: a made-up one could be long, and lands in every line.
-            let method = crate::metrics::method_label(req.method().as_str());
-            crate::telemetry::server_span(method, route, &id, req.headers())
-        })
-        .on_response(|res: &Response, _: Duration, span: &tracing::Span| {
-            crate::telemetry::record_response(span, res.status().as_u16());
-        })
-        // Its default writes an ERROR line per 5xx, which a caller can repeat at will while a
-        // failure lasts; the envelope logs each failure once, within `App::failure_log`.
-        .on_failure(()))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| {
+                    let route = req
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map(MatchedPath::as_str);
+                    let id = error::request_id_of(req.headers());
+                    // The method as a label too: a made-up one could be long, and lands in every line.
+                    let method = crate::metrics::method_label(req.method().as_str());
+                    crate::telemetry::server_span(method, route, &id, req.headers())
+                })
+                .on_response(|res: &Response, _: Duration, span: &tracing::Span| {
+                    crate::telemetry::record_response(span, res.status().as_u16());
+                })
+                // Its default writes an ERROR line per 5xx, which a caller can repeat at will while a
+                // failure lasts; the envelope logs each failure once, within `App::failure_log`.
+                .on_failure(()),
+        )
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         // Outside `SetRequestIdLayer`, which keeps any id it finds: an unacceptable one is
         // removed first, so a fresh one is made in its place.
         .layer(tower::util::MapRequestLayer::new(
             drop_unacceptable_request_id::<axum::body::Body>,
         ))
-        .layer(SetSensitiveRequestHeadersLayer::new([axum::http::header::AUTHORIZATION]))
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            axum::http::header::AUTHORIZATION,
+        ]))
         .with_state(state)
 }
 

@@ -147,7 +147,10 @@ mod tests {
         let limits = "Limit Soft Limit Hard Limit Units\n\
                       Max open files            1024                 524288               files\n";
         let stats = ProcessStats::parse(stat, status, boot, limits, 17).unwrap();
-        assert!((stats.start_time_seconds - 1_700_000_123.45).abs() < 1e-3, "{stats:?}");
+        assert!(
+            (stats.start_time_seconds - 1_700_000_123.45).abs() < 1e-3,
+            "{stats:?}"
+        );
         assert_eq!(
             stats,
             ProcessStats {

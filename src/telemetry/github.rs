@@ -67,8 +67,13 @@ impl<G: GitHubApp> GitHubApp for TracedGitHub<G> {
 
     async fn installation(&self, id: i64) -> Result<Installation, GitHubError> {
         let call = self.inner.installation(id);
-        self.traced("GET", "/app/installations/{installation_id}", Some(id), call)
-            .await
+        self.traced(
+            "GET",
+            "/app/installations/{installation_id}",
+            Some(id),
+            call,
+        )
+        .await
     }
 
     async fn installation_repositories(&self, id: i64) -> Result<Vec<Repository>, GitHubError> {

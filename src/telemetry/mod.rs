@@ -129,9 +129,7 @@ pub fn init(log_format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Resul
     })
 }
 
-fn tracer_provider(
-    export: &Export,
-) -> anyhow::Result<opentelemetry_sdk::trace::SdkTracerProvider> {
+fn tracer_provider(export: &Export) -> anyhow::Result<opentelemetry_sdk::trace::SdkTracerProvider> {
     use opentelemetry_otlp::WithExportConfig as _;
     let mut resource = opentelemetry_sdk::Resource::builder().with_attribute(
         opentelemetry::KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
@@ -187,8 +185,14 @@ mod tests {
         for (configured, url) in [
             ("http://collector:4318", "http://collector:4318/v1/traces"),
             ("http://collector:4318/", "http://collector:4318/v1/traces"),
-            ("https://otel.example/base", "https://otel.example/base/v1/traces"),
-            ("http://collector:4318/v1/traces", "http://collector:4318/v1/traces"),
+            (
+                "https://otel.example/base",
+                "https://otel.example/base/v1/traces",
+            ),
+            (
+                "http://collector:4318/v1/traces",
+                "http://collector:4318/v1/traces",
+            ),
         ] {
             assert_eq!(
                 export_target(Some(configured), env(&[])),
@@ -207,9 +211,15 @@ mod tests {
         assert_eq!(export_target(None, env(&traces)), Ok(Export::FromEnv));
         let empty = [("OTEL_EXPORTER_OTLP_ENDPOINT", " ")];
         assert_eq!(export_target(None, env(&empty)), Ok(Export::Off));
-        for off in [("OTEL_SDK_DISABLED", "true"), ("OTEL_TRACES_EXPORTER", "none")] {
+        for off in [
+            ("OTEL_SDK_DISABLED", "true"),
+            ("OTEL_TRACES_EXPORTER", "none"),
+        ] {
             let vars = [endpoint[0], off];
-            assert_eq!(export_target(Some("http://c:4318"), env(&vars)), Ok(Export::Off));
+            assert_eq!(
+                export_target(Some("http://c:4318"), env(&vars)),
+                Ok(Export::Off)
+            );
         }
     }
 

@@ -140,7 +140,7 @@ pub const SLO_BUCKETS: [f64; 14] = [
 ];
 
 fn slo_histogram() -> Histogram {
-    Histogram::new(SLO_BUCKETS.into_iter())
+    Histogram::new(SLO_BUCKETS)
 }
 
 /// The `outcome` of a response status.

@@ -162,6 +162,26 @@ impl Registering<'_> {
         self.0.register(name, help, metric.clone());
         metric
     }
+
+    /// Register a histogram family whose histograms `buckets` makes.
+    fn histograms<L>(
+        &mut self,
+        name: &str,
+        help: &str,
+        buckets: fn() -> Histogram,
+    ) -> HistogramFamily<L>
+    where
+        L: prometheus_client::encoding::EncodeLabelSet
+            + Clone
+            + Eq
+            + std::hash::Hash
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.metric(name, help, Family::new_with_constructor(buckets))
+    }
 }
 
 /// All broker metrics.
@@ -226,25 +246,25 @@ impl Metrics {
             Family::default(),
         );
         let denials = register.metric("denials", "Refused requests by reason", Family::default());
-        let github_latency: HistogramFamily<GitHubLabels> = register.metric(
+        let github_latency: HistogramFamily<GitHubLabels> = register.histograms(
             "github_request_duration_seconds",
             "GitHub API call latency",
-            Family::new_with_constructor(latency_histogram),
+            latency_histogram,
         );
-        let http_latency: HistogramFamily<HttpLabels> = register.metric(
+        let http_latency: HistogramFamily<HttpLabels> = register.histograms(
             "http_request_duration_seconds",
             "HTTP request latency",
-            Family::new_with_constructor(latency_histogram),
+            latency_histogram,
         );
-        let mint_latency: HistogramFamily<OutcomeLabel> = register.metric(
+        let mint_latency: HistogramFamily<OutcomeLabel> = register.histograms(
             "mint_duration_seconds",
             "Latency of STS mint requests, by outcome",
-            Family::new_with_constructor(slo_histogram),
+            slo_histogram,
         );
-        let exchange_latency: HistogramFamily<OutcomeLabel> = register.metric(
+        let exchange_latency: HistogramFamily<OutcomeLabel> = register.histograms(
             "exchange_duration_seconds",
             "Latency of OIDC token exchanges, by outcome",
-            Family::new_with_constructor(slo_histogram),
+            slo_histogram,
         );
         let github_rate_limit = register.metric(
             "github_rate_limit_remaining",

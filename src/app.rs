@@ -12,6 +12,7 @@ use crate::oidc::{IssuerSettings, OidcVerifier};
 use crate::policy::CompiledPolicy;
 use crate::session::SessionKeys;
 use crate::store::{Store, StoredPolicy};
+use crate::telemetry::TracedGitHub;
 use anyhow::Context as _;
 use secrecy::ExposeSecret as _;
 use sha2::{Digest as _, Sha256};
@@ -76,17 +77,21 @@ impl App {
             )
         })?;
         let observer_metrics = Arc::clone(&metrics);
-        let github: Arc<dyn GitHubApp> = Arc::new(
-            GitHubClient::new(GitHubClientConfig {
-                api_url: config.github.api_url.parse().context("github.api_url")?,
-                app_id: config.github.app_id.clone(),
-                private_key_pem: secrets.app_private_key.clone(),
-                observer: Some(Arc::new(move |op, status, latency| {
-                    observer_metrics.github_call(op, status, latency);
-                })),
-            })
-            .context("github app client")?,
-        );
+        let api_url: url::Url = config.github.api_url.parse().context("github.api_url")?;
+        let client = GitHubClient::new(GitHubClientConfig {
+            api_url: api_url.clone(),
+            app_id: config.github.app_id.clone(),
+            private_key_pem: secrets.app_private_key.clone(),
+            observer: Some(Arc::new(move |op, status, latency, remaining| {
+                observer_metrics.github_call(op, status, latency);
+                if let Some(remaining) = remaining {
+                    let installation = crate::telemetry::current_installation();
+                    observer_metrics.github_rate_limit(installation, remaining);
+                }
+            })),
+        })
+        .context("github app client")?;
+        let github: Arc<dyn GitHubApp> = Arc::new(TracedGitHub::new(client, &api_url));
         let issuers = config
             .oidc
             .issuers

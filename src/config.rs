@@ -98,6 +98,11 @@ pub struct ServerConfig {
     pub listen: String,
     /// Base URL clients reach the broker at; the `iss` of session JWTs.
     pub public_url: String,
+    /// Optional second address for the operator's endpoints (`/metrics`, `/api/v1/admin/*`):
+    /// when set, they are served only there and `listen`, the address CI jobs reach, answers
+    /// 404 for them.
+    #[serde(default)]
+    pub admin_listen: Option<String>,
     /// Whole-request timeout.
     #[serde(default = "default_request_timeout")]
     pub request_timeout_seconds: u64,
@@ -297,7 +302,8 @@ pub struct TelemetryConfig {
     /// the key.
     #[serde(default)]
     pub log_format: LogFormat,
-    /// OTLP/HTTP traces endpoint (`http://collector:4318/v1/traces`); off when absent.
+    /// OTLP/HTTP collector (`http://collector:4318`, or its full `/v1/traces` URL); when absent,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` decides, and without it nothing is exported.
     #[serde(default)]
     pub otlp_endpoint: Option<String>,
 }
@@ -473,6 +479,23 @@ impl Config {
                 "server.listen: `{}` is not an ip:port address",
                 self.server.listen
             ));
+        }
+        if let Some(admin) = &self.server.admin_listen {
+            match admin.parse::<SocketAddr>() {
+                Err(_) => errors.push(format!(
+                    "server.admin_listen: `{admin}` is not an ip:port address"
+                )),
+                // Port 0 picks a free port for each, so two of them never collide.
+                Ok(addr) if addr.port() != 0 && *admin == self.server.listen => {
+                    errors.push("server.admin_listen: must differ from server.listen".to_owned())
+                }
+                Ok(_) => {}
+            }
+        }
+        if let Some(endpoint) = &self.telemetry.otlp_endpoint {
+            if let Err(e) = check_otlp_endpoint(endpoint) {
+                errors.push(format!("telemetry.otlp_endpoint: {e}"));
+            }
         }
         match Url::parse(&self.server.public_url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") => {}
@@ -775,6 +798,19 @@ pub fn check_fetch_url(url: &Url, allow_http: bool) -> Result<(), String> {
         return Err("has no host".into());
     }
     Ok(())
+}
+
+/// An OTLP/HTTP endpoint: an absolute http(s) URL with a host, without credentials (a secret in
+/// it would reach logs; collectors take them as `OTEL_EXPORTER_OTLP_HEADERS`).
+pub fn check_otlp_endpoint(raw: &str) -> Result<Url, String> {
+    let url = Url::parse(raw).map_err(|e| format!("`{raw}` is not a URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err("must be an http(s) URL with a host".to_owned());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not carry credentials; use OTEL_EXPORTER_OTLP_HEADERS".to_owned());
+    }
+    Ok(url)
 }
 
 /// [`check_fetch_url`] on a configured string.

@@ -107,9 +107,25 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 config.telemetry.otlp_endpoint.as_deref(),
             )?;
             let listener = sts_broker::server::bind(&config.server.listen).await?;
+            let admin = match &config.server.admin_listen {
+                Some(addr) => Some(sts_broker::server::bind(addr).await?),
+                None => None,
+            };
             let app = App::build(config).await?;
-            let broker = sts_broker::server::spawn(app, listener)?;
-            tracing::info!(listen = %broker.addr, "sts-broker listening on {}", broker.addr);
+            let broker = sts_broker::server::spawn_with_admin(app, listener, admin)?;
+            if let Some(admin) = broker.admin_addr {
+                tracing::info!(
+                    admin_listen = %admin,
+                    "metrics and admin API on {admin} only"
+                );
+            }
+            tracing::info!(
+                listen = %broker.addr,
+                version = env!("CARGO_PKG_VERSION"),
+                commit = sts_broker::metrics::BUILD_COMMIT,
+                "sts-broker listening on {}",
+                broker.addr
+            );
             sts_broker::server::run_until_stopped(broker).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -139,8 +155,17 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::CheckConfig { config } => {
             let loaded = Config::load(Some(&config))?;
+            // The `OTEL_*` variables are configuration too: a bad one fails here, not per batch.
+            let export = sts_broker::telemetry::export_target(
+                loaded.telemetry.otlp_endpoint.as_deref(),
+                |name| std::env::var(name).ok(),
+            )
+            .map_err(|e| anyhow::anyhow!("invalid configuration:\n  - {e}"))?;
             println!("configuration OK: {}", config.display());
             println!("  listen      {}", loaded.server.listen);
+            if let Some(admin) = &loaded.server.admin_listen {
+                println!("  admin       {admin} (metrics and admin API)");
+            }
             println!("  public_url  {}", loaded.server.public_url);
             println!(
                 "  github      {} (app {})",
@@ -156,6 +181,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
+            println!("  traces      {}", export_description(&export));
             println!(
                 "  retention   sessions {} days, tokens {} days after expiry",
                 loaded.retention.sessions_days, loaded.retention.tokens_days
@@ -186,6 +212,16 @@ async fn healthcheck(config: &Path) -> ExitCode {
             eprintln!("unhealthy: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Where traces go, for `check-config`.
+fn export_description(export: &sts_broker::telemetry::Export) -> String {
+    use sts_broker::telemetry::Export;
+    match export {
+        Export::Off => "not exported".to_owned(),
+        Export::To(url) => format!("OTLP/HTTP to {url}"),
+        Export::FromEnv => "OTLP/HTTP as OTEL_EXPORTER_OTLP_* say".to_owned(),
     }
 }
 

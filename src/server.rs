@@ -2,7 +2,7 @@
 //! the benchmarks, so they all run the same server.
 
 use crate::app::App;
-use crate::http::AppState;
+use crate::http::{AppState, Surface};
 use crate::store::Retention;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,10 +20,13 @@ pub struct RunningBroker {
     pub addr: SocketAddr,
     /// `http://ADDR`.
     pub url: String,
+    /// Bound address of the admin listener (`[server] admin_listen`), when there is one.
+    pub admin_addr: Option<SocketAddr>,
     /// The broker's state.
     pub app: Arc<App>,
-    shutdown: Option<oneshot::Sender<()>>,
-    handle: Option<JoinHandle<std::io::Result<()>>>,
+    /// One per listener.
+    shutdown: Vec<oneshot::Sender<()>>,
+    handles: Vec<JoinHandle<std::io::Result<()>>>,
     housekeeping: JoinHandle<()>,
     audit_export: JoinHandle<()>,
 }
@@ -32,19 +35,21 @@ impl RunningBroker {
     /// Stop accepting, let in-flight requests finish for at most `limits.shutdown_grace_seconds`,
     /// and wait for the server to end.
     pub async fn stop(mut self) -> std::io::Result<()> {
-        if let Some(tx) = self.shutdown.take() {
+        for tx in self.shutdown.drain(..) {
             let _ = tx.send(());
         }
-        match self.handle.take() {
-            Some(handle) => handle.await.unwrap_or(Ok(())),
-            None => Ok(()),
+        let mut ended = Ok(());
+        for handle in self.handles.drain(..) {
+            let result = handle.await.unwrap_or(Ok(()));
+            ended = ended.and(result);
         }
+        ended
     }
 }
 
 impl Drop for RunningBroker {
     fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
+        for tx in self.shutdown.drain(..) {
             let _ = tx.send(());
         }
         self.housekeeping.abort();
@@ -70,18 +75,42 @@ pub async fn bind(listen: &str) -> anyhow::Result<tokio::net::TcpListener> {
 
 /// Serve `app` on `listener` in the background, until [`RunningBroker::stop`] or drop.
 pub fn spawn(app: App, listener: tokio::net::TcpListener) -> std::io::Result<RunningBroker> {
+    spawn_with_admin(app, listener, None)
+}
+
+/// Serve `app` on `listener` and, when given, its operator endpoints on `admin` only (see
+/// [`Surface`]), in the background, until [`RunningBroker::stop`] or drop.
+pub fn spawn_with_admin(
+    app: App,
+    listener: tokio::net::TcpListener,
+    admin: Option<tokio::net::TcpListener>,
+) -> std::io::Result<RunningBroker> {
     let addr = listener.local_addr()?;
+    let admin_addr = admin.as_ref().map(|l| l.local_addr()).transpose()?;
     let app = Arc::new(app);
-    let (tx, rx) = oneshot::channel::<()>();
-    let shutdown = async move {
-        // A dropped sender stops the server too.
-        let _ = rx.await;
+    let public = if admin.is_some() {
+        Surface::Public
+    } else {
+        Surface::All
     };
-    let state = AppState(Arc::clone(&app));
+    let listeners = std::iter::once((listener, public)).chain(admin.map(|l| (l, Surface::Admin)));
     // Before the first request: on SQLite every intent older than this moment is a dead
     // process's (see `report_orphaned_intents`).
     let started = OffsetDateTime::now_utc();
-    let handle = tokio::spawn(crate::http::serve(listener, state, shutdown));
+    let mut shutdown = Vec::new();
+    let mut handles = Vec::new();
+    for (listener, surface) in listeners {
+        let (tx, rx) = oneshot::channel::<()>();
+        let stopped = async move {
+            // A dropped sender stops the server too.
+            let _ = rx.await;
+        };
+        let state = AppState(Arc::clone(&app));
+        handles.push(tokio::spawn(crate::http::serve(
+            listener, state, surface, stopped,
+        )));
+        shutdown.push(tx);
+    }
     let housekeeping = tokio::spawn(housekeeping(Arc::clone(&app), started));
     let audit_export = tokio::spawn(crate::audit::export::run(
         Arc::clone(&app.store),
@@ -91,9 +120,10 @@ pub fn spawn(app: App, listener: tokio::net::TcpListener) -> std::io::Result<Run
     Ok(RunningBroker {
         addr,
         url: format!("http://{addr}"),
+        admin_addr,
         app,
-        shutdown: Some(tx),
-        handle: Some(handle),
+        shutdown,
+        handles,
         housekeeping,
         audit_export,
     })

@@ -1,5 +1,7 @@
 //! `[retention]` reaches the broker from the file and from `STS_BROKER__RETENTION__*`, as
-//! `sts-broker check-config` reports it, and a value out of range is refused naming its key.
+//! `sts-broker check-config` reports it, and a value out of range is refused naming its key;
+//! so are a trace endpoint that is not a URL (from the file or `OTEL_*`) and a bad
+//! `admin_listen`.
 //! (A real process: environment overrides are read from the process environment, which tests
 //! running in parallel must not share.)
 
@@ -33,7 +35,11 @@ fn check_config(path: &Path, env: &[(&str, &str)]) -> (i32, String) {
         .args(["check-config", "--config"])
         .arg(path)
         .env_remove("STS_BROKER__RETENTION__SESSIONS_DAYS")
-        .env_remove("STS_BROKER__RETENTION__TOKENS_DAYS");
+        .env_remove("STS_BROKER__RETENTION__TOKENS_DAYS")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .env_remove("OTEL_SDK_DISABLED")
+        .env_remove("OTEL_TRACES_EXPORTER");
     for (key, value) in env {
         command.env(key, value);
     }
@@ -43,29 +49,82 @@ fn check_config(path: &Path, env: &[(&str, &str)]) -> (i32, String) {
     (output.status.code().unwrap(), text)
 }
 
+/// `check-config` accepts the configuration at `path` with `env` and prints `line`.
+fn accepted(path: &Path, env: &[(&str, &str)], line: &str) {
+    let (code, out) = check_config(path, env);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(line), "{out}");
+}
+
+/// `check-config` refuses the configuration at `path` with `env`, saying `error`.
+fn refused(path: &Path, env: &[(&str, &str)], error: &str) -> String {
+    let (code, out) = check_config(path, env);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains(error), "{out}");
+    out
+}
+
 #[test]
 fn retention_comes_from_defaults_the_file_and_the_environment() {
     let dir = tempfile::tempdir().unwrap();
     let path = config(dir.path(), "");
-    let (code, out) = check_config(&path, &[]);
-    assert_eq!(code, 0, "{out}");
-    assert!(
-        out.contains("retention   sessions 30 days, tokens 90 days after expiry"),
-        "{out}"
+    accepted(
+        &path,
+        &[],
+        "retention   sessions 30 days, tokens 90 days after expiry",
     );
-
     let path = config(dir.path(), "[retention]\nsessions_days = 7\n");
-    let (code, out) = check_config(&path, &[("STS_BROKER__RETENTION__TOKENS_DAYS", "365")]);
-    assert_eq!(code, 0, "{out}");
-    assert!(
-        out.contains("retention   sessions 7 days, tokens 365 days after expiry"),
-        "{out}"
+    accepted(
+        &path,
+        &[("STS_BROKER__RETENTION__TOKENS_DAYS", "365")],
+        "retention   sessions 7 days, tokens 365 days after expiry",
     );
+    refused(
+        &path,
+        &[("STS_BROKER__RETENTION__SESSIONS_DAYS", "0")],
+        "retention.sessions_days: must be between 1 and 3650",
+    );
+}
 
-    let (code, out) = check_config(&path, &[("STS_BROKER__RETENTION__SESSIONS_DAYS", "0")]);
-    assert_ne!(code, 0, "{out}");
-    assert!(
-        out.contains("retention.sessions_days: must be between 1 and 3650"),
-        "{out}"
+#[test]
+fn trace_endpoints_and_the_admin_listener_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), "");
+    accepted(&path, &[], "traces      not exported");
+    let endpoint = "OTEL_EXPORTER_OTLP_ENDPOINT";
+    accepted(
+        &path,
+        &[(endpoint, "http://c:4318")],
+        "traces      OTLP/HTTP as OTEL_EXPORTER_OTLP_* say",
     );
+    refused(
+        &path,
+        &[(endpoint, "notaurl")],
+        "OTEL_EXPORTER_OTLP_ENDPOINT: `notaurl` is not a URL",
+    );
+    refused(
+        &path,
+        &[("STS_BROKER__SERVER__ADMIN_LISTEN", "not-an-address")],
+        "server.admin_listen: `not-an-address` is not an ip:port address",
+    );
+    let path = config(
+        dir.path(),
+        "[telemetry]\notlp_endpoint = \"http://collector:4318\"\n",
+    );
+    accepted(
+        &path,
+        &[],
+        "traces      OTLP/HTTP to http://collector:4318/v1/traces",
+    );
+    for (endpoint, error) in [
+        ("notaurl", "telemetry.otlp_endpoint: `notaurl` is not a URL"),
+        (
+            "https://user:secret@collector",
+            "telemetry.otlp_endpoint: must not carry credentials",
+        ),
+    ] {
+        let extra = format!("[telemetry]\notlp_endpoint = \"{endpoint}\"\n");
+        let out = refused(&config(dir.path(), &extra), &[], error);
+        assert!(!out.contains("secret"), "{out}");
+    }
 }

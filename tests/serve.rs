@@ -16,30 +16,9 @@
 mod support;
 
 use serde_json::{json, Value};
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use sts_broker::dev::{DevWorld, DEV_AUDIENCE, DEV_WORKSPACE};
-use support::{main_job, start_dev_broker, BrokerApi, STARTUP_CAP};
-use tokio::io::{AsyncBufReadExt as _, BufReader};
-
-/// Generous for a busy machine, like [`STARTUP_CAP`]: it bounds a hang, it does not measure speed.
-const SHUTDOWN_CAP: Duration = Duration::from_secs(60);
-
-/// Collect a child's output lines, forwarding each one to `lines_tx` as it arrives.
-fn collect(
-    stream: impl tokio::io::AsyncRead + Unpin + Send + 'static,
-    sink: Arc<Mutex<Vec<String>>>,
-    lines_tx: tokio::sync::mpsc::UnboundedSender<String>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(stream).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            sink.lock().unwrap().push(line.clone());
-            let _ = lines_tx.send(line);
-        }
-    })
-}
+use std::process::Stdio;
+use support::{main_job, start_dev_broker, BrokerApi, ServeProcess, STARTUP_CAP};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_runs_as_a_process_logs_json_without_secrets_and_stops_on_sigterm() {
@@ -48,40 +27,8 @@ async fn serve_runs_as_a_process_logs_json_without_secrets_and_stops_on_sigterm(
     // dialled.
     let placeholder = "127.0.0.1:9".parse().unwrap();
     let world = DevWorld::start(placeholder).await.unwrap();
-    let mut child = support::serve_command(&world, "serve.toml", "")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id().unwrap();
-    let stdout = Arc::new(Mutex::new(Vec::new()));
-    let stderr = Arc::new(Mutex::new(Vec::new()));
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let out_task = collect(
-        child.stdout.take().unwrap(),
-        Arc::clone(&stdout),
-        tx.clone(),
-    );
-    let err_task = collect(child.stderr.take().unwrap(), Arc::clone(&stderr), tx);
-
-    // `serve` logs `listen` with the bound address once the socket is bound.
-    let addr = tokio::time::timeout(STARTUP_CAP, async {
-        while let Some(line) = rx.recv().await {
-            if let Ok(event) = serde_json::from_str::<Value>(&line) {
-                if let Some(listen) = event["fields"]["listen"].as_str() {
-                    return Some(listen.to_owned());
-                }
-            }
-        }
-        None
-    })
-    .await
-    .expect("serve logged its bound address")
-    .unwrap_or_else(|| {
-        panic!(
-            "serve exited before listening: {:?}",
-            stderr.lock().unwrap()
-        )
-    });
+    let mut serve = ServeProcess::start(support::serve_command(&world, "serve.toml", ""));
+    let addr = serve.listening_address().await;
     let base = format!("http://{addr}");
     let http = reqwest::Client::new();
 
@@ -111,28 +58,7 @@ async fn serve_runs_as_a_process_logs_json_without_secrets_and_stops_on_sigterm(
     assert!(world.github.token_is_live(&minted));
     let mint_request_id = mint.body["request"].as_str().unwrap().to_owned();
 
-    let kill = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let status = tokio::time::timeout(SHUTDOWN_CAP, child.wait())
-        .await
-        .expect("serve stopped after SIGTERM")
-        .unwrap();
-    assert!(status.success(), "exit status {status:?}");
-    out_task.await.unwrap();
-    err_task.await.unwrap();
-
-    let lines: Vec<String> = stdout
-        .lock()
-        .unwrap()
-        .iter()
-        .chain(stderr.lock().unwrap().iter())
-        .filter(|l| !l.trim().is_empty())
-        .cloned()
-        .collect();
+    let lines = serve.stop().await;
     let events: Vec<Value> = lines
         .iter()
         .map(|line| {
@@ -143,21 +69,8 @@ async fn serve_runs_as_a_process_logs_json_without_secrets_and_stops_on_sigterm(
         })
         .collect();
     // The mint's log line sits inside the request span, which carries the request id.
-    let mint_event = events
-        .iter()
-        .find(|e| {
-            e["fields"]["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("minted "))
-        })
-        .unwrap_or_else(|| panic!("no mint log line in {lines:#?}"));
-    let request_ids: Vec<&str> = mint_event["spans"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|span| span["request_id"].as_str())
-        .collect();
-    assert_eq!(request_ids, [mint_request_id.as_str()], "{mint_event}");
+    let request_ids = support::mint_line_span_fields(&events, "request_id");
+    assert_eq!(request_ids, [mint_request_id]);
     assert!(
         events.iter().any(|e| e["fields"]["message"]
             .as_str()

@@ -168,9 +168,18 @@ impl GitHubClient {
         Ok(self.http.request(method, url).header(AUTHORIZATION, value))
     }
 
-    fn observe(&self, operation: &'static str, status: u16, started: Instant) {
+    fn observe(
+        &self,
+        operation: &'static str,
+        status: u16,
+        headers: Option<&HeaderMap>,
+        started: Instant,
+    ) {
         if let Some(observer) = &self.observer {
-            observer(operation, status, started.elapsed());
+            let remaining = headers
+                .and_then(|h| h.get("x-ratelimit-remaining"))
+                .and_then(|v| v.to_str().ok()?.trim().parse().ok());
+            observer(operation, status, started.elapsed(), remaining);
         }
     }
 

@@ -145,8 +145,9 @@ impl GitHubError {
 }
 
 /// Called after every GitHub request with (operation, HTTP status or 0 on transport error,
-/// latency). The broker feeds its Prometheus histogram from it.
-pub type CallObserver = Arc<dyn Fn(&'static str, u16, Duration) + Send + Sync>;
+/// latency, the answer's `x-ratelimit-remaining` if it had one). The broker feeds its
+/// Prometheus histogram and rate-limit gauge from it.
+pub type CallObserver = Arc<dyn Fn(&'static str, u16, Duration, Option<u64>) + Send + Sync>;
 
 /// Everything the broker asks of GitHub.
 #[async_trait]

@@ -6,19 +6,21 @@
 
 pub mod error;
 pub mod extract;
+mod observe;
 mod routes;
 pub mod types;
+
+pub use observe::ACCESS_LOG_TARGET;
 
 use crate::app::App;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::handler::Handler;
 use axum::http::{HeaderName, Method};
-use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{MethodFilter, MethodRouter};
 use axum::Router;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -178,11 +180,46 @@ pub fn routes() -> Vec<(Method, &'static str)> {
         .collect()
 }
 
-/// The router with every layer.
+/// Which endpoints a listener serves: with `[server] admin_listen` set, the operator's endpoints
+/// (`/metrics`, `/api/v1/admin/*`) move to that listener and the one CI jobs reach answers 404
+/// for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// Every route (one listener).
+    All,
+    /// Every route but the operator's.
+    Public,
+    /// The operator's routes and the probes.
+    Admin,
+}
+
+/// The operator's endpoints: metrics and the admin API.
+fn is_operator_path(path: &str) -> bool {
+    path == "/metrics" || path.starts_with("/api/v1/admin/")
+}
+
+impl Surface {
+    /// Does a listener of this surface serve `path` (a route template)?
+    pub fn serves(self, path: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Public => !is_operator_path(path),
+            Self::Admin => is_operator_path(path) || matches!(path, "/healthz" | "/readyz"),
+        }
+    }
+}
+
+/// The router with every layer, serving every route.
 pub fn router(state: AppState) -> Router {
+    router_for(state, Surface::All)
+}
+
+/// The router with every layer, serving the routes of `surface`.
+pub fn router_for(state: AppState, surface: Surface) -> Router {
     let timeout = Duration::from_secs(state.config.server.request_timeout_seconds);
     let routes = route_table()
         .into_iter()
+        .filter(|(_, path, _)| surface.serves(path))
         .fold(Router::new(), |router, (_, path, handler)| {
             router.route(path, handler)
         });
@@ -190,28 +227,48 @@ pub fn router(state: AppState) -> Router {
     routes
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT_BYTES))
-        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, timeout))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
         .layer(CatchPanicLayer::new())
-        .layer(axum::middleware::from_fn_with_state(state.clone(), error::envelope))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            error::envelope,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            observe::observe,
+        ))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            let route = req.extensions().get::<MatchedPath>().map_or("", MatchedPath::as_str);
-            let id = error::request_id_of(req.headers());
-            // The method as a label too: a made-up one could be long, and lands in every line.
-            let method = crate::metrics::method_label(req.method().as_str());
-            tracing::info_span!("request", http.method = method, http.route = route, request_id = %id)
-        })
-        // Its default writes an ERROR line per 5xx, which a caller can repeat at will while a
-        // failure lasts; the envelope logs each failure once, within `App::failure_log`.
-        .on_failure(()))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| {
+                    let route = req
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map(MatchedPath::as_str);
+                    let id = error::request_id_of(req.headers());
+                    // The method as a label too: a made-up one could be long, and lands in every line.
+                    let method = crate::metrics::method_label(req.method().as_str());
+                    crate::telemetry::server_span(method, route, &id, req.headers())
+                })
+                .on_response(|res: &Response, _: Duration, span: &tracing::Span| {
+                    crate::telemetry::record_response(span, res.status().as_u16());
+                })
+                // Its default writes an ERROR line per 5xx, which a caller can repeat at will while a
+                // failure lasts; the envelope logs each failure once, within `App::failure_log`.
+                .on_failure(()),
+        )
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         // Outside `SetRequestIdLayer`, which keeps any id it finds: an unacceptable one is
         // removed first, so a fresh one is made in its place.
         .layer(tower::util::MapRequestLayer::new(
             drop_unacceptable_request_id::<axum::body::Body>,
         ))
-        .layer(SetSensitiveRequestHeadersLayer::new([axum::http::header::AUTHORIZATION]))
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            axum::http::header::AUTHORIZATION,
+        ]))
         .with_state(state)
 }
 
@@ -239,25 +296,6 @@ fn drop_unacceptable_request_id<B>(mut req: Request<B>) -> Request<B> {
     req
 }
 
-/// Request latency metric, by method (folded to a fixed set), matched route and status.
-async fn observe(
-    axum::extract::State(state): axum::extract::State<AppState>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let start = Instant::now();
-    let method = req.method().clone();
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    let res = next.run(req).await;
-    state.metrics.http_request(
-        method.as_str(),
-        route.as_ref().map(MatchedPath::as_str),
-        res.status().as_u16(),
-        start.elapsed(),
-    );
-    res
-}
-
 /// Pause after an accept error that is not about one connection (out of file descriptors, say):
 /// retrying at once would spin; a second lets connections close and free descriptors.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_secs(1);
@@ -279,6 +317,7 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_secs(1);
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
+    surface: Surface,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = state.config.limits.clone();
@@ -286,7 +325,7 @@ pub async fn serve(
     // by a service around the whole router instead.
     let service = tower::ServiceBuilder::new()
         .map_request(collapse_slashes::<hyper::body::Incoming>)
-        .service(router(state));
+        .service(router_for(state, surface));
     let service = hyper_util::service::TowerToHyperService::new(service);
     let mut http1 = hyper::server::conn::http1::Builder::new();
     http1

@@ -375,9 +375,22 @@ async fn fetch_keys(client: &reqwest::Client, entry: &IssuerEntry) -> Result<Vec
     parse_jwks(&body)
 }
 
+/// [`fetch_body`] in a CLIENT span (a discovery document or a JWKS: the URL is configured or
+/// the issuer's own, never the caller's).
+async fn fetch(client: &reqwest::Client, url: &Url) -> Result<Vec<u8>, String> {
+    use tracing::Instrument as _;
+    let host = url.host_str().unwrap_or_default();
+    let span = crate::telemetry::client_span("GET", url.path(), host);
+    let fetched = fetch_body(client, url).instrument(span.clone()).await;
+    if fetched.is_err() {
+        crate::telemetry::record_client_error(&span, "fetch_failed");
+    }
+    fetched
+}
+
 /// GET `url` with the body capped at [`MAX_FETCH_BYTES`], read as a stream so an oversized
 /// body is cut off rather than buffered.
-async fn fetch(client: &reqwest::Client, url: &Url) -> Result<Vec<u8>, String> {
+async fn fetch_body(client: &reqwest::Client, url: &Url) -> Result<Vec<u8>, String> {
     let mut response = client
         .get(url.clone())
         .header(reqwest::header::ACCEPT, "application/json")

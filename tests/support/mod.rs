@@ -180,3 +180,115 @@ impl BrokerApi<'_> {
         .await
     }
 }
+
+/// Generous for a busy machine, like [`STARTUP_CAP`]: it bounds a hang, it does not measure speed.
+pub(crate) const SHUTDOWN_CAP: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A running `sts-broker serve` (from [`serve_command`]) whose stdout and stderr lines are
+/// collected as they arrive.
+pub(crate) struct ServeProcess {
+    child: tokio::process::Child,
+    /// Process id, for signals.
+    pub(crate) pid: u32,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    arrivals: tokio::sync::mpsc::UnboundedReceiver<String>,
+    readers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl ServeProcess {
+    /// Start `command` with stdout and stderr piped.
+    pub(crate) fn start(mut command: Command) -> Self {
+        use tokio::io::AsyncBufReadExt as _;
+        let mut child = command.stderr(Stdio::piped()).spawn().unwrap();
+        let pid = child.id().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, arrivals) = tokio::sync::mpsc::unbounded_channel();
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let read = |stream: Box<dyn tokio::io::AsyncRead + Unpin + Send>| {
+            let (sink, tx) = (std::sync::Arc::clone(&lines), tx.clone());
+            tokio::spawn(async move {
+                let mut stream = tokio::io::BufReader::new(stream).lines();
+                while let Ok(Some(line)) = stream.next_line().await {
+                    sink.lock().unwrap().push(line.clone());
+                    let _ = tx.send(line);
+                }
+            })
+        };
+        let readers = vec![read(Box::new(stdout)), read(Box::new(stderr))];
+        Self {
+            child,
+            pid,
+            lines,
+            arrivals,
+            readers,
+        }
+    }
+
+    /// The bound address `serve` logs once its socket is bound (a JSON line's `listen` field,
+    /// or a text line's `listening on ADDR`).
+    pub(crate) async fn listening_address(&mut self) -> String {
+        let found = tokio::time::timeout(STARTUP_CAP, async {
+            while let Some(line) = self.arrivals.recv().await {
+                if let Ok(event) = serde_json::from_str::<Value>(&line) {
+                    if let Some(listen) = event["fields"]["listen"].as_str() {
+                        return Some(listen.to_owned());
+                    }
+                }
+                if let Some((_, rest)) = line.split_once("listening on ") {
+                    return rest.split_whitespace().next().map(str::to_owned);
+                }
+            }
+            None
+        })
+        .await
+        .expect("serve logged its bound address");
+        found.unwrap_or_else(|| panic!("serve exited before listening: {:?}", self.lines()))
+    }
+
+    /// Every line so far.
+    pub(crate) fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// SIGTERM, then wait (within [`SHUTDOWN_CAP`]) for a successful exit; every line it wrote.
+    pub(crate) async fn stop(mut self) -> Vec<String> {
+        let kill = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid.to_string())
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        let status = tokio::time::timeout(SHUTDOWN_CAP, self.child.wait())
+            .await
+            .expect("serve stopped after SIGTERM")
+            .unwrap();
+        assert!(status.success(), "exit status {status:?}");
+        for reader in self.readers.drain(..) {
+            reader.await.unwrap();
+        }
+        self.lines()
+            .into_iter()
+            .filter(|l| !l.trim().is_empty())
+            .collect()
+    }
+}
+
+/// The string values of `field` on the spans of the mint's JSON log line (`minted …`), which
+/// runs inside the request's span.
+pub(crate) fn mint_line_span_fields(events: &[Value], field: &str) -> Vec<String> {
+    let mint = events
+        .iter()
+        .find(|e| {
+            e["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("minted "))
+        })
+        .unwrap_or_else(|| panic!("no mint log line in {events:#?}"));
+    mint["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|span| Some(span.get(field)?.as_str()?.to_owned()))
+        .collect()
+}

@@ -59,7 +59,7 @@ impl GitHubClient {
             let response = match sent {
                 Ok(response) => response,
                 Err(error) => {
-                    self.observe(operation, 0, started);
+                    self.observe(operation, 0, None, started);
                     if let Some(wait) = retry_wait(attempt, None, deadline) {
                         tracing::debug!(
                             github.operation = operation,
@@ -78,7 +78,7 @@ impl GitHubClient {
             let body = match read_capped(response).await {
                 Ok(body) => body,
                 Err(error) => {
-                    self.observe(operation, status.as_u16(), started);
+                    self.observe(operation, status.as_u16(), Some(&headers), started);
                     // A body cut short is transient; one over the cap would be again.
                     let transient = matches!(error, GitHubError::Transport(_));
                     if let Some(wait) = retry_wait(attempt, None, deadline).filter(|_| transient) {
@@ -89,7 +89,7 @@ impl GitHubClient {
                     return Err(error);
                 }
             };
-            self.observe(operation, status.as_u16(), started);
+            self.observe(operation, status.as_u16(), Some(&headers), started);
             let rate_limited = is_rate_limited(status, &headers, &body);
             let answer = ApiResponse {
                 status,

@@ -25,7 +25,7 @@ fn client_for(url: &str, pem: SecretString, calls: &Calls) -> GitHubClient {
         api_url: Url::parse(url).unwrap(),
         app_id: APP_ID.into(),
         private_key_pem: pem,
-        observer: Some(Arc::new(move |operation, status, _| {
+        observer: Some(Arc::new(move |operation, status, _, _| {
             calls.lock().unwrap().push((operation, status));
         })),
     })

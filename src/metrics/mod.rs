@@ -1,4 +1,11 @@
 //! Prometheus metrics, one registry per `App` (no globals), rendered at `/metrics`.
+//!
+//! Every name the broker exports is in [`METRIC_NAMES`]; the dashboards and alert rules under
+//! `deploy/` are checked against it by a test.
+
+mod process;
+
+pub use process::{ProcessCollector, ProcessStats};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -6,6 +13,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Metric, Registry};
+use std::collections::HashSet;
+use std::sync::Mutex;
 use std::time::Duration;
 
 // Every label value comes from a fixed set: a label value a caller could choose would make a new
@@ -50,8 +59,54 @@ pub struct HttpLabels {
     pub status: u16,
 }
 
+/// `outcome` label of the mint and exchange latency histograms: `success` (2xx), `denied`
+/// (4xx), `failure` (5xx).
+pub type OutcomeLabel = [(&'static str, &'static str); 1];
+
+/// `installation` label of the GitHub rate-limit gauge: the installation id; `app` for calls
+/// made for no one installation (owner lookups, revokes); [`OTHER_INSTALLATIONS`] past
+/// [`MAX_RATE_LIMIT_INSTALLATIONS`].
+pub type InstallationLabel = [(&'static str, String); 1];
+
+/// At most this many installations get their own rate-limit series; the rest share
+/// [`OTHER_INSTALLATIONS`]. Installations are the App's customers, so they are not caller-chosen,
+/// but a broker serving thousands of them must not grow `/metrics` without bound.
+pub const MAX_RATE_LIMIT_INSTALLATIONS: usize = 100;
+/// The `installation` label past the cap.
+pub const OTHER_INSTALLATIONS: &str = "other";
+
+/// The commit of this build, from `build.rs`.
+pub const BUILD_COMMIT: &str = env!("STS_BUILD_COMMIT");
+
+/// Every metric family the broker exports, as scraped (counters with `_total`). The deploy/
+/// dashboards and alerts may use only these (a test checks them, and that each is exported).
+pub const METRIC_NAMES: &[&str] = &[
+    "sts_exchanges_total",
+    "sts_mints_total",
+    "sts_tokens_minted_total",
+    "sts_tokens_revoked_total",
+    "sts_exclusions_total",
+    "sts_denials_total",
+    "sts_github_request_duration_seconds",
+    "sts_http_request_duration_seconds",
+    "sts_mint_duration_seconds",
+    "sts_exchange_duration_seconds",
+    "sts_github_rate_limit_remaining",
+    "sts_build_info",
+    "process_cpu_seconds_total",
+    "process_resident_memory_bytes",
+    "process_virtual_memory_bytes",
+    "process_open_fds",
+    "process_max_fds",
+    "process_start_time_seconds",
+];
+
 /// Route label of a request no route matched.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
+/// The route whose latency is [`Metrics::mint_latency`].
+pub const MINT_ROUTE: &str = "/api/v1/sts";
+/// The route whose latency is [`Metrics::exchange_latency`].
+pub const EXCHANGE_ROUTE: &str = "/api/v1/auth/github-oidc";
 
 /// The label of an HTTP method: the methods of RFC 9110 §9 and PATCH (RFC 5789) by name, any
 /// other token `other`. hyper accepts any token as a method, so it must not become a label as is.
@@ -77,6 +132,26 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
 }
 
+/// Buckets of the mint and exchange histograms: round bounds an SLO names ("99% of mints under
+/// 1 s"), from what a cached exchange takes to what a mint retried against a slow GitHub takes
+/// (its retries end within 20 s).
+pub const SLO_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0,
+];
+
+fn slo_histogram() -> Histogram {
+    Histogram::new(SLO_BUCKETS)
+}
+
+/// The `outcome` of a response status.
+pub fn outcome_of(status: u16) -> &'static str {
+    match status {
+        200..=399 => "success",
+        500.. => "failure",
+        _ => "denied",
+    }
+}
+
 /// Registers metrics in one registry: each metric is created, registered and kept in one step.
 struct Registering<'r>(&'r mut Registry);
 
@@ -86,6 +161,26 @@ impl Registering<'_> {
     fn metric<M: Metric + Clone>(&mut self, name: &str, help: &str, metric: M) -> M {
         self.0.register(name, help, metric.clone());
         metric
+    }
+
+    /// Register a histogram family whose histograms `buckets` makes.
+    fn histograms<L>(
+        &mut self,
+        name: &str,
+        help: &str,
+        buckets: fn() -> Histogram,
+    ) -> HistogramFamily<L>
+    where
+        L: prometheus_client::encoding::EncodeLabelSet
+            + Clone
+            + Eq
+            + std::hash::Hash
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.metric(name, help, Family::new_with_constructor(buckets))
     }
 }
 
@@ -108,6 +203,15 @@ pub struct Metrics {
     pub github_latency: HistogramFamily<GitHubLabels>,
     /// HTTP request latency.
     pub http_latency: HistogramFamily<HttpLabels>,
+    /// Latency of `/api/v1/sts` by outcome.
+    pub mint_latency: HistogramFamily<OutcomeLabel>,
+    /// Latency of the OIDC exchange by outcome.
+    pub exchange_latency: HistogramFamily<OutcomeLabel>,
+    /// `x-ratelimit-remaining` of GitHub's last answer, by installation.
+    pub github_rate_limit: Family<InstallationLabel, Gauge>,
+    /// Installations with their own rate-limit series (at most
+    /// [`MAX_RATE_LIMIT_INSTALLATIONS`]).
+    rate_limited_installations: Mutex<HashSet<i64>>,
     /// Audit export to the SIEM webhook.
     pub audit_export: AuditExportMetrics,
 }
@@ -136,8 +240,9 @@ impl Default for Metrics {
 impl Metrics {
     /// A fresh registry with every metric registered.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("sts");
-        let mut register = Registering(&mut registry);
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(ProcessCollector));
+        let mut register = Registering(registry.sub_registry_with_prefix("sts"));
         let exchanges = register.metric("exchanges", "OIDC token exchanges", Family::default());
         let mints = register.metric("mints", "STS mint requests", Family::default());
         let tokens_minted = register.metric(
@@ -156,15 +261,15 @@ impl Metrics {
             Family::default(),
         );
         let denials = register.metric("denials", "Refused requests by reason", Family::default());
-        let github_latency: HistogramFamily<GitHubLabels> = register.metric(
+        let github_latency: HistogramFamily<GitHubLabels> = register.histograms(
             "github_request_duration_seconds",
             "GitHub API call latency",
-            Family::new_with_constructor(latency_histogram),
+            latency_histogram,
         );
-        let http_latency: HistogramFamily<HttpLabels> = register.metric(
+        let http_latency: HistogramFamily<HttpLabels> = register.histograms(
             "http_request_duration_seconds",
             "HTTP request latency",
-            Family::new_with_constructor(latency_histogram),
+            latency_histogram,
         );
         let audit_export = AuditExportMetrics {
             delivered: register.metric(
@@ -188,6 +293,32 @@ impl Metrics {
                 Gauge::default(),
             ),
         };
+        let mint_latency: HistogramFamily<OutcomeLabel> = register.histograms(
+            "mint_duration_seconds",
+            "Latency of STS mint requests, by outcome",
+            slo_histogram,
+        );
+        let exchange_latency: HistogramFamily<OutcomeLabel> = register.histograms(
+            "exchange_duration_seconds",
+            "Latency of OIDC token exchanges, by outcome",
+            slo_histogram,
+        );
+        let github_rate_limit = register.metric(
+            "github_rate_limit_remaining",
+            "Requests left in the GitHub rate-limit window of the last call, by installation",
+            Family::default(),
+        );
+        let build_info: Family<[(&str, &str); 2], Gauge> = register.metric(
+            "build_info",
+            "The broker's version and commit; always 1",
+            Family::default(),
+        );
+        build_info
+            .get_or_create(&[
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("commit", BUILD_COMMIT),
+            ])
+            .set(1);
         Self {
             registry,
             audit_export,
@@ -199,6 +330,10 @@ impl Metrics {
             denials,
             github_latency,
             http_latency,
+            mint_latency,
+            exchange_latency,
+            github_rate_limit,
+            rate_limited_installations: Mutex::new(HashSet::new()),
         }
     }
 
@@ -235,6 +370,41 @@ impl Metrics {
                 status,
             })
             .observe(latency.as_secs_f64());
+    }
+
+    /// Record the latency of a mint or an exchange, when `route` is one of theirs.
+    pub fn flow_request(&self, route: Option<&str>, status: u16, latency: Duration) {
+        let family = match route {
+            Some(MINT_ROUTE) => &self.mint_latency,
+            Some(EXCHANGE_ROUTE) => &self.exchange_latency,
+            _ => return,
+        };
+        family
+            .get_or_create(&[("outcome", outcome_of(status))])
+            .observe(latency.as_secs_f64());
+    }
+
+    /// Record GitHub's `x-ratelimit-remaining` on a call for `installation` (`None`: for no one
+    /// installation).
+    pub fn github_rate_limit(&self, installation: Option<i64>, remaining: u64) {
+        let label = match installation {
+            None => "app".to_owned(),
+            Some(id) => {
+                let mut known = self
+                    .rate_limited_installations
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                if known.contains(&id) || known.len() < MAX_RATE_LIMIT_INSTALLATIONS {
+                    known.insert(id);
+                    id.to_string()
+                } else {
+                    OTHER_INSTALLATIONS.to_owned()
+                }
+            }
+        };
+        self.github_rate_limit
+            .get_or_create(&[("installation", label)])
+            .set(i64::try_from(remaining).unwrap_or(i64::MAX));
     }
 
     /// Prometheus text exposition.

@@ -40,6 +40,48 @@ fn mask(token: &str) -> String {
     format!("{}…(redacted)", token.chars().take(8).collect::<String>())
 }
 
+/// The operator asks the broker why acme/payroll was excluded, for the same caller, without
+/// minting (`POST .../explain`), and reads the rule trace.
+async fn explain_payroll(
+    story: &mut Story,
+    http: &reqwest::Client,
+    base: &str,
+    world: &DevWorld,
+    job: &ActionsJob,
+) -> anyhow::Result<()> {
+    println!("   the operator asks why acme/payroll was excluded (POST .../explain):");
+    let res = http
+        .post(format!(
+            "{base}/api/v1/admin/workspaces/{DEV_WORKSPACE}/explain"
+        ))
+        .bearer_auth(&world.admin_token)
+        .json(&serde_json::json!({
+            "claims": world.issuer.claims_for(job, DEV_AUDIENCE),
+            "issuer": world.issuer.issuer(),
+            "sources": ["acme/payroll"],
+        }))
+        .send()
+        .await?;
+    let (status, env) = envelope::<serde_json::Value>(res).await?;
+    let decision = env.data.unwrap_or_default()["decisions"][0].clone();
+    for rule in decision["rules"].as_array().into_iter().flatten() {
+        println!(
+            "     rule {}: grants acme/payroll: {}, caller matched: {}",
+            rule["name"].as_str().unwrap_or_default(),
+            rule["grants"],
+            rule["matched"]
+        );
+    }
+    let no_rule_grants = decision["rules"]
+        .as_array()
+        .is_some_and(|rules| rules.iter().all(|r| r["grants"] == false));
+    story.check(
+        status == 200 && decision["reason"] == "no_trust_policy" && no_rule_grants,
+        "explain: acme/payroll is no_trust_policy because no rule's grant covers it",
+    );
+    Ok(())
+}
+
 /// Run the demo; `Ok(true)` when every step behaved.
 pub async fn run() -> anyhow::Result<bool> {
     let mut story = Story { failures: 0 };
@@ -164,6 +206,7 @@ pub async fn run() -> anyhow::Result<bool> {
         reason_of("dormant-co/legacy") == Some("installation_suspended"),
         "dormant-co/legacy: installation_suspended",
     );
+    explain_payroll(&mut story, &http, &base, &world, &job).await?;
 
     story.chapter(6, "The token works, and only where it was granted");
     let acme = minted

@@ -8,6 +8,16 @@ use anyhow::Context as _;
 use serde::de::DeserializeOwned;
 use sts_sim::oidc::ActionsJob;
 
+/// The six repositories the demo's job asks for: one of each outcome the story tells.
+pub const STORY_SOURCES: [&str; 6] = [
+    "acme/modules",
+    "acme/terraform-aws-vpc",
+    "acme-labs/shared-modules",
+    "acme/website",
+    "acme/payroll",
+    "dormant-co/legacy",
+];
+
 struct Story {
     failures: usize,
 }
@@ -150,14 +160,7 @@ pub async fn run() -> anyhow::Result<bool> {
         5,
         "The job asks for tokens for six repositories (POST /api/v1/sts)",
     );
-    let sources = [
-        "acme/modules",
-        "acme/terraform-aws-vpc",
-        "acme-labs/shared-modules",
-        "acme/website",
-        "acme/payroll",
-        "dormant-co/legacy",
-    ];
+    let sources = STORY_SOURCES;
     let res = http
         .post(format!("{base}/api/v1/sts"))
         .bearer_auth(&session.token)

@@ -8,6 +8,16 @@ use anyhow::Context as _;
 use serde::de::DeserializeOwned;
 use sts_sim::oidc::ActionsJob;
 
+/// The six repositories the demo's job asks for: one of each outcome the story tells.
+pub const STORY_SOURCES: [&str; 6] = [
+    "acme/modules",
+    "acme/terraform-aws-vpc",
+    "acme-labs/shared-modules",
+    "acme/website",
+    "acme/payroll",
+    "dormant-co/legacy",
+];
+
 struct Story {
     failures: usize,
 }
@@ -38,6 +48,48 @@ async fn envelope<T: DeserializeOwned>(
 
 fn mask(token: &str) -> String {
     format!("{}…(redacted)", token.chars().take(8).collect::<String>())
+}
+
+/// The operator asks the broker why acme/payroll was excluded, for the same caller, without
+/// minting (`POST .../explain`), and reads the rule trace.
+async fn explain_payroll(
+    story: &mut Story,
+    http: &reqwest::Client,
+    base: &str,
+    world: &DevWorld,
+    job: &ActionsJob,
+) -> anyhow::Result<()> {
+    println!("   the operator asks why acme/payroll was excluded (POST .../explain):");
+    let res = http
+        .post(format!(
+            "{base}/api/v1/admin/workspaces/{DEV_WORKSPACE}/explain"
+        ))
+        .bearer_auth(&world.admin_token)
+        .json(&serde_json::json!({
+            "claims": world.issuer.claims_for(job, DEV_AUDIENCE),
+            "issuer": world.issuer.issuer(),
+            "sources": ["acme/payroll"],
+        }))
+        .send()
+        .await?;
+    let (status, env) = envelope::<serde_json::Value>(res).await?;
+    let decision = env.data.unwrap_or_default()["decisions"][0].clone();
+    for rule in decision["rules"].as_array().into_iter().flatten() {
+        println!(
+            "     rule {}: grants acme/payroll: {}, caller matched: {}",
+            rule["name"].as_str().unwrap_or_default(),
+            rule["grants"],
+            rule["matched"]
+        );
+    }
+    let no_rule_grants = decision["rules"]
+        .as_array()
+        .is_some_and(|rules| rules.iter().all(|r| r["grants"] == false));
+    story.check(
+        status == 200 && decision["reason"] == "no_trust_policy" && no_rule_grants,
+        "explain: acme/payroll is no_trust_policy because no rule's grant covers it",
+    );
+    Ok(())
 }
 
 /// Run the demo; `Ok(true)` when every step behaved.
@@ -108,14 +160,7 @@ pub async fn run() -> anyhow::Result<bool> {
         5,
         "The job asks for tokens for six repositories (POST /api/v1/sts)",
     );
-    let sources = [
-        "acme/modules",
-        "acme/terraform-aws-vpc",
-        "acme-labs/shared-modules",
-        "acme/website",
-        "acme/payroll",
-        "dormant-co/legacy",
-    ];
+    let sources = STORY_SOURCES;
     let res = http
         .post(format!("{base}/api/v1/sts"))
         .bearer_auth(&session.token)
@@ -164,6 +209,7 @@ pub async fn run() -> anyhow::Result<bool> {
         reason_of("dormant-co/legacy") == Some("installation_suspended"),
         "dormant-co/legacy: installation_suspended",
     );
+    explain_payroll(&mut story, &http, &base, &world, &job).await?;
 
     story.chapter(6, "The token works, and only where it was granted");
     let acme = minted

@@ -38,6 +38,7 @@ pub mod limits;
 pub mod metrics;
 pub mod oidc;
 pub mod policy;
+pub mod policy_cli;
 pub mod server;
 pub mod session;
 pub mod store;

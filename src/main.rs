@@ -61,6 +61,50 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Check and test trust policies offline (no GitHub, no database).
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate policy files (JSON or YAML): exit 0 valid (warnings printed), 1 invalid.
+    Check {
+        /// Policy files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: OutputFormat,
+    },
+    /// Run test cases against a policy: exit 0 all pass, 1 some fail, 2 bad input.
+    Test {
+        /// The policy file.
+        policy: PathBuf,
+        /// The cases file (YAML or JSON).
+        #[arg(long)]
+        cases: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: OutputFormat,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum OutputFormat {
+    Text,
+    Json,
+}
+
+impl From<OutputFormat> for sts_broker::policy_cli::Format {
+    fn from(f: OutputFormat) -> Self {
+        match f {
+            OutputFormat::Text => Self::Text,
+            OutputFormat::Json => Self::Json,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -192,6 +236,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Audit {
             command: AuditCommand::Verify { config, workspace },
         } => Ok(audit_verify(&config, workspace.as_deref()).await),
+        Command::Policy { command } => Ok(policy(command)),
     }
 }
 
@@ -227,6 +272,22 @@ fn export_description(export: &sts_broker::telemetry::Export) -> String {
 
 /// `audit verify`: the report on stdout; what kept it from verifying on stderr, with exit 2
 /// (not 1, which means "tampered").
+/// `policy check` / `policy test`: offline, no configuration.
+fn policy(command: PolicyCommand) -> ExitCode {
+    let report = match command {
+        PolicyCommand::Check { files, format } => {
+            sts_broker::policy_cli::check(&files, format.into())
+        }
+        PolicyCommand::Test {
+            policy,
+            cases,
+            format,
+        } => sts_broker::policy_cli::test(&policy, &cases, format.into()),
+    };
+    print!("{}", report.out);
+    ExitCode::from(report.code)
+}
+
 async fn audit_verify(config: &Path, workspace: Option<&str>) -> ExitCode {
     use secrecy::ExposeSecret as _;
     use sts_broker::audit::verify::{verify_database, EXIT_CANNOT_VERIFY};

@@ -223,6 +223,61 @@ fn the_documented_exclusion_reasons_are_the_ones_the_mint_reports() {
 }
 
 #[test]
+fn the_documented_lint_codes_are_the_ones_the_engine_reports() {
+    use sts_broker::policy::WarningCode;
+    let spec = spec();
+    let documented: BTreeSet<&str> = spec["components"]["schemas"]["PolicyWarning"]["properties"]
+        ["code"]["enum"]
+        .as_array()
+        .expect("PolicyWarning.code has an enum")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let code: BTreeSet<&str> = WarningCode::ALL.iter().map(|c| c.as_str()).collect();
+    assert_eq!(documented, code);
+}
+
+#[test]
+fn the_policy_tooling_operations_document_their_bodies_with_examples() {
+    let spec = spec();
+    let ops = operations(&spec);
+    let op = |method: &str, path: &str| {
+        ops.iter()
+            .find(|(m, p, _)| m == method && p == path)
+            .map(|(_, _, op)| *op)
+            .unwrap_or_else(|| panic!("{method} {path} is not documented"))
+    };
+    let ws = "/api/v1/admin/workspaces/{ws}";
+    let with_bodies = [
+        ("POST", format!("{ws}/explain"), "Explanation"),
+        ("POST", format!("{ws}/policies/{{name}}/rollback"), "Policy"),
+    ];
+    for (method, path, answer) in &with_bodies {
+        let body = &op(method, path)["requestBody"]["content"]["application/json"];
+        assert!(
+            body.get("example").is_some() || body.get("examples").is_some(),
+            "{method} {path}: no request example"
+        );
+        let ok = op(method, path)["responses"]["200"]["content"]["application/json"]["schema"]
+            .to_string();
+        assert!(ok.contains(answer), "{method} {path}: 200 is not {answer}");
+    }
+    let versions = op("GET", &format!("{ws}/policies/{{name}}/versions"));
+    assert!(versions["responses"]["200"]["content"]["application/json"]
+        .get("example")
+        .is_some());
+    let get = op("GET", &format!("{ws}/policies/{{name}}"));
+    assert!(get["parameters"].as_array().is_some_and(|ps| ps
+        .iter()
+        .any(|p| p["name"] == "version" && p["in"] == "query")));
+    let mint = &spec["components"]["schemas"]["MintRequest"]["properties"];
+    assert!(
+        mint.get("permissions").is_some(),
+        "MintRequest lacks permissions"
+    );
+}
+
+#[test]
 fn api_operations_name_their_credentials() {
     let spec = spec();
     let mut wrong = Vec::new();

@@ -2,13 +2,17 @@
 //! metadata and the audit log. Every change writes one audit event, done or refused: each change
 //! is an outer method that starts an [`Audited`] and an inner one that does the work.
 
+mod versions;
+
+pub use versions::PolicyVersion;
+
 use super::audited::detail;
 use super::{existing_workspace, Audited, Conflict, Counted, FlowError, FlowResult, Missing};
 use crate::app::App;
 use crate::audit::{Actor, ActorKind, AuditEvent, AuditKind};
 use crate::github::GitHubError;
 use crate::ids::{PolicyName, WorkspaceId};
-use crate::policy::{CompiledPolicy, PolicyFormat, RepoRef, MAX_POLICY_BYTES};
+use crate::policy::{CompiledPolicy, PolicyFormat, RepoRef, Warning, MAX_POLICY_BYTES};
 use crate::store::{
     AuditPage, InstallationLink, IssuedToken, NewPolicy, StoreError, StoredPolicy, TokenFilter,
     TokenState, Workspace, MAX_AUDIT_PAGE,
@@ -70,7 +74,7 @@ pub struct PutPolicy {
     /// The stored version.
     pub policy: StoredPolicy,
     /// Problems that do not make the policy invalid.
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
 }
 
 /// Token metadata as of one instant (a token's state depends on the time it is read).
@@ -359,8 +363,8 @@ impl Admin<'_> {
         let warnings = compiled.warnings().to_vec();
         event.policy_name = Some(stored.name.clone());
         event.policy_version = Some(stored.version);
-        event.details =
-            serde_json::json!({ "format": stored.format.as_str(), "warnings": warnings });
+        let codes: Vec<&str> = warnings.iter().map(|w| w.code.as_str()).collect();
+        event.details = serde_json::json!({ "format": stored.format.as_str(), "warnings": codes });
         Ok(PutPolicy {
             created: !existed,
             policy: stored,

@@ -156,6 +156,21 @@ fn route_table() -> Vec<Route> {
         ),
         route(
             Get,
+            "/api/v1/admin/workspaces/{ws}/policies/{name}/versions",
+            routes::policy_versions,
+        ),
+        route(
+            Post,
+            "/api/v1/admin/workspaces/{ws}/policies/{name}/rollback",
+            routes::rollback_policy,
+        ),
+        route(
+            Post,
+            "/api/v1/admin/workspaces/{ws}/explain",
+            routes::explain,
+        ),
+        route(
+            Get,
             "/api/v1/admin/workspaces/{ws}/tokens",
             routes::list_tokens,
         ),

@@ -7,6 +7,9 @@ use super::types::admin::{
     InstallationView, PatchWorkspace, PolicyList, PolicyView, TokenList, TokenView, TokensQuery,
     Unlinked, WorkspaceDeleted, WorkspaceList, WorkspaceView,
 };
+use super::types::policy::{
+    ExplainRequest, ExplainView, RollbackRequest, VersionList, VersionQuery,
+};
 use super::types::{ExchangeRequest, MintRequest, MintResponse, RevokeRequest, RevokeResponse};
 use super::AppState;
 use crate::flow::admin::NewWorkspace;
@@ -228,11 +231,37 @@ pub(super) async fn list_policies(call: AdminCall, Path(ws): Path<String>) -> Ap
 pub(super) async fn get_policy(
     call: AdminCall,
     Path((ws, name)): Path<(String, String)>,
+    query: Result<Query<VersionQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<ApiData> {
+    let Query(q) = query.map_err(|e| ApiError::invalid(vec![e.body_text()]))?;
+    let admin = call.flow();
+    let (ws, name) = existing_policy(&admin, &ws, &name).await?;
+    let policy = match q.version {
+        None => admin.get_policy(&ws, &name).await?,
+        Some(version) => admin.policy_version(&ws, &name, version).await?,
+    };
+    Ok(ApiData::ok(PolicyView::from(policy)))
+}
+
+pub(super) async fn policy_versions(
+    call: AdminCall,
+    Path((ws, name)): Path<(String, String)>,
 ) -> ApiResult<ApiData> {
     let admin = call.flow();
     let (ws, name) = existing_policy(&admin, &ws, &name).await?;
-    let policy = admin.get_policy(&ws, &name).await?;
-    Ok(ApiData::ok(PolicyView::from(policy)))
+    let versions = admin.policy_versions(&ws, &name).await?;
+    Ok(ApiData::ok(VersionList::from(versions)))
+}
+
+pub(super) async fn rollback_policy(
+    call: AdminCall,
+    Path((ws, name)): Path<(String, String)>,
+    AppJson(req): AppJson<RollbackRequest>,
+) -> ApiResult<ApiData> {
+    let admin = call.flow();
+    let (ws, name) = existing_policy(&admin, &ws, &name).await?;
+    let put = admin.rollback_policy(&ws, &name, req.version).await?;
+    Ok(ApiData::ok(PolicyView::from(put)))
 }
 
 pub(super) async fn put_policy(
@@ -276,6 +305,16 @@ pub(super) async fn delete_policy(
     let (ws, name) = existing_policy(&admin, &ws, &name).await?;
     admin.delete_policy(&ws, &name).await?;
     Ok(ApiData::ok(Deleted { deleted: true }))
+}
+
+pub(super) async fn explain(
+    call: AdminCall,
+    Path(ws): Path<String>,
+    AppJson(req): AppJson<ExplainRequest>,
+) -> ApiResult<ApiData> {
+    let input = req.try_into()?;
+    let explanation = flow::mint::explain::explain(call.state(), &workspace(&ws)?, input).await?;
+    Ok(ApiData::ok(ExplainView::from(explanation)))
 }
 
 pub(super) async fn list_tokens(

@@ -136,6 +136,8 @@ pub(crate) enum Test {
 pub(crate) struct ClaimMatcher {
     /// The claim name.
     pub(crate) claim: String,
+    /// What the policy wrote for it (the value or values, or the pattern), for explanations.
+    pub(crate) expected: Value,
     /// The check.
     pub(crate) test: Test,
 }

@@ -8,6 +8,8 @@ mod compile;
 mod matcher;
 mod model;
 mod permissions;
+mod trace;
+mod warning;
 
 pub use matcher::{MAX_REGEX_LEN, REGEX_SIZE_LIMIT};
 pub use model::{
@@ -15,6 +17,8 @@ pub use model::{
     MAX_RULES, MAX_RULE_NAME_LEN,
 };
 pub use permissions::{Level, PermissionScope, PermissionSet};
+pub use trace::{CheckTrace, RuleTrace, WHOLE_INSTALLATION};
+pub use warning::{Warning, WarningCode};
 
 use matcher::name_glob_matches;
 use matcher::{ClaimMatcher, Mismatch};
@@ -234,7 +238,7 @@ impl CompiledRule {
 pub struct CompiledPolicy {
     document: PolicyDocument,
     rules: Vec<CompiledRule>,
-    warnings: Vec<String>,
+    warnings: Vec<Warning>,
 }
 
 impl CompiledPolicy {
@@ -252,7 +256,8 @@ impl CompiledPolicy {
         let rules = document
             .rules
             .iter()
-            .map(|rule| compile::rule(rule, &mut errors, &mut warnings))
+            .enumerate()
+            .map(|(i, rule)| compile::rule(i, rule, &mut errors, &mut warnings))
             .collect();
         if !errors.is_empty() {
             return Err(errors);
@@ -265,7 +270,7 @@ impl CompiledPolicy {
     }
 
     /// Non-fatal findings (organization-level permissions, very broad grants).
-    pub fn warnings(&self) -> &[String] {
+    pub fn warnings(&self) -> &[Warning] {
         &self.warnings
     }
 
@@ -328,3 +333,5 @@ impl CompiledPolicy {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_tooling;

@@ -61,6 +61,37 @@ impl PermissionSet {
         }
     }
 
+    /// What both sets allow: the keys in both, each at the lower of its two levels. A
+    /// downscoped token never carries more than was granted nor more than was asked.
+    pub fn intersect(&self, wanted: &PermissionSet) -> PermissionSet {
+        Self(
+            self.0
+                .iter()
+                .filter_map(|(k, granted)| wanted.0.get(k).map(|w| (k.clone(), *granted.min(w))))
+                .collect(),
+        )
+    }
+
+    /// A set as a client asked for it (`{"contents": "read"}`), each key and level checked
+    /// against GitHub's list; every problem is reported, each prefixed with `path`.
+    pub fn from_request(path: &str, asked: &BTreeMap<String, String>) -> Result<Self, Vec<String>> {
+        let mut set = BTreeMap::new();
+        let mut errors = Vec::new();
+        for (key, level) in asked {
+            match check(key, level) {
+                Ok((level, _)) => {
+                    set.insert(key.clone(), level);
+                }
+                Err(e) => errors.push(format!("{path}.{key}: {e}")),
+            }
+        }
+        if errors.is_empty() {
+            Ok(Self(set))
+        } else {
+            Err(errors)
+        }
+    }
+
     /// `{contents: read}`: what a grant without `permissions` gets, the least that lets a job
     /// clone a repository.
     pub fn default_grant() -> Self {

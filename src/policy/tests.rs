@@ -694,8 +694,8 @@ rules:
     assert!(policy
         .grants("https://elsewhere.example", &base_claims())
         .is_empty());
-    assert!(policy.warnings().contains(
-        &"rule all-of-acme grants acme/*: the whole installation, including repositories created later"
+    assert!(messages(&policy).contains(
+        &"rule all-of-acme grants acme/* with write access: the whole installation, including repositories created later"
             .to_owned()
     ));
 }
@@ -1001,16 +1001,30 @@ rules:
       permissions: {contents: read, members: read, profile: write}
 "#,
     );
+    let got: Vec<(&str, &str, &str)> = policy
+        .warnings()
+        .iter()
+        .map(|w| (w.path.as_str(), w.code.as_str(), w.message.as_str()))
+        .collect();
     assert_eq!(
-        policy.warnings(),
+        got,
         [
-            "rule x matches claim refs, which GitHub Actions tokens do not carry: the rule never matches a caller without it",
-            "rule x binds the owner by login only: if the account is renamed or deleted, whoever registers the login gets this rule; add repository_owner_id to bind the immutable id",
-            "rule x grants acme/*: the whole installation, including repositories created later",
-            "rule x grants organization permission members: reaches the whole organization, not only the granted repositories",
-            "rule x grants user permission profile: acts on the account of the user who owns the installation",
+            ("rules[0].match.refs", "unknown_claim", "rule x matches claim refs, which GitHub Actions tokens do not carry: the rule never matches a caller without it"),
+            ("rules[0].match", "owner_bound_by_name", "rule x binds the owner by login only: if the account is renamed or deleted, whoever registers the login gets this rule; add repository_owner_id to bind the immutable id"),
+            ("rules[0].grant.permissions", "write_without_ref", "rule x grants write access (profile) without constraining ref, environment or job_workflow_ref: any workflow on any branch of the caller's repository gets it"),
+            ("rules[0].grant.repositories", "whole_installation_write", "rule x grants acme/* with write access: the whole installation, including repositories created later"),
+            ("rules[0].grant.permissions.members", "organization_permission", "rule x grants organization permission members: reaches the whole organization, not only the granted repositories"),
+            ("rules[0].grant.permissions.profile", "user_permission", "rule x grants user permission profile: acts on the account of the user who owns the installation"),
         ]
     );
+}
+
+fn messages(policy: &CompiledPolicy) -> Vec<String> {
+    policy
+        .warnings()
+        .iter()
+        .map(|w| w.message.clone())
+        .collect()
 }
 
 #[test]
@@ -1027,8 +1041,7 @@ fn rules_bound_only_by_login_warn_and_rules_bound_by_id_do_not() {
     ];
     for (m, want) in cases {
         let policy = compile(&one_rule(&format!("    match: {m}")));
-        let got = policy
-            .warnings()
+        let got = messages(&policy)
             .iter()
             .any(|w| w.starts_with(login_warning));
         assert_eq!(got, want, "{m}: {:?}", policy.warnings());

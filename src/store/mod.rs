@@ -222,6 +222,14 @@ pub trait Store: AuditOutbox + SigningKeyRotation + Send + Sync + 'static {
         workspace_id: &str,
         at: OffsetDateTime,
     ) -> StoreResult<u64>;
+
+    /// Every stored version of a policy (deleted ones too, for history), newest first; empty
+    /// when the name was never used.
+    async fn policy_versions(
+        &self,
+        workspace_id: &str,
+        name: &str,
+    ) -> StoreResult<Vec<StoredPolicy>>;
 }
 
 /// Connect to `url` (`sqlite://…` or `postgres://…`/`postgresql://…`), run the backend's

@@ -458,6 +458,14 @@ impl Store for PgStore {
             .await?;
         Ok(done.rows_affected())
     }
+
+    async fn policy_versions(
+        &self,
+        workspace_id: &str,
+        name: &str,
+    ) -> StoreResult<Vec<StoredPolicy>> {
+        Postgres::read_policy_versions(&self.pool, workspace_id, name).await
+    }
 }
 
 #[cfg(test)]

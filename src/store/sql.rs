@@ -870,6 +870,26 @@ where
             .await?;
         all(rows, MintIntentRow::into_model)
     }
+
+    // ---- policy versions (policy tooling) ----
+
+    /// `Store::policy_versions`: every version of a policy, deleted ones too, newest first.
+    async fn read_policy_versions(
+        pool: &Pool<Self>,
+        workspace_id: &str,
+        name: &str,
+    ) -> StoreResult<Vec<StoredPolicy>> {
+        let rows: Vec<PolicyRow> = sqlx::query_as(
+            r#"select workspace_id, name, version, source, format, created_at
+               from policy_versions where workspace_id = $1 and name = $2
+               order by version desc"#,
+        )
+        .bind(workspace_id)
+        .bind(name)
+        .fetch_all(pool)
+        .await?;
+        all(rows, PolicyRow::into_model)
+    }
 }
 
 /// `now` minus `kept` (at least zero), in epoch milliseconds. Saturates instead of

@@ -446,6 +446,14 @@ impl Store for SqliteStore {
             .await?;
         Ok(done.rows_affected())
     }
+
+    async fn policy_versions(
+        &self,
+        workspace_id: &str,
+        name: &str,
+    ) -> StoreResult<Vec<StoredPolicy>> {
+        Sqlite::read_policy_versions(&self.pool, workspace_id, name).await
+    }
 }
 
 #[cfg(test)]

@@ -120,13 +120,16 @@ impl Broker {
     pub(crate) async fn mint(
         &self,
         session: &Session,
-        sources: &[String],
+        key: &crate::state::StateKey,
         policy: &str,
-        workspace: &str,
     ) -> Result<Minted, CallError> {
+        let workspace = key.workspace.as_str();
         let mut body = serde_json::Map::new();
-        if !sources.is_empty() {
-            body.insert("sources".into(), serde_json::json!(sources));
+        if !key.sources.is_empty() {
+            body.insert("sources".into(), serde_json::json!(key.sources));
+        }
+        if !key.permissions.is_empty() {
+            body.insert("permissions".into(), serde_json::json!(key.permissions));
         }
         body.insert("policyName".into(), Value::String(policy.to_owned()));
         let request = self

@@ -6,6 +6,7 @@ use crate::model::ClientToken;
 use crate::oidc::OidcSource;
 use crate::state::{self, SavedSession, State, StateKey};
 use crate::ui;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use time::OffsetDateTime;
 
@@ -18,6 +19,8 @@ pub(crate) struct Context {
     /// `None` = not given (the default policy applies when minting; logout matches any).
     pub(crate) policy: Option<String>,
     pub(crate) sources: Vec<String>,
+    /// `--permission`: downscoping; empty = everything granted.
+    pub(crate) permissions: BTreeMap<String, String>,
     pub(crate) audience: String,
     pub(crate) oidc: OidcSource,
     pub(crate) state_root: Option<PathBuf>,
@@ -56,7 +59,9 @@ impl Context {
             )
         })?;
         let policy = self.policy.as_deref().unwrap_or(DEFAULT_POLICY);
-        Ok(StateKey::new(broker_url, workspace, policy, &self.sources))
+        let mut key = StateKey::new(broker_url, workspace, policy, &self.sources);
+        key.permissions = self.permissions.clone();
+        Ok(key)
     }
 
     fn broker_at(&self, url: &str) -> Broker {
@@ -94,10 +99,7 @@ impl Context {
                 self.authenticate(&broker, &dir, &mut state).await?
             }
         };
-        let minted = match broker
-            .mint(&session, &key.sources, &policy, &key.workspace)
-            .await
-        {
+        let minted = match broker.mint(&session, &key, &policy).await {
             Ok(minted) => minted,
             Err(CallError::SessionRefused(message)) if !fresh_session => {
                 // A saved session can have been revoked or outlived: authenticate once more.
@@ -118,10 +120,7 @@ impl Context {
                             ))
                         }
                     })?;
-                match broker
-                    .mint(&session, &key.sources, &policy, &key.workspace)
-                    .await
-                {
+                match broker.mint(&session, &key, &policy).await {
                     Ok(minted) => minted,
                     Err(CallError::SessionRefused(message)) => {
                         return Err(ClientError::SessionRejected(message))

@@ -81,6 +81,10 @@ struct Options {
     /// Target repository `owner/repo` (repeatable); none = all that the policy grants
     #[arg(long = "repo", global = true, env = "STS_REPOS", value_delimiter = ',')]
     repos: Vec<String>,
+    /// Ask for less than the policy grants: `NAME=LEVEL` (repeatable), e.g. `contents=read`;
+    /// each token gets the intersection with its grant
+    #[arg(long = "permission", global = true, value_name = "NAME=LEVEL")]
+    permissions: Vec<String>,
     /// Audience to request for the GitHub Actions OIDC token
     #[arg(long, global = true, env = "STS_AUDIENCE", default_value = DEFAULT_AUDIENCE)]
     audience: String,
@@ -246,6 +250,18 @@ fn context(options: &Options) -> Result<Context, ClientError> {
              http(s) URL such as https://sts.example.com"
         )));
     }
+    let mut permissions = std::collections::BTreeMap::new();
+    for p in &options.permissions {
+        let Some((name, level)) = p
+            .split_once('=')
+            .filter(|(n, l)| !n.is_empty() && !l.is_empty())
+        else {
+            return Err(ClientError::Usage(format!(
+                "--permission {p}: expected NAME=LEVEL, e.g. contents=read"
+            )));
+        };
+        permissions.insert(name.trim().to_owned(), level.trim().to_owned());
+    }
     Ok(Context {
         http: http_client(options.ca_cert.as_deref())?,
         broker_url,
@@ -260,6 +276,7 @@ fn context(options: &Options) -> Result<Context, ClientError> {
         ),
         policy: options.policy.clone().filter(|p| !p.is_empty()),
         sources,
+        permissions,
         audience: options.audience.clone(),
         oidc,
         // Absolute, so that file mode's include.path (which git requires absolute) is.

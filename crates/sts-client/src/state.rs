@@ -7,6 +7,7 @@
 use crate::model::{ClientToken, Exclusion};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
@@ -33,6 +34,9 @@ pub(crate) struct StateKey {
     pub(crate) policy: String,
     /// Sorted and de-duplicated, so `--repo a --repo b` and `--repo b --repo a` share state.
     pub(crate) sources: Vec<String>,
+    /// `--permission` downscoping; a different set is a different cache entry.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) permissions: BTreeMap<String, String>,
 }
 
 impl StateKey {
@@ -42,6 +46,7 @@ impl StateKey {
             workspace: workspace.to_owned(),
             policy: policy.to_owned(),
             sources: normalised_sources(sources),
+            permissions: BTreeMap::new(),
         }
     }
 
@@ -54,6 +59,11 @@ impl StateKey {
         }
         for source in &self.sources {
             hasher.update(source.as_bytes());
+            hasher.update([0]);
+        }
+        // Only when set, so the entries of clients that never downscope keep their names.
+        for (name, level) in &self.permissions {
+            hasher.update(format!("permission:{name}={level}").as_bytes());
             hasher.update([0]);
         }
         hex::encode(&hasher.finalize()[..16])

@@ -17,6 +17,7 @@
 //! leaves the intent unresolved, which [`report_orphaned_intents`] turns into an
 //! `outcome_unknown` audit event.
 
+pub mod explain;
 mod intent;
 mod issue;
 mod plan;
@@ -70,6 +71,9 @@ pub struct MintInput {
     pub sources: Option<Vec<String>>,
     /// Policy to evaluate; absent = `default`.
     pub policy_name: Option<String>,
+    /// Downscoping: permissions to ask for (each token gets the intersection with its grant);
+    /// absent = everything granted.
+    pub permissions: Option<BTreeMap<String, String>>,
 }
 
 /// A repository left out, with why.

@@ -62,7 +62,18 @@ impl Plan {
     }
 }
 
-/// Evaluate the request's policy for the session's caller.
+/// Who asks: the workspace, and the caller's verified issuer and claims.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Caller<'a> {
+    pub(crate) workspace_id: &'a str,
+    pub(crate) issuer: &'a str,
+    pub(crate) claims: &'a Claims,
+}
+
+/// A policy as the decision sees it: absent, no longer compiling, or compiled.
+pub(crate) type PolicyState<'a> = Option<&'a Result<CompiledPolicy, Vec<String>>>;
+
+/// Evaluate the request's stored policy for the session's caller.
 pub(super) async fn plan(
     app: &App,
     session: &SessionRecord,
@@ -72,25 +83,42 @@ pub(super) async fn plan(
         .store
         .get_policy(&session.workspace_id, request.policy.as_str())
         .await?;
-    let mut plan = Plan {
-        policy_version: stored.as_ref().map(|p| p.version),
-        ..Plan::default()
-    };
     let compiled = stored.as_ref().map(|p| app.compiled_policy(p));
     let claims = session.claims.as_object().cloned().unwrap_or_default();
-    let mut planner = Planner::new(app, &session.workspace_id);
+    let caller = Caller {
+        workspace_id: &session.workspace_id,
+        issuer: &session.issuer,
+        claims: &claims,
+    };
+    let mut plan = decide(app, caller, compiled.as_deref(), request).await?;
+    plan.policy_version = stored.as_ref().map(|p| p.version);
+    Ok(plan)
+}
+
+/// The decision, shared by the mint and by explain (which must agree with it): per source (or
+/// per grant when no sources were named), what may be minted with which permissions and through
+/// which installation, and why the rest is left out. Asks GitHub only for (cached) installation
+/// data, never for a token the caller would get.
+pub(crate) async fn decide(
+    app: &App,
+    caller: Caller<'_>,
+    policy: PolicyState<'_>,
+    request: &MintRequest,
+) -> FlowResult<Plan> {
+    let mut plan = Plan::default();
+    let mut planner = Planner::new(app, caller.workspace_id);
     let mut groups = Groups::new();
-    match compiled.as_deref() {
+    match policy {
         None => plan.exclude_all(&request.sources, ExclusionReason::NoTrustPolicy),
         Some(Err(errors)) => {
             plan.policy_errors = Some(errors.clone());
             plan.exclude_all(&request.sources, ExclusionReason::TrustPolicyInvalid);
         }
         Some(Ok(policy)) if request.explicit() => {
-            let caller = (session.issuer.as_str(), &claims);
+            let ask = (policy, request.wanted.as_ref());
             plan_sources(
                 &mut planner,
-                policy,
+                ask,
                 caller,
                 &request.sources,
                 &mut plan,
@@ -99,32 +127,36 @@ pub(super) async fn plan(
             .await?;
         }
         Some(Ok(policy)) => {
-            plan_all_grants(
-                &mut planner,
-                policy,
-                &session.issuer,
-                &claims,
-                &mut groups,
-                &mut plan.skipped,
-            )
-            .await?;
+            let ask = (policy, request.wanted.as_ref());
+            plan_all_grants(&mut planner, ask, caller, &mut groups, &mut plan.skipped).await?;
         }
     }
     plan.groups = split(groups);
     Ok(plan)
 }
 
+/// The policy to evaluate, and the permissions the caller asked for (downscoping), if any.
+type Ask<'a> = (&'a CompiledPolicy, Option<&'a PermissionSet>);
+
+/// What the caller gets of `granted`: all of it, or its intersection with what was asked.
+fn downscoped(granted: PermissionSet, wanted: Option<&PermissionSet>) -> PermissionSet {
+    match wanted {
+        Some(wanted) => granted.intersect(wanted),
+        None => granted,
+    }
+}
+
 /// With `sources`: the policy's verdict on each, and the installation that can reach it.
 async fn plan_sources(
     planner: &mut Planner<'_>,
-    policy: &CompiledPolicy,
-    (issuer, claims): (&str, &Claims),
+    (policy, wanted): Ask<'_>,
+    caller: Caller<'_>,
     sources: &[Source],
     plan: &mut Plan,
     groups: &mut Groups,
 ) -> FlowResult<()> {
     for Source { raw, repo } in sources {
-        let (permissions, rules) = match policy.decide(issuer, claims, repo) {
+        let (permissions, rules) = match policy.decide(caller.issuer, caller.claims, repo) {
             RepoDecision::NotGranted => {
                 plan.exclusions
                     .push(Excluded::new(raw.clone(), ExclusionReason::NoTrustPolicy));
@@ -140,6 +172,19 @@ async fn plan_sources(
             }
             RepoDecision::Granted { permissions, rules } => (permissions, rules),
         };
+        let permissions = downscoped(permissions, wanted);
+        if permissions.0.is_empty() {
+            // Granted, but nothing of what the caller asked for.
+            plan.denials.insert(
+                raw.clone(),
+                vec!["no granted permission was asked for".to_owned()],
+            );
+            plan.exclusions.push(Excluded::new(
+                raw.clone(),
+                ExclusionReason::TrustPolicyDenied,
+            ));
+            continue;
+        }
         let (installation, canonical) = match planner.resolve_repo(repo).await? {
             Ok(found) => found,
             Err(why) => {
@@ -162,9 +207,8 @@ type Merged = (Installation, PermissionSet, BTreeSet<String>);
 /// a suspended installation are skipped (and noted in the audit event only).
 async fn plan_all_grants(
     planner: &mut Planner<'_>,
-    policy: &CompiledPolicy,
-    issuer: &str,
-    claims: &Claims,
+    (policy, wanted): Ask<'_>,
+    caller: Caller<'_>,
     groups: &mut Groups,
     skipped: &mut Vec<Excluded>,
 ) -> FlowResult<()> {
@@ -172,7 +216,11 @@ async fn plan_all_grants(
     // merged permissions of pattern grants.
     let mut whole: BTreeMap<i64, Merged> = BTreeMap::new();
     let mut per_repo: BTreeMap<(i64, String), Merged> = BTreeMap::new();
-    for grant in policy.grants(issuer, claims) {
+    for mut grant in policy.grants(caller.issuer, caller.claims) {
+        grant.permissions = downscoped(grant.permissions, wanted);
+        if grant.permissions.0.is_empty() {
+            continue; // nothing of it was asked for
+        }
         let Some(link) = planner.link(&grant.owner).await? else {
             skip(
                 skipped,

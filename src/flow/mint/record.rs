@@ -128,6 +128,9 @@ impl Fresh {
 pub(super) fn describe_request(event: &mut AuditEvent, request: &MintRequest) {
     event.policy_name = Some(request.policy.as_str().to_owned());
     detail(event, "sources", &request.requested);
+    if let Some(wanted) = &request.wanted {
+        detail(event, "permissionsAsked", wanted.to_strings());
+    }
 }
 
 /// What the plan decided and GitHub minted so far: exclusions, skipped owners, per-source

@@ -4,7 +4,7 @@ use super::{MintInput, MAX_SOURCES};
 use crate::app::App;
 use crate::flow::{FlowError, FlowResult, Forbidden};
 use crate::ids::PolicyName;
-use crate::policy::RepoRef;
+use crate::policy::{PermissionSet, RepoRef};
 use crate::session::{Authenticated, SessionType};
 use std::collections::BTreeSet;
 
@@ -27,6 +27,8 @@ pub(super) struct MintRequest {
     pub(super) requested: Option<Vec<String>>,
     /// The distinct sources (case-insensitively), in the order sent.
     pub(super) sources: Vec<Source>,
+    /// Downscoping: the permissions the caller asked for; `None` = whatever is granted.
+    pub(super) wanted: Option<PermissionSet>,
 }
 
 impl MintRequest {
@@ -79,11 +81,17 @@ pub(super) fn validate(input: MintInput) -> FlowResult<MintRequest> {
             }
         }
     }
+    let wanted = input.permissions.as_ref().and_then(|asked| {
+        PermissionSet::from_request("permissions", asked)
+            .map_err(|e| errors.extend(e))
+            .ok()
+    });
     match policy {
         Some(policy) if errors.is_empty() => Ok(MintRequest {
             policy,
             requested: input.sources,
             sources,
+            wanted,
         }),
         _ => Err(FlowError::InvalidRequest(errors)),
     }
@@ -97,6 +105,7 @@ mod tests {
         MintInput {
             sources: sources.map(|s| s.iter().map(|s| (*s).to_owned()).collect()),
             policy_name: policy.map(str::to_owned),
+            permissions: None,
         }
     }
 

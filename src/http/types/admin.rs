@@ -1,5 +1,6 @@
 //! The admin API's bodies and query strings, and their conversions from the admin flows' values.
 
+use super::policy::WarningView;
 use crate::audit::format_time;
 pub use crate::audit::view::AuditEventView;
 use crate::flow::admin::{NewWorkspace, PutPolicy, TokenListing};
@@ -141,12 +142,13 @@ pub struct PolicyView {
     format: String,
     source: String,
     created_at: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    warnings: Vec<String>,
+    /// Lint findings: only in the answer to `PUT` (and rollback), where it is always present.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warnings: Option<Vec<WarningView>>,
 }
 
 impl PolicyView {
-    fn new(p: StoredPolicy, warnings: Vec<String>) -> Self {
+    fn new(p: StoredPolicy, warnings: Option<Vec<WarningView>>) -> Self {
         Self {
             name: p.name,
             version: p.version,
@@ -160,13 +162,13 @@ impl PolicyView {
 
 impl From<StoredPolicy> for PolicyView {
     fn from(p: StoredPolicy) -> Self {
-        Self::new(p, Vec::new())
+        Self::new(p, None)
     }
 }
 
 impl From<PutPolicy> for PolicyView {
     fn from(put: PutPolicy) -> Self {
-        Self::new(put.policy, put.warnings)
+        Self::new(put.policy, Some(WarningView::list(put.warnings)))
     }
 }
 

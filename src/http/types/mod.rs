@@ -3,6 +3,7 @@
 //! [`admin`]. (`sts-client` keeps its own copies, so it can be built without the broker.)
 
 pub mod admin;
+pub mod policy;
 
 use crate::audit::{format_time, ExclusionReason};
 use crate::flow::exchange::{ExchangeInput, NewSession};
@@ -94,6 +95,10 @@ pub struct MintRequest {
         skip_serializing_if = "Option::is_none"
     )]
     pub policy_name: Option<String>,
+    /// Downscoping: ask for at most these permissions (`{"contents": "read"}`); absent =
+    /// everything the policy grants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permissions: Option<BTreeMap<String, String>>,
 }
 
 impl From<MintRequest> for MintInput {
@@ -101,6 +106,7 @@ impl From<MintRequest> for MintInput {
         Self {
             sources: req.sources,
             policy_name: req.policy_name,
+            permissions: req.permissions,
         }
     }
 }

@@ -74,6 +74,7 @@ conformance_cases!(
     policies::list_policies_returns_current_versions_of_live_policies_by_name,
     policies::policy_versions_are_counted_per_workspace,
     policies::putting_a_policy_into_a_missing_workspace_is_not_found,
+    policies::every_policy_version_is_listed_newest_first_deleted_ones_too,
     exchange::an_exchange_writes_the_session_and_its_audit_event,
     exchange::a_replayed_token_is_refused_and_nothing_of_the_second_attempt_is_written,
     exchange::an_exchange_into_a_missing_workspace_writes_nothing,

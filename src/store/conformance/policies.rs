@@ -88,3 +88,41 @@ pub(super) async fn putting_a_policy_into_a_missing_workspace_is_not_found(store
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
 }
+
+pub(super) async fn every_policy_version_is_listed_newest_first_deleted_ones_too(
+    store: Arc<dyn Store>,
+) {
+    with_workspaces(&*store, &["acme", "other"]).await;
+    for source in ["v1", "v2"] {
+        put(&*store, "acme", "default", source).await;
+    }
+    put(&*store, "other", "default", "elsewhere").await;
+    put(&*store, "acme", "another", "a1").await;
+    store.delete_policy("acme", "default", at(1)).await.unwrap();
+    put(&*store, "acme", "default", "v3").await;
+
+    let versions = store.policy_versions("acme", "default").await.unwrap();
+    let summary: Vec<_> = versions
+        .iter()
+        .map(|p| {
+            (
+                p.workspace_id.as_str(),
+                p.name.as_str(),
+                p.version,
+                p.source.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("acme", "default", 3, "v3"),
+            ("acme", "default", 2, "v2"),
+            ("acme", "default", 1, "v1"),
+        ]
+    );
+    assert_eq!(
+        store.policy_versions("acme", "never").await.unwrap(),
+        vec![]
+    );
+}

@@ -50,6 +50,9 @@ pub struct App {
     /// How many failure (5xx) lines reach the log: a caller can repeat a failure while it lasts
     /// (see [`crate::limits::FAILURE_LOG_LINES`]).
     pub failure_log: LogBudget,
+    /// How many access lines of 4xx/5xx answers reach the log (see
+    /// [`crate::limits::ACCESS_REFUSAL_LOG_LINES`]).
+    pub refused_access_log: LogBudget,
     /// Audit export to the `[audit]` webhook; `None` when none is configured.
     pub audit_export: Option<ExportSettings>,
     /// Per-session and per-workspace mint quotas (`[limits]`), per replica.
@@ -143,6 +146,7 @@ impl App {
             metrics,
             refusal_log: LogBudget::refusals(),
             failure_log: LogBudget::failures(),
+            refused_access_log: LogBudget::refused_access(),
             mint_quota,
             policies: Mutex::new(HashMap::new()),
         })

@@ -164,6 +164,11 @@ fn whole_seconds(wait: Duration) -> Duration {
 /// refusal of a quiet day, and what a flood consists of; every refusal is counted in the
 /// metrics regardless.
 pub const REFUSAL_LOG_LINES: u32 = 20;
+/// Access lines of requests answered 4xx or 5xx, per [`REFUSAL_LOG_INTERVAL`] at most. Anyone
+/// can send requests that are refused, and one line per request would let a flood fill the
+/// disk; successful requests, which a caller cannot make at will, are always logged, and
+/// `sts_http_request_duration_seconds` counts every request either way.
+pub const ACCESS_REFUSAL_LOG_LINES: u32 = 50;
 /// The window [`REFUSAL_LOG_LINES`] and [`FAILURE_LOG_LINES`] apply to.
 pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Failure log lines (5xx) written per [`REFUSAL_LOG_INTERVAL`] at most. Failures are ours, but
@@ -207,6 +212,12 @@ impl LogBudget {
     /// The budget of refusal lines: [`REFUSAL_LOG_LINES`] per [`REFUSAL_LOG_INTERVAL`].
     pub fn refusals() -> Self {
         Self::new(REFUSAL_LOG_LINES, REFUSAL_LOG_INTERVAL)
+    }
+
+    /// The budget of access lines for 4xx/5xx answers: [`ACCESS_REFUSAL_LOG_LINES`] per
+    /// [`REFUSAL_LOG_INTERVAL`].
+    pub fn refused_access() -> Self {
+        Self::new(ACCESS_REFUSAL_LOG_LINES, REFUSAL_LOG_INTERVAL)
     }
 
     /// The budget of failure lines: [`FAILURE_LOG_LINES`] per [`REFUSAL_LOG_INTERVAL`].

@@ -351,7 +351,16 @@ async fn the_dashboards_and_alerts_name_only_metrics_the_broker_exports() {
     let session = api
         .session(&world.issuer.token_for(&main_job(), DEV_AUDIENCE))
         .await;
-    assert_eq!(api.mint(&session, &["acme/modules"]).await.status, 200);
+    // acme/payroll is excluded: the exclusions family gets a series.
+    assert_eq!(
+        api.mint(&session, &["acme/modules", "acme/payroll"])
+            .await
+            .status,
+        200
+    );
+    // A refused exchange: the denials family gets a series (labelled families with no series
+    // are left out of the exposition).
+    assert_eq!(api.exchange("not-a-jwt", DEV_WORKSPACE).await.status, 401);
     // A rate-limited answer for the installation: the gauge shows what GitHub said is left.
     world.github.fail_next(1, 403, Some(3600));
     assert_eq!(api.mint(&session, &["acme/modules"]).await.status, 503);

@@ -33,17 +33,26 @@ pub(super) async fn observe(
     let method = crate::metrics::method_label(method.as_str());
     let route_label = route.unwrap_or(crate::metrics::UNMATCHED_ROUTE);
     let trace_id = crate::telemetry::current_trace_id().unwrap_or_default();
-    tracing::info!(
-        target: ACCESS_LOG_TARGET,
-        method,
-        route = route_label,
-        status,
-        latency_ms = latency.as_secs_f64() * 1000.0,
-        request_id = %request_id,
-        trace_id = %trace_id,
-        "{method} {route_label} {status} {:.1}ms",
-        latency.as_secs_f64() * 1000.0,
-    );
+    // Refused and failed requests are the caller's to repeat: their lines share a budget.
+    let suppressed = if res.status().is_client_error() || res.status().is_server_error() {
+        state.refused_access_log.admit()
+    } else {
+        Some(0)
+    };
+    if let Some(suppressed) = suppressed {
+        tracing::info!(
+            target: ACCESS_LOG_TARGET,
+            method,
+            route = route_label,
+            status,
+            latency_ms = latency.as_secs_f64() * 1000.0,
+            request_id = %request_id,
+            trace_id = %trace_id,
+            suppressed,
+            "{method} {route_label} {status} {:.1}ms",
+            latency.as_secs_f64() * 1000.0,
+        );
+    }
     if let Some(params) = params.filter(|_| res.status().is_success()) {
         tracing::info!(
             method,

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 /// What one request came to.
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// The answer the operation expects.
     Ok,
     /// Anything else (status, body, transport).
@@ -15,22 +15,22 @@ pub enum Outcome {
 }
 
 /// What one operation's run measured.
-pub struct Run {
-    pub name: String,
+pub(crate) struct Run {
+    pub(crate) name: String,
     /// Latencies of the `Ok` answers, sorted.
-    pub latencies: Vec<Duration>,
-    pub errors: usize,
-    pub elapsed: Duration,
+    pub(crate) latencies: Vec<Duration>,
+    pub(crate) errors: usize,
+    pub(crate) elapsed: Duration,
     /// Whether some client ran out of work before the time was up.
-    pub exhausted: bool,
+    pub(crate) exhausted: bool,
 }
 
 impl Run {
-    pub fn ok_per_second(&self) -> f64 {
+    pub(crate) fn ok_per_second(&self) -> f64 {
         self.latencies.len() as f64 / self.elapsed.as_secs_f64()
     }
 
-    pub fn percentile_ms(&self, p: f64) -> f64 {
+    pub(crate) fn percentile_ms(&self, p: f64) -> f64 {
         if self.latencies.is_empty() {
             return f64::NAN;
         }
@@ -40,14 +40,14 @@ impl Run {
         self.latencies[i].as_secs_f64() * 1000.0
     }
 
-    pub fn header() -> String {
+    pub(crate) fn header() -> String {
         format!(
             "{:<14} {:>8} {:>7} {:>9} {:>8} {:>8} {:>8} {:>8}",
             "operation", "ok", "errors", "ok/s", "p50 ms", "p90 ms", "p99 ms", "max ms"
         )
     }
 
-    pub fn row(&self) -> String {
+    pub(crate) fn row(&self) -> String {
         format!(
             "{:<14} {:>8} {:>7} {:>9.1} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
             self.name,
@@ -63,7 +63,7 @@ impl Run {
 }
 
 /// Run `op(client)` in a loop on `concurrency` clients for `duration`.
-pub async fn drive<F, Fut>(name: &str, concurrency: usize, duration: Duration, op: F) -> Run
+pub(crate) async fn drive<F, Fut>(name: &str, concurrency: usize, duration: Duration, op: F) -> Run
 where
     F: Fn(usize) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Outcome> + Send,
@@ -112,7 +112,7 @@ where
 }
 
 /// Resident set size of this process (broker, simulators and clients together), in MB.
-pub fn rss_mb() -> Option<f64> {
+pub(crate) fn rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let kb: f64 = status
         .lines()

@@ -52,7 +52,12 @@ struct Args {
     #[arg(long, env = "LOAD_EXCHANGE_TOKENS", default_value_t = 30_000)]
     exchange_tokens: usize,
     /// Backends to run, in order.
-    #[arg(long, env = "LOAD_BACKENDS", value_delimiter = ',', default_value = "sqlite,postgres")]
+    #[arg(
+        long,
+        env = "LOAD_BACKENDS",
+        value_delimiter = ',',
+        default_value = "sqlite,postgres"
+    )]
     backends: Vec<Backend>,
     /// PostgreSQL server; each run gets a fresh schema, dropped afterwards.
     #[arg(
@@ -182,7 +187,8 @@ async fn run(args: &Args, backend: Backend) -> anyhow::Result<()> {
     // Untimed: every client's session, one warm-up exchange and mint (JWKS fetch, caches), and
     // the single-use OIDC tokens of every exchange run.
     let scale_points = scale::points(args.scale);
-    let per_scale_point = args.exchange_tokens * args.scale_duration as usize / args.duration as usize;
+    let per_scale_point =
+        args.exchange_tokens * args.scale_duration as usize / args.duration as usize;
     let signing = Instant::now();
     let mut tokens = sign_tokens(
         &bench.world.issuer,
@@ -320,12 +326,7 @@ async fn drive_healthz(
     let http = http.clone();
     drive("healthz", concurrency, duration, move |_| {
         let (http, url) = (http.clone(), Arc::clone(&url));
-        async move {
-            match http.get(url.as_str()).send().await {
-                Ok(res) if res.status() == 200 && res.bytes().await.is_ok() => Outcome::Ok,
-                _ => Outcome::Failed,
-            }
-        }
+        async move { ok_with_body(http.get(url.as_str()).send().await).await }
     })
     .await
 }
@@ -403,11 +404,19 @@ async fn drive_github(
                 .json(&json!({ "repositories": ["modules"] }))
                 .send()
                 .await;
-            match sent {
-                Ok(res) if res.status().is_success() && res.bytes().await.is_ok() => Outcome::Ok,
-                _ => Outcome::Failed,
-            }
+            ok_with_body(sent).await
         }
     })
     .await
+}
+
+/// `Ok` for a 2xx answer whose body arrived in full.
+async fn ok_with_body(sent: reqwest::Result<reqwest::Response>) -> Outcome {
+    match sent {
+        Ok(res) if res.status().is_success() => match res.bytes().await {
+            Ok(_) => Outcome::Ok,
+            Err(_) => Outcome::Failed,
+        },
+        _ => Outcome::Failed,
+    }
 }

@@ -12,7 +12,7 @@ use sts_broker::store::{NewPolicy, Store, Workspace};
 
 /// Workspace counts to measure at: 1 (the dev world's own), then powers of ten up to `max`,
 /// and `max` itself.
-pub fn points(max: usize) -> Vec<usize> {
+pub(crate) fn points(max: usize) -> Vec<usize> {
     if max == 0 {
         return Vec::new();
     }
@@ -24,20 +24,20 @@ pub fn points(max: usize) -> Vec<usize> {
 }
 
 /// What a curve runs against.
-pub struct Curve<'a> {
-    pub store: &'a Arc<dyn Store>,
-    pub http: &'a reqwest::Client,
-    pub base: &'a str,
-    pub sessions: &'a Arc<Vec<String>>,
-    pub concurrency: usize,
-    pub duration: Duration,
+pub(crate) struct Curve<'a> {
+    pub(crate) store: &'a Arc<dyn Store>,
+    pub(crate) http: &'a reqwest::Client,
+    pub(crate) base: &'a str,
+    pub(crate) sessions: &'a Arc<Vec<String>>,
+    pub(crate) concurrency: usize,
+    pub(crate) duration: Duration,
 }
 
 /// Seeding writes this many workspaces at a time.
 const SEED_CONCURRENCY: usize = 32;
 
 impl Curve<'_> {
-    pub async fn run(
+    pub(crate) async fn run(
         &self,
         points: &[usize],
         mut tokens: Vec<String>,
@@ -71,7 +71,8 @@ impl Curve<'_> {
                 self.duration,
             )
             .await;
-            let mints = crate::drive_mints(self.http, self.base, self.sessions, self.duration).await;
+            let mints =
+                crate::drive_mints(self.http, self.base, self.sessions, self.duration).await;
             println!(
                 "{:>10} {:>9.1} {:>12.2} {:>12.2} {:>9.1} {:>12.2} {:>12.2} {:>8.0} {:>9.1}",
                 point,

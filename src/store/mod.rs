@@ -3,6 +3,7 @@
 //!
 //! All timestamps are stored as BIGINT epoch milliseconds (UTC). The store knows nothing about HTTP.
 
+mod batch;
 mod codec;
 #[cfg(test)]
 mod conformance;

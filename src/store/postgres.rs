@@ -8,7 +8,8 @@
 //! PostgreSQL's own is here: the row lock of `put_policy`, the retried link, and id lists
 //! passed as `text[]`.
 
-use super::codec::{is_unique_violation, missing_or_backend, to_ms, write_err};
+use super::batch::{OwnedMintRecord, Writer};
+use super::codec::{is_unique_violation, missing_or_backend, to_ms};
 use super::rows::{all, InstallationLinkRow, IssuedTokenRow, WorkspaceRow};
 use super::sql::{
     installation_already_linked, no_active_signing_key, on_insert_policy, on_insert_workspace,
@@ -41,6 +42,9 @@ const RACE_RETRIES: usize = 3;
 /// PostgreSQL store.
 pub(crate) struct PgStore {
     pub(super) pool: PgPool,
+    /// The group-committing writer task: the writes of exchanges and mints, which arrive many
+    /// at a time, share a transaction and its WAL flush (see `batch.rs`).
+    writes: Writer<Postgres>,
 }
 
 /// Connect, configure and migrate; the store as a trait object.
@@ -64,7 +68,7 @@ pub(crate) async fn connect_with(
     // sqlx holds a database-wide advisory lock while migrating, so replicas starting together
     // apply each migration once.
     sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-    let store = PgStore { pool };
+    let store = PgStore::new(pool);
     super::report_linked_at_start(store.link_unlinked_audit_rows().await?);
     Ok(Arc::new(store))
 }
@@ -79,7 +83,7 @@ pub(crate) async fn open_existing(url: &str) -> StoreResult<Arc<dyn Store>> {
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect_with(options)
         .await?;
-    Ok(Arc::new(PgStore { pool }))
+    Ok(Arc::new(PgStore::new(pool)))
 }
 
 /// First key of the advisory lock that serialises appends to one audit chain; the second is
@@ -106,6 +110,13 @@ impl SharedSql for Postgres {
 }
 
 impl PgStore {
+    fn new(pool: PgPool) -> Self {
+        Self {
+            writes: Writer::spawn(pool.clone(), "begin"),
+            pool,
+        }
+    }
+
     /// Link the rows stored before the audit chain existed (see `audit::chain`): one
     /// transaction per chain, under the chain's lock, so replicas starting together and
     /// serving already link each row once.
@@ -270,10 +281,7 @@ impl Store for PgStore {
     ) -> StoreResult<()> {
         // The replay key's primary key decides a race between processes: the second insert
         // waits for the first transaction, then fails as a replay.
-        let mut tx = self.pool.begin().await?;
-        Postgres::write_exchange(&mut tx, jti, session, audit).await?;
-        tx.commit().await?;
-        Ok(())
+        self.writes.exchange(jti, session, audit).await
     }
 
     async fn get_session(&self, id: &str) -> StoreResult<Option<SessionRecord>> {
@@ -286,10 +294,7 @@ impl Store for PgStore {
     }
 
     async fn record_issuance(&self, tokens: &[IssuedToken], audit: &AuditEvent) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        Postgres::write_issuance(&mut tx, tokens, audit).await?;
-        tx.commit().await?;
-        Ok(())
+        self.writes.issuance(tokens, audit).await
     }
 
     async fn list_tokens(
@@ -353,10 +358,7 @@ impl Store for PgStore {
     }
 
     async fn append_audit(&self, event: &AuditEvent) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        Postgres::write_audit(&mut tx, event).await?;
-        tx.commit().await?;
-        Ok(())
+        self.writes.audit(event).await
     }
 
     async fn list_audit(
@@ -401,44 +403,33 @@ impl Store for PgStore {
     }
 
     async fn record_mint_intent(&self, intent: &MintIntent) -> StoreResult<()> {
-        Postgres::insert_mint_intent(intent)?
-            .execute(&self.pool)
-            .await
-            .map_err(|e| {
-                write_err(
-                    e,
-                    || StoreError::Conflict("intent exists".to_owned()),
-                    "intent",
-                )
-            })?;
-        Ok(())
+        self.writes.mint_intent(intent).await
     }
 
     async fn record_mint(&self, record: &MintRecord<'_>) -> StoreResult<Issuance> {
-        let mut tx = self.pool.begin().await?;
-        // Row locks that a concurrent disable, deletion or logout must wait for (or that wait
-        // for it, and then read its result): the check below cannot be overtaken before commit.
-        sqlx::query(r#"select id from workspaces where id = $1 for share"#)
-            .bind(record.workspace_id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(r#"select id from sessions where id = $1 for share"#)
-            .bind(record.session_id)
-            .execute(&mut *tx)
-            .await?;
-        let issuance = Postgres::write_mint(&mut tx, record).await?;
-        match issuance {
-            Issuance::Recorded => tx.commit().await?,
-            Issuance::Refused(_) => tx.rollback().await?,
-        }
-        Ok(issuance)
+        self.writes
+            .write(OwnedMintRecord::from(record), |conn, record| {
+                Box::pin(async move {
+                    let record = record.borrowed();
+                    // Row locks that a concurrent disable, deletion or logout must wait for (or
+                    // that wait for it, and then read its result): the check in `write_mint`
+                    // cannot be overtaken before commit. A refusal writes nothing.
+                    sqlx::query(r#"select id from workspaces where id = $1 for share"#)
+                        .bind(record.workspace_id)
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query(r#"select id from sessions where id = $1 for share"#)
+                        .bind(record.session_id)
+                        .execute(&mut *conn)
+                        .await?;
+                    Postgres::write_mint(conn, &record).await
+                })
+            })
+            .await
     }
 
     async fn resolve_mint_intent(&self, intent_id: &str, audit: &AuditEvent) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await?;
-        let resolved = Postgres::write_intent_resolution(&mut tx, intent_id, audit).await?;
-        tx.commit().await?;
-        Ok(resolved)
+        self.writes.intent_resolution(intent_id, audit).await
     }
 
     async fn unresolved_mint_intents(

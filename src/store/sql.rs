@@ -900,7 +900,7 @@ fn cutoff_ms(now: OffsetDateTime, kept: time::Duration) -> i64 {
 }
 
 /// A `Conflict` saying what clashed.
-fn conflict(what: &str) -> StoreError {
+pub(super) fn conflict(what: &str) -> StoreError {
     StoreError::Conflict(what.to_owned())
 }
 

@@ -1,0 +1,328 @@
+//! Group commit: the writes that callers make at the same time share one transaction, and so
+//! one commit (one fsync on SQLite, one WAL flush on PostgreSQL), instead of queueing one
+//! commit each behind the database's write lock.
+//!
+//! Each backend runs one writer task. A caller hands it a [`Work`] (a function of a connection
+//! and the caller's owned data) and waits; the task takes every write queued meanwhile (up to
+//! [`MAX_BATCH`]), runs each inside its own savepoint of one transaction, commits, and only then
+//! answers each caller: a response still goes out only after what it promises is committed.
+//! While one batch commits the next one queues, so batches grow with the load and a lone write
+//! pays no wait.
+//!
+//! A write that fails with a domain error (replay, conflict, not found) is rolled back to its
+//! savepoint and answered after the batch; one that fails in the database (a lock timeout, a
+//! PostgreSQL deadlock with another replica's batch) runs again alone after the batch, in a
+//! transaction of its own, so that the others' failure is never its, nor its theirs.
+
+use super::codec::write_err;
+use super::sql::{conflict, SharedSql as _};
+use super::{
+    IssuedToken, JtiRecord, MintIntent, MintRecord, SessionRecord, StoreError, StoreResult,
+};
+use crate::audit::AuditEvent;
+use futures::future::BoxFuture;
+use sqlx::{Connection, Database, Pool, Transaction};
+use tokio::sync::{mpsc, oneshot};
+
+/// The most writes one transaction takes. Bounds how long a batch holds the write lock (and
+/// the memory of one batch) under a flood; at ~100 µs a write a full batch is still short.
+pub(super) const MAX_BATCH: usize = 256;
+
+/// Writes waiting for the writer beyond this make their callers wait to queue (backpressure)
+/// rather than grow the queue without bound.
+const QUEUE_DEPTH: usize = 4 * MAX_BATCH;
+
+/// One write: runs on a connection inside a transaction, with the caller's data. A plain `fn`
+/// (no captures), so the data is owned by the job and the write can be run again alone.
+pub(super) type Work<DB, D, T> =
+    for<'c> fn(&'c mut <DB as Database>::Connection, &'c D) -> BoxFuture<'c, StoreResult<T>>;
+
+/// How a write ended inside a batch.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ran {
+    /// Keep its changes.
+    Done,
+    /// Refused for a domain reason: roll back its savepoint, answer the refusal.
+    Refused,
+    /// Failed in the database: roll back its savepoint, run it again alone.
+    Failed,
+}
+
+/// A queued write with its data and its waiter, its result type erased.
+trait Job<DB: Database>: Send {
+    fn run<'c>(&'c mut self, conn: &'c mut DB::Connection) -> BoxFuture<'c, Ran>;
+    /// Answer the waiter: the kept result, or `failure` if the write's changes did not commit
+    /// (or it never ran).
+    fn answer(self: Box<Self>, failure: Option<StoreError>);
+}
+
+struct Pending<DB: Database, D, T> {
+    data: D,
+    work: Work<DB, D, T>,
+    result: Option<StoreResult<T>>,
+    reply: oneshot::Sender<StoreResult<T>>,
+}
+
+impl<DB, D, T> Job<DB> for Pending<DB, D, T>
+where
+    DB: Database,
+    D: Send + Sync + 'static,
+    T: Send + 'static,
+{
+    fn run<'c>(&'c mut self, conn: &'c mut DB::Connection) -> BoxFuture<'c, Ran> {
+        Box::pin(async move {
+            let result = (self.work)(conn, &self.data).await;
+            let ran = match &result {
+                Ok(_) => Ran::Done,
+                Err(StoreError::Backend(_)) => Ran::Failed,
+                Err(_) => Ran::Refused,
+            };
+            self.result = Some(result);
+            ran
+        })
+    }
+
+    fn answer(self: Box<Self>, failure: Option<StoreError>) {
+        let result = match (self.result, failure) {
+            (Some(Err(refused)), _) => Err(refused),
+            (_, Some(failure)) => Err(failure),
+            (Some(done), None) => done,
+            (None, None) => Err(closed()),
+        };
+        // The caller may have gone (its request was cancelled); the write stands regardless.
+        let _ = self.reply.send(result);
+    }
+}
+
+/// The handle callers write through; the task behind it ends when the last handle is dropped.
+pub(super) struct Writer<DB: Database> {
+    queue: mpsc::Sender<Box<dyn Job<DB>>>,
+}
+
+impl<DB: Database> Writer<DB> {
+    /// Start the writer task on `pool`, opening each transaction with `begin` (SQLite's
+    /// `begin immediate` takes the write lock up front).
+    pub(super) fn spawn(pool: Pool<DB>, begin: &'static str) -> Self {
+        let (queue, jobs) = mpsc::channel(QUEUE_DEPTH);
+        tokio::spawn(drain(pool, begin, jobs));
+        Self { queue }
+    }
+
+    /// Run `work` with `data` in the next batch; its result once the batch committed.
+    pub(super) async fn write<D, T>(&self, data: D, work: Work<DB, D, T>) -> StoreResult<T>
+    where
+        D: Send + Sync + 'static,
+        T: Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = Pending {
+            data,
+            work,
+            result: None,
+            reply,
+        };
+        self.queue.send(Box::new(job)).await.map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
+}
+
+/// The writer stopped (the runtime is shutting down): nothing was written.
+fn closed() -> StoreError {
+    StoreError::Backend(sqlx::Error::PoolClosed)
+}
+
+/// The writer task: batch after batch until every [`Writer`] handle is gone.
+async fn drain<DB: Database>(
+    pool: Pool<DB>,
+    begin: &'static str,
+    mut jobs: mpsc::Receiver<Box<dyn Job<DB>>>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        if batch.len() == 1 {
+            if let Some(job) = batch.pop() {
+                run_alone(&pool, begin, job).await;
+            }
+            continue;
+        }
+        let mut ran = Vec::with_capacity(batch.len());
+        match run_together(&pool, begin, &mut batch, &mut ran).await {
+            Ok(()) => {
+                for (job, ran) in batch.drain(..).zip(ran) {
+                    match ran {
+                        Ran::Failed => run_alone(&pool, begin, job).await,
+                        Ran::Done | Ran::Refused => job.answer(None),
+                    }
+                }
+            }
+            // Nothing of the batch was committed: each write runs again alone and gets its
+            // own answer.
+            Err(Stage::BeforeCommit) => {
+                for job in batch.drain(..) {
+                    run_alone(&pool, begin, job).await;
+                }
+            }
+            // The commit itself failed: whether it took effect is unknown, so no write may
+            // run again (a replay key would refuse its own token); each caller learns of it.
+            Err(Stage::Commit(error)) => {
+                let message = error.to_string();
+                for job in batch.drain(..) {
+                    let failure = StoreError::Backend(sqlx::Error::Protocol(format!(
+                        "group commit failed: {message}"
+                    )));
+                    job.answer(Some(failure));
+                }
+            }
+        }
+    }
+}
+
+/// Where a batch's transaction broke.
+enum Stage {
+    BeforeCommit,
+    Commit(sqlx::Error),
+}
+
+/// Every job of `batch` in one transaction, each in a savepoint; how each ran in `ran`.
+async fn run_together<DB: Database>(
+    pool: &Pool<DB>,
+    begin: &'static str,
+    batch: &mut [Box<dyn Job<DB>>],
+    ran: &mut Vec<Ran>,
+) -> Result<(), Stage> {
+    let mut tx: Transaction<'static, DB> = pool
+        .begin_with(begin)
+        .await
+        .map_err(|_| Stage::BeforeCommit)?;
+    for job in batch.iter_mut() {
+        let mut savepoint = Connection::begin(&mut *tx)
+            .await
+            .map_err(|_| Stage::BeforeCommit)?;
+        let outcome = job.run(&mut savepoint).await;
+        let ended = match outcome {
+            Ran::Done => savepoint.commit().await,
+            Ran::Refused | Ran::Failed => savepoint.rollback().await,
+        };
+        ended.map_err(|_| Stage::BeforeCommit)?;
+        ran.push(outcome);
+    }
+    tx.commit().await.map_err(Stage::Commit)
+}
+
+/// One job in a transaction of its own.
+async fn run_alone<DB: Database>(pool: &Pool<DB>, begin: &'static str, mut job: Box<dyn Job<DB>>) {
+    let failure = match pool.begin_with(begin).await {
+        Err(error) => Some(StoreError::Backend(error)),
+        Ok(mut tx) => match job.run(&mut tx).await {
+            Ran::Done => tx.commit().await.err().map(StoreError::Backend),
+            // Dropping the transaction rolls it back; the job's own error is the answer.
+            Ran::Refused | Ran::Failed => None,
+        },
+    };
+    job.answer(failure);
+}
+
+/// A [`MintRecord`] that owns its parts, so that it can wait in the queue.
+pub(super) struct OwnedMintRecord {
+    workspace_id: String,
+    session_id: String,
+    intent_id: Option<String>,
+    tokens: Vec<IssuedToken>,
+    audit: AuditEvent,
+}
+
+impl From<&MintRecord<'_>> for OwnedMintRecord {
+    fn from(record: &MintRecord<'_>) -> Self {
+        Self {
+            workspace_id: record.workspace_id.to_owned(),
+            session_id: record.session_id.to_owned(),
+            intent_id: record.intent_id.map(str::to_owned),
+            tokens: record.tokens.to_vec(),
+            audit: record.audit.clone(),
+        }
+    }
+}
+
+impl OwnedMintRecord {
+    pub(super) fn borrowed(&self) -> MintRecord<'_> {
+        MintRecord {
+            workspace_id: &self.workspace_id,
+            session_id: &self.session_id,
+            intent_id: self.intent_id.as_deref(),
+            tokens: &self.tokens,
+            audit: &self.audit,
+        }
+    }
+}
+
+/// The group-committed writes both backends make the same way, written once for each (a macro:
+/// the futures of `SharedSql`'s generic methods can only be named `Send` for a concrete backend).
+macro_rules! shared_writes {
+    ($($db:ident),*) => {$(
+        impl Writer<sqlx::$db> {
+            /// `Store::record_exchange`.
+            pub(super) async fn exchange(
+                &self,
+                jti: &JtiRecord,
+                session: &SessionRecord,
+                audit: &AuditEvent,
+            ) -> StoreResult<()> {
+                let data = (jti.clone(), session.clone(), audit.clone());
+                self.write(data, |conn, (jti, session, audit)| {
+                    Box::pin(sqlx::$db::write_exchange(conn, jti, session, audit))
+                })
+                .await
+            }
+
+            /// `Store::record_issuance`.
+            pub(super) async fn issuance(
+                &self,
+                tokens: &[IssuedToken],
+                audit: &AuditEvent,
+            ) -> StoreResult<()> {
+                let data = (tokens.to_vec(), audit.clone());
+                self.write(data, |conn, (tokens, audit)| {
+                    Box::pin(sqlx::$db::write_issuance(conn, tokens, audit))
+                })
+                .await
+            }
+
+            /// `Store::append_audit`.
+            pub(super) async fn audit(&self, event: &AuditEvent) -> StoreResult<()> {
+                self.write(event.clone(), |conn, event| {
+                    Box::pin(sqlx::$db::write_audit(conn, event))
+                })
+                .await
+            }
+
+            /// `Store::resolve_mint_intent`.
+            pub(super) async fn intent_resolution(
+                &self,
+                intent_id: &str,
+                audit: &AuditEvent,
+            ) -> StoreResult<bool> {
+                let data = (intent_id.to_owned(), audit.clone());
+                self.write(data, |conn, (intent_id, audit)| {
+                    Box::pin(sqlx::$db::write_intent_resolution(conn, intent_id, audit))
+                })
+                .await
+            }
+
+            /// `Store::record_mint_intent`.
+            pub(super) async fn mint_intent(&self, intent: &MintIntent) -> StoreResult<()> {
+                self.write(intent.clone(), |conn, intent| {
+                    Box::pin(async move {
+                        sqlx::$db::insert_mint_intent(intent)?
+                            .execute(conn)
+                            .await
+                            .map_err(|e| write_err(e, || conflict("intent exists"), "intent"))?;
+                        Ok(())
+                    })
+                })
+                .await
+            }
+        }
+    )*};
+}
+
+shared_writes!(Sqlite, Postgres);

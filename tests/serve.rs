@@ -16,8 +16,8 @@
 mod support;
 
 use serde_json::{json, Value};
-use sts_broker::dev::{DevWorld, DEV_AUDIENCE, DEV_WORKSPACE};
 use std::process::Stdio;
+use sts_broker::dev::{DevWorld, DEV_AUDIENCE, DEV_WORKSPACE};
 use support::{main_job, start_dev_broker, BrokerApi, ServeProcess, STARTUP_CAP};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

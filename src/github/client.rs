@@ -1,5 +1,10 @@
-//! Thin typed GitHub REST client over reqwest: explicit timeouts, no redirects, capped bodies,
+//! Typed GitHub REST client: octocrab carries the requests (its raw methods, which hand back
+//! status and headers); on top the broker keeps explicit timeouts, no redirects, capped bodies,
 //! bounded retries of transient failures, and short-lived caches of installation lookups.
+//!
+//! The App JWT is signed here (`app_jwt`, jsonwebtoken 12) and given to octocrab as a bearer per
+//! request, like the installation token: octocrab's own App authentication (`jwt` feature) would
+//! pin jsonwebtoken 10, and its auth layer only sends credentials to `api.github.com`.
 //!
 //! This file holds the client and the calls it makes; its child modules hold what changes on
 //! its own: `retry` (when a call is repeated), `response` (reading answers, mapping errors),
@@ -16,8 +21,9 @@ use super::{
 };
 use async_trait::async_trait;
 use cache::{installation_cache, repository_cache, InstallationCache, RepositoryCache};
-use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, USER_AGENT};
-use reqwest::{Method, RequestBuilder, StatusCode};
+use http::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, USER_AGENT};
+use http::{Method, StatusCode};
+use octocrab::{OctoBody, Octocrab};
 use response::{link_has_next, map_error, parse};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
@@ -29,10 +35,6 @@ use wire::{InstallationJson, RepositoryListJson, TokenJson, TokenRequestJson};
 
 /// Media type GitHub recommends for every REST call.
 pub(crate) const GITHUB_ACCEPT: &str = "application/vnd.github+json";
-/// Pinned REST API version, so a new GitHub default cannot change response shapes under us.
-pub(crate) const GITHUB_API_VERSION: &str = "2022-11-28";
-/// Header carrying [`GITHUB_API_VERSION`].
-pub(crate) const GITHUB_API_VERSION_HEADER: &str = "x-github-api-version";
 
 /// Time to establish TCP+TLS: a GitHub that cannot accept a connection in 5 s is down for us.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -72,7 +74,7 @@ impl std::fmt::Debug for GitHubClientConfig {
 /// The real `GitHubApp`.
 pub struct GitHubClient {
     api_url: Url,
-    http: reqwest::Client,
+    octo: Octocrab,
     signer: AppJwtSigner,
     observer: Option<CallObserver>,
     by_owner: InstallationCache<String>,
@@ -99,7 +101,8 @@ enum Auth<'a> {
 }
 
 impl GitHubClient {
-    /// Build; fails when the private key does not parse.
+    /// Build; fails when the private key does not parse. Call it inside the Tokio runtime that
+    /// will serve the requests: octocrab spawns its request queue's worker there.
     pub fn new(config: GitHubClientConfig) -> Result<Self, GitHubError> {
         if config.api_url.cannot_be_a_base() || !matches!(config.api_url.scheme(), "http" | "https")
         {
@@ -108,29 +111,19 @@ impl GitHubClient {
             ));
         }
         let signer = AppJwtSigner::new(&config.app_id, &config.private_key_pem)?;
-        let mut headers = HeaderMap::new();
-        headers.insert(ACCEPT, HeaderValue::from_static(GITHUB_ACCEPT));
-        headers.insert(
-            GITHUB_API_VERSION_HEADER,
-            HeaderValue::from_static(GITHUB_API_VERSION),
-        );
-        // GitHub rejects requests without a User-Agent and asks for one that identifies the
-        // client (https://docs.github.com/en/rest/using-the-rest-api/getting-started-with-the-rest-api#user-agent).
-        headers.insert(
-            USER_AGENT,
-            HeaderValue::from_static(crate::config::USER_AGENT),
-        );
-        let http = reqwest::Client::builder()
-            .default_headers(headers)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            // A redirect could carry the App JWT or an installation token to another host.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|_| GitHubError::InvalidConfig("could not build the http client".into()))?;
+        let octo = Octocrab::builder()
+            .base_uri(config.api_url.as_str())
+            .and_then(|builder| {
+                builder
+                    .set_connect_timeout(Some(CONNECT_TIMEOUT))
+                    .set_read_timeout(Some(REQUEST_TIMEOUT))
+                    .set_write_timeout(Some(REQUEST_TIMEOUT))
+                    .build()
+            })
+            .map_err(|_| GitHubError::InvalidConfig("could not build the github client".into()))?;
         Ok(Self {
             api_url: config.api_url,
-            http,
+            octo,
             signer,
             observer: config.observer,
             by_owner: installation_cache(),
@@ -152,12 +145,18 @@ impl GitHubClient {
         Ok(url)
     }
 
+    /// One request to GitHub, authenticated as `auth`, with an optional JSON body. octocrab adds
+    /// `X-GitHub-Api-Version: 2022-11-28`, a pinned REST version so that a new GitHub default
+    /// cannot change response shapes under us (a client test checks it on every call). octocrab
+    /// is built without redirect following, so a redirect cannot carry the App JWT or an
+    /// installation token to another host.
     fn request(
         &self,
         method: Method,
-        url: Url,
+        url: &Url,
         auth: &Auth<'_>,
-    ) -> Result<RequestBuilder, GitHubError> {
+        body: Option<&impl serde::Serialize>,
+    ) -> Result<http::Request<OctoBody>, GitHubError> {
         let credential = match auth {
             Auth::App => self.signer.jwt()?,
             Auth::Token(token) => (*token).clone(),
@@ -165,7 +164,20 @@ impl GitHubClient {
         let mut value = HeaderValue::from_str(&format!("Bearer {}", credential.expose_secret()))
             .map_err(|_| GitHubError::InvalidConfig("credential is not a valid header".into()))?;
         value.set_sensitive(true);
-        Ok(self.http.request(method, url).header(AUTHORIZATION, value))
+        let builder = http::Request::builder()
+            .method(method)
+            .uri(url.as_str())
+            .header(ACCEPT, HeaderValue::from_static(GITHUB_ACCEPT))
+            // GitHub rejects requests without a User-Agent and asks for one that identifies the
+            // client (https://docs.github.com/en/rest/using-the-rest-api/getting-started-with-the-rest-api#user-agent).
+            .header(
+                USER_AGENT,
+                HeaderValue::from_static(crate::config::USER_AGENT),
+            )
+            .header(AUTHORIZATION, value);
+        self.octo
+            .build_request(builder, body)
+            .map_err(|_| GitHubError::InvalidConfig("could not build the github request".into()))
     }
 
     fn observe(
@@ -190,7 +202,9 @@ impl GitHubClient {
         auth: Auth<'_>,
     ) -> Result<(T, HeaderMap), GitHubError> {
         let response = self
-            .execute(operation, || self.request(Method::GET, url.clone(), &auth))
+            .execute(operation, || {
+                self.request(Method::GET, &url, &auth, None::<&()>)
+            })
             .await?;
         if !response.status.is_success() {
             return Err(map_error(&response));
@@ -342,9 +356,7 @@ impl GitHubApp for GitHubClient {
         };
         let response = self
             .execute("create_token", || {
-                Ok(self
-                    .request(Method::POST, url.clone(), &Auth::App)?
-                    .json(&body))
+                self.request(Method::POST, &url, &Auth::App, Some(&body))
             })
             .await?;
         if !response.status.is_success() {
@@ -373,7 +385,7 @@ impl GitHubApp for GitHubClient {
         let url = self.endpoint(&["installation", "token"])?;
         let response = self
             .execute("revoke_token", || {
-                self.request(Method::DELETE, url.clone(), &Auth::Token(token))
+                self.request(Method::DELETE, &url, &Auth::Token(token), None::<&()>)
             })
             .await?;
         match response.status {

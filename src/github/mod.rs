@@ -2,7 +2,7 @@
 //! tokens. Knows nothing about axum or the store.
 //!
 //! `GitHubApp` is the seam: the broker holds an `Arc<dyn GitHubApp>`; [`GitHubClient`] is the
-//! real implementation over reqwest (a thin typed client, see `client.rs`).
+//! real implementation over octocrab (a thin typed client, see `client.rs`).
 
 mod app_jwt;
 mod client;
@@ -112,7 +112,7 @@ pub enum GitHubError {
     },
     /// Could not reach GitHub (connect, timeout, TLS), after retries.
     #[error("could not reach github")]
-    Transport(#[source] Arc<reqwest::Error>),
+    Transport(#[source] Arc<dyn std::error::Error + Send + Sync>),
     /// GitHub answered something we could not parse.
     #[error("unexpected response from github: {0}")]
     InvalidResponse(String),

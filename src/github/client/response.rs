@@ -3,9 +3,12 @@
 
 use super::GitHubError;
 use bytes::Bytes;
-use reqwest::header::HeaderMap;
-use reqwest::StatusCode;
+use http::header::HeaderMap;
+use http::StatusCode;
+use http_body_util::combinators::BoxBody;
+use http_body_util::BodyExt as _;
 use serde::Deserialize;
+use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 
@@ -27,21 +30,35 @@ pub(super) struct ApiResponse {
     pub(super) attempts: u32,
 }
 
-/// Read the body, refusing more than [`MAX_RESPONSE_BYTES`].
-pub(super) async fn read_capped(mut response: reqwest::Response) -> Result<Bytes, GitHubError> {
+/// A failure to reach GitHub or to read its answer: transient, so retried.
+pub(super) fn transport(error: impl std::error::Error + Send + Sync + 'static) -> GitHubError {
+    GitHubError::Transport(Arc::new(error))
+}
+
+/// Read the body, refusing more than [`MAX_RESPONSE_BYTES`], giving up at `until`.
+pub(super) async fn read_capped(
+    response: http::Response<BoxBody<Bytes, octocrab::Error>>,
+    until: tokio::time::Instant,
+) -> Result<Bytes, GitHubError> {
     let too_large = || GitHubError::InvalidResponse("response body too large".into());
-    if response
-        .content_length()
-        .is_some_and(|length| length > MAX_RESPONSE_BYTES as u64)
-    {
+    let announced = response
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.trim().parse::<u64>().ok());
+    if announced.is_some_and(|length| length > MAX_RESPONSE_BYTES as u64) {
         return Err(too_large());
     }
+    let mut stream = response.into_body();
     let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|error| GitHubError::Transport(error.into()))?
-    {
+    loop {
+        let frame = match tokio::time::timeout_at(until, stream.frame()).await {
+            Err(elapsed) => return Err(transport(elapsed)),
+            Ok(None) => break,
+            Ok(Some(frame)) => frame.map_err(transport)?,
+        };
+        let Ok(chunk) = frame.into_data() else {
+            continue; // trailers
+        };
         if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
             return Err(too_large());
         }
@@ -90,7 +107,7 @@ pub(super) fn is_rate_limited(status: StatusCode, headers: &HeaderMap, body: &[u
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.trim() == "0");
     exhausted
-        || headers.contains_key(reqwest::header::RETRY_AFTER)
+        || headers.contains_key(http::header::RETRY_AFTER)
         || error_message(body)
             .to_lowercase()
             .contains("secondary rate limit")
@@ -119,7 +136,7 @@ pub(super) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 /// `Some(true)` when a `Link` header has `rel="next"`, `Some(false)` when it has none, `None`
 /// when there is no `Link` header at all.
 pub(super) fn link_has_next(headers: &HeaderMap) -> Option<bool> {
-    let link = headers.get(reqwest::header::LINK)?.to_str().ok()?;
+    let link = headers.get(http::header::LINK)?.to_str().ok()?;
     Some(link.split(',').any(|part| {
         part.split(';')
             .skip(1)

@@ -12,11 +12,10 @@
 //! <https://github.com/octokit/plugin-retry.js>). The attempts are bounded, and the count is
 //! handed back to the caller so the mint's audit event shows every retried mint.
 
-use super::response::{is_rate_limited, read_capped, retry_after, ApiResponse};
+use super::response::{is_rate_limited, read_capped, retry_after, transport, ApiResponse};
 use super::{GitHubClient, GitHubError, REQUEST_TIMEOUT};
+use octocrab::OctoBody;
 use rand::RngExt as _;
-use reqwest::RequestBuilder;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Attempts per call, first one included. Three ride out a GitHub blip (a deploy, a lost
@@ -46,7 +45,7 @@ impl GitHubClient {
     pub(super) async fn execute(
         &self,
         operation: &'static str,
-        build: impl Fn() -> Result<RequestBuilder, GitHubError>,
+        build: impl Fn() -> Result<http::Request<OctoBody>, GitHubError>,
     ) -> Result<ApiResponse, GitHubError> {
         let deadline = Instant::now() + RETRY_DEADLINE;
         let mut attempt = 1;
@@ -55,7 +54,12 @@ impl GitHubClient {
             let timeout = deadline
                 .saturating_duration_since(started)
                 .min(REQUEST_TIMEOUT);
-            let sent = build()?.timeout(timeout).send().await;
+            // The attempt's whole deadline: sending, headers and body.
+            let until = tokio::time::Instant::from_std(started + timeout);
+            let sent = match tokio::time::timeout_at(until, self.octo.execute(build()?)).await {
+                Ok(sent) => sent.map_err(transport),
+                Err(elapsed) => Err(transport(elapsed)),
+            };
             let response = match sent {
                 Ok(response) => response,
                 Err(error) => {
@@ -70,12 +74,12 @@ impl GitHubClient {
                         attempt += 1;
                         continue;
                     }
-                    return Err(GitHubError::Transport(Arc::new(error)));
+                    return Err(error);
                 }
             };
             let status = response.status();
             let headers = response.headers().clone();
-            let body = match read_capped(response).await {
+            let body = match read_capped(response, until).await {
                 Ok(body) => body,
                 Err(error) => {
                     self.observe(operation, status.as_u16(), Some(&headers), started);

@@ -301,8 +301,8 @@ async fn owner_logins_cannot_change_the_request_path() {
     assert_eq!(f.sim.request_count("/app/"), 0);
 }
 
-#[test]
-fn endpoints_keep_the_path_of_a_ghes_api_url() {
+#[tokio::test]
+async fn endpoints_keep_the_path_of_a_ghes_api_url() {
     for base in ["https://ghe.example/api/v3", "https://ghe.example/api/v3/"] {
         let client = GitHubClient::new(GitHubClientConfig {
             api_url: Url::parse(base).unwrap(),

@@ -23,6 +23,24 @@ where
     T::deserialize(deserializer).map(Some)
 }
 
+/// For `#[serde(deserialize_with = "integer")]`: an integer field that also takes a number with
+/// no fractional part (`3.0`), which JSON Schema's `type: integer` counts as an integer
+/// (JSON Schema Validation, section 6.1.1) and some generators and languages send.
+pub(crate) fn integer<'de, D>(deserializer: D) -> Result<i64, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let number = serde_json::Number::deserialize(deserializer)?;
+    if let Some(n) = number.as_i64() {
+        return Ok(n);
+    }
+    number
+        .as_f64()
+        .filter(|f| f.fract() == 0.0 && (i64::MIN as f64..=i64::MAX as f64).contains(f))
+        .map(|f| f as i64)
+        .ok_or_else(|| serde::de::Error::custom(format!("expected an integer, got {number}")))
+}
+
 /// The envelope around every `/api/v1` response (what Atmos CLI decodes).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -39,16 +39,16 @@ pub struct ExplainRequest {
     /// The caller's OIDC claims.
     pub claims: Claims,
     /// The caller's issuer (default GitHub Actions').
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::present")]
     pub issuer: Option<String>,
     /// `owner/repo` sources.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::present")]
     pub sources: Option<Vec<String>>,
     /// A stored policy (default `default`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::present")]
     pub policy_name: Option<String>,
     /// A draft: a JSON object, or a YAML or JSON document in a string.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::present")]
     pub policy: Option<Value>,
 }
 
@@ -56,6 +56,11 @@ impl TryFrom<ExplainRequest> for ExplainInput {
     type Error = FlowError;
 
     fn try_from(req: ExplainRequest) -> FlowResult<Self> {
+        if req.policy.as_ref().is_some_and(Value::is_null) {
+            return Err(FlowError::invalid(
+                "policy: null is not a draft; leave the field out to explain a stored policy",
+            ));
+        }
         let policy = match (req.policy_name, req.policy) {
             (Some(_), Some(_)) => return Err(FlowError::invalid(
                 "policy: give either policyName (a stored policy) or policy (a draft), not both",
@@ -198,6 +203,7 @@ pub struct VersionQuery {
 #[serde(deny_unknown_fields)]
 pub struct RollbackRequest {
     /// The version to restore, as a new version.
+    #[serde(deserialize_with = "super::integer")]
     pub version: i64,
 }
 
@@ -241,4 +247,44 @@ impl From<PolicyVersion> for VersionView {
 fn source_sha256(p: &StoredPolicy) -> String {
     use sha2::{Digest as _, Sha256};
     hex::encode(Sha256::digest(p.source.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ExplainInput, ExplainRequest, RollbackRequest};
+    use serde_json::json;
+
+    #[test]
+    fn a_rollback_version_is_an_integer_written_with_or_without_a_fraction_of_zero() {
+        for (body, version) in [
+            (json!({"version": 3}), Some(3)),
+            (json!({"version": 3.0}), Some(3)),
+        ] {
+            let parsed = serde_json::from_value::<RollbackRequest>(body).ok();
+            assert_eq!(parsed.map(|r| r.version), version);
+        }
+        for body in [
+            json!({"version": 3.5}),
+            json!({"version": "3"}),
+            json!({"version": null}),
+            json!({"version": 1e300}),
+        ] {
+            assert!(
+                serde_json::from_value::<RollbackRequest>(body.clone()).is_err(),
+                "{body} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn null_is_refused_for_every_optional_explain_field() {
+        for field in ["issuer", "sources", "policyName", "policy"] {
+            let mut body = json!({"claims": {"repository": "acme/infra"}});
+            body[field] = serde_json::Value::Null;
+            let refused = serde_json::from_value::<ExplainRequest>(body)
+                .map_err(|e| e.to_string())
+                .and_then(|r| ExplainInput::try_from(r).map_err(|e| e.to_string()));
+            assert!(refused.is_err(), "{field}: null accepted");
+        }
+    }
 }

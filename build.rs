@@ -13,11 +13,23 @@ fn main() {
             .ok()
             .filter(|o| o.status.success())?;
         // Rebuild when HEAD moves (a commit, a checkout); in a worktree `.git` is a file, so ask
-        // git where HEAD and the branch refs live.
-        for path in ["HEAD", "refs/heads", "packed-refs"] {
-            if let Some(file) = git_path(path) {
+        // git where HEAD and the branch ref live. Only this checkout's branch: watching all of
+        // `refs/heads` rebuilt every worktree whenever any branch moved.
+        let branch = Command::new("git")
+            .args(["symbolic-ref", "-q", "HEAD"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|b| b.trim().to_owned());
+        for path in ["HEAD", "packed-refs"] {
+            if let Some(file) = git_path(path).filter(|f| std::path::Path::new(f).exists()) {
                 println!("cargo:rerun-if-changed={file}");
             }
+        }
+        // Watched even while only `packed-refs` holds it: the next commit writes this file.
+        if let Some(file) = branch.as_deref().and_then(git_path) {
+            println!("cargo:rerun-if-changed={file}");
         }
         let commit = String::from_utf8(out.stdout).ok()?.trim().to_owned();
         (!commit.is_empty()).then_some(commit)
@@ -30,7 +42,7 @@ fn main() {
     println!("cargo:rustc-env=STS_BUILD_COMMIT={commit}");
 }
 
-/// Where git keeps `path` (`git rev-parse --git-path`), if it exists.
+/// Where git keeps `path` (`git rev-parse --git-path`), whether or not it exists yet.
 fn git_path(path: &str) -> Option<String> {
     let out = Command::new("git")
         .args(["rev-parse", "--git-path", path])
@@ -38,5 +50,5 @@ fn git_path(path: &str) -> Option<String> {
         .ok()
         .filter(|o| o.status.success())?;
     let file = String::from_utf8(out.stdout).ok()?.trim().to_owned();
-    std::path::Path::new(&file).exists().then_some(file)
+    (!file.is_empty()).then_some(file)
 }

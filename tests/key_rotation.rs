@@ -227,7 +227,7 @@ async fn a_rotated_session_signing_key_reaches_every_replica_and_is_retired_with
         assert_eq!(refused.status, 401, "{}", refused.body);
         assert_eq!(refused.tag(), "invalid_session", "{}", refused.body);
         first_token(&api.mint(&new_session, &["acme/modules"]).await);
-        assert_eq!(published_kids(&http, api.base).await, [new_kid.clone()]);
+        assert_eq!(published_kids(&http, api.base).await, [new_kid.as_str()]);
     }
     a.stop().await.unwrap();
     b.stop().await.unwrap();

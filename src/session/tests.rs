@@ -1,5 +1,3 @@
-#![expect(clippy::unwrap_used, reason = "tests")]
-
 use super::keys::{retire, rotate, SIGNING_KEY_RETENTION};
 use super::*;
 use crate::crypto::Sealer;

@@ -157,16 +157,11 @@ async fn a_rotated_session_signing_key_reaches_every_replica_and_is_retired_with
     let b = restart(world.config.clone()).await.unwrap();
     let http = reqwest::Client::new();
     let oidc = || world.issuer.token_for(&main_job(), DEV_AUDIENCE);
-    let (on_a, on_b) = (
-        BrokerApi {
-            http: &http,
-            base: &a.url,
-        },
-        BrokerApi {
-            http: &http,
-            base: &b.url,
-        },
-    );
+    let apis = [&a, &b].map(|broker| BrokerApi {
+        http: &http,
+        base: &broker.url,
+    });
+    let [on_a, on_b] = &apis;
     let old_session = on_a.session(&oidc()).await;
     let old_kid = kid_of(&old_session);
     assert_eq!(b.app.sessions.active_kid(), old_kid);
@@ -189,7 +184,7 @@ async fn a_rotated_session_signing_key_reaches_every_replica_and_is_retired_with
     assert_eq!(b.app.sessions.reloads(), reloads + 1);
     assert_eq!(b.app.sessions.active_kid(), new_kid);
     // The session made before the rotation still mints on both replicas.
-    for api in [&on_a, &on_b] {
+    for api in &apis {
         first_token(&api.mint(&old_session, &["acme/modules"]).await);
         assert_eq!(
             published_kids(&http, api.base).await,
@@ -221,7 +216,7 @@ async fn a_rotated_session_signing_key_reaches_every_replica_and_is_retired_with
         .await
         .unwrap();
     assert_eq!(retired, format!("retired signing key {old_kid}\n"));
-    for (broker, api) in [(&a, &on_a), (&b, &on_b)] {
+    for (broker, api) in [&a, &b].into_iter().zip(&apis) {
         broker.app.sessions.refresh().await.unwrap();
         let refused = api.mint(&old_session, &["acme/modules"]).await;
         assert_eq!(refused.status, 401, "{}", refused.body);

@@ -7,7 +7,8 @@
 //! a second one impossible). Rotations are serialised: on PostgreSQL by a table lock that plain
 //! reads pass, on SQLite by `BEGIN IMMEDIATE` on the writer connection.
 
-use super::codec::{from_json, from_ms, from_ms_opt, to_ms};
+use super::codec::{from_ms_opt, to_ms};
+use super::rows::SigningKeyRow;
 use super::sql::SharedSql as _;
 use super::{postgres::PgStore, sqlite::SqliteStore, SigningKeyRecord, StoreError, StoreResult};
 use async_trait::async_trait;
@@ -52,11 +53,8 @@ pub trait SigningKeyRotation {
 /// `signing_keys` row with its rotation columns.
 #[derive(sqlx::FromRow)]
 struct KeyStateRow {
-    kid: String,
-    algorithm: String,
-    private_key_sealed: String,
-    public_jwk: String,
-    created_at: i64,
+    #[sqlx(flatten)]
+    key: SigningKeyRow,
     active: bool,
     deactivated_at: Option<i64>,
 }
@@ -64,13 +62,7 @@ struct KeyStateRow {
 impl KeyStateRow {
     fn into_model(self) -> StoreResult<StoredSigningKey> {
         Ok(StoredSigningKey {
-            record: SigningKeyRecord {
-                public_jwk: from_json(&self.public_jwk, "signing_keys.public_jwk")?,
-                created_at: from_ms(self.created_at, "signing_keys.created_at")?,
-                kid: self.kid,
-                algorithm: self.algorithm,
-                private_key_sealed: self.private_key_sealed,
-            },
+            record: self.key.into_model()?,
             active: self.active,
             deactivated_at: from_ms_opt(self.deactivated_at, "signing_keys.deactivated_at")?,
         })

@@ -51,8 +51,12 @@ pub async fn rotate(config: &Config) -> anyhow::Result<String> {
 /// only verifies (and from when `retire` drops it). No key material.
 pub async fn list(config: &Config) -> anyhow::Result<String> {
     let store = store(config).await?;
+    let keys = store.list_signing_keys().await?;
+    if keys.is_empty() {
+        return Ok("no signing key yet: the first broker to start creates one\n".to_owned());
+    }
     let mut out = String::new();
-    for key in store.list_signing_keys().await? {
+    for key in keys {
         let state = match key.deactivated_at {
             _ if key.active => "active (signs)".to_owned(),
             Some(at) => format!(

@@ -36,7 +36,7 @@ pub struct App {
     pub oidc: OidcVerifier,
     /// GitHub, as the App.
     pub github: Arc<dyn GitHubApp>,
-    /// Session JWT keys.
+    /// Session JWT keys (the active one signs, every kept one verifies).
     pub sessions: SessionKeys,
     /// Seals minted tokens for later revoke.
     pub sealer: Sealer,
@@ -111,26 +111,14 @@ impl App {
             .context("oidc.issuers")?;
         let oidc = OidcVerifier::new(issuers).map_err(|e| anyhow::anyhow!("oidc.issuers: {e}"))?;
         let sealer = Sealer::rotated(&secrets.token_key, &secrets.previous_token_keys);
-        let candidate = SessionKeys::generate_record(&sealer);
-        let mut record = store
-            .load_or_store_signing_key(&candidate)
-            .await
-            .context("session signing key")?;
-        // After a sealing-key rotation: seal the signing key under the new key, so the old one
-        // can be dropped once the tokens it sealed have expired.
-        if let Some(resealed) = SessionKeys::resealed(&record, &sealer) {
-            store
-                .reseal_signing_key(&resealed)
-                .await
-                .context("re-sealing the session signing key")?;
-            tracing::info!("session signing key re-sealed under the current token-sealing key");
-            record = resealed;
-        }
-        let sessions = SessionKeys::from_record(
-            &record,
-            &sealer,
+        // The key ring reads the signing keys again on its own, so it keeps a sealer of its own.
+        let sessions = SessionKeys::load(
+            Arc::clone(&store),
+            Sealer::rotated(&secrets.token_key, &secrets.previous_token_keys),
             config.server.public_url.trim_end_matches('/'),
-        )?;
+        )
+        .await
+        .context("session signing keys")?;
         let mint_quota = MintQuota::new(&config.limits, Arc::clone(&metrics));
         let audit_export = ExportSettings::from_config(&config)?;
         let admin_token = AdminToken::new(&secrets.admin_token, config.admin_token_file());

@@ -41,6 +41,7 @@ pub mod policy;
 pub mod policy_cli;
 pub mod server;
 pub mod session;
+pub mod session_key_cli;
 pub mod store;
 pub mod telemetry;
 

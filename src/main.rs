@@ -66,6 +66,36 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Rotate, list and retire the session signing keys (running replicas follow, no restart).
+    SessionKey {
+        #[command(subcommand)]
+        command: SessionKeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SessionKeyCommand {
+    /// Make a new key the one that signs; the previous one keeps verifying its sessions.
+    Rotate {
+        /// Configuration file (TOML) of the broker whose keys to rotate.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// List the kept keys: id, creation, active or since when deactivated. No key material.
+    List {
+        /// Configuration file (TOML) of the broker whose keys to list.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Drop the deactivated keys no usable session needs any more, and print them.
+    Retire {
+        /// Configuration file (TOML) of the broker whose keys to retire.
+        #[arg(long)]
+        config: PathBuf,
+        /// Drop every deactivated key now, ending the sessions they signed (after a compromise).
+        #[arg(long)]
+        now: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -237,6 +267,27 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             command: AuditCommand::Verify { config, workspace },
         } => Ok(audit_verify(&config, workspace.as_deref()).await),
         Command::Policy { command } => Ok(policy(command)),
+        Command::SessionKey { command } => {
+            use sts_broker::session_key_cli as cli;
+            let report = match command {
+                SessionKeyCommand::Rotate { config } => {
+                    cli::rotate(&Config::load(Some(&config))?).await?
+                }
+                SessionKeyCommand::List { config } => {
+                    cli::list(&Config::load(Some(&config))?).await?
+                }
+                SessionKeyCommand::Retire { config, now } => {
+                    let keep = if now {
+                        std::time::Duration::ZERO
+                    } else {
+                        sts_broker::session::keys::SIGNING_KEY_RETENTION
+                    };
+                    cli::retire(&Config::load(Some(&config))?, keep).await?
+                }
+            };
+            print!("{report}");
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -129,9 +129,9 @@ pub fn spawn_with_admin(
     })
 }
 
-/// Purge sealed tokens that can no longer be revoked (expired), stale replay keys, and session
-/// and token rows past their retention (`[retention]`); and report mints that a crash left
-/// without a result: at start, then every [`PURGE_INTERVAL`].
+/// Purge sealed tokens that can no longer be revoked (expired), stale replay keys, session and
+/// token rows past their retention (`[retention]`) and retired session signing keys; and report
+/// mints that a crash left without a result: at start, then every [`PURGE_INTERVAL`].
 async fn housekeeping(app: Arc<App>, started: OffsetDateTime) {
     report_orphaned_intents(&app, orphan_cutoff(&app, started)).await;
     let mut tick = tokio::time::interval(PURGE_INTERVAL);
@@ -154,6 +154,26 @@ async fn housekeeping(app: Arc<App>, started: OffsetDateTime) {
             ),
             Err(e) => tracing::warn!(error = %e, "purge of expired rows failed"),
         }
+        retire_signing_keys(&app).await;
+    }
+}
+
+/// Delete the session signing keys deactivated longer ago than
+/// [`SIGNING_KEY_RETENTION`](crate::session::keys::SIGNING_KEY_RETENTION): nothing they signed
+/// is accepted any more, so dropping them ends no session (`session-key retire` does the same
+/// on demand).
+async fn retire_signing_keys(app: &App) {
+    use crate::session::keys::{retire, SIGNING_KEY_RETENTION};
+    match retire(
+        &*app.store,
+        OffsetDateTime::now_utc(),
+        SIGNING_KEY_RETENTION,
+    )
+    .await
+    {
+        Ok(kids) if kids.is_empty() => {}
+        Ok(kids) => tracing::info!(?kids, "retired session signing keys"),
+        Err(e) => tracing::warn!(error = %e, "retiring session signing keys failed"),
     }
 }
 

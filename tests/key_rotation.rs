@@ -128,3 +128,102 @@ async fn a_replaced_admin_token_file_works_at_once_and_the_old_token_is_refused(
     let old = list(world.admin_token.clone()).await;
     assert_eq!(old.status, 401, "{}", old.body);
 }
+
+/// The `kid` a session token's header names.
+fn kid_of(session: &str) -> String {
+    jsonwebtoken::decode_header(session).unwrap().kid.unwrap()
+}
+
+/// The `kid`s `/.well-known/jwks.json` publishes at `base`.
+async fn published_kids(http: &reqwest::Client, base: &str) -> Vec<String> {
+    let jwks = reply(http.get(format!("{base}/.well-known/jwks.json"))).await;
+    assert_eq!(jwks.status, 200, "{}", jwks.body);
+    jwks.body["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_rotated_session_signing_key_reaches_every_replica_and_is_retired_without_surprises() {
+    use std::time::Duration;
+    use sts_broker::session::keys::SIGNING_KEY_RETENTION;
+    use sts_broker::session_key_cli;
+
+    // Two replicas on one database.
+    let (world, a) = spawn_dev_broker(|_| {}).await;
+    let b = restart(world.config.clone()).await.unwrap();
+    let http = reqwest::Client::new();
+    let oidc = || world.issuer.token_for(&main_job(), DEV_AUDIENCE);
+    let apis = [&a, &b].map(|broker| BrokerApi {
+        http: &http,
+        base: &broker.url,
+    });
+    let [on_a, on_b] = &apis;
+    let old_session = on_a.session(&oidc()).await;
+    let old_kid = kid_of(&old_session);
+    assert_eq!(b.app.sessions.active_kid(), old_kid);
+
+    let rotated = session_key_cli::rotate(&world.config).await.unwrap();
+    assert!(
+        rotated.contains(&format!("previous key {old_kid}")),
+        "{rotated}"
+    );
+    // Replica A's periodic refresh, made now instead of waited for; B keeps its old ring.
+    a.app.sessions.refresh().await.unwrap();
+    let new_session = on_a.session(&oidc()).await;
+    let new_kid = kid_of(&new_session);
+    assert_ne!(new_kid, old_kid);
+    assert_eq!(b.app.sessions.active_kid(), old_kid);
+
+    // B has never seen the new kid: it reads the keys once and accepts the session.
+    let reloads = b.app.sessions.reloads();
+    first_token(&on_b.mint(&new_session, &["acme/modules"]).await);
+    assert_eq!(b.app.sessions.reloads(), reloads + 1);
+    assert_eq!(b.app.sessions.active_kid(), new_kid);
+    // The session made before the rotation still mints on both replicas.
+    for api in &apis {
+        first_token(&api.mint(&old_session, &["acme/modules"]).await);
+        assert_eq!(
+            published_kids(&http, api.base).await,
+            [old_kid.clone(), new_kid.clone()]
+        );
+    }
+    let listed = session_key_cli::list(&world.config).await.unwrap();
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines.len(), 2, "{listed}");
+    assert!(
+        lines[0].starts_with(&old_kid) && lines[0].contains("deactivated"),
+        "{listed}"
+    );
+    assert!(
+        lines[1].starts_with(&new_kid) && lines[1].ends_with("active (signs)"),
+        "{listed}"
+    );
+
+    // Within the retention the old key stays: sessions it signed are still live.
+    let kept = session_key_cli::retire(&world.config, SIGNING_KEY_RETENTION)
+        .await
+        .unwrap();
+    assert_eq!(kept, "no signing key to retire\n");
+    first_token(&on_b.mint(&old_session, &["acme/modules"]).await);
+
+    // Retired at once (as after a compromise): once the replicas refreshed, the old key's
+    // session is refused everywhere and only the new key is published.
+    let retired = session_key_cli::retire(&world.config, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(retired, format!("retired signing key {old_kid}\n"));
+    for (broker, api) in [&a, &b].into_iter().zip(&apis) {
+        broker.app.sessions.refresh().await.unwrap();
+        let refused = api.mint(&old_session, &["acme/modules"]).await;
+        assert_eq!(refused.status, 401, "{}", refused.body);
+        assert_eq!(refused.tag(), "invalid_session", "{}", refused.body);
+        first_token(&api.mint(&new_session, &["acme/modules"]).await);
+        assert_eq!(published_kids(&http, api.base).await, [new_kid.as_str()]);
+    }
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}

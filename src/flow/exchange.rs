@@ -233,6 +233,9 @@ async fn exchange_verified(
         nbf: now.unix_timestamp(),
         exp: session.expires_at.unix_timestamp(),
     };
+    // A rotation made elsewhere is followed before signing, so no replica signs with a
+    // deactivated key for longer than the refresh period (which the key's retention counts on).
+    app.sessions.refresh_if_stale().await?;
     let token = app
         .sessions
         .sign(&claims)

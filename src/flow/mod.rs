@@ -297,18 +297,20 @@ impl From<crate::limits::Throttled> for FlowError {
 pub type FlowResult<T> = Result<T, FlowError>;
 
 /// Check a session bearer token's signature, issuer, audience and expiry for `purpose`, reading
-/// nothing. A token refused here names nobody the broker has verified, so its refusal is counted
+/// no session row (only the signing keys, when they are due a refresh). A token refused here names nobody the broker has verified, so its refusal is counted
 /// but not audited; every decision after it is (see [`load_session`]).
-pub fn verify_session(
+pub async fn verify_session(
     app: &App,
     token: &SecretString,
     purpose: Purpose,
 ) -> FlowResult<SessionClaims> {
-    crate::session::verify_token(&app.sessions, token, purpose).map_err(|e| {
-        let e = FlowError::from(e);
-        app.metrics.deny(e.code());
-        e
-    })
+    crate::session::verify_token(&app.sessions, token, purpose)
+        .await
+        .map_err(|e| {
+            let e = FlowError::from(e);
+            app.metrics.deny(e.code());
+            e
+        })
 }
 
 /// The session row behind verified claims, checked for `purpose`. Names the caller in `event`

@@ -133,7 +133,7 @@ pub async fn revoke_session_tokens(
     ids: FlowResult<Option<Vec<String>>>,
     request_id: &str,
 ) -> FlowResult<u64> {
-    let claims = verify_session(app, token, Purpose::Revoke)?;
+    let claims = verify_session(app, token, Purpose::Revoke).await?;
     let mut audited = Audited::new(AuditKind::Revoke, "revoke", request_id, Counted::Nothing);
     let result = revoke_session_tokens_inner(app, claims, ids, &mut audited.event).await;
     audited.finish(app, result).await
@@ -152,7 +152,7 @@ async fn revoke_session_tokens_inner(
 /// `DELETE /auth/session`: the session and all its tokens.
 #[tracing::instrument(skip_all)]
 pub async fn end_session(app: &App, token: &SecretString, request_id: &str) -> FlowResult<u64> {
-    let claims = verify_session(app, token, Purpose::Revoke)?;
+    let claims = verify_session(app, token, Purpose::Revoke).await?;
     let mut audited = Audited::new(
         AuditKind::SessionRevoke,
         "session.revoke",

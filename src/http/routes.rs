@@ -54,6 +54,11 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
 }
 
 pub(super) async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
+    // Publishing the keys as last read is still right (they verify what this replica accepts),
+    // so a failed refresh is only logged.
+    if let Err(e) = state.sessions.refresh_if_stale().await {
+        tracing::warn!(error = %e, "could not refresh the session signing keys");
+    }
     axum::Json(state.sessions.jwks())
 }
 

@@ -16,7 +16,7 @@ mod sql;
 mod sqlite;
 mod unavailable;
 
-pub use keys::SigningKeyRotation;
+pub use keys::{SigningKeyRotation, StoredSigningKey};
 pub use model::*;
 pub use outbox::{AuditOutbox, Claim, OutboxBacklog, OutboxEntry};
 

@@ -149,7 +149,7 @@ pub async fn mint(
     input: FlowResult<MintInput>,
     request_id: &str,
 ) -> FlowResult<Minted> {
-    let claims = super::verify_session(app, token, Purpose::Use)?;
+    let claims = super::verify_session(app, token, Purpose::Use).await?;
     let (answer, answered) = oneshot::channel();
     let task = run(
         Arc::clone(app),

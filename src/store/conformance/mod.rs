@@ -20,6 +20,7 @@ mod intents;
 mod outbox;
 mod policies;
 mod races;
+mod signing_keys;
 mod tokens;
 mod workspaces;
 
@@ -99,7 +100,11 @@ conformance_cases!(
     chain::a_refused_write_leaves_no_hole_in_the_chain,
     outbox::every_append_is_queued_and_each_workspace_releases_one_event_at_a_time,
     outbox::a_failed_event_waits_its_backoff_and_holds_back_its_workspace,
-    outbox::unexported_rows_older_than_the_cutoff_are_dropped;
+    outbox::unexported_rows_older_than_the_cutoff_are_dropped,
+    signing_keys::a_rotation_keeps_one_active_key_and_lists_the_previous_one_deactivated,
+    signing_keys::a_rotation_onto_a_kept_kid_changes_nothing,
+    signing_keys::a_purge_drops_only_keys_deactivated_before_its_cutoff_never_the_active_one,
+    signing_keys::concurrent_rotations_leave_one_active_key;
     raw:
     chain::verify_names_the_first_event_whose_content_or_link_does_not_match,
     chain::every_stored_column_of_an_audit_event_is_chained,

@@ -1,6 +1,12 @@
 //! Tests of configuration loading and validation.
 
+use super::urls::check_raw_fetch_url;
 use super::*;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use secrecy::ExposeSecret as _;
+use std::path::Path;
+use url::Url;
 
 fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
     let p = dir.join(name);

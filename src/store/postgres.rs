@@ -13,7 +13,7 @@ use super::codec::{is_unique_violation, missing_or_backend, to_ms};
 use super::rows::{all, InstallationLinkRow, IssuedTokenRow, WorkspaceRow};
 use super::sql::{
     installation_already_linked, no_active_signing_key, on_insert_policy, on_insert_workspace,
-    SharedSql,
+    AuditSql, CatalogSql, SharedSql,
 };
 use super::{
     AuditPage, InstallationLink, Issuance, IssuedToken, JtiRecord, MintIntent, MintRecord,
@@ -91,6 +91,9 @@ pub(crate) async fn open_existing(url: &str) -> StoreResult<Arc<dyn Store>> {
 /// on the database (two-key locks never collide with the one-key lock sqlx migrates under). Two
 /// chains whose keys hash alike only wait for each other, which is harmless.
 const AUDIT_CHAIN_LOCK_CLASS: i32 = 0x5354_5301;
+
+impl CatalogSql for Postgres {}
+impl AuditSql for Postgres {}
 
 impl SharedSql for Postgres {
     fn rows_affected(done: &sqlx::postgres::PgQueryResult) -> u64 {

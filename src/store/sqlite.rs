@@ -9,7 +9,7 @@ use super::codec::{to_json, to_ms, write_err};
 use super::rows::{all, IssuedTokenRow, WorkspaceRow};
 use super::sql::{
     installation_already_linked, no_active_signing_key, on_insert_policy, on_insert_workspace,
-    SharedSql,
+    AuditSql, CatalogSql, SharedSql,
 };
 use super::{
     AuditPage, InstallationLink, Issuance, IssuedToken, JtiRecord, MintIntent, MintRecord,
@@ -119,6 +119,9 @@ pub(crate) async fn open_existing(url: &str) -> StoreResult<Arc<dyn Store>> {
         pool,
     }))
 }
+
+impl CatalogSql for Sqlite {}
+impl AuditSql for Sqlite {}
 
 impl SharedSql for Sqlite {
     fn rows_affected(done: &sqlx::sqlite::SqliteQueryResult) -> u64 {

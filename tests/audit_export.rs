@@ -8,10 +8,6 @@
     reason = "test setup failures should fail the test"
 )]
 
-#[expect(
-    dead_code,
-    reason = "shared with the other integration tests, which use more of it"
-)]
 mod support;
 
 use axum::extract::State;

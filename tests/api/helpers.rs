@@ -1,8 +1,4 @@
 #[path = "../support/mod.rs"]
-#[expect(
-    dead_code,
-    reason = "shared with the limits and serve tests, which run the broker binary"
-)]
 mod support;
 
 use reqwest::Method;

@@ -18,7 +18,7 @@ mod unavailable;
 
 pub use keys::SigningKeyRotation;
 pub use model::*;
-pub use outbox::{AuditOutbox, Claim, OutboxBacklog, OutboxEntry};
+pub use outbox::{AuditOutbox, Claim, OutboxBacklog, OutboxEntry, Retry};
 
 use crate::audit::chain::ChainRow;
 use crate::audit::AuditEvent;

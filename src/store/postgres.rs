@@ -4,7 +4,7 @@
 //! each one is a single statement, locks the row it depends on, or retries when a unique index
 //! shows that another process won the race.
 //!
-//! Statements called as `Postgres::…` are the ones both backends share (`sql.rs`); what is
+//! Statements called as `Postgres::…` are the ones both backends share (`sql/`); what is
 //! PostgreSQL's own is here: the row lock of `put_policy`, the retried link, and id lists
 //! passed as `text[]`.
 

@@ -1,6 +1,6 @@
 //! SQLite backend (the default): one file, WAL, migrations in `migrations/sqlite`.
 //!
-//! Statements called as `Sqlite::…` are the ones both backends share (`sql.rs`); what is
+//! Statements called as `Sqlite::…` are the ones both backends share (`sql/`); what is
 //! SQLite's own is here: a read pool beside a single-connection writer, `BEGIN IMMEDIATE`, and
 //! id lists passed as JSON for `json_each`.
 

@@ -12,6 +12,7 @@ mod model;
 mod outbox;
 mod postgres;
 mod rows;
+mod shared_impl;
 mod sql;
 mod sqlite;
 mod unavailable;

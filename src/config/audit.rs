@@ -8,20 +8,16 @@ use std::path::PathBuf;
 
 /// `[audit]`: export of every audit event to a SIEM webhook (contract §11).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct AuditConfig {
     /// Where each event is POSTed as a CloudEvent; no export when unset.
-    #[serde(default)]
     pub webhook_url: Option<String>,
     /// File holding the HMAC-SHA256 key of the `X-STS-Signature` header.
-    #[serde(default)]
     pub webhook_secret_file: Option<PathBuf>,
     /// The key inline (prefer the file or the env var).
-    #[serde(default)]
     pub webhook_secret: Option<SecretString>,
     /// Longest wait between two attempts to deliver a refused event (the wait doubles per
     /// failure up to this).
-    #[serde(default = "default_webhook_max_backoff")]
     pub webhook_max_backoff_seconds: u64,
 }
 

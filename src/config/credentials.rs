@@ -15,10 +15,9 @@ pub const MIN_ADMIN_TOKEN_LEN: usize = 32;
 
 /// `[session]`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct SessionConfig {
     /// Lifetime of session JWTs.
-    #[serde(default = "default_session_ttl")]
     pub ttl_seconds: u64,
 }
 
@@ -40,30 +39,25 @@ impl Default for SessionConfig {
 
 /// `[admin]`.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
     /// File holding the operator bearer token.
-    #[serde(default)]
     pub token_file: Option<PathBuf>,
     /// The token inline (prefer the file or the env var).
-    #[serde(default)]
     pub token: Option<SecretString>,
 }
 
 /// `[tokens]`.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct TokensConfig {
     /// File holding 32 random bytes, base64: the AEAD key that seals tokens for later revoke.
-    #[serde(default)]
     pub encryption_key_file: Option<PathBuf>,
     /// The key inline (base64).
-    #[serde(default)]
     pub encryption_key: Option<SecretString>,
     /// Files of keys replaced by a rotation: they still open the tokens (and the session signing
     /// key) they sealed; nothing new is sealed with them. Drop one once everything it sealed has
     /// expired (a token lives at most an hour).
-    #[serde(default)]
     pub previous_encryption_key_files: Vec<PathBuf>,
 }
 fn default_session_ttl() -> u64 {

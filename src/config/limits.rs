@@ -9,24 +9,19 @@ pub const MAX_LIMIT_SECONDS: u64 = 3600;
 /// `[limits]`: what one caller, one workspace or one connection may cost the broker. Every
 /// value is checked to be at least 1 (0 would refuse everything or disable the defence).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     /// `/api/v1/sts` calls one session may make in any minute; beyond: `429 rate_limited`.
-    #[serde(default = "default_session_mints_per_minute")]
     pub session_mints_per_minute: u32,
     /// `/api/v1/sts` calls all sessions of one workspace may make in any minute: every tenant
     /// shares the GitHub App's rate limit, so one workspace must not spend all of it.
-    #[serde(default = "default_workspace_mints_per_minute")]
     pub workspace_mints_per_minute: u32,
     /// Connections held open at once; beyond it the broker stops accepting until one closes.
-    #[serde(default = "default_max_connections_held")]
     pub max_connections: usize,
     /// A connection that has not sent a whole request head this long after it opened (or after
     /// its previous response) is closed.
-    #[serde(default = "default_header_read_timeout")]
     pub header_read_timeout_seconds: u64,
     /// On SIGTERM, in-flight requests get this long to finish; then the broker exits anyway.
-    #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace_seconds: u64,
 }
 
@@ -124,13 +119,11 @@ impl LimitsConfig {
 /// their expiry. The audit log is never purged: it keeps, for good, what these rows said (token
 /// ids, fingerprints, repositories, permissions, session ids and caller claims).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RetentionConfig {
     /// Days a session row is kept after its expiry; longer while a kept token row names it.
-    #[serde(default = "default_session_retention_days")]
     pub sessions_days: u32,
     /// Days an issued-token row is kept after its expiry.
-    #[serde(default = "default_token_retention_days")]
     pub tokens_days: u32,
 }
 
@@ -148,13 +141,6 @@ pub const MIN_RETENTION_DAYS: u32 = 1;
 /// Longest retention, ten years: beyond it the value is a typo, and the day count must stay a
 /// valid duration for the purge's arithmetic.
 pub const MAX_RETENTION_DAYS: u32 = 3650;
-
-fn default_session_retention_days() -> u32 {
-    DEFAULT_SESSION_RETENTION_DAYS
-}
-fn default_token_retention_days() -> u32 {
-    DEFAULT_TOKEN_RETENTION_DAYS
-}
 
 impl Default for RetentionConfig {
     fn default() -> Self {

@@ -27,17 +27,14 @@ pub struct ServerConfig {
 
 /// `[database]`.
 #[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
     /// `sqlite://path` or `postgres://user:pass@host/db`. Secret: may hold a password. When
     /// `url_file` is set, [`Config::load`] puts the file's URL here.
-    #[serde(default = "default_database_url")]
     pub url: SecretString,
     /// A file holding the URL (a Kubernetes or Docker secret), instead of `url`.
-    #[serde(default)]
     pub url_file: Option<PathBuf>,
     /// Pool size.
-    #[serde(default = "default_max_connections")]
     pub max_connections: u32,
 }
 
@@ -75,15 +72,13 @@ pub fn redact_url(raw: &str) -> String {
 
 /// `[telemetry]`.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct TelemetryConfig {
     /// `text` (default) or `json`; any other value is refused when the file is read, naming
     /// the key.
-    #[serde(default)]
     pub log_format: LogFormat,
     /// OTLP/HTTP collector (`http://collector:4318`, or its full `/v1/traces` URL); when absent,
     /// `OTEL_EXPORTER_OTLP_ENDPOINT` decides, and without it nothing is exported.
-    #[serde(default)]
     pub otlp_endpoint: Option<String>,
 }
 /// How log lines are written.

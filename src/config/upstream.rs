@@ -27,10 +27,9 @@ pub struct GitHubConfig {
 
 /// `[oidc]`.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct OidcConfig {
     /// Trusted issuers; only these are ever fetched.
-    #[serde(default)]
     pub issuers: Vec<IssuerConfig>,
 }
 

@@ -293,16 +293,17 @@ impl Metrics {
             backlog: export_backlog,
             oldest_age_seconds: export_oldest_age,
         };
-        let mint_latency: HistogramFamily<OutcomeLabel> = register.histograms(
-            "mint_duration_seconds",
-            "Latency of STS mint requests, by outcome",
-            slo_histogram,
-        );
-        let exchange_latency: HistogramFamily<OutcomeLabel> = register.histograms(
-            "exchange_duration_seconds",
-            "Latency of OIDC token exchanges, by outcome",
-            slo_histogram,
-        );
+        let [mint_latency, exchange_latency]: [HistogramFamily<OutcomeLabel>; 2] = [
+            (
+                "mint_duration_seconds",
+                "Latency of STS mint requests, by outcome",
+            ),
+            (
+                "exchange_duration_seconds",
+                "Latency of OIDC token exchanges, by outcome",
+            ),
+        ]
+        .map(|(name, help)| register.histograms(name, help, slo_histogram));
         let github_rate_limit = register.metric(
             "github_rate_limit_remaining",
             "Requests left in the GitHub rate-limit window of the last call, by installation",

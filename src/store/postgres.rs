@@ -10,7 +10,7 @@
 
 use super::batch::{OwnedMintRecord, Writer};
 use super::codec::{is_unique_violation, missing_or_backend, to_ms};
-use super::rows::{all, InstallationLinkRow, IssuedTokenRow, WorkspaceRow};
+use super::rows::{InstallationLinkRow, IssuedTokenRow};
 use super::shared_impl::store_impl;
 use super::sql::{
     installation_already_linked, no_active_signing_key, on_insert_policy, on_insert_workspace,

@@ -6,7 +6,7 @@
 
 use super::batch::{OwnedMintRecord, Writer};
 use super::codec::{to_json, to_ms, write_err};
-use super::rows::{all, IssuedTokenRow, WorkspaceRow};
+use super::rows::IssuedTokenRow;
 use super::shared_impl::store_impl;
 use super::sql::{
     installation_already_linked, no_active_signing_key, on_insert_policy, on_insert_workspace,

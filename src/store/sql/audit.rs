@@ -1,11 +1,9 @@
 //! Reading the audit log: a workspace's pages for the audit API, and the chains with their rows
 //! for verification and export. Appending (and linking) stays with the writes that call it.
 
-use super::super::rows::{audit_page, chain_keys, page_rows, AuditChainRow, AuditRow, ChainKeyRow};
-use super::super::{AuditPage, StoreResult, MAX_AUDIT_PAGE};
+use super::super::rows::{AuditChainRow, AuditRow, ChainKeyRow};
 use super::RowsOf;
-use crate::audit::chain::ChainRow;
-use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
+use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Type};
 
 /// The audit-reading statements shared by SQLite and PostgreSQL (see the `sql` module docs).
 pub(in crate::store) trait AuditSql: Database
@@ -71,38 +69,5 @@ where
         .bind(after_sequence)
         .bind(after_seq)
         .bind(rows)
-    }
-
-    /// `Store::list_audit`.
-    async fn read_audit_page(
-        pool: &Pool<Self>,
-        workspace_id: &str,
-        limit: u32,
-        before: Option<i64>,
-    ) -> StoreResult<AuditPage> {
-        let limit = limit.clamp(1, MAX_AUDIT_PAGE);
-        let rows = Self::select_audit_page(workspace_id, before, page_rows(limit))
-            .fetch_all(pool)
-            .await?;
-        audit_page(rows, limit)
-    }
-
-    /// `Store::audit_chains`.
-    async fn read_chains(pool: &Pool<Self>) -> StoreResult<Vec<String>> {
-        let rows = Self::select_chains().fetch_all(pool).await?;
-        Ok(chain_keys(rows))
-    }
-
-    /// `Store::audit_chain_page`.
-    async fn read_chain_page(
-        pool: &Pool<Self>,
-        chain: &str,
-        after: Option<(i64, i64)>,
-        limit: u32,
-    ) -> StoreResult<Vec<ChainRow>> {
-        let rows = Self::select_chain_page(chain, after, i64::from(limit))
-            .fetch_all(pool)
-            .await?;
-        Ok(rows.into_iter().map(AuditChainRow::into_model).collect())
     }
 }

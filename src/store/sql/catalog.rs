@@ -2,10 +2,10 @@
 //! What the admin API configures; no exchange or mint writes here.
 
 use super::super::codec::to_ms;
-use super::super::rows::{all, check_link, InstallationLinkRow, PolicyRow};
-use super::super::{InstallationLink, NewPolicy, StoreResult, StoredPolicy};
+use super::super::rows::{check_link, InstallationLinkRow, PolicyRow};
+use super::super::{InstallationLink, NewPolicy, StoreResult};
 use super::{RowsOf, Statement};
-use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
+use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Type};
 use time::OffsetDateTime;
 
 /// The link and policy statements shared by SQLite and PostgreSQL (see the `sql` module docs).
@@ -180,67 +180,5 @@ where
         .bind(workspace_id)
         .bind(name)
         .bind(to_ms(at))
-    }
-
-    /// `Store::list_installations`.
-    async fn read_links(
-        pool: &Pool<Self>,
-        workspace_id: &str,
-    ) -> StoreResult<Vec<InstallationLink>> {
-        let rows = Self::select_links(workspace_id).fetch_all(pool).await?;
-        all(rows, InstallationLinkRow::into_model)
-    }
-
-    /// `Store::find_installation`.
-    async fn read_link_by_owner(
-        pool: &Pool<Self>,
-        workspace_id: &str,
-        owner: &str,
-    ) -> StoreResult<Option<InstallationLink>> {
-        let row = Self::select_link_by_owner(workspace_id, owner)
-            .fetch_optional(pool)
-            .await?;
-        row.map(InstallationLinkRow::into_model).transpose()
-    }
-
-    /// `Store::get_policy`.
-    async fn read_current_policy(
-        pool: &Pool<Self>,
-        workspace_id: &str,
-        name: &str,
-    ) -> StoreResult<Option<StoredPolicy>> {
-        let row = Self::select_current_policy(workspace_id, name)
-            .fetch_optional(pool)
-            .await?;
-        row.map(PolicyRow::into_model).transpose()
-    }
-
-    /// `Store::list_policies`.
-    async fn read_current_policies(
-        pool: &Pool<Self>,
-        workspace_id: &str,
-    ) -> StoreResult<Vec<StoredPolicy>> {
-        let rows = Self::select_current_policies(workspace_id)
-            .fetch_all(pool)
-            .await?;
-        all(rows, PolicyRow::into_model)
-    }
-
-    /// `Store::policy_versions`: every version of a policy, deleted ones too, newest first.
-    async fn read_policy_versions(
-        pool: &Pool<Self>,
-        workspace_id: &str,
-        name: &str,
-    ) -> StoreResult<Vec<StoredPolicy>> {
-        let rows: Vec<PolicyRow> = sqlx::query_as(
-            r#"select workspace_id, name, version, source, format, created_at
-               from policy_versions where workspace_id = $1 and name = $2
-               order by version desc"#,
-        )
-        .bind(workspace_id)
-        .bind(name)
-        .fetch_all(pool)
-        .await?;
-        all(rows, PolicyRow::into_model)
     }
 }

@@ -26,17 +26,17 @@ pub(super) use catalog::CatalogSql;
 
 use super::codec::{enum_str, is_unique_violation, to_json, to_ms, write_err};
 use super::rows::{
-    all, AuditChainRow, ChainHeadRow, IssuedTokenRow, MintIntentRow, SeqRow, SessionRow,
-    SigningKeyRow, WorkspaceRow,
+    AuditChainRow, ChainHeadRow, IssuedTokenRow, MintIntentRow, SeqRow, SessionRow, SigningKeyRow,
+    WorkspaceRow,
 };
 use super::{
     Issuance, IssuanceRefusal, IssuedToken, JtiRecord, MintIntent, MintRecord, PurgeStats,
     Retention, SessionRecord, SigningKeyRecord, StoreError, StoreResult, Workspace,
 };
-use crate::audit::chain::{chain_key, AuditColumns, ChainLink, ChainRow};
+use crate::audit::chain::{chain_key, AuditColumns, ChainLink};
 use crate::audit::AuditEvent;
 use sqlx::query::{Query, QueryAs};
-use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
+use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Type};
 use time::OffsetDateTime;
 
 /// A statement with its arguments bound, ready to execute.
@@ -534,50 +534,6 @@ where
         }
         Self::write_audit(conn, audit).await?;
         Ok(true)
-    }
-
-    // The reads both backends run unchanged against the pool they read from: the statement
-    // and the decoding of its rows, so a `Store` method of either backend is one call.
-
-    /// `Store::get_workspace`.
-    async fn read_workspace(pool: &Pool<Self>, id: &str) -> StoreResult<Option<Workspace>> {
-        let row = Self::select_workspace(id).fetch_optional(pool).await?;
-        row.map(WorkspaceRow::into_model).transpose()
-    }
-
-    /// `Store::list_workspaces`.
-    async fn read_workspaces(pool: &Pool<Self>) -> StoreResult<Vec<Workspace>> {
-        let rows = Self::select_workspaces().fetch_all(pool).await?;
-        all(rows, WorkspaceRow::into_model)
-    }
-
-    /// `Store::get_session`.
-    async fn read_session(pool: &Pool<Self>, id: &str) -> StoreResult<Option<SessionRecord>> {
-        let row = Self::select_session(id).fetch_optional(pool).await?;
-        row.map(SessionRow::into_model).transpose()
-    }
-
-    /// `Store::unchained_audit_rows`.
-    async fn read_unchained(
-        pool: &Pool<Self>,
-        chain: &str,
-        limit: u32,
-    ) -> StoreResult<Vec<ChainRow>> {
-        let rows = Self::select_unchained(chain, Some(i64::from(limit)))
-            .fetch_all(pool)
-            .await?;
-        Ok(rows.into_iter().map(AuditChainRow::into_model).collect())
-    }
-
-    /// `Store::unresolved_mint_intents`.
-    async fn read_unresolved_intents(
-        pool: &Pool<Self>,
-        before: OffsetDateTime,
-    ) -> StoreResult<Vec<MintIntent>> {
-        let rows = Self::select_unresolved_intents(before)
-            .fetch_all(pool)
-            .await?;
-        all(rows, MintIntentRow::into_model)
     }
 }
 

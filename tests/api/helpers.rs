@@ -208,6 +208,15 @@ pub(crate) fn excluded(r: &Reply) -> Vec<(String, String)> {
     string_pairs(&excluded, "repo", "reason")
 }
 
+/// The string field `name` of each item of the JSON array `items`, which must all have it.
+pub(crate) fn strings<'a>(items: &'a Value, name: &str) -> Vec<&'a str> {
+    let items = items.as_array().unwrap();
+    items
+        .iter()
+        .map(|item| item[name].as_str().unwrap())
+        .collect()
+}
+
 /// The string fields `first` and `second` of each of `items`, which must all have both.
 pub(crate) fn string_pairs(items: &[Value], first: &str, second: &str) -> Vec<(String, String)> {
     let field = |item: &Value, name: &str| item[name].as_str().unwrap().to_owned();

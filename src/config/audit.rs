@@ -27,19 +27,15 @@ impl Default for AuditConfig {
             webhook_url: None,
             webhook_secret_file: None,
             webhook_secret: None,
-            webhook_max_backoff_seconds: default_webhook_max_backoff(),
+            // Five minutes: a receiver back from an outage is found again soon, without the broker
+            // knocking every second while it is down.
+            webhook_max_backoff_seconds: 300,
         }
     }
 }
 
 /// Shortest webhook signing key: a shorter HMAC key is guessable offline from one signed body.
 pub const MIN_WEBHOOK_SECRET_LEN: usize = 32;
-
-fn default_webhook_max_backoff() -> u64 {
-    // Five minutes: a receiver back from an outage is found again soon, without the broker
-    // knocking every second while it is down.
-    300
-}
 
 impl Config {
     /// `[audit]`: a webhook URL that can carry the audit log (https; http only to loopback),

@@ -31,9 +31,7 @@ impl SessionConfig {
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        Self {
-            ttl_seconds: default_session_ttl(),
-        }
+        Self { ttl_seconds: 3600 }
     }
 }
 
@@ -59,7 +57,4 @@ pub struct TokensConfig {
     /// key) they sealed; nothing new is sealed with them. Drop one once everything it sealed has
     /// expired (a token lives at most an hour).
     pub previous_encryption_key_files: Vec<PathBuf>,
-}
-fn default_session_ttl() -> u64 {
-    3600
 }

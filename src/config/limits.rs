@@ -40,38 +40,24 @@ impl LimitsConfig {
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
-            session_mints_per_minute: default_session_mints_per_minute(),
-            workspace_mints_per_minute: default_workspace_mints_per_minute(),
-            max_connections: default_max_connections_held(),
-            header_read_timeout_seconds: default_header_read_timeout(),
-            shutdown_grace_seconds: default_shutdown_grace(),
+            // A CI job mints a handful of times; one a second is far above any honest loop.
+            session_mints_per_minute: 60,
+            // GitHub allows an App at least 5 000 requests an hour per installation; 1 200 mints a
+            // minute across all of a workspace's jobs is generous for one tenant yet stops one
+            // tenant from spending the budget all tenants share.
+            workspace_mints_per_minute: 1200,
+            // Each open connection costs a task, buffers and a file descriptor; 10 000 stays well
+            // inside a default container's `ulimit -n` of 65 536 with room for database and GitHub
+            // sockets.
+            max_connections: 10_000,
+            // A real client sends its request head in one packet; ten seconds covers slow networks
+            // and still frees a slot held by a client that never finishes (slowloris).
+            header_read_timeout_seconds: 10,
+            // Below Kubernetes' default 30 s termination grace, so the broker exits on its own
+            // before it is killed, and longer than any request but a stuck one.
+            shutdown_grace_seconds: 20,
         }
     }
-}
-fn default_session_mints_per_minute() -> u32 {
-    // A CI job mints a handful of times; one a second is far above any honest loop.
-    60
-}
-fn default_workspace_mints_per_minute() -> u32 {
-    // GitHub allows an App at least 5 000 requests an hour per installation; 1 200 mints a
-    // minute across all of a workspace's jobs is generous for one tenant yet stops one tenant
-    // from spending the budget all tenants share.
-    1200
-}
-fn default_max_connections_held() -> usize {
-    // Each open connection costs a task, buffers and a file descriptor; 10 000 stays well inside
-    // a default container's `ulimit -n` of 65 536 with room for database and GitHub sockets.
-    10_000
-}
-fn default_header_read_timeout() -> u64 {
-    // A real client sends its request head in one packet; ten seconds covers slow networks and
-    // still frees a slot held by a client that never finishes (slowloris).
-    10
-}
-fn default_shutdown_grace() -> u64 {
-    // Below Kubernetes' default 30 s termination grace, so the broker exits on its own before
-    // it is killed, and longer than any request but a stuck one.
-    20
 }
 impl LimitsConfig {
     /// Each key at least 1: a zero quota would refuse every mint, zero connections would serve

@@ -41,9 +41,9 @@ pub struct DatabaseConfig {
 impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
-            url: default_database_url(),
+            url: SecretString::from("sqlite://./sts-broker.db"),
             url_file: None,
-            max_connections: default_max_connections(),
+            max_connections: 10,
         }
     }
 }
@@ -97,10 +97,4 @@ fn default_listen() -> String {
 }
 fn default_request_timeout() -> u64 {
     30
-}
-fn default_database_url() -> SecretString {
-    SecretString::from("sqlite://./sts-broker.db")
-}
-fn default_max_connections() -> u32 {
-    10
 }

@@ -4,8 +4,8 @@
 //! sqlx's SQLite driver accepts PostgreSQL's `$N` placeholders, so one text serves both. What
 //! really differs per backend (the pools, how a write transaction starts, PostgreSQL's row locks
 //! and race retries, how the audit chain is locked, how a list of ids travels) stays in
-//! `sqlite.rs` and `postgres.rs`, which
-//! call these as `Sqlite::select_workspace(…)` / `Postgres::select_workspace(…)`.
+//! `sqlite.rs` and `postgres.rs`; they and the `Store` methods both backends share
+//! (`shared_impl.rs`) call these as `Sqlite::select_workspace(…)` / `$db::select_workspace(…)`.
 //!
 //! The statements are default methods of [`SharedSql`], implemented for both sqlx databases (in
 //! `sqlite.rs` and `postgres.rs`, with the little each must say itself): the trait's `where`

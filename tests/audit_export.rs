@@ -8,10 +8,6 @@
     reason = "test setup failures should fail the test"
 )]
 
-#[expect(
-    dead_code,
-    reason = "shared with the other integration tests, which use more of it"
-)]
 mod support;
 
 use axum::extract::State;
@@ -23,8 +19,8 @@ use sha2::Sha256;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use sts_broker::dev::{DEV_AUDIENCE, DEV_WORKSPACE};
-use support::{main_job, reply, start_dev_broker, BrokerApi};
+use sts_broker::dev::DEV_WORKSPACE;
+use support::{reply, start_dev_broker, BrokerApi};
 
 /// The webhook signing key of the test.
 const SECRET: &str = "0123456789abcdef0123456789abcdef-test";
@@ -92,9 +88,7 @@ async fn every_event_reaches_a_receiver_that_was_down_then_failed_once_in_order_
         http: &http,
         base: &broker.url,
     };
-    let session = api
-        .session(&world.issuer.token_for(&main_job(), DEV_AUDIENCE))
-        .await;
+    let session = api.main_session(&world).await;
     assert_eq!(api.mint(&session, &["acme/modules"]).await.status, 200);
     for ws in ["globex", "initech"] {
         let created = reply(

@@ -7,10 +7,6 @@
     reason = "test setup failures should fail the test"
 )]
 
-#[expect(
-    dead_code,
-    reason = "shared with the api, git_sim, limits and serve tests, which call more of the API"
-)]
 mod support;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};

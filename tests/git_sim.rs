@@ -7,10 +7,6 @@
     reason = "test helpers fail the test on setup errors by design"
 )]
 
-#[expect(
-    dead_code,
-    reason = "shared with the api tests, which also end sessions and read error tags"
-)]
 mod support;
 
 use serde_json::{json, Value};

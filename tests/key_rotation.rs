@@ -7,10 +7,6 @@
     reason = "test setup failures should fail the test"
 )]
 
-#[expect(
-    dead_code,
-    reason = "shared with the other integration tests, which use more of it"
-)]
 mod support;
 
 use base64::Engine as _;

@@ -9,10 +9,6 @@
     reason = "test setup failures should fail the test"
 )]
 
-#[expect(
-    dead_code,
-    reason = "shared with the api, git_sim and serve tests, which call the broker's API"
-)]
 mod support;
 
 use serde_json::Value;

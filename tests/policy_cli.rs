@@ -97,19 +97,18 @@ fn the_documented_ci_workflow_runs_both_commands_on_pull_requests_touching_polic
     );
     let steps = workflow["jobs"]["check"]["steps"].as_array().unwrap();
     let runs: Vec<&str> = steps.iter().filter_map(|s| s["run"].as_str()).collect();
-    assert!(
-        runs.iter().any(|r| r.contains("--no-default-features")),
-        "{runs:?}"
-    );
-    assert!(
-        runs.iter().any(|r| r.contains("sts-broker policy check")),
-        "{runs:?}"
-    );
-    assert!(
-        runs.iter()
-            .any(|r| r.contains("sts-broker policy test") && r.contains("--cases")),
-        "{runs:?}"
-    );
+    // Each step's words, all in one `run`.
+    let required: [&[&str]; 3] = [
+        &["--no-default-features"],
+        &["sts-broker policy check"],
+        &["sts-broker policy test", "--cases"],
+    ];
+    for words in required {
+        assert!(
+            runs.iter().any(|r| words.iter().all(|w| r.contains(w))),
+            "{words:?} in {runs:?}"
+        );
+    }
 }
 
 const POLICY: &str = "rules:\n  - name: infra-main\n    match: {repository_owner_id: '1001', ref: refs/heads/main}\n    grant: {repositories: [acme/modules]}\n";

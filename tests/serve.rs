@@ -9,10 +9,6 @@
     reason = "test setup failures should fail the test"
 )]
 
-#[expect(
-    dead_code,
-    reason = "shared with the api and git_sim tests, which run the broker in this process"
-)]
 mod support;
 
 use serde_json::{json, Value};

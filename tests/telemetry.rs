@@ -9,10 +9,6 @@
     reason = "test setup failures should fail the test"
 )]
 
-#[expect(
-    dead_code,
-    reason = "shared with the api, git_sim and serve tests, which call more of the broker's API"
-)]
 mod support;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -135,9 +131,7 @@ async fn a_request_with_a_traceparent_is_traced_and_logged_in_the_callers_trace(
         http: &http,
         base: &base,
     };
-    let session = api
-        .session(&world.issuer.token_for(&main_job(), DEV_AUDIENCE))
-        .await;
+    let session = api.main_session(&world).await;
     let mint = support::reply(
         http.post(api.url("/api/v1/sts"))
             .bearer_auth(&session)
@@ -348,9 +342,7 @@ async fn the_dashboards_and_alerts_name_only_metrics_the_broker_exports() {
         http: &http,
         base: &broker.url,
     };
-    let session = api
-        .session(&world.issuer.token_for(&main_job(), DEV_AUDIENCE))
-        .await;
+    let session = api.main_session(&world).await;
     // acme/payroll is excluded: the exclusions family gets a series.
     assert_eq!(
         api.mint(&session, &["acme/modules", "acme/payroll"])

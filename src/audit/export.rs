@@ -13,7 +13,7 @@ pub mod event;
 use crate::audit::view::AuditEventView;
 use crate::config::{Config, USER_AGENT};
 use crate::metrics::Metrics;
-use crate::store::{Claim, OutboxEntry, Store};
+use crate::store::{Claim, OutboxEntry, Retry, Store};
 use secrecy::SecretString;
 use std::sync::Arc;
 use std::time::Duration;
@@ -197,10 +197,13 @@ impl Exporter {
                     "audit event {id} not exported ({reason}); retrying in {}s",
                     wait.as_secs()
                 );
-                let next = OffsetDateTime::now_utc() + wait;
-                self.store
-                    .retry_outbox(entry.seq, owner, next, &reason)
-                    .await
+                let retry = Retry {
+                    seq: entry.seq,
+                    owner,
+                    next_attempt: OffsetDateTime::now_utc() + wait,
+                    error: &reason,
+                };
+                self.store.retry_outbox(retry).await
             }
         };
         if let Err(e) = stored {

@@ -249,16 +249,28 @@ impl Metrics {
         let mut register = Registering(registry.sub_registry_with_prefix("sts"));
         let exchanges = register.metric("exchanges", "OIDC token exchanges", Family::default());
         let mints = register.metric("mints", "STS mint requests", Family::default());
-        let tokens_minted = register.metric(
-            "tokens_minted",
-            "Installation tokens handed out",
-            Counter::default(),
-        );
-        let tokens_revoked = register.metric(
-            "tokens_revoked",
-            "Installation tokens revoked at GitHub",
-            Counter::default(),
-        );
+        // The plain counters and gauges, as tables of name and help.
+        let [tokens_minted, tokens_revoked, export_delivered, export_failures] = [
+            ("tokens_minted", "Installation tokens handed out"),
+            ("tokens_revoked", "Installation tokens revoked at GitHub"),
+            (
+                "audit_export_delivered",
+                "Audit events delivered to the webhook",
+            ),
+            (
+                "audit_export_failures",
+                "Failed audit webhook deliveries (each is retried)",
+            ),
+        ]
+        .map(|(name, help)| register.metric(name, help, Counter::default()));
+        let [export_backlog, export_oldest_age] = [
+            ("audit_export_backlog", "Audit events waiting for export"),
+            (
+                "audit_export_oldest_age_seconds",
+                "Age of the oldest audit event waiting for export",
+            ),
+        ]
+        .map(|(name, help)| register.metric(name, help, Gauge::default()));
         let exclusions = register.metric(
             "exclusions",
             "Repositories excluded from mints",
@@ -276,37 +288,22 @@ impl Metrics {
             latency_histogram,
         );
         let audit_export = AuditExportMetrics {
-            delivered: register.metric(
-                "audit_export_delivered",
-                "Audit events delivered to the webhook",
-                Counter::default(),
-            ),
-            failures: register.metric(
-                "audit_export_failures",
-                "Failed audit webhook deliveries (each is retried)",
-                Counter::default(),
-            ),
-            backlog: register.metric(
-                "audit_export_backlog",
-                "Audit events waiting for export",
-                Gauge::default(),
-            ),
-            oldest_age_seconds: register.metric(
-                "audit_export_oldest_age_seconds",
-                "Age of the oldest audit event waiting for export",
-                Gauge::default(),
-            ),
+            delivered: export_delivered,
+            failures: export_failures,
+            backlog: export_backlog,
+            oldest_age_seconds: export_oldest_age,
         };
-        let mint_latency: HistogramFamily<OutcomeLabel> = register.histograms(
-            "mint_duration_seconds",
-            "Latency of STS mint requests, by outcome",
-            slo_histogram,
-        );
-        let exchange_latency: HistogramFamily<OutcomeLabel> = register.histograms(
-            "exchange_duration_seconds",
-            "Latency of OIDC token exchanges, by outcome",
-            slo_histogram,
-        );
+        let [mint_latency, exchange_latency]: [HistogramFamily<OutcomeLabel>; 2] = [
+            (
+                "mint_duration_seconds",
+                "Latency of STS mint requests, by outcome",
+            ),
+            (
+                "exchange_duration_seconds",
+                "Latency of OIDC token exchanges, by outcome",
+            ),
+        ]
+        .map(|(name, help)| register.histograms(name, help, slo_histogram));
         let github_rate_limit = register.metric(
             "github_rate_limit_remaining",
             "Requests left in the GitHub rate-limit window of the last call, by installation",

@@ -12,13 +12,14 @@ mod model;
 mod outbox;
 mod postgres;
 mod rows;
+mod shared_impl;
 mod sql;
 mod sqlite;
 mod unavailable;
 
 pub use keys::{SigningKeyRotation, StoredSigningKey};
 pub use model::*;
-pub use outbox::{AuditOutbox, Claim, OutboxBacklog, OutboxEntry};
+pub use outbox::{AuditOutbox, Claim, OutboxBacklog, OutboxEntry, Retry};
 
 use crate::audit::chain::ChainRow;
 use crate::audit::AuditEvent;

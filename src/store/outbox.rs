@@ -52,6 +52,19 @@ pub struct Claim<'a> {
     pub limit: u32,
 }
 
+/// A failed delivery to record: which row, by which claimer, when to try again and why.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry<'a> {
+    /// The outbox row.
+    pub seq: i64,
+    /// The claim that holds it; a claimer whose lease was lost changes nothing.
+    pub owner: &'a str,
+    /// When the row is due again.
+    pub next_attempt: OffsetDateTime,
+    /// A short reason, without secrets.
+    pub error: &'a str,
+}
+
 /// The outbox operations of a store. Every [`Store`](super::Store) has them.
 #[async_trait]
 pub trait AuditOutbox {
@@ -60,15 +73,9 @@ pub trait AuditOutbox {
     async fn claim_outbox(&self, claim: Claim<'_>) -> StoreResult<Vec<OutboxEntry>>;
     /// Delivered: delete row `seq` if `owner` still holds it. `false` when the lease was lost.
     async fn ack_outbox(&self, seq: i64, owner: &str) -> StoreResult<bool>;
-    /// Not delivered: release row `seq` (if `owner` still holds it), count the attempt and make
-    /// it due again at `next_attempt`. `error` is a short reason, without secrets.
-    async fn retry_outbox(
-        &self,
-        seq: i64,
-        owner: &str,
-        next_attempt: OffsetDateTime,
-        error: &str,
-    ) -> StoreResult<bool>;
+    /// Not delivered: release row `retry.seq` (if `retry.owner` still holds it), count the
+    /// attempt and make it due again at `retry.next_attempt`.
+    async fn retry_outbox(&self, retry: Retry<'_>) -> StoreResult<bool>;
     /// How many rows are pending and the oldest one's time.
     async fn outbox_backlog(&self) -> StoreResult<OutboxBacklog>;
     /// Delete pending rows written before `before` (used while no webhook is configured, so the
@@ -187,24 +194,18 @@ where
         Ok(Self::rows(&done) == 1)
     }
 
-    async fn retry(
-        pool: &Pool<Self>,
-        seq: i64,
-        owner: &str,
-        next_attempt: OffsetDateTime,
-        error: &str,
-    ) -> StoreResult<bool> {
-        let error: String = error.chars().take(MAX_ERROR_LEN).collect();
+    async fn retry(pool: &Pool<Self>, retry: Retry<'_>) -> StoreResult<bool> {
+        let error: String = retry.error.chars().take(MAX_ERROR_LEN).collect();
         let done = sqlx::query(
             r#"update audit_outbox
                set attempts = attempts + 1, next_attempt_at = $1, last_error = $2,
                    lease_owner = null, lease_until = null
                where seq = $3 and lease_owner = $4"#,
         )
-        .bind(to_ms(next_attempt))
+        .bind(to_ms(retry.next_attempt))
         .bind(error.as_str())
-        .bind(seq)
-        .bind(owner)
+        .bind(retry.seq)
+        .bind(retry.owner)
         .execute(pool)
         .await?;
         Ok(Self::rows(&done) == 1)
@@ -257,14 +258,8 @@ macro_rules! outbox_impl {
             async fn ack_outbox(&self, seq: i64, owner: &str) -> StoreResult<bool> {
                 <$db>::ack(&self.$pool, seq, owner).await
             }
-            async fn retry_outbox(
-                &self,
-                seq: i64,
-                owner: &str,
-                next_attempt: OffsetDateTime,
-                error: &str,
-            ) -> StoreResult<bool> {
-                <$db>::retry(&self.$pool, seq, owner, next_attempt, error).await
+            async fn retry_outbox(&self, retry: Retry<'_>) -> StoreResult<bool> {
+                <$db>::retry(&self.$pool, retry).await
             }
             async fn outbox_backlog(&self) -> StoreResult<OutboxBacklog> {
                 <$db>::backlog(&self.$pool).await

@@ -4,16 +4,17 @@
 //! each one is a single statement, locks the row it depends on, or retries when a unique index
 //! shows that another process won the race.
 //!
-//! Statements called as `Postgres::…` are the ones both backends share (`sql.rs`); what is
+//! Statements called as `Postgres::…` are the ones both backends share (`sql/`); what is
 //! PostgreSQL's own is here: the row lock of `put_policy`, the retried link, and id lists
 //! passed as `text[]`.
 
 use super::batch::{OwnedMintRecord, Writer};
 use super::codec::{is_unique_violation, missing_or_backend, to_ms};
-use super::rows::{all, InstallationLinkRow, IssuedTokenRow, WorkspaceRow};
+use super::rows::{InstallationLinkRow, IssuedTokenRow};
+use super::shared_impl::store_impl;
 use super::sql::{
     installation_already_linked, no_active_signing_key, on_insert_policy, on_insert_workspace,
-    SharedSql,
+    AuditSql, CatalogSql, SharedSql,
 };
 use super::{
     AuditPage, InstallationLink, Issuance, IssuedToken, JtiRecord, MintIntent, MintRecord,
@@ -22,7 +23,6 @@ use super::{
 };
 use crate::audit::chain::ChainRow;
 use crate::audit::AuditEvent;
-use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::Postgres;
 use std::str::FromStr;
@@ -92,6 +92,9 @@ pub(crate) async fn open_existing(url: &str) -> StoreResult<Arc<dyn Store>> {
 /// chains whose keys hash alike only wait for each other, which is harmless.
 const AUDIT_CHAIN_LOCK_CLASS: i32 = 0x5354_5301;
 
+impl CatalogSql for Postgres {}
+impl AuditSql for Postgres {}
+
 impl SharedSql for Postgres {
     fn rows_affected(done: &sqlx::postgres::PgQueryResult) -> u64 {
         done.rows_affected()
@@ -157,49 +160,8 @@ impl PgStore {
     }
 }
 
-#[async_trait]
-impl Store for PgStore {
-    fn backend(&self) -> &'static str {
-        "postgres"
-    }
-
-    async fn ping(&self) -> StoreResult<()> {
-        Postgres::select_one().execute(&self.pool).await?;
-        Ok(())
-    }
-
-    async fn create_workspace(&self, ws: &Workspace) -> StoreResult<()> {
-        Postgres::insert_workspace(ws)
-            .execute(&self.pool)
-            .await
-            .map_err(on_insert_workspace)?;
-        Ok(())
-    }
-
-    async fn get_workspace(&self, id: &str) -> StoreResult<Option<Workspace>> {
-        Postgres::read_workspace(&self.pool, id).await
-    }
-
-    async fn list_workspaces(&self) -> StoreResult<Vec<Workspace>> {
-        Postgres::read_workspaces(&self.pool).await
-    }
-
-    async fn set_workspace_sts_enabled(
-        &self,
-        id: &str,
-        enabled: bool,
-        at: OffsetDateTime,
-    ) -> StoreResult<Option<Workspace>> {
-        let row = Postgres::update_sts_enabled(id, enabled, at)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(WorkspaceRow::into_model).transpose()
-    }
-
-    async fn delete_workspace(&self, id: &str) -> StoreResult<bool> {
-        let done = Postgres::delete_workspace(id).execute(&self.pool).await?;
-        Ok(done.rows_affected() > 0)
-    }
+store_impl! {
+    PgStore, Postgres, "postgres", read: pool, write: pool;
 
     async fn link_installation(&self, link: &InstallationLink) -> StoreResult<InstallationLink> {
         for _ in 0..RACE_RETRIES {
@@ -208,25 +170,6 @@ impl Store for PgStore {
             }
         }
         Err(installation_already_linked())
-    }
-
-    async fn list_installations(&self, workspace_id: &str) -> StoreResult<Vec<InstallationLink>> {
-        Postgres::read_links(&self.pool, workspace_id).await
-    }
-
-    async fn find_installation(
-        &self,
-        workspace_id: &str,
-        owner: &str,
-    ) -> StoreResult<Option<InstallationLink>> {
-        Postgres::read_link_by_owner(&self.pool, workspace_id, owner).await
-    }
-
-    async fn unlink_installation(&self, workspace_id: &str, owner: &str) -> StoreResult<bool> {
-        let done = Postgres::delete_link(workspace_id, owner)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() > 0)
     }
 
     async fn put_policy(&self, new: &NewPolicy) -> StoreResult<StoredPolicy> {
@@ -247,54 +190,6 @@ impl Store for PgStore {
             .map_err(on_insert_policy)?;
         tx.commit().await?;
         row.into_model()
-    }
-
-    async fn get_policy(
-        &self,
-        workspace_id: &str,
-        name: &str,
-    ) -> StoreResult<Option<StoredPolicy>> {
-        Postgres::read_current_policy(&self.pool, workspace_id, name).await
-    }
-
-    async fn list_policies(&self, workspace_id: &str) -> StoreResult<Vec<StoredPolicy>> {
-        Postgres::read_current_policies(&self.pool, workspace_id).await
-    }
-
-    async fn delete_policy(
-        &self,
-        workspace_id: &str,
-        name: &str,
-        at: OffsetDateTime,
-    ) -> StoreResult<bool> {
-        let done = Postgres::delete_current_policy(workspace_id, name, at)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn record_exchange(
-        &self,
-        jti: &JtiRecord,
-        session: &SessionRecord,
-        audit: &AuditEvent,
-    ) -> StoreResult<()> {
-        // The replay key's primary key decides a race between processes: the second insert
-        // waits for the first transaction, then fails as a replay.
-        self.writes.exchange(jti, session, audit).await
-    }
-
-    async fn get_session(&self, id: &str) -> StoreResult<Option<SessionRecord>> {
-        Postgres::read_session(&self.pool, id).await
-    }
-
-    async fn revoke_session(&self, id: &str, at: OffsetDateTime) -> StoreResult<bool> {
-        let done = Postgres::revoke_session(id, at).execute(&self.pool).await?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn record_issuance(&self, tokens: &[IssuedToken], audit: &AuditEvent) -> StoreResult<()> {
-        self.writes.issuance(tokens, audit).await
     }
 
     async fn list_tokens(
@@ -357,55 +252,6 @@ impl Store for PgStore {
         Ok(stats)
     }
 
-    async fn append_audit(&self, event: &AuditEvent) -> StoreResult<()> {
-        self.writes.audit(event).await
-    }
-
-    async fn list_audit(
-        &self,
-        workspace_id: &str,
-        limit: u32,
-        before: Option<i64>,
-    ) -> StoreResult<AuditPage> {
-        Postgres::read_audit_page(&self.pool, workspace_id, limit, before).await
-    }
-
-    async fn audit_chains(&self) -> StoreResult<Vec<String>> {
-        Postgres::read_chains(&self.pool).await
-    }
-
-    async fn audit_chain_page(
-        &self,
-        chain: &str,
-        after: Option<(i64, i64)>,
-        limit: u32,
-    ) -> StoreResult<Vec<ChainRow>> {
-        Postgres::read_chain_page(&self.pool, chain, after, limit).await
-    }
-
-    async fn unchained_audit_rows(&self, chain: &str, limit: u32) -> StoreResult<Vec<ChainRow>> {
-        Postgres::read_unchained(&self.pool, chain, limit).await
-    }
-
-    async fn load_or_store_signing_key(
-        &self,
-        candidate: &SigningKeyRecord,
-    ) -> StoreResult<SigningKeyRecord> {
-        // The first writer wins: a racing insert waits for the winner's commit, then does
-        // nothing, and everyone reads the winner.
-        Postgres::insert_signing_key(candidate)?
-            .execute(&self.pool)
-            .await?;
-        let row = Postgres::select_active_signing_key()
-            .fetch_optional(&self.pool)
-            .await?;
-        row.ok_or_else(no_active_signing_key)?.into_model()
-    }
-
-    async fn record_mint_intent(&self, intent: &MintIntent) -> StoreResult<()> {
-        self.writes.mint_intent(intent).await
-    }
-
     async fn record_mint(&self, record: &MintRecord<'_>) -> StoreResult<Issuance> {
         self.writes
             .write(OwnedMintRecord::from(record), |conn, record| {
@@ -426,36 +272,6 @@ impl Store for PgStore {
                 })
             })
             .await
-    }
-
-    async fn resolve_mint_intent(&self, intent_id: &str, audit: &AuditEvent) -> StoreResult<bool> {
-        self.writes.intent_resolution(intent_id, audit).await
-    }
-
-    async fn unresolved_mint_intents(
-        &self,
-        before: OffsetDateTime,
-    ) -> StoreResult<Vec<MintIntent>> {
-        Postgres::read_unresolved_intents(&self.pool, before).await
-    }
-
-    async fn revoke_workspace_sessions(
-        &self,
-        workspace_id: &str,
-        at: OffsetDateTime,
-    ) -> StoreResult<u64> {
-        let done = Postgres::revoke_workspace_sessions(workspace_id, at)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected())
-    }
-
-    async fn policy_versions(
-        &self,
-        workspace_id: &str,
-        name: &str,
-    ) -> StoreResult<Vec<StoredPolicy>> {
-        Postgres::read_policy_versions(&self.pool, workspace_id, name).await
     }
 }
 

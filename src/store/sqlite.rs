@@ -1,15 +1,16 @@
 //! SQLite backend (the default): one file, WAL, migrations in `migrations/sqlite`.
 //!
-//! Statements called as `Sqlite::…` are the ones both backends share (`sql.rs`); what is
+//! Statements called as `Sqlite::…` are the ones both backends share (`sql/`); what is
 //! SQLite's own is here: a read pool beside a single-connection writer, `BEGIN IMMEDIATE`, and
 //! id lists passed as JSON for `json_each`.
 
 use super::batch::{OwnedMintRecord, Writer};
 use super::codec::{to_json, to_ms, write_err};
-use super::rows::{all, IssuedTokenRow, WorkspaceRow};
+use super::rows::IssuedTokenRow;
+use super::shared_impl::store_impl;
 use super::sql::{
     installation_already_linked, no_active_signing_key, on_insert_policy, on_insert_workspace,
-    SharedSql,
+    AuditSql, CatalogSql, SharedSql,
 };
 use super::{
     AuditPage, InstallationLink, Issuance, IssuedToken, JtiRecord, MintIntent, MintRecord,
@@ -18,7 +19,6 @@ use super::{
 };
 use crate::audit::chain::ChainRow;
 use crate::audit::AuditEvent;
-use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
 };
@@ -120,6 +120,9 @@ pub(crate) async fn open_existing(url: &str) -> StoreResult<Arc<dyn Store>> {
     }))
 }
 
+impl CatalogSql for Sqlite {}
+impl AuditSql for Sqlite {}
+
 impl SharedSql for Sqlite {
     fn rows_affected(done: &sqlx::sqlite::SqliteQueryResult) -> u64 {
         done.rows_affected()
@@ -150,49 +153,8 @@ impl SqliteStore {
     }
 }
 
-#[async_trait]
-impl Store for SqliteStore {
-    fn backend(&self) -> &'static str {
-        "sqlite"
-    }
-
-    async fn ping(&self) -> StoreResult<()> {
-        Sqlite::select_one().execute(&self.pool).await?;
-        Ok(())
-    }
-
-    async fn create_workspace(&self, ws: &Workspace) -> StoreResult<()> {
-        Sqlite::insert_workspace(ws)
-            .execute(&self.writer)
-            .await
-            .map_err(on_insert_workspace)?;
-        Ok(())
-    }
-
-    async fn get_workspace(&self, id: &str) -> StoreResult<Option<Workspace>> {
-        Sqlite::read_workspace(&self.pool, id).await
-    }
-
-    async fn list_workspaces(&self) -> StoreResult<Vec<Workspace>> {
-        Sqlite::read_workspaces(&self.pool).await
-    }
-
-    async fn set_workspace_sts_enabled(
-        &self,
-        id: &str,
-        enabled: bool,
-        at: OffsetDateTime,
-    ) -> StoreResult<Option<Workspace>> {
-        let row = Sqlite::update_sts_enabled(id, enabled, at)
-            .fetch_optional(&self.writer)
-            .await?;
-        row.map(WorkspaceRow::into_model).transpose()
-    }
-
-    async fn delete_workspace(&self, id: &str) -> StoreResult<bool> {
-        let done = Sqlite::delete_workspace(id).execute(&self.writer).await?;
-        Ok(done.rows_affected() > 0)
-    }
+store_impl! {
+    SqliteStore, Sqlite, "sqlite", read: pool, write: writer;
 
     async fn link_installation(&self, link: &InstallationLink) -> StoreResult<InstallationLink> {
         // The write lock, taken up front, keeps the check and the write together: no other
@@ -214,25 +176,6 @@ impl Store for SqliteStore {
         row.into_model()
     }
 
-    async fn list_installations(&self, workspace_id: &str) -> StoreResult<Vec<InstallationLink>> {
-        Sqlite::read_links(&self.pool, workspace_id).await
-    }
-
-    async fn find_installation(
-        &self,
-        workspace_id: &str,
-        owner: &str,
-    ) -> StoreResult<Option<InstallationLink>> {
-        Sqlite::read_link_by_owner(&self.pool, workspace_id, owner).await
-    }
-
-    async fn unlink_installation(&self, workspace_id: &str, owner: &str) -> StoreResult<bool> {
-        let done = Sqlite::delete_link(workspace_id, owner)
-            .execute(&self.writer)
-            .await?;
-        Ok(done.rows_affected() > 0)
-    }
-
     async fn put_policy(&self, new: &NewPolicy) -> StoreResult<StoredPolicy> {
         // One statement computes and claims the next version; SQLite serialises writers.
         let row = Sqlite::insert_policy_version(new)
@@ -240,52 +183,6 @@ impl Store for SqliteStore {
             .await
             .map_err(on_insert_policy)?;
         row.into_model()
-    }
-
-    async fn get_policy(
-        &self,
-        workspace_id: &str,
-        name: &str,
-    ) -> StoreResult<Option<StoredPolicy>> {
-        Sqlite::read_current_policy(&self.pool, workspace_id, name).await
-    }
-
-    async fn list_policies(&self, workspace_id: &str) -> StoreResult<Vec<StoredPolicy>> {
-        Sqlite::read_current_policies(&self.pool, workspace_id).await
-    }
-
-    async fn delete_policy(
-        &self,
-        workspace_id: &str,
-        name: &str,
-        at: OffsetDateTime,
-    ) -> StoreResult<bool> {
-        let done = Sqlite::delete_current_policy(workspace_id, name, at)
-            .execute(&self.writer)
-            .await?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn record_exchange(
-        &self,
-        jti: &JtiRecord,
-        session: &SessionRecord,
-        audit: &AuditEvent,
-    ) -> StoreResult<()> {
-        self.writes.exchange(jti, session, audit).await
-    }
-
-    async fn get_session(&self, id: &str) -> StoreResult<Option<SessionRecord>> {
-        Sqlite::read_session(&self.pool, id).await
-    }
-
-    async fn revoke_session(&self, id: &str, at: OffsetDateTime) -> StoreResult<bool> {
-        let done = Sqlite::revoke_session(id, at).execute(&self.writer).await?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn record_issuance(&self, tokens: &[IssuedToken], audit: &AuditEvent) -> StoreResult<()> {
-        self.writes.issuance(tokens, audit).await
     }
 
     async fn list_tokens(
@@ -354,54 +251,6 @@ impl Store for SqliteStore {
         Ok(stats)
     }
 
-    async fn append_audit(&self, event: &AuditEvent) -> StoreResult<()> {
-        self.writes.audit(event).await
-    }
-
-    async fn list_audit(
-        &self,
-        workspace_id: &str,
-        limit: u32,
-        before: Option<i64>,
-    ) -> StoreResult<AuditPage> {
-        Sqlite::read_audit_page(&self.pool, workspace_id, limit, before).await
-    }
-
-    async fn audit_chains(&self) -> StoreResult<Vec<String>> {
-        Sqlite::read_chains(&self.pool).await
-    }
-
-    async fn audit_chain_page(
-        &self,
-        chain: &str,
-        after: Option<(i64, i64)>,
-        limit: u32,
-    ) -> StoreResult<Vec<ChainRow>> {
-        Sqlite::read_chain_page(&self.pool, chain, after, limit).await
-    }
-
-    async fn unchained_audit_rows(&self, chain: &str, limit: u32) -> StoreResult<Vec<ChainRow>> {
-        Sqlite::read_unchained(&self.pool, chain, limit).await
-    }
-
-    async fn load_or_store_signing_key(
-        &self,
-        candidate: &SigningKeyRecord,
-    ) -> StoreResult<SigningKeyRecord> {
-        // The first writer wins; everyone reads the winner.
-        Sqlite::insert_signing_key(candidate)?
-            .execute(&self.writer)
-            .await?;
-        let row = Sqlite::select_active_signing_key()
-            .fetch_optional(&self.pool)
-            .await?;
-        row.ok_or_else(no_active_signing_key)?.into_model()
-    }
-
-    async fn record_mint_intent(&self, intent: &MintIntent) -> StoreResult<()> {
-        self.writes.mint_intent(intent).await
-    }
-
     async fn record_mint(&self, record: &MintRecord<'_>) -> StoreResult<Issuance> {
         // The write lock, taken up front by the batch, keeps the check and the writes together;
         // a refusal writes nothing.
@@ -410,36 +259,6 @@ impl Store for SqliteStore {
                 Box::pin(async move { Sqlite::write_mint(conn, &record.borrowed()).await })
             })
             .await
-    }
-
-    async fn resolve_mint_intent(&self, intent_id: &str, audit: &AuditEvent) -> StoreResult<bool> {
-        self.writes.intent_resolution(intent_id, audit).await
-    }
-
-    async fn unresolved_mint_intents(
-        &self,
-        before: OffsetDateTime,
-    ) -> StoreResult<Vec<MintIntent>> {
-        Sqlite::read_unresolved_intents(&self.pool, before).await
-    }
-
-    async fn revoke_workspace_sessions(
-        &self,
-        workspace_id: &str,
-        at: OffsetDateTime,
-    ) -> StoreResult<u64> {
-        let done = Sqlite::revoke_workspace_sessions(workspace_id, at)
-            .execute(&self.writer)
-            .await?;
-        Ok(done.rows_affected())
-    }
-
-    async fn policy_versions(
-        &self,
-        workspace_id: &str,
-        name: &str,
-    ) -> StoreResult<Vec<StoredPolicy>> {
-        Sqlite::read_policy_versions(&self.pool, workspace_id, name).await
     }
 }
 

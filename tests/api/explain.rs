@@ -319,12 +319,7 @@ async fn a_draft_is_explained_with_its_warnings_and_not_stored() {
             data["decisions"][0]["permissions"],
             json!({"contents": "write"})
         );
-        let codes: Vec<&str> = data["warnings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|w| w["code"].as_str().unwrap())
-            .collect();
+        let codes = strings(&data["warnings"], "code");
         assert_eq!(codes, ["owner_bound_by_name"], "{}", r.body);
         assert_eq!(data["warnings"][0]["path"], "rules[0].match");
     }
@@ -337,12 +332,7 @@ async fn a_draft_is_explained_with_its_warnings_and_not_stored() {
             None,
         )
         .await;
-    let names: Vec<&str> = listed.data()["policies"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["name"].as_str().unwrap())
-        .collect();
+    let names = strings(&listed.data()["policies"], "name");
     assert_eq!(names, ["default"]);
 }
 

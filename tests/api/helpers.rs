@@ -1,8 +1,4 @@
 #[path = "../support/mod.rs"]
-#[expect(
-    dead_code,
-    reason = "shared with the limits and serve tests, which run the broker binary"
-)]
 mod support;
 
 use reqwest::Method;
@@ -210,6 +206,15 @@ pub(crate) fn first_token(r: &Reply) -> String {
 pub(crate) fn excluded(r: &Reply) -> Vec<(String, String)> {
     let excluded = r.data()["excluded"].as_array().cloned().unwrap_or_default();
     string_pairs(&excluded, "repo", "reason")
+}
+
+/// The string field `name` of each item of the JSON array `items`, which must all have it.
+pub(crate) fn strings<'a>(items: &'a Value, name: &str) -> Vec<&'a str> {
+    let items = items.as_array().unwrap();
+    items
+        .iter()
+        .map(|item| item[name].as_str().unwrap())
+        .collect()
 }
 
 /// The string fields `first` and `second` of each of `items`, which must all have both.

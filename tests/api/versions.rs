@@ -24,12 +24,7 @@ async fn versions_are_listed_newest_first_read_back_and_rolled_back_with_an_audi
     );
     let put = app.put_policy_yaml(DEV_WORKSPACE, "p", V2).await;
     assert_eq!(put.status, 200, "{}", put.body);
-    let codes: Vec<&str> = put.data()["warnings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| w["code"].as_str().unwrap())
-        .collect();
+    let codes = strings(&put.data()["warnings"], "code");
     assert_eq!(
         codes,
         ["write_without_ref", "whole_installation_write"],

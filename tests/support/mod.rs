@@ -3,6 +3,10 @@
 //! `serve` on the dev world, and the broker's CI API as a caller speaks it. Each test crate
 //! includes this file with `mod support;`.
 
+// Each test crate compiles its own copy of this file and calls only some of it; an allow here,
+// rather than an `expect` in each crate, says so once.
+#![allow(dead_code)]
+
 use serde_json::{json, Value};
 use std::process::Stdio;
 use sts_broker::app::App;

@@ -4,7 +4,7 @@
 
 use super::fixtures::*;
 use super::harness;
-use crate::store::{Claim, OutboxEntry};
+use crate::store::{Claim, OutboxEntry, Retry};
 use time::{Duration, OffsetDateTime};
 
 /// Claim up to 10 heads due at `now` as `owner`, leased for a minute.
@@ -18,6 +18,16 @@ async fn claim(store: &dyn Store, owner: &str, now: OffsetDateTime) -> Vec<Outbo
         })
         .await
         .unwrap()
+}
+
+/// A failed delivery of row `seq` by `owner`, due again at `next_attempt`.
+fn retry<'a>(seq: i64, owner: &'a str, next_attempt: OffsetDateTime, error: &'a str) -> Retry<'a> {
+    Retry {
+        seq,
+        owner,
+        next_attempt,
+        error,
+    }
 }
 
 /// The action of each claimed event, in claim order.
@@ -75,7 +85,7 @@ pub(super) async fn a_failed_event_waits_its_backoff_and_holds_back_its_workspac
     assert_eq!(actions(&heads), ["a1", "g1"]);
     let later = soon() + Duration::minutes(5);
     assert!(store
-        .retry_outbox(heads[0].seq, "one", later, "receiver answered 500")
+        .retry_outbox(retry(heads[0].seq, "one", later, "receiver answered 500"))
         .await
         .unwrap());
     assert!(store.ack_outbox(heads[1].seq, "one").await.unwrap());
@@ -92,7 +102,7 @@ pub(super) async fn a_failed_event_waits_its_backoff_and_holds_back_its_workspac
     assert_eq!(actions(&claim(&*store, "four", expired).await), ["a1"]);
     assert!(!store.ack_outbox(retried[0].seq, "three").await.unwrap());
     assert!(!store
-        .retry_outbox(retried[0].seq, "three", later, "late")
+        .retry_outbox(retry(retried[0].seq, "three", later, "late"))
         .await
         .unwrap());
     assert!(store.ack_outbox(retried[0].seq, "four").await.unwrap());

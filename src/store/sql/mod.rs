@@ -4,28 +4,39 @@
 //! sqlx's SQLite driver accepts PostgreSQL's `$N` placeholders, so one text serves both. What
 //! really differs per backend (the pools, how a write transaction starts, PostgreSQL's row locks
 //! and race retries, how the audit chain is locked, how a list of ids travels) stays in
-//! `sqlite.rs` and `postgres.rs`, which
-//! call these as `Sqlite::select_workspace(…)` / `Postgres::select_workspace(…)`.
+//! `sqlite.rs` and `postgres.rs`; they and the `Store` methods both backends share
+//! (`shared_impl.rs`) call these as `Sqlite::select_workspace(…)` / `$db::select_workspace(…)`.
 //!
 //! The statements are default methods of [`SharedSql`], implemented for both sqlx databases (in
 //! `sqlite.rs` and `postgres.rs`, with the little each must say itself): the trait's `where`
 //! clause says, once, what a backend must encode and decode for them.
+//!
+//! Two areas that no write of [`SharedSql`] calls into have traits of their own, each with the
+//! `where` clause of just what it binds and reads: [`CatalogSql`] (a workspace's installation
+//! links and policies, `catalog.rs`) and [`AuditSql`] (reading the audit log and its chains,
+//! `audit.rs`). Everything else (workspaces, exchange and sessions, issued tokens and purges,
+//! appending to the audit chain, signing keys, mint intents) is here: those writes call each
+//! other inside one transaction.
+
+mod audit;
+mod catalog;
+
+pub(super) use audit::AuditSql;
+pub(super) use catalog::CatalogSql;
 
 use super::codec::{enum_str, is_unique_violation, to_json, to_ms, write_err};
 use super::rows::{
-    all, audit_page, chain_keys, check_link, page_rows, AuditChainRow, AuditRow, ChainHeadRow,
-    ChainKeyRow, InstallationLinkRow, IssuedTokenRow, MintIntentRow, PolicyRow, SeqRow, SessionRow,
-    SigningKeyRow, WorkspaceRow,
+    AuditChainRow, ChainHeadRow, IssuedTokenRow, MintIntentRow, SeqRow, SessionRow, SigningKeyRow,
+    WorkspaceRow,
 };
 use super::{
-    AuditPage, InstallationLink, Issuance, IssuanceRefusal, IssuedToken, JtiRecord, MintIntent,
-    MintRecord, NewPolicy, PurgeStats, Retention, SessionRecord, SigningKeyRecord, StoreError,
-    StoreResult, StoredPolicy, Workspace, MAX_AUDIT_PAGE,
+    Issuance, IssuanceRefusal, IssuedToken, JtiRecord, MintIntent, MintRecord, PurgeStats,
+    Retention, SessionRecord, SigningKeyRecord, StoreError, StoreResult, Workspace,
 };
-use crate::audit::chain::{chain_key, AuditColumns, ChainLink, ChainRow};
+use crate::audit::chain::{chain_key, AuditColumns, ChainLink};
 use crate::audit::AuditEvent;
 use sqlx::query::{Query, QueryAs};
-use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
+use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Type};
 use time::OffsetDateTime;
 
 /// A statement with its arguments bound, ready to execute.
@@ -48,15 +59,11 @@ where
     for<'q> &'q String: Encode<'q, Self> + Type<Self>,
     for<'q> &'q Option<String>: Encode<'q, Self> + Type<Self>,
     for<'r> WorkspaceRow: FromRow<'r, Self::Row>,
-    for<'r> InstallationLinkRow: FromRow<'r, Self::Row>,
-    for<'r> PolicyRow: FromRow<'r, Self::Row>,
     for<'r> SessionRow: FromRow<'r, Self::Row>,
     for<'r> IssuedTokenRow: FromRow<'r, Self::Row>,
-    for<'r> AuditRow: FromRow<'r, Self::Row>,
     for<'r> AuditChainRow: FromRow<'r, Self::Row>,
     for<'r> SeqRow: FromRow<'r, Self::Row>,
     for<'r> ChainHeadRow: FromRow<'r, Self::Row>,
-    for<'r> ChainKeyRow: FromRow<'r, Self::Row>,
     for<'r> SigningKeyRow: FromRow<'r, Self::Row>,
     for<'r> MintIntentRow: FromRow<'r, Self::Row>,
 {
@@ -122,173 +129,6 @@ where
     /// audit log has no foreign key and stays.
     fn delete_workspace(id: &str) -> Statement<'_, Self> {
         sqlx::query(r#"delete from workspaces where id = $1"#).bind(id)
-    }
-
-    // ---- installation links ----
-
-    /// The link of an installation, in whatever workspace.
-    fn select_link_by_installation(
-        installation_id: i64,
-    ) -> RowsOf<'static, Self, InstallationLinkRow> {
-        sqlx::query_as(
-            r#"select workspace_id, owner, account_id, installation_id,
-                      repository_selection, created_at
-               from installation_links where installation_id = $1"#,
-        )
-        .bind(installation_id)
-    }
-
-    /// The workspace's link for `owner`, compared case-insensitively as GitHub logins are.
-    fn select_link_by_owner<'q>(
-        workspace_id: &'q str,
-        owner: &'q str,
-    ) -> RowsOf<'q, Self, InstallationLinkRow> {
-        sqlx::query_as(
-            r#"select workspace_id, owner, account_id, installation_id,
-                      repository_selection, created_at
-               from installation_links where workspace_id = $1 and lower(owner) = lower($2)"#,
-        )
-        .bind(workspace_id)
-        .bind(owner)
-    }
-
-    /// A workspace's links, by owner (lowercase).
-    fn select_links(workspace_id: &str) -> RowsOf<'_, Self, InstallationLinkRow> {
-        sqlx::query_as(
-            r#"select workspace_id, owner, account_id, installation_id,
-                      repository_selection, created_at
-               from installation_links where workspace_id = $1 order by lower(owner)"#,
-        )
-        .bind(workspace_id)
-    }
-
-    /// Re-link: refresh what GitHub reported, keep the original link time. Returns no row when
-    /// the installation is no longer linked to this workspace (on PostgreSQL another process
-    /// may have unlinked it since the caller's check; SQLite's write lock rules that out).
-    fn update_link(link: &InstallationLink) -> RowsOf<'_, Self, InstallationLinkRow> {
-        sqlx::query_as(
-            r#"update installation_links
-               set owner = $1, account_id = $2, repository_selection = $3
-               where installation_id = $4 and workspace_id = $5
-               returning workspace_id, owner, account_id, installation_id,
-                         repository_selection, created_at"#,
-        )
-        .bind(&link.owner)
-        .bind(link.account_id)
-        .bind(&link.repository_selection)
-        .bind(link.installation_id)
-        .bind(&link.workspace_id)
-    }
-
-    /// A new link. A unique violation means another link took the installation or the owner
-    /// first; a foreign-key violation, that the workspace is missing.
-    fn insert_link(link: &InstallationLink) -> RowsOf<'_, Self, InstallationLinkRow> {
-        sqlx::query_as(
-            r#"insert into installation_links
-               (workspace_id, owner, account_id, installation_id,
-                repository_selection, created_at)
-               values ($1, $2, $3, $4, $5, $6)
-               returning workspace_id, owner, account_id, installation_id,
-                         repository_selection, created_at"#,
-        )
-        .bind(&link.workspace_id)
-        .bind(&link.owner)
-        .bind(link.account_id)
-        .bind(link.installation_id)
-        .bind(&link.repository_selection)
-        .bind(to_ms(link.created_at))
-    }
-
-    /// Remove the workspace's link for `owner` (case-insensitive).
-    fn delete_link<'q>(workspace_id: &'q str, owner: &'q str) -> Statement<'q, Self> {
-        sqlx::query(
-            r#"delete from installation_links
-               where workspace_id = $1 and lower(owner) = lower($2)"#,
-        )
-        .bind(workspace_id)
-        .bind(owner)
-    }
-
-    /// Inside a write transaction: the stored link of the installation being linked, after
-    /// [`check_link`] passed against it and against the workspace's link for the same owner.
-    /// `Some` means re-link ([`update_link`](Self::update_link)), `None` a new link.
-    async fn checked_existing_link(
-        conn: &mut Self::Connection,
-        link: &InstallationLink,
-    ) -> StoreResult<Option<InstallationLinkRow>> {
-        let by_id = Self::select_link_by_installation(link.installation_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-        let by_owner = Self::select_link_by_owner(&link.workspace_id, &link.owner)
-            .fetch_optional(&mut *conn)
-            .await?;
-        check_link(link, by_id.as_ref(), by_owner.as_ref())?;
-        Ok(by_id)
-    }
-
-    // ---- policies ----
-
-    /// Store the next version of a policy: one statement computes and claims previous max
-    /// version + 1 (counting deleted versions). Two writers computing the same version meet the
-    /// primary key ([`on_insert_policy`]); the backends serialise puts so that they do not.
-    fn insert_policy_version(new: &NewPolicy) -> RowsOf<'_, Self, PolicyRow> {
-        sqlx::query_as(
-            r#"insert into policy_versions (workspace_id, name, version, source, format, created_at)
-               select $1, $2, coalesce(max(version), 0) + 1, $3, $4, $5
-               from policy_versions where workspace_id = $1 and name = $2
-               returning workspace_id, name, version, source, format, created_at"#,
-        )
-        .bind(&new.workspace_id)
-        .bind(&new.name)
-        .bind(&new.source)
-        .bind(new.format.as_str())
-        .bind(to_ms(new.created_at))
-    }
-
-    /// The current version of a policy, none when absent or deleted.
-    fn select_current_policy<'q>(
-        workspace_id: &'q str,
-        name: &'q str,
-    ) -> RowsOf<'q, Self, PolicyRow> {
-        sqlx::query_as(
-            r#"select workspace_id, name, version, source, format, created_at
-               from policy_versions
-               where workspace_id = $1 and name = $2 and deleted_at is null
-                 and version = (select max(version) from policy_versions
-                                where workspace_id = $1 and name = $2)"#,
-        )
-        .bind(workspace_id)
-        .bind(name)
-    }
-
-    /// Current versions of the workspace's live policies, by name.
-    fn select_current_policies(workspace_id: &str) -> RowsOf<'_, Self, PolicyRow> {
-        sqlx::query_as(
-            r#"select p.workspace_id, p.name, p.version, p.source, p.format, p.created_at
-               from policy_versions p
-               where p.workspace_id = $1 and p.deleted_at is null
-                 and p.version = (select max(q.version) from policy_versions q
-                                  where q.workspace_id = p.workspace_id and q.name = p.name)
-               order by p.name"#,
-        )
-        .bind(workspace_id)
-    }
-
-    /// Mark the current version deleted, if it is not yet.
-    fn delete_current_policy<'q>(
-        workspace_id: &'q str,
-        name: &'q str,
-        at: OffsetDateTime,
-    ) -> Statement<'q, Self> {
-        sqlx::query(
-            r#"update policy_versions set deleted_at = $3
-               where workspace_id = $1 and name = $2 and deleted_at is null
-                 and version = (select max(version) from policy_versions
-                                where workspace_id = $1 and name = $2)"#,
-        )
-        .bind(workspace_id)
-        .bind(name)
-        .bind(to_ms(at))
     }
 
     // ---- exchange and sessions ----
@@ -527,14 +367,6 @@ where
         Ok(())
     }
 
-    /// The chains that hold rows not linked yet (stored before the chain existed).
-    fn select_unlinked_chains() -> RowsOf<'static, Self, ChainKeyRow> {
-        sqlx::query_as(
-            r#"select distinct coalesce(workspace_id, '') as chain from audit_events
-               where chain_seq is null"#,
-        )
-    }
-
     /// Inside a write transaction: link every unlinked row of `chain`, oldest (`seq`) first,
     /// after its head. How rows stored before the chain existed join it; returns how many.
     async fn link_unlinked_rows(conn: &mut Self::Connection, chain: &str) -> StoreResult<u64> {
@@ -548,52 +380,6 @@ where
             linked += 1;
         }
         Ok(linked)
-    }
-
-    /// Up to `rows` events of a workspace, newest first, older than the `before` cursor if any.
-    fn select_audit_page(
-        workspace_id: &str,
-        before: Option<i64>,
-        rows: i64,
-    ) -> RowsOf<'_, Self, AuditRow> {
-        sqlx::query_as(
-            r#"select seq, body, chain_seq, prev_hash, hash from audit_events
-               where workspace_id = $1 and ($2 is null or seq < $2)
-               order by seq desc
-               limit $3"#,
-        )
-        .bind(workspace_id)
-        .bind(before)
-        .bind(rows)
-    }
-
-    /// Every chain key (`""` for events of no workspace), in no particular order.
-    fn select_chains() -> RowsOf<'static, Self, ChainKeyRow> {
-        sqlx::query_as(r#"select distinct coalesce(workspace_id, '') as chain from audit_events"#)
-    }
-
-    /// Up to `rows` linked rows of `chain` in chain order, after the position `after`
-    /// (`chain_seq`, `seq`) if any. Keyed on both columns, so that rows sharing a `chain_seq`
-    /// (possible only if someone dropped the unique index) are all read.
-    fn select_chain_page(
-        chain: &str,
-        after: Option<(i64, i64)>,
-        rows: i64,
-    ) -> RowsOf<'_, Self, AuditChainRow> {
-        let (after_sequence, after_seq) = after.unzip();
-        sqlx::query_as(
-            r#"select seq, id, time, workspace_id, kind, outcome, body,
-                      chain_seq, prev_hash, hash
-               from audit_events
-               where coalesce(workspace_id, '') = $1 and chain_seq is not null
-                 and ($2 is null or chain_seq > $2 or (chain_seq = $2 and seq > $3))
-               order by chain_seq, seq
-               limit $4"#,
-        )
-        .bind(chain)
-        .bind(after_sequence)
-        .bind(after_seq)
-        .bind(rows)
     }
 
     /// The unlinked rows of `chain`, oldest first, at most `rows` (all when `None`).
@@ -748,147 +534,6 @@ where
         }
         Self::write_audit(conn, audit).await?;
         Ok(true)
-    }
-
-    // The reads both backends run unchanged against the pool they read from: the statement
-    // and the decoding of its rows, so a `Store` method of either backend is one call.
-
-    /// `Store::get_workspace`.
-    async fn read_workspace(pool: &Pool<Self>, id: &str) -> StoreResult<Option<Workspace>> {
-        let row = Self::select_workspace(id).fetch_optional(pool).await?;
-        row.map(WorkspaceRow::into_model).transpose()
-    }
-
-    /// `Store::list_workspaces`.
-    async fn read_workspaces(pool: &Pool<Self>) -> StoreResult<Vec<Workspace>> {
-        let rows = Self::select_workspaces().fetch_all(pool).await?;
-        all(rows, WorkspaceRow::into_model)
-    }
-
-    /// `Store::list_installations`.
-    async fn read_links(
-        pool: &Pool<Self>,
-        workspace_id: &str,
-    ) -> StoreResult<Vec<InstallationLink>> {
-        let rows = Self::select_links(workspace_id).fetch_all(pool).await?;
-        all(rows, InstallationLinkRow::into_model)
-    }
-
-    /// `Store::find_installation`.
-    async fn read_link_by_owner(
-        pool: &Pool<Self>,
-        workspace_id: &str,
-        owner: &str,
-    ) -> StoreResult<Option<InstallationLink>> {
-        let row = Self::select_link_by_owner(workspace_id, owner)
-            .fetch_optional(pool)
-            .await?;
-        row.map(InstallationLinkRow::into_model).transpose()
-    }
-
-    /// `Store::get_policy`.
-    async fn read_current_policy(
-        pool: &Pool<Self>,
-        workspace_id: &str,
-        name: &str,
-    ) -> StoreResult<Option<StoredPolicy>> {
-        let row = Self::select_current_policy(workspace_id, name)
-            .fetch_optional(pool)
-            .await?;
-        row.map(PolicyRow::into_model).transpose()
-    }
-
-    /// `Store::list_policies`.
-    async fn read_current_policies(
-        pool: &Pool<Self>,
-        workspace_id: &str,
-    ) -> StoreResult<Vec<StoredPolicy>> {
-        let rows = Self::select_current_policies(workspace_id)
-            .fetch_all(pool)
-            .await?;
-        all(rows, PolicyRow::into_model)
-    }
-
-    /// `Store::get_session`.
-    async fn read_session(pool: &Pool<Self>, id: &str) -> StoreResult<Option<SessionRecord>> {
-        let row = Self::select_session(id).fetch_optional(pool).await?;
-        row.map(SessionRow::into_model).transpose()
-    }
-
-    /// `Store::list_audit`.
-    async fn read_audit_page(
-        pool: &Pool<Self>,
-        workspace_id: &str,
-        limit: u32,
-        before: Option<i64>,
-    ) -> StoreResult<AuditPage> {
-        let limit = limit.clamp(1, MAX_AUDIT_PAGE);
-        let rows = Self::select_audit_page(workspace_id, before, page_rows(limit))
-            .fetch_all(pool)
-            .await?;
-        audit_page(rows, limit)
-    }
-
-    /// `Store::audit_chains`.
-    async fn read_chains(pool: &Pool<Self>) -> StoreResult<Vec<String>> {
-        let rows = Self::select_chains().fetch_all(pool).await?;
-        Ok(chain_keys(rows))
-    }
-
-    /// `Store::audit_chain_page`.
-    async fn read_chain_page(
-        pool: &Pool<Self>,
-        chain: &str,
-        after: Option<(i64, i64)>,
-        limit: u32,
-    ) -> StoreResult<Vec<ChainRow>> {
-        let rows = Self::select_chain_page(chain, after, i64::from(limit))
-            .fetch_all(pool)
-            .await?;
-        Ok(rows.into_iter().map(AuditChainRow::into_model).collect())
-    }
-
-    /// `Store::unchained_audit_rows`.
-    async fn read_unchained(
-        pool: &Pool<Self>,
-        chain: &str,
-        limit: u32,
-    ) -> StoreResult<Vec<ChainRow>> {
-        let rows = Self::select_unchained(chain, Some(i64::from(limit)))
-            .fetch_all(pool)
-            .await?;
-        Ok(rows.into_iter().map(AuditChainRow::into_model).collect())
-    }
-
-    /// `Store::unresolved_mint_intents`.
-    async fn read_unresolved_intents(
-        pool: &Pool<Self>,
-        before: OffsetDateTime,
-    ) -> StoreResult<Vec<MintIntent>> {
-        let rows = Self::select_unresolved_intents(before)
-            .fetch_all(pool)
-            .await?;
-        all(rows, MintIntentRow::into_model)
-    }
-
-    // ---- policy versions (policy tooling) ----
-
-    /// `Store::policy_versions`: every version of a policy, deleted ones too, newest first.
-    async fn read_policy_versions(
-        pool: &Pool<Self>,
-        workspace_id: &str,
-        name: &str,
-    ) -> StoreResult<Vec<StoredPolicy>> {
-        let rows: Vec<PolicyRow> = sqlx::query_as(
-            r#"select workspace_id, name, version, source, format, created_at
-               from policy_versions where workspace_id = $1 and name = $2
-               order by version desc"#,
-        )
-        .bind(workspace_id)
-        .bind(name)
-        .fetch_all(pool)
-        .await?;
-        all(rows, PolicyRow::into_model)
     }
 }
 

@@ -1,6 +1,7 @@
 //! Key rotation without downtime: the token-sealing key is rotated across a restart (sessions
-//! and sealed tokens made before still work, and the old key can then go), and the operator
-//! token file is replaced under a running broker.
+//! and sealed tokens made before still work, and the old key can then go), the GitHub App key is
+//! swapped by a restart, the operator token file is replaced under a running broker, and the
+//! session signing key is rotated across replicas.
 
 #![expect(
     clippy::unwrap_used,
@@ -123,6 +124,59 @@ async fn a_replaced_admin_token_file_works_at_once_and_the_old_token_is_refused(
     assert_eq!(list(new_token).await.status, 200);
     let old = list(world.admin_token.clone()).await;
     assert_eq!(old.status, 401, "{}", old.body);
+}
+
+#[tokio::test]
+async fn a_swapped_app_key_signs_after_a_restart_and_nothing_stored_is_lost() {
+    let (world, broker) = spawn_dev_broker(|_| {}).await;
+    let http = reqwest::Client::new();
+    let before = BrokerApi {
+        http: &http,
+        base: &broker.url,
+    };
+    let session = before
+        .session(&world.issuer.token_for(&main_job(), DEV_AUDIENCE))
+        .await;
+    let old_token = first_token(&before.mint(&session, &["acme/modules"]).await);
+    broker.stop().await.unwrap();
+
+    // A new private key replaces the file, and the old one is deleted on GitHub: from now on
+    // only an App JWT signed with the new key is accepted.
+    let new_key = sts_sim::keys::RsaKeyPair::generate();
+    std::fs::write(
+        world.dir.path().join("app.pem"),
+        secrecy::ExposeSecret::expose_secret(&new_key.private_pkcs1_pem()),
+    )
+    .unwrap();
+    world.github.set_app_keys(&[new_key.public_key()]);
+    let broker = restart(world.config.clone()).await.unwrap();
+    let after = BrokerApi {
+        http: &http,
+        base: &broker.url,
+    };
+
+    // The session made before the swap mints (so the new key signed the App JWT), and ending
+    // it revokes the token minted before the swap as well as the new one.
+    let new_token = first_token(&after.mint(&session, &["acme/modules"]).await);
+    let ended = after.end_session(&session).await;
+    assert_eq!(ended.status, 200, "{}", ended.body);
+    assert!(!world.github.token_is_live(&old_token));
+    assert!(!world.github.token_is_live(&new_token));
+    // Both mints are in the audit log.
+    let audit = reply(
+        http.get(format!("{}/api/v1/admin/workspaces/acme/audit", broker.url))
+            .bearer_auth(&world.admin_token),
+    )
+    .await;
+    assert_eq!(audit.status, 200, "{}", audit.body);
+    let mints = audit.body["data"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "mint" && e["outcome"] == "success")
+        .count();
+    assert_eq!(mints, 2, "{}", audit.body);
+    broker.stop().await.unwrap();
 }
 
 /// The `kid` a session token's header names.

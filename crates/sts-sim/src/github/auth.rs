@@ -34,7 +34,11 @@ impl SimState {
         validation.validate_exp = false;
         validation.validate_aud = false;
         validation.set_required_spec_claims(&["iat", "exp", "iss"]);
-        let Ok(data) = jsonwebtoken::decode::<AppClaims>(&jwt, &self.app_key, &validation) else {
+        let Some(data) = self
+            .app_keys
+            .iter()
+            .find_map(|key| jsonwebtoken::decode::<AppClaims>(&jwt, key, &validation).ok())
+        else {
             return Err(unauthorized(MSG_JWT_NOT_DECODED));
         };
         let claims = data.claims;

@@ -94,7 +94,8 @@ pub(super) struct InjectedFailure {
 /// Shared mutable state.
 pub(super) struct SimState {
     pub(super) app_id: String,
-    pub(super) app_key: DecodingKey,
+    /// Every private key the App has on GitHub verifies its JWTs, until it is deleted.
+    pub(super) app_keys: Vec<DecodingKey>,
     pub(super) installations: BTreeMap<i64, SimInstallation>,
     tokens: HashMap<String, TokenRecord>,
     minted: u64,
@@ -299,14 +300,10 @@ impl GitHubSimulator {
     /// A simulator for the App `app_id` (App JWT `iss`; the numeric id or the client id) whose
     /// JWTs are verified with `app_public_key`.
     pub fn new(app_id: &str, app_public_key: RsaPublicKey) -> Self {
-        let app_key = DecodingKey::from_rsa_raw_components(
-            &app_public_key.n().to_be_bytes_trimmed_vartime(),
-            &app_public_key.e().to_be_bytes_trimmed_vartime(),
-        );
         Self {
             state: Arc::new(Mutex::new(SimState {
                 app_id: app_id.to_owned(),
-                app_key,
+                app_keys: vec![decoding_key(&app_public_key)],
                 installations: BTreeMap::new(),
                 tokens: HashMap::new(),
                 minted: 0,
@@ -317,6 +314,12 @@ impl GitHubSimulator {
                 revoke_delay: Default::default(),
             })),
         }
+    }
+
+    /// The App's keys are now `public_keys`: as on GitHub, where an App may hold several private
+    /// keys at once (to rotate one) and each verifies until it is deleted.
+    pub fn set_app_keys(&self, public_keys: &[RsaPublicKey]) {
+        self.lock().app_keys = public_keys.iter().map(decoding_key).collect();
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, SimState> {
@@ -504,4 +507,12 @@ impl GitHubSimulator {
             .filter_map(|token| self.token_info(&token).map(|info| (token, info)))
             .collect()
     }
+}
+
+/// The verifying key of an App's RSA public key.
+fn decoding_key(public_key: &RsaPublicKey) -> DecodingKey {
+    DecodingKey::from_rsa_raw_components(
+        &public_key.n().to_be_bytes_trimmed_vartime(),
+        &public_key.e().to_be_bytes_trimmed_vartime(),
+    )
 }

@@ -127,6 +127,37 @@ async fn refuses_app_jwts_that_github_would_refuse() {
 }
 
 #[tokio::test]
+async fn every_key_the_app_holds_verifies_until_it_is_deleted() {
+    let (sim, running) = started().await;
+    let second = RsaKeyPair::generate();
+    let with = |key: &RsaKeyPair| crate::testing::app_jwt(key, APP_ID);
+    assert_eq!(
+        get_as_app(&running, "/app", with(&second)).await.status(),
+        401
+    );
+    // A second key generated: both verify, as during a rotation on GitHub.
+    sim.set_app_keys(&[app_key().public_key(), second.public_key()]);
+    assert_eq!(
+        get_as_app(&running, "/app", valid_jwt()).await.status(),
+        200
+    );
+    assert_eq!(
+        get_as_app(&running, "/app", with(&second)).await.status(),
+        200
+    );
+    // The old key deleted: only the new one verifies.
+    sim.set_app_keys(&[second.public_key()]);
+    assert_eq!(
+        get_as_app(&running, "/app", valid_jwt()).await.status(),
+        401
+    );
+    assert_eq!(
+        get_as_app(&running, "/app", with(&second)).await.status(),
+        200
+    );
+}
+
+#[tokio::test]
 async fn finds_installations_case_insensitively_and_answers_with_githubs_spelling() {
     let (_sim, running) = started().await;
     let cases = [

@@ -181,7 +181,8 @@ async fn run(args: &Args, backend: Backend) -> anyhow::Result<()> {
             "release"
         },
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        bench.world.config.database.max_connections,
+        args.db_connections
+            .unwrap_or(bench.world.config.database.max_connections),
     );
 
     // Untimed: every client's session, one warm-up exchange and mint (JWKS fetch, caches), and

@@ -224,16 +224,18 @@ impl SessionKeys {
         store
             .load_or_store_signing_key(&Self::generate_record(&sealer))
             .await?;
-        for key in store.list_signing_keys().await? {
+        let mut keys = store.list_signing_keys().await?;
+        for key in &mut keys {
             if let Some(resealed) = Self::resealed(&key.record, &sealer) {
                 store.reseal_signing_key(&resealed).await?;
                 tracing::info!(
                     kid = %key.record.kid,
                     "session signing key re-sealed under the current token-sealing key"
                 );
+                key.record = resealed;
             }
         }
-        let ring = Ring::open(&store.list_signing_keys().await?, &sealer)?;
+        let ring = Ring::open(&keys, &sealer)?;
         Ok(Self::with_ring(
             ring,
             issuer,

@@ -77,10 +77,11 @@ const DEACTIVATE_ACTIVE_KEY: &str = r#"update signing_keys set active = false, d
 const PURGE_RETIRED_KEYS: &str = r#"delete from signing_keys
                                     where not active and deactivated_at < $1 returning kid"#;
 
-/// The store's statements for `$db` on its write pool `$pool`. `$begin` opens the rotation's
-/// transaction and `$lock` (if any) is its first statement: together they make a concurrent
-/// rotation wait for this one's commit, so it deactivates the key this one inserted rather than
-/// finding no active key and colliding with ours on the one-active index.
+/// The store's statements for `$db`: writes on its write pool `$pool`, the list on its read
+/// pool. `$begin` opens the rotation's transaction and `$lock` (if any) is its first statement:
+/// together they make a concurrent rotation wait for this one's commit, so it deactivates the key
+/// this one inserted rather than finding no active key and colliding with ours on the one-active
+/// index.
 macro_rules! keys_impl {
     ($store:ty, $db:ty, $pool:ident, $begin:expr, $lock:expr) => {
         #[async_trait]
@@ -97,8 +98,10 @@ macro_rules! keys_impl {
             }
 
             async fn list_signing_keys(&self) -> StoreResult<Vec<StoredSigningKey>> {
+                // A read, on the read pool: every replica makes it every refresh period, and on
+                // SQLite the write connection is the group-commit writer's.
                 let rows: Vec<KeyStateRow> =
-                    sqlx::query_as(LIST_KEYS).fetch_all(&self.$pool).await?;
+                    sqlx::query_as(LIST_KEYS).fetch_all(&self.pool).await?;
                 rows.into_iter().map(KeyStateRow::into_model).collect()
             }
 

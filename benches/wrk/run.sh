@@ -6,6 +6,7 @@
 # the same broker with its own HTTP clients, which cost more than wrk's and lower its /healthz.
 #
 #   benches/wrk/run.sh [seconds] [connections] [tokens]
+#   PERF_OUT=perf.data benches/wrk/run.sh …   # also profile the broker during the exchanges
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 seconds=${1:-10}
@@ -49,10 +50,18 @@ done
 echo "--- GET /healthz, $connections connections, $threads threads, $seconds s"
 wrk -t"$threads" -c"$connections" -d"${seconds}s" --latency "$url/healthz" | tee "$work/healthz"
 echo "--- POST /api/v1/auth/github-oidc, $connections connections, $threads threads, $seconds s"
+if [ -n "${PERF_OUT:-}" ]; then
+  perf record -F 999 -g -p "$broker" -o "$PERF_OUT" -- sleep "$seconds" 2>/dev/null &
+  profiler=$!
+fi
 WRK_TOKENS="$work/tokens" wrk -t"$threads" -c"$connections" -d"${seconds}s" --latency \
   -s benches/wrk/exchange.lua "$url" | tee "$work/exchange"
 
+[ -z "${profiler:-}" ] || wait "$profiler"
 healthz=$(awk '/^Requests\/sec/ { print $2 }' "$work/healthz")
 exchange=$(awk '/^exchange ok:/ { gsub(/[(]/, "", $6); print $6 }' "$work/exchange")
 awk -v h="$healthz" -v e="$exchange" \
   'BEGIN { printf "\nhealthz %.0f req/s, exchange %.1f ok/s, ratio %.3f (goal >= 0.10)\n", h, e, e / h }'
+# The broker's own peak resident memory over the whole run (the in-process benchmark can only
+# report its whole process, clients and simulators included).
+awk '/^VmHWM/ { printf "broker peak RSS (VmHWM): %.0f MB\n", $2 / 1024 }' "/proc/$broker/status"

@@ -187,12 +187,10 @@ async fn exchange_verified(
     let claims_value = serde_json::Value::Object(verified.claims.clone());
     audited.event.actor = Actor::from_claims(&claims_value, None);
 
-    if app.store.get_workspace(workspace.as_str()).await?.is_none() {
-        return Err(FlowError::NotFound(Missing::Workspace));
-    }
-
     let now = OffsetDateTime::now_utc();
-    let session_id = format!("ses_{}", uuid::Uuid::new_v4().simple());
+    // Time-ordered (UUIDv7, RFC 9562 §5.7): new ids land at the end of the sessions index
+    // instead of on a random page of it, which each commit would then write again.
+    let session_id = format!("ses_{}", uuid::Uuid::now_v7().simple());
     let subject = verified
         .claims
         .get("sub")
@@ -251,6 +249,9 @@ async fn exchange_verified(
         Ok(()) => audited.written_as(success),
         // Nothing of the transaction was written: `finish` records the refusal.
         Err(StoreError::Replay) => return Err(FlowError::Replayed),
+        // The session's foreign key checks that the workspace exists, in the transaction that
+        // writes it: no separate read, and no deletion can slip in between.
+        Err(StoreError::NotFound(_)) => return Err(FlowError::NotFound(Missing::Workspace)),
         Err(e) => return Err(e.into()),
     }
     Ok(NewSession {

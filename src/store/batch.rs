@@ -30,7 +30,7 @@ pub(super) const MAX_BATCH: usize = 256;
 
 /// Writes waiting for the writer beyond this make their callers wait to queue (backpressure)
 /// rather than grow the queue without bound.
-const QUEUE_DEPTH: usize = 4 * MAX_BATCH;
+pub(super) const QUEUE_DEPTH: usize = 4 * MAX_BATCH;
 
 /// One write: runs on a connection inside a transaction, with the caller's data. A plain `fn`
 /// (no captures), so the data is owned by the job and the write can be run again alone.
@@ -39,7 +39,7 @@ pub(super) type Work<DB, D, T> =
 
 /// How a write ended inside a batch.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Ran {
+pub(super) enum Ran {
     /// Keep its changes.
     Done,
     /// Refused for a domain reason: roll back its savepoint, answer the refusal.
@@ -72,25 +72,40 @@ where
     fn run<'c>(&'c mut self, conn: &'c mut DB::Connection) -> BoxFuture<'c, Ran> {
         Box::pin(async move {
             let result = (self.work)(conn, &self.data).await;
-            let ran = match &result {
-                Ok(_) => Ran::Done,
-                Err(StoreError::Backend(_)) => Ran::Failed,
-                Err(_) => Ran::Refused,
-            };
+            let ran = Ran::of(&result);
             self.result = Some(result);
             ran
         })
     }
 
     fn answer(self: Box<Self>, failure: Option<StoreError>) {
-        let result = match (self.result, failure) {
-            (Some(Err(refused)), _) => Err(refused),
-            (_, Some(failure)) => Err(failure),
-            (Some(done), None) => done,
-            (None, None) => Err(closed()),
-        };
         // The caller may have gone (its request was cancelled); the write stands regardless.
-        let _ = self.reply.send(result);
+        let _ = self.reply.send(settle(self.result, failure));
+    }
+}
+
+impl Ran {
+    /// How a write that returned `result` ran.
+    pub(super) fn of<T>(result: &StoreResult<T>) -> Self {
+        match result {
+            Ok(_) => Ran::Done,
+            Err(StoreError::Backend(_)) => Ran::Failed,
+            Err(_) => Ran::Refused,
+        }
+    }
+}
+
+/// A write's answer: its refusal, else the batch's `failure` if its changes did not commit (or
+/// it never ran), else its result.
+pub(super) fn settle<T>(
+    result: Option<StoreResult<T>>,
+    failure: Option<StoreError>,
+) -> StoreResult<T> {
+    match (result, failure) {
+        (Some(Err(refused)), _) => Err(refused),
+        (_, Some(failure)) => Err(failure),
+        (Some(done), None) => done,
+        (None, None) => Err(closed()),
     }
 }
 
@@ -127,7 +142,7 @@ impl<DB: Database> Writer<DB> {
 }
 
 /// The writer stopped (the runtime is shutting down): nothing was written.
-fn closed() -> StoreError {
+pub(super) fn closed() -> StoreError {
     StoreError::Backend(sqlx::Error::PoolClosed)
 }
 
@@ -167,14 +182,18 @@ async fn drain<DB: Database>(
             Err(Stage::Commit(error)) => {
                 let message = error.to_string();
                 for job in batch.drain(..) {
-                    let failure = StoreError::Backend(sqlx::Error::Protocol(format!(
-                        "group commit failed: {message}"
-                    )));
-                    job.answer(Some(failure));
+                    job.answer(Some(commit_failed(&message)));
                 }
             }
         }
     }
+}
+
+/// What each write of a batch whose commit failed learns.
+pub(super) fn commit_failed(message: &str) -> StoreError {
+    StoreError::Backend(sqlx::Error::Protocol(format!(
+        "group commit failed: {message}"
+    )))
 }
 
 /// Where a batch's transaction broke.

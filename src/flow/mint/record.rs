@@ -33,7 +33,8 @@ impl Fresh {
     /// A new id for `token`.
     pub(super) fn new(group: Group, token: InstallationToken) -> Self {
         Self {
-            id: format!("tok_{}", uuid::Uuid::new_v4().simple()),
+            // Time-ordered, like session ids: appended to the index, not scattered over it.
+            id: format!("tok_{}", uuid::Uuid::now_v7().simple()),
             group,
             token,
         }

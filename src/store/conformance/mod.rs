@@ -12,6 +12,7 @@
 //! Run: `cargo test --lib store::` (only one backend: `store::conformance::sqlite::`).
 
 mod audit;
+mod batching;
 mod chain;
 mod exchange;
 mod fixtures;
@@ -95,6 +96,8 @@ conformance_cases!(
     intents::a_mint_record_writes_rows_event_and_resolves_its_intent_in_one_transaction,
     intents::a_mint_record_is_refused_when_the_workspace_or_session_changed_meanwhile,
     intents::revoking_a_workspaces_sessions_ends_only_its_live_ones,
+    batching::each_write_of_a_batch_keeps_its_own_outcome,
+    batching::other_writes_get_their_turn_during_a_flood_of_batches,
     chain::every_append_path_links_events_into_one_chain_per_workspace,
     chain::concurrent_appends_to_one_workspace_keep_one_chain,
     chain::a_refused_write_leaves_no_hole_in_the_chain,

@@ -1,8 +1,13 @@
 //! SQLite backend (the default): one file, WAL, migrations in `migrations/sqlite`.
 //!
 //! Statements called as `Sqlite::…` are the ones both backends share (`sql/`); what is
-//! SQLite's own is here: a read pool beside a single-connection writer, `BEGIN IMMEDIATE`, and
-//! id lists passed as JSON for `json_each`.
+//! SQLite's own is here: a read pool beside a single-connection writer, `BEGIN IMMEDIATE`, id
+//! lists passed as JSON for `json_each`, and the group-committed writes on a thread of their own
+//! (`thread.rs`, running `writes.rs`).
+
+mod checkpoint;
+mod thread;
+mod writes;
 
 use super::batch::{OwnedMintRecord, Writer};
 use super::codec::{to_json, to_ms, write_err};
@@ -26,6 +31,7 @@ use sqlx::{Sqlite, Transaction};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
+use thread::ThreadWriter;
 use time::OffsetDateTime;
 
 /// How long a connection waits for another writer's lock before failing with `SQLITE_BUSY`.
@@ -47,9 +53,42 @@ pub(crate) struct SqliteStore {
     /// gave p99 write latencies of ~250 ms under 16 concurrent clients. Other processes on the
     /// same file still meet [`BUSY_TIMEOUT`].
     pub(super) writer: SqlitePool,
-    /// The group-committing writer task on `writer`: the writes of exchanges and mints, which
-    /// arrive many at a time, share a transaction and its fsync (see `batch.rs`).
-    writes: Writer<Sqlite>,
+    /// The group-committing writer: the writes of exchanges and mints, which arrive many at a
+    /// time, share a transaction and its fsync.
+    writes: Writes,
+}
+
+/// Where the group-committed writes run.
+enum Writes {
+    /// A database file: on the writer thread's own connection (`thread.rs`).
+    Thread(ThreadWriter),
+    /// An in-memory database, which only the pool's connections share, or a read-only one:
+    /// sqlx's writer task on `writer` (`batch.rs`).
+    Task(Writer<Sqlite>),
+}
+
+/// Both writers' methods, called as `self.writes.…` by the shared `Store` implementation.
+macro_rules! forward {
+    ($($name:ident($($arg:ident: $ty:ty),*) -> $out:ty;)*) => {
+        impl Writes {
+            $(
+                pub(super) async fn $name(&self, $($arg: $ty),*) -> StoreResult<$out> {
+                    match self {
+                        Writes::Thread(thread) => thread.$name($($arg),*).await,
+                        Writes::Task(task) => task.$name($($arg),*).await,
+                    }
+                }
+            )*
+        }
+    };
+}
+
+forward! {
+    exchange(jti: &JtiRecord, session: &SessionRecord, audit: &AuditEvent) -> ();
+    issuance(tokens: &[IssuedToken], audit: &AuditEvent) -> ();
+    audit(event: &AuditEvent) -> ();
+    intent_resolution(intent_id: &str, audit: &AuditEvent) -> bool;
+    mint_intent(intent: &MintIntent) -> ();
 }
 
 /// Connect, configure and migrate; the store as a trait object.
@@ -74,6 +113,13 @@ pub(crate) async fn connect_with(
         .journal_mode(SqliteJournalMode::Wal)
         .foreign_keys(true)
         .busy_timeout(BUSY_TIMEOUT);
+    // A file's WAL is checkpointed by the writer's checkpoint thread, not by whichever commit
+    // grows it past SQLite's threshold (see `checkpoint.rs`).
+    let options = if in_memory {
+        options
+    } else {
+        options.pragma("wal_autocheckpoint", "0")
+    };
     let mut pool = SqlitePoolOptions::new().max_connections(max_connections.max(1));
     if in_memory {
         // A shared in-memory database lives as long as one connection to it: keep one open.
@@ -88,11 +134,19 @@ pub(crate) async fn connect_with(
     } else {
         SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(options)
+            // The writer thread takes this connection as its turn once per batch: a ping on
+            // each take would cost a round trip to sqlx's worker thread per batch.
+            .test_before_acquire(false)
+            .connect_with(options.clone())
             .await?
     };
     sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
-    let writes = Writer::spawn(writer.clone(), BEGIN_WRITE);
+    let writes = if in_memory {
+        Writes::Task(Writer::spawn(writer.clone(), BEGIN_WRITE))
+    } else {
+        let path = options.get_filename();
+        Writes::Thread(ThreadWriter::spawn(path, writer.clone(), BUSY_TIMEOUT)?)
+    };
     let store = SqliteStore {
         pool,
         writer,
@@ -114,7 +168,7 @@ pub(crate) async fn open_existing(url: &str) -> StoreResult<Arc<dyn Store>> {
         .connect_with(options)
         .await?;
     Ok(Arc::new(SqliteStore {
-        writes: Writer::spawn(pool.clone(), BEGIN_WRITE),
+        writes: Writes::Task(Writer::spawn(pool.clone(), BEGIN_WRITE)),
         writer: pool.clone(),
         pool,
     }))
@@ -254,11 +308,15 @@ store_impl! {
     async fn record_mint(&self, record: &MintRecord<'_>) -> StoreResult<Issuance> {
         // The write lock, taken up front by the batch, keeps the check and the writes together;
         // a refusal writes nothing.
-        self.writes
-            .write(OwnedMintRecord::from(record), |conn, record| {
-                Box::pin(async move { Sqlite::write_mint(conn, &record.borrowed()).await })
-            })
-            .await
+        match &self.writes {
+            Writes::Thread(thread) => thread.mint(record).await,
+            Writes::Task(task) => {
+                task.write(OwnedMintRecord::from(record), |conn, record| {
+                    Box::pin(async move { Sqlite::write_mint(conn, &record.borrowed()).await })
+                })
+                .await
+            }
+        }
     }
 }
 

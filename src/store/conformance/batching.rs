@@ -1,0 +1,117 @@
+//! Group commit: writes that arrive together share a transaction, yet each keeps its own
+//! outcome, and the store's other writes are not starved by a stream of batches.
+
+use super::fixtures::*;
+use crate::audit::verify::verify;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Exchanges raced at once: enough to fill several batches.
+const RACED_EXCHANGES: usize = 48;
+
+pub(super) async fn each_write_of_a_batch_keeps_its_own_outcome(store: Arc<dyn Store>) {
+    with_workspaces(&*store, &["acme"]).await;
+    // Every token is exchanged twice, and every sixth exchange names a missing workspace: in
+    // one batch, a replay or a missing row must fail alone and undo only its own rows.
+    let tasks: Vec<_> = (0..RACED_EXCHANGES)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let workspace = if i % 6 == 5 { "gone" } else { "acme" };
+                let key = replay_key(&format!("jti-{}", i / 2), at(10));
+                exchange(
+                    &*store,
+                    &key,
+                    &format!("ses-{i}"),
+                    workspace,
+                    &format!("e{i}"),
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut accepted = Vec::new();
+    let (mut replays, mut missing) = (0, 0);
+    for (i, task) in tasks.into_iter().enumerate() {
+        match task.await.unwrap() {
+            Ok(()) => accepted.push(i),
+            Err(StoreError::Replay) => replays += 1,
+            Err(StoreError::NotFound(_)) => missing += 1,
+            Err(other) => panic!("exchange {i}: {other:?}"),
+        }
+    }
+
+    // Each token whose pair holds a good exchange is accepted exactly once.
+    let pairs = RACED_EXCHANGES / 2;
+    let tokens_accepted: std::collections::BTreeSet<_> = accepted.iter().map(|i| i / 2).collect();
+    assert_eq!(tokens_accepted.len(), pairs, "accepted: {accepted:?}");
+    assert_eq!(accepted.len(), pairs);
+    assert_eq!(replays + missing, RACED_EXCHANGES - pairs);
+    for i in &accepted {
+        let session = store.get_session(&format!("ses-{i}")).await.unwrap();
+        assert!(session.is_some(), "ses-{i} was accepted but not stored");
+    }
+    let report = verify(&*store, Some("acme")).await.unwrap();
+    assert!(report.intact(), "{report}");
+    assert_eq!(
+        report.events, pairs as u64,
+        "one audit event per accepted exchange"
+    );
+}
+
+/// Writers that keep the group-commit writer busy.
+const FLOODERS: usize = 8;
+
+/// Writes made outside the group commit while the flood runs.
+const TURN_WRITES: usize = 20;
+
+pub(super) async fn other_writes_get_their_turn_during_a_flood_of_batches(store: Arc<dyn Store>) {
+    with_workspaces(&*store, &["acme"]).await;
+    for i in 0..TURN_WRITES {
+        with_session(&*store, "acme", &format!("ses-{i}")).await;
+    }
+    // Threads of their own, so that the flood keeps the queue full whatever the test's runtime
+    // is doing: batches then follow each other with no gap between them.
+    let stop = Arc::new(AtomicBool::new(false));
+    let runtime = tokio::runtime::Handle::current();
+    let flood: Vec<_> = (0..FLOODERS)
+        .map(|f| {
+            let (store, stop, runtime) = (Arc::clone(&store), Arc::clone(&stop), runtime.clone());
+            std::thread::spawn(move || {
+                let mut written = 0_u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let event = audit(Some("acme"), &format!("flood-{f}-{written}"));
+                    runtime
+                        .block_on(store.append_audit(&event))
+                        .expect("flood append");
+                    written += 1;
+                }
+                written
+            })
+        })
+        .collect();
+
+    // Revocations and policy writes use the store's own write connection, not the batches:
+    // each must get the write lock in its turn rather than fail on a busy database.
+    for i in 0..TURN_WRITES {
+        let revoked = store
+            .revoke_session(&format!("ses-{i}"), at(5))
+            .await
+            .expect("revoke during the flood");
+        assert!(revoked);
+        put(&*store, "acme", "p", &format!("# version {i}\n")).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut flooded = 0;
+    for thread in flood {
+        // Joined off the runtime's thread, which the flood's last writes may still need.
+        flooded += tokio::task::spawn_blocking(move || thread.join().unwrap())
+            .await
+            .unwrap();
+    }
+
+    assert!(flooded > 0, "the flood wrote nothing");
+    let versions = store.policy_versions("acme", "p").await.unwrap();
+    assert_eq!(versions.len(), TURN_WRITES);
+    let report = verify(&*store, Some("acme")).await.unwrap();
+    assert!(report.intact(), "{report}");
+}

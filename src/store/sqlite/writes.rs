@@ -1,0 +1,333 @@
+//! The group-committed writes of the SQLite store, as the writer thread (`thread.rs`) runs them:
+//! plain calls on its own connection, with no channel hop per statement.
+//!
+//! Each is the SQLite twin of a [`SharedSql`](crate::store::sql::SharedSql) write (the
+//! PostgreSQL store and an in-memory SQLite store run those): same statements, same columns and
+//! encodings (epoch milliseconds, JSON text, 0/1 booleans), same errors. The store conformance
+//! suite runs on a SQLite file, so it checks these against the same cases as PostgreSQL.
+
+use super::super::codec::{enum_str, is_unique_violation, to_json, to_ms, write_err};
+use super::super::sql::conflict;
+use super::super::{
+    Issuance, IssuanceRefusal, IssuedToken, JtiRecord, MintIntent, MintRecord, SessionRecord,
+    StoreError, StoreResult,
+};
+use crate::audit::chain::{chain_key, AuditColumns, ChainLink};
+use crate::audit::AuditEvent;
+use rusqlite::{params, Connection, OptionalExtension as _};
+use std::borrow::Cow;
+
+/// `Store::record_exchange`: the replay key first, so that a replay aborts before anything else
+/// is written (the caller rolls back whatever an error interrupted).
+pub(super) fn exchange(
+    conn: &Connection,
+    jti: &JtiRecord,
+    session: &SessionRecord,
+    audit: &AuditEvent,
+) -> StoreResult<()> {
+    conn.prepare_cached(
+        "insert into oidc_replay_keys (issuer, jti, expires_at) values (?1, ?2, ?3)",
+    )?
+    .execute(params![jti.issuer, jti.jti, to_ms(jti.expires_at)])
+    .map_err(|e| {
+        let e = sql_error(e);
+        if is_unique_violation(&e) {
+            StoreError::Replay
+        } else {
+            StoreError::Backend(e)
+        }
+    })?;
+    conn.prepare_cached(
+        "insert into sessions
+         (id, workspace_id, issuer, subject, claims, created_at, expires_at, revoked_at)
+         values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        session.id,
+        session.workspace_id,
+        session.issuer,
+        session.subject,
+        to_json(&session.claims, "session claims")?,
+        to_ms(session.created_at),
+        to_ms(session.expires_at),
+        session.revoked_at.map(to_ms),
+    ])
+    .map_err(|e| write_err(sql_error(e), || conflict("session exists"), "workspace"))?;
+    audit_event(conn, audit)
+}
+
+/// `Store::record_issuance`: every token row, then the audit event.
+pub(super) fn issuance(
+    conn: &Connection,
+    tokens: &[IssuedToken],
+    audit: &AuditEvent,
+) -> StoreResult<()> {
+    let mut insert = conn.prepare_cached(
+        "insert into issued_tokens
+         (id, workspace_id, session_id, installation_id, owner, host, repositories,
+          permissions, fingerprint, sealed_token, policy_name, policy_version,
+          created_at, expires_at, revoked_at)
+         values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+    )?;
+    for token in tokens {
+        let repositories = token
+            .repositories
+            .as_ref()
+            .map(|r| to_json(r, "token repositories"))
+            .transpose()?;
+        insert
+            .execute(params![
+                token.id,
+                token.workspace_id,
+                token.session_id,
+                token.installation_id,
+                token.owner,
+                token.host,
+                repositories,
+                to_json(&token.permissions, "token permissions")?,
+                token.fingerprint,
+                token.sealed_token,
+                token.policy_name,
+                token.policy_version,
+                to_ms(token.created_at),
+                to_ms(token.expires_at),
+                token.revoked_at.map(to_ms),
+            ])
+            .map_err(|e| {
+                write_err(
+                    sql_error(e),
+                    || conflict("token id exists"),
+                    "workspace or session",
+                )
+            })?;
+    }
+    audit_event(conn, audit)
+}
+
+/// `Store::append_audit`, and the audit step of every other write: insert the row, queue it for
+/// export in the same transaction (exported iff stored), and link it after its chain's head.
+/// The row goes in unlinked first because its hash covers `seq`, which SQLite assigns. The
+/// transaction's `BEGIN IMMEDIATE` holds the database's one write lock, against other processes
+/// on the file too, so no other append can take the same head.
+pub(super) fn audit_event(conn: &Connection, event: &AuditEvent) -> StoreResult<()> {
+    let chain = chain_key(event.workspace_id.as_deref());
+    let kind = enum_str(&event.kind, "audit kind")?;
+    let outcome = enum_str(&event.outcome, "audit outcome")?;
+    let body = to_json(event, "audit event")?;
+    let time = to_ms(event.time);
+    let seq: i64 = conn
+        .prepare_cached(
+            "insert into audit_events (id, time, workspace_id, kind, outcome, body)
+             values (?1, ?2, ?3, ?4, ?5, ?6)
+             returning seq",
+        )?
+        .query_row(
+            params![event.id, time, event.workspace_id, kind, outcome, body],
+            |row| row.get(0),
+        )
+        .map_err(|e| write_err(sql_error(e), || conflict("audit event exists"), "workspace"))?;
+    conn.prepare_cached(
+        "insert into audit_outbox (seq, chain, created_at, next_attempt_at)
+         values (?1, ?2, ?3, ?3)",
+    )?
+    .execute(params![seq, chain, time])?;
+    let head: Option<(i64, Option<String>)> = conn
+        .prepare_cached(
+            "select chain_seq, hash from audit_events
+             where coalesce(workspace_id, '') = ?1 and chain_seq is not null
+             order by chain_seq desc
+             limit 1",
+        )?
+        .query_row(params![chain], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    let head = match &head {
+        Some((sequence, Some(hash))) => Some((*sequence, hash.as_str())),
+        // Linking to a head without a hash would bless whatever was done to it.
+        Some((_, None)) => {
+            return Err(StoreError::Corrupt(format!(
+                "audit chain {chain:?}: the head event has no hash"
+            )))
+        }
+        None => None,
+    };
+    let columns = AuditColumns {
+        seq,
+        id: event.id.clone(),
+        time,
+        workspace_id: event.workspace_id.clone(),
+        kind,
+        outcome,
+        body,
+    };
+    let link = ChainLink::append(&columns, head);
+    conn.prepare_cached(
+        "update audit_events set chain_seq = ?1, prev_hash = ?2, hash = ?3 where seq = ?4",
+    )?
+    .execute(params![link.sequence, link.prev_hash, link.hash, seq])
+    .map_err(|e| {
+        write_err(
+            sql_error(e),
+            || conflict("audit chain position taken"),
+            "audit event",
+        )
+    })?;
+    Ok(())
+}
+
+/// `Store::record_mint_intent`.
+pub(super) fn mint_intent(conn: &Connection, intent: &MintIntent) -> StoreResult<()> {
+    conn.prepare_cached(
+        "insert into mint_intents
+         (id, workspace_id, session_id, request_id, policy_name, policy_version, actor,
+          planned, created_at)
+         values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        intent.id,
+        intent.workspace_id,
+        intent.session_id,
+        intent.request_id,
+        intent.policy_name,
+        intent.policy_version,
+        to_json(&intent.actor, "intent actor")?,
+        to_json(&intent.planned, "intent planned tokens")?,
+        to_ms(intent.created_at),
+    ])
+    .map_err(|e| write_err(sql_error(e), || conflict("intent exists"), "intent"))?;
+    Ok(())
+}
+
+/// Resolve an intent: its row goes; `false` when it was resolved before.
+fn resolve_intent(conn: &Connection, id: &str) -> StoreResult<bool> {
+    let deleted = conn
+        .prepare_cached("delete from mint_intents where id = ?1")?
+        .execute(params![id])?;
+    Ok(deleted > 0)
+}
+
+/// `Store::resolve_mint_intent`: `false` (and nothing written) when resolved before.
+pub(super) fn intent_resolution(
+    conn: &Connection,
+    id: &str,
+    audit: &AuditEvent,
+) -> StoreResult<bool> {
+    if !resolve_intent(conn, id)? {
+        return Ok(false);
+    }
+    audit_event(conn, audit)?;
+    Ok(true)
+}
+
+/// `Store::record_mint`: the rows, the intent's resolution and the event, unless the workspace
+/// or session changed while GitHub was minting (then nothing is written). Checked under the
+/// batch's write lock, so a change committed before it is always seen.
+pub(super) fn mint(conn: &Connection, record: &MintRecord<'_>) -> StoreResult<Issuance> {
+    if let Some(refusal) = issuance_refusal(conn, record.workspace_id, record.session_id)? {
+        return Ok(Issuance::Refused(refusal));
+    }
+    if let Some(intent) = record.intent_id {
+        // Whether or not a sweep already called this intent orphaned: the record still stands,
+        // and the log then shows both.
+        resolve_intent(conn, intent)?;
+    }
+    issuance(conn, record.tokens, record.audit)?;
+    Ok(Issuance::Recorded)
+}
+
+/// Why a mint may no longer be recorded, if it may not.
+fn issuance_refusal(
+    conn: &Connection,
+    workspace_id: &str,
+    session_id: &str,
+) -> StoreResult<Option<IssuanceRefusal>> {
+    let enabled: Option<bool> = conn
+        .prepare_cached("select sts_enabled from workspaces where id = ?1")?
+        .query_row(params![workspace_id], |row| row.get(0))
+        .optional()?;
+    match enabled {
+        None => return Ok(Some(IssuanceRefusal::WorkspaceMissing)),
+        Some(false) => return Ok(Some(IssuanceRefusal::WorkspaceDisabled)),
+        Some(true) => {}
+    }
+    let session: Option<(String, Option<i64>)> = conn
+        .prepare_cached("select workspace_id, revoked_at from sessions where id = ?1")?
+        .query_row(params![session_id], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    Ok(match session {
+        None => Some(IssuanceRefusal::SessionMissing),
+        Some((owner, _)) if owner != workspace_id => Some(IssuanceRefusal::SessionMissing),
+        Some((_, Some(_))) => Some(IssuanceRefusal::SessionRevoked),
+        Some((_, None)) => None,
+    })
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend(sql_error(e))
+    }
+}
+
+/// `e` as the sqlx error the rest of the store classifies (unique and foreign-key violations
+/// by kind, everything else a backend failure), so that both connections fail the same way.
+pub(super) fn sql_error(e: rusqlite::Error) -> sqlx::Error {
+    match e {
+        rusqlite::Error::SqliteFailure(code, message) => {
+            sqlx::Error::Database(Box::new(SqliteFailure { code, message }))
+        }
+        other => sqlx::Error::Protocol(format!("sqlite writer: {other}")),
+    }
+}
+
+/// A failure SQLite reported, with its extended result code.
+#[derive(Debug)]
+struct SqliteFailure {
+    code: rusqlite::ffi::Error,
+    message: Option<String>,
+}
+
+impl std::fmt::Display for SqliteFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.message {
+            Some(message) => write!(f, "{message} ({})", self.code),
+            None => write!(f, "{}", self.code),
+        }
+    }
+}
+
+impl std::error::Error for SqliteFailure {}
+
+impl sqlx::error::DatabaseError for SqliteFailure {
+    fn message(&self) -> &str {
+        self.message.as_deref().unwrap_or("sqlite failure")
+    }
+
+    fn code(&self) -> Option<Cow<'_, str>> {
+        Some(Cow::Owned(self.code.extended_code.to_string()))
+    }
+
+    fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+        self
+    }
+
+    fn kind(&self) -> sqlx::error::ErrorKind {
+        use rusqlite::ffi;
+        use sqlx::error::ErrorKind;
+        match self.code.extended_code {
+            ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {
+                ErrorKind::UniqueViolation
+            }
+            ffi::SQLITE_CONSTRAINT_FOREIGNKEY => ErrorKind::ForeignKeyViolation,
+            ffi::SQLITE_CONSTRAINT_NOTNULL => ErrorKind::NotNullViolation,
+            ffi::SQLITE_CONSTRAINT_CHECK => ErrorKind::CheckViolation,
+            _ => ErrorKind::Other,
+        }
+    }
+}

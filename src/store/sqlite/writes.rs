@@ -104,33 +104,25 @@ pub(super) fn issuance(
     audit_event(conn, audit)
 }
 
-/// `Store::append_audit`, and the audit step of every other write: insert the row, queue it for
-/// export in the same transaction (exported iff stored), and link it after its chain's head.
-/// The row goes in unlinked first because its hash covers `seq`, which SQLite assigns. The
+/// `Store::append_audit`, and the audit step of every other write: the row, already linked after
+/// its chain's head, and its export queued in the same transaction (exported iff stored). The
 /// transaction's `BEGIN IMMEDIATE` holds the database's one write lock, against other processes
-/// on the file too, so no other append can take the same head.
+/// on the file too, so neither the head nor the next `seq` can change before the insert: the
+/// row's hash can cover the `seq` it will get, and it goes in once, not inserted then linked.
 pub(super) fn audit_event(conn: &Connection, event: &AuditEvent) -> StoreResult<()> {
     let chain = chain_key(event.workspace_id.as_deref());
     let kind = enum_str(&event.kind, "audit kind")?;
     let outcome = enum_str(&event.outcome, "audit outcome")?;
     let body = to_json(event, "audit event")?;
     let time = to_ms(event.time);
+    // What `autoincrement` would assign: one past the largest `seq` the table ever had, which
+    // `sqlite_sequence` keeps even after the row is gone.
     let seq: i64 = conn
         .prepare_cached(
-            "insert into audit_events (id, time, workspace_id, kind, outcome, body)
-             values (?1, ?2, ?3, ?4, ?5, ?6)
-             returning seq",
+            "select max(coalesce((select seq from sqlite_sequence where name = 'audit_events'), 0),
+                        coalesce((select max(seq) from audit_events), 0)) + 1",
         )?
-        .query_row(
-            params![event.id, time, event.workspace_id, kind, outcome, body],
-            |row| row.get(0),
-        )
-        .map_err(|e| write_err(sql_error(e), || conflict("audit event exists"), "workspace"))?;
-    conn.prepare_cached(
-        "insert into audit_outbox (seq, chain, created_at, next_attempt_at)
-         values (?1, ?2, ?3, ?3)",
-    )?
-    .execute(params![seq, chain, time])?;
+        .query_row([], |row| row.get(0))?;
     let head: Option<(i64, Option<String>)> = conn
         .prepare_cached(
             "select chain_seq, hash from audit_events
@@ -161,16 +153,36 @@ pub(super) fn audit_event(conn: &Connection, event: &AuditEvent) -> StoreResult<
     };
     let link = ChainLink::append(&columns, head);
     conn.prepare_cached(
-        "update audit_events set chain_seq = ?1, prev_hash = ?2, hash = ?3 where seq = ?4",
+        "insert into audit_events
+         (seq, id, time, workspace_id, kind, outcome, body, chain_seq, prev_hash, hash)
+         values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
-    .execute(params![link.sequence, link.prev_hash, link.hash, seq])
+    .execute(params![
+        seq,
+        columns.id,
+        time,
+        columns.workspace_id,
+        columns.kind,
+        columns.outcome,
+        columns.body,
+        link.sequence,
+        link.prev_hash,
+        link.hash,
+    ])
     .map_err(|e| {
-        write_err(
-            sql_error(e),
-            || conflict("audit chain position taken"),
-            "audit event",
-        )
+        let e = sql_error(e);
+        let clash = if e.to_string().contains("audit_events.id") {
+            "audit event exists"
+        } else {
+            "audit chain position taken"
+        };
+        write_err(e, || conflict(clash), "workspace")
     })?;
+    conn.prepare_cached(
+        "insert into audit_outbox (seq, chain, created_at, next_attempt_at)
+         values (?1, ?2, ?3, ?3)",
+    )?
+    .execute(params![seq, chain, time])?;
     Ok(())
 }
 

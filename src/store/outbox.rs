@@ -83,6 +83,11 @@ pub trait AuditOutbox {
     async fn drop_outbox_before(&self, before: OffsetDateTime) -> StoreResult<u64>;
 }
 
+/// Queue audit row `$1` of chain `$2`, written at `$3`, for its first attempt at `$4`; shared
+/// with SQLite's writer thread (`sqlite/writes.rs`).
+pub(super) const ENQUEUE: &str = r#"insert into audit_outbox (seq, chain, created_at, next_attempt_at)
+                                    values ($1, $2, $3, $4)"#;
+
 /// The statement the audit append runs in its own transaction, right after inserting audit row
 /// `seq` of `chain`: queue the event for export.
 pub(super) fn enqueue<'q, DB>(
@@ -97,14 +102,7 @@ where
     DB::Arguments: IntoArguments<DB>,
 {
     let at = to_ms(at);
-    sqlx::query(
-        r#"insert into audit_outbox (seq, chain, created_at, next_attempt_at)
-           values ($1, $2, $3, $4)"#,
-    )
-    .bind(seq)
-    .bind(chain)
-    .bind(at)
-    .bind(at)
+    sqlx::query(ENQUEUE).bind(seq).bind(chain).bind(at).bind(at)
 }
 
 /// A claimed row joined with its audit event.

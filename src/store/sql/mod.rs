@@ -39,6 +39,41 @@ use sqlx::query::{Query, QueryAs};
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Type};
 use time::OffsetDateTime;
 
+// The texts of the writes that SQLite's writer thread (`sqlite/writes.rs`, rusqlite) runs as
+// well: one text per statement, so the two writers cannot drift apart. Both drivers bind `$N`
+// by position, as SQLite numbers distinct `$N` parameters in order of first appearance.
+
+/// Record an OIDC token's replay key; the primary key refuses a second use.
+pub(super) const INSERT_REPLAY_KEY: &str =
+    r#"insert into oidc_replay_keys (issuer, jti, expires_at) values ($1, $2, $3)"#;
+
+/// Insert a session row.
+pub(super) const INSERT_SESSION: &str = r#"insert into sessions
+    (id, workspace_id, issuer, subject, claims, created_at, expires_at, revoked_at)
+    values ($1, $2, $3, $4, $5, $6, $7, $8)"#;
+
+/// Insert one issued-token row.
+pub(super) const INSERT_ISSUED_TOKEN: &str = r#"insert into issued_tokens
+    (id, workspace_id, session_id, installation_id, owner, host, repositories,
+     permissions, fingerprint, sealed_token, policy_name, policy_version,
+     created_at, expires_at, revoked_at)
+    values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"#;
+
+/// The head of audit chain `$1`: its last linked event's sequence and hash.
+pub(super) const SELECT_CHAIN_HEAD: &str = r#"select chain_seq, hash from audit_events
+    where coalesce(workspace_id, '') = $1 and chain_seq is not null
+    order by chain_seq desc
+    limit 1"#;
+
+/// Write a mint intent, unresolved.
+pub(super) const INSERT_MINT_INTENT: &str = r#"insert into mint_intents
+    (id, workspace_id, session_id, request_id, policy_name, policy_version, actor,
+     planned, created_at)
+    values ($1, $2, $3, $4, $5, $6, $7, $8, $9)"#;
+
+/// Resolve a mint intent: its row goes.
+pub(super) const RESOLVE_MINT_INTENT: &str = r#"delete from mint_intents where id = $1"#;
+
 /// A statement with its arguments bound, ready to execute.
 pub(super) type Statement<'q, DB> = Query<'q, DB, <DB as Database>::Arguments>;
 
@@ -142,37 +177,31 @@ where
         session: &SessionRecord,
         audit: &AuditEvent,
     ) -> StoreResult<()> {
-        sqlx::query(
-            r#"insert into oidc_replay_keys (issuer, jti, expires_at) values ($1, $2, $3)"#,
-        )
-        .bind(&jti.issuer)
-        .bind(&jti.jti)
-        .bind(to_ms(jti.expires_at))
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| {
-            if is_unique_violation(&e) {
-                StoreError::Replay
-            } else {
-                StoreError::Backend(e)
-            }
-        })?;
-        sqlx::query(
-            r#"insert into sessions
-               (id, workspace_id, issuer, subject, claims, created_at, expires_at, revoked_at)
-               values ($1, $2, $3, $4, $5, $6, $7, $8)"#,
-        )
-        .bind(&session.id)
-        .bind(&session.workspace_id)
-        .bind(&session.issuer)
-        .bind(&session.subject)
-        .bind(to_json(&session.claims, "session claims")?)
-        .bind(to_ms(session.created_at))
-        .bind(to_ms(session.expires_at))
-        .bind(session.revoked_at.map(to_ms))
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| write_err(e, || conflict("session exists"), "workspace"))?;
+        sqlx::query(INSERT_REPLAY_KEY)
+            .bind(&jti.issuer)
+            .bind(&jti.jti)
+            .bind(to_ms(jti.expires_at))
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::Replay
+                } else {
+                    StoreError::Backend(e)
+                }
+            })?;
+        sqlx::query(INSERT_SESSION)
+            .bind(&session.id)
+            .bind(&session.workspace_id)
+            .bind(&session.issuer)
+            .bind(&session.subject)
+            .bind(to_json(&session.claims, "session claims")?)
+            .bind(to_ms(session.created_at))
+            .bind(to_ms(session.expires_at))
+            .bind(session.revoked_at.map(to_ms))
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| write_err(e, || conflict("session exists"), "workspace"))?;
         Self::write_audit(conn, audit).await
     }
 
@@ -206,31 +235,27 @@ where
                 .as_ref()
                 .map(|r| to_json(r, "token repositories"))
                 .transpose()?;
-            sqlx::query(
-                r#"insert into issued_tokens
-                   (id, workspace_id, session_id, installation_id, owner, host, repositories,
-                    permissions, fingerprint, sealed_token, policy_name, policy_version,
-                    created_at, expires_at, revoked_at)
-                   values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"#,
-            )
-            .bind(&token.id)
-            .bind(&token.workspace_id)
-            .bind(&token.session_id)
-            .bind(token.installation_id)
-            .bind(&token.owner)
-            .bind(&token.host)
-            .bind(repositories)
-            .bind(to_json(&token.permissions, "token permissions")?)
-            .bind(&token.fingerprint)
-            .bind(&token.sealed_token)
-            .bind(&token.policy_name)
-            .bind(token.policy_version)
-            .bind(to_ms(token.created_at))
-            .bind(to_ms(token.expires_at))
-            .bind(token.revoked_at.map(to_ms))
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| write_err(e, || conflict("token id exists"), "workspace or session"))?;
+            sqlx::query(INSERT_ISSUED_TOKEN)
+                .bind(&token.id)
+                .bind(&token.workspace_id)
+                .bind(&token.session_id)
+                .bind(token.installation_id)
+                .bind(&token.owner)
+                .bind(&token.host)
+                .bind(repositories)
+                .bind(to_json(&token.permissions, "token permissions")?)
+                .bind(&token.fingerprint)
+                .bind(&token.sealed_token)
+                .bind(&token.policy_name)
+                .bind(token.policy_version)
+                .bind(to_ms(token.created_at))
+                .bind(to_ms(token.expires_at))
+                .bind(token.revoked_at.map(to_ms))
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| {
+                    write_err(e, || conflict("token id exists"), "workspace or session")
+                })?;
         }
         Self::write_audit(conn, audit).await
     }
@@ -330,15 +355,10 @@ where
         chain: &str,
         columns: &AuditColumns,
     ) -> StoreResult<()> {
-        let head: Option<ChainHeadRow> = sqlx::query_as(
-            r#"select chain_seq, hash from audit_events
-               where coalesce(workspace_id, '') = $1 and chain_seq is not null
-               order by chain_seq desc
-               limit 1"#,
-        )
-        .bind(chain)
-        .fetch_optional(&mut *conn)
-        .await?;
+        let head: Option<ChainHeadRow> = sqlx::query_as(SELECT_CHAIN_HEAD)
+            .bind(chain)
+            .fetch_optional(&mut *conn)
+            .await?;
         let head = match &head {
             Some(ChainHeadRow {
                 chain_seq,
@@ -426,21 +446,16 @@ where
 
     /// Write a mint intent, unresolved.
     fn insert_mint_intent(intent: &MintIntent) -> StoreResult<Statement<'_, Self>> {
-        Ok(sqlx::query(
-            r#"insert into mint_intents
-               (id, workspace_id, session_id, request_id, policy_name, policy_version, actor,
-                planned, created_at)
-               values ($1, $2, $3, $4, $5, $6, $7, $8, $9)"#,
-        )
-        .bind(&intent.id)
-        .bind(&intent.workspace_id)
-        .bind(&intent.session_id)
-        .bind(&intent.request_id)
-        .bind(&intent.policy_name)
-        .bind(intent.policy_version)
-        .bind(to_json(&intent.actor, "intent actor")?)
-        .bind(to_json(&intent.planned, "intent planned tokens")?)
-        .bind(to_ms(intent.created_at)))
+        Ok(sqlx::query(INSERT_MINT_INTENT)
+            .bind(&intent.id)
+            .bind(&intent.workspace_id)
+            .bind(&intent.session_id)
+            .bind(&intent.request_id)
+            .bind(&intent.policy_name)
+            .bind(intent.policy_version)
+            .bind(to_json(&intent.actor, "intent actor")?)
+            .bind(to_json(&intent.planned, "intent planned tokens")?)
+            .bind(to_ms(intent.created_at)))
     }
 
     /// Unresolved intents written before `before`, oldest first.
@@ -458,7 +473,7 @@ where
     /// Resolve an intent: its row goes, the audit event written with it keeps the outcome.
     /// Changes no row when it was resolved before.
     fn resolve_intent(id: &str) -> Statement<'_, Self> {
-        sqlx::query(r#"delete from mint_intents where id = $1"#).bind(id)
+        sqlx::query(RESOLVE_MINT_INTENT).bind(id)
     }
 
     /// End every live session of a workspace.

@@ -2,12 +2,15 @@
 //! plain calls on its own connection, with no channel hop per statement.
 //!
 //! Each is the SQLite twin of a [`SharedSql`](crate::store::sql::SharedSql) write (the
-//! PostgreSQL store and an in-memory SQLite store run those): same statements, same columns and
-//! encodings (epoch milliseconds, JSON text, 0/1 booleans), same errors. The store conformance
+//! PostgreSQL store and an in-memory SQLite store run those): the same statement texts (the
+//! `sql` and `outbox` constants), the same encodings (epoch milliseconds, JSON text, 0/1
+//! booleans), the same errors. Only the audit append differs: here the row goes in already
+//! linked. The store conformance
 //! suite runs on a SQLite file, so it checks these against the same cases as PostgreSQL.
 
 use super::super::codec::{enum_str, is_unique_violation, to_json, to_ms, write_err};
-use super::super::sql::conflict;
+use super::super::outbox;
+use super::super::sql::{self, conflict};
 use super::super::{
     Issuance, IssuanceRefusal, IssuedToken, JtiRecord, MintIntent, MintRecord, SessionRecord,
     StoreError, StoreResult,
@@ -25,34 +28,28 @@ pub(super) fn exchange(
     session: &SessionRecord,
     audit: &AuditEvent,
 ) -> StoreResult<()> {
-    conn.prepare_cached(
-        "insert into oidc_replay_keys (issuer, jti, expires_at) values (?1, ?2, ?3)",
-    )?
-    .execute(params![jti.issuer, jti.jti, to_ms(jti.expires_at)])
-    .map_err(|e| {
-        let e = sql_error(e);
-        if is_unique_violation(&e) {
-            StoreError::Replay
-        } else {
-            StoreError::Backend(e)
-        }
-    })?;
-    conn.prepare_cached(
-        "insert into sessions
-         (id, workspace_id, issuer, subject, claims, created_at, expires_at, revoked_at)
-         values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?
-    .execute(params![
-        session.id,
-        session.workspace_id,
-        session.issuer,
-        session.subject,
-        to_json(&session.claims, "session claims")?,
-        to_ms(session.created_at),
-        to_ms(session.expires_at),
-        session.revoked_at.map(to_ms),
-    ])
-    .map_err(|e| write_err(sql_error(e), || conflict("session exists"), "workspace"))?;
+    conn.prepare_cached(sql::INSERT_REPLAY_KEY)?
+        .execute(params![jti.issuer, jti.jti, to_ms(jti.expires_at)])
+        .map_err(|e| {
+            let e = sql_error(e);
+            if is_unique_violation(&e) {
+                StoreError::Replay
+            } else {
+                StoreError::Backend(e)
+            }
+        })?;
+    conn.prepare_cached(sql::INSERT_SESSION)?
+        .execute(params![
+            session.id,
+            session.workspace_id,
+            session.issuer,
+            session.subject,
+            to_json(&session.claims, "session claims")?,
+            to_ms(session.created_at),
+            to_ms(session.expires_at),
+            session.revoked_at.map(to_ms),
+        ])
+        .map_err(|e| write_err(sql_error(e), || conflict("session exists"), "workspace"))?;
     audit_event(conn, audit)
 }
 
@@ -62,13 +59,7 @@ pub(super) fn issuance(
     tokens: &[IssuedToken],
     audit: &AuditEvent,
 ) -> StoreResult<()> {
-    let mut insert = conn.prepare_cached(
-        "insert into issued_tokens
-         (id, workspace_id, session_id, installation_id, owner, host, repositories,
-          permissions, fingerprint, sealed_token, policy_name, policy_version,
-          created_at, expires_at, revoked_at)
-         values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-    )?;
+    let mut insert = conn.prepare_cached(sql::INSERT_ISSUED_TOKEN)?;
     for token in tokens {
         let repositories = token
             .repositories
@@ -124,12 +115,7 @@ pub(super) fn audit_event(conn: &Connection, event: &AuditEvent) -> StoreResult<
         )?
         .query_row([], |row| row.get(0))?;
     let head: Option<(i64, Option<String>)> = conn
-        .prepare_cached(
-            "select chain_seq, hash from audit_events
-             where coalesce(workspace_id, '') = ?1 and chain_seq is not null
-             order by chain_seq desc
-             limit 1",
-        )?
+        .prepare_cached(sql::SELECT_CHAIN_HEAD)?
         .query_row(params![chain], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?;
     let head = match &head {
@@ -178,41 +164,33 @@ pub(super) fn audit_event(conn: &Connection, event: &AuditEvent) -> StoreResult<
         };
         write_err(e, || conflict(clash), "workspace")
     })?;
-    conn.prepare_cached(
-        "insert into audit_outbox (seq, chain, created_at, next_attempt_at)
-         values (?1, ?2, ?3, ?3)",
-    )?
-    .execute(params![seq, chain, time])?;
+    conn.prepare_cached(outbox::ENQUEUE)?
+        .execute(params![seq, chain, time, time])?;
     Ok(())
 }
 
 /// `Store::record_mint_intent`.
 pub(super) fn mint_intent(conn: &Connection, intent: &MintIntent) -> StoreResult<()> {
-    conn.prepare_cached(
-        "insert into mint_intents
-         (id, workspace_id, session_id, request_id, policy_name, policy_version, actor,
-          planned, created_at)
-         values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?
-    .execute(params![
-        intent.id,
-        intent.workspace_id,
-        intent.session_id,
-        intent.request_id,
-        intent.policy_name,
-        intent.policy_version,
-        to_json(&intent.actor, "intent actor")?,
-        to_json(&intent.planned, "intent planned tokens")?,
-        to_ms(intent.created_at),
-    ])
-    .map_err(|e| write_err(sql_error(e), || conflict("intent exists"), "intent"))?;
+    conn.prepare_cached(sql::INSERT_MINT_INTENT)?
+        .execute(params![
+            intent.id,
+            intent.workspace_id,
+            intent.session_id,
+            intent.request_id,
+            intent.policy_name,
+            intent.policy_version,
+            to_json(&intent.actor, "intent actor")?,
+            to_json(&intent.planned, "intent planned tokens")?,
+            to_ms(intent.created_at),
+        ])
+        .map_err(|e| write_err(sql_error(e), || conflict("intent exists"), "intent"))?;
     Ok(())
 }
 
 /// Resolve an intent: its row goes; `false` when it was resolved before.
 fn resolve_intent(conn: &Connection, id: &str) -> StoreResult<bool> {
     let deleted = conn
-        .prepare_cached("delete from mint_intents where id = ?1")?
+        .prepare_cached(sql::RESOLVE_MINT_INTENT)?
         .execute(params![id])?;
     Ok(deleted > 0)
 }

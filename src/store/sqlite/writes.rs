@@ -20,13 +20,65 @@ use crate::audit::AuditEvent;
 use rusqlite::{params, Connection, OptionalExtension as _};
 use std::borrow::Cow;
 
+/// A session row, its claims already JSON text: encoded by the caller, on its own task, so that
+/// neither the claims' copy nor their encoding costs this thread time its batch waits on.
+pub(super) struct SessionRow {
+    id: String,
+    workspace_id: String,
+    issuer: String,
+    subject: String,
+    claims: String,
+    created_at: i64,
+    expires_at: i64,
+    revoked_at: Option<i64>,
+}
+
+impl SessionRow {
+    pub(super) fn encode(session: &SessionRecord) -> StoreResult<Self> {
+        Ok(Self {
+            id: session.id.clone(),
+            workspace_id: session.workspace_id.clone(),
+            issuer: session.issuer.clone(),
+            subject: session.subject.clone(),
+            claims: to_json(&session.claims, "session claims")?,
+            created_at: to_ms(session.created_at),
+            expires_at: to_ms(session.expires_at),
+            revoked_at: session.revoked_at.map(to_ms),
+        })
+    }
+}
+
+/// An audit event as the columns of its row (all but `seq`, which only the append knows), and its
+/// chain: encoded by the caller, like [`SessionRow`].
+pub(super) struct AuditRow {
+    chain: String,
+    columns: AuditColumns,
+}
+
+impl AuditRow {
+    pub(super) fn encode(event: &AuditEvent) -> StoreResult<Self> {
+        Ok(Self {
+            chain: chain_key(event.workspace_id.as_deref()).to_owned(),
+            columns: AuditColumns {
+                seq: 0,
+                id: event.id.clone(),
+                time: to_ms(event.time),
+                workspace_id: event.workspace_id.clone(),
+                kind: enum_str(&event.kind, "audit kind")?,
+                outcome: enum_str(&event.outcome, "audit outcome")?,
+                body: to_json(event, "audit event")?,
+            },
+        })
+    }
+}
+
 /// `Store::record_exchange`: the replay key first, so that a replay aborts before anything else
 /// is written (the caller rolls back whatever an error interrupted).
 pub(super) fn exchange(
     conn: &Connection,
     jti: &JtiRecord,
-    session: &SessionRecord,
-    audit: &AuditEvent,
+    session: &SessionRow,
+    audit: &AuditRow,
 ) -> StoreResult<()> {
     conn.prepare_cached(sql::INSERT_REPLAY_KEY)?
         .execute(params![jti.issuer, jti.jti, to_ms(jti.expires_at)])
@@ -44,10 +96,10 @@ pub(super) fn exchange(
             session.workspace_id,
             session.issuer,
             session.subject,
-            to_json(&session.claims, "session claims")?,
-            to_ms(session.created_at),
-            to_ms(session.expires_at),
-            session.revoked_at.map(to_ms),
+            session.claims,
+            session.created_at,
+            session.expires_at,
+            session.revoked_at,
         ])
         .map_err(|e| write_err(sql_error(e), || conflict("session exists"), "workspace"))?;
     audit_event(conn, audit)
@@ -57,7 +109,7 @@ pub(super) fn exchange(
 pub(super) fn issuance(
     conn: &Connection,
     tokens: &[IssuedToken],
-    audit: &AuditEvent,
+    audit: &AuditRow,
 ) -> StoreResult<()> {
     let mut insert = conn.prepare_cached(sql::INSERT_ISSUED_TOKEN)?;
     for token in tokens {
@@ -100,12 +152,8 @@ pub(super) fn issuance(
 /// transaction's `BEGIN IMMEDIATE` holds the database's one write lock, against other processes
 /// on the file too, so neither the head nor the next `seq` can change before the insert: the
 /// row's hash can cover the `seq` it will get, and it goes in once, not inserted then linked.
-pub(super) fn audit_event(conn: &Connection, event: &AuditEvent) -> StoreResult<()> {
-    let chain = chain_key(event.workspace_id.as_deref());
-    let kind = enum_str(&event.kind, "audit kind")?;
-    let outcome = enum_str(&event.outcome, "audit outcome")?;
-    let body = to_json(event, "audit event")?;
-    let time = to_ms(event.time);
+pub(super) fn audit_event(conn: &Connection, row: &AuditRow) -> StoreResult<()> {
+    let chain = &row.chain;
     // What `autoincrement` would assign: one past the largest `seq` the table ever had, which
     // `sqlite_sequence` keeps even after the row is gone.
     let seq: i64 = conn
@@ -130,12 +178,7 @@ pub(super) fn audit_event(conn: &Connection, event: &AuditEvent) -> StoreResult<
     };
     let columns = AuditColumns {
         seq,
-        id: event.id.clone(),
-        time,
-        workspace_id: event.workspace_id.clone(),
-        kind,
-        outcome,
-        body,
+        ..row.columns.clone()
     };
     let link = ChainLink::append(&columns, head);
     conn.prepare_cached(
@@ -146,7 +189,7 @@ pub(super) fn audit_event(conn: &Connection, event: &AuditEvent) -> StoreResult<
     .execute(params![
         seq,
         columns.id,
-        time,
+        columns.time,
         columns.workspace_id,
         columns.kind,
         columns.outcome,
@@ -164,8 +207,12 @@ pub(super) fn audit_event(conn: &Connection, event: &AuditEvent) -> StoreResult<
         };
         write_err(e, || conflict(clash), "workspace")
     })?;
-    conn.prepare_cached(outbox::ENQUEUE)?
-        .execute(params![seq, chain, time, time])?;
+    conn.prepare_cached(outbox::ENQUEUE)?.execute(params![
+        seq,
+        chain,
+        columns.time,
+        columns.time
+    ])?;
     Ok(())
 }
 
@@ -199,7 +246,7 @@ fn resolve_intent(conn: &Connection, id: &str) -> StoreResult<bool> {
 pub(super) fn intent_resolution(
     conn: &Connection,
     id: &str,
-    audit: &AuditEvent,
+    audit: &AuditRow,
 ) -> StoreResult<bool> {
     if !resolve_intent(conn, id)? {
         return Ok(false);
@@ -210,8 +257,13 @@ pub(super) fn intent_resolution(
 
 /// `Store::record_mint`: the rows, the intent's resolution and the event, unless the workspace
 /// or session changed while GitHub was minting (then nothing is written). Checked under the
-/// batch's write lock, so a change committed before it is always seen.
-pub(super) fn mint(conn: &Connection, record: &MintRecord<'_>) -> StoreResult<Issuance> {
+/// batch's write lock, so a change committed before it is always seen. `audit` is
+/// `record.audit`, encoded.
+pub(super) fn mint(
+    conn: &Connection,
+    record: &MintRecord<'_>,
+    audit: &AuditRow,
+) -> StoreResult<Issuance> {
     if let Some(refusal) = issuance_refusal(conn, record.workspace_id, record.session_id)? {
         return Ok(Issuance::Refused(refusal));
     }
@@ -220,7 +272,7 @@ pub(super) fn mint(conn: &Connection, record: &MintRecord<'_>) -> StoreResult<Is
         // and the log then shows both.
         resolve_intent(conn, intent)?;
     }
-    issuance(conn, record.tokens, record.audit)?;
+    issuance(conn, record.tokens, audit)?;
     Ok(Issuance::Recorded)
 }
 

@@ -184,9 +184,6 @@ async fn exchange_verified(
     verified: VerifiedToken,
     audited: &mut Audited,
 ) -> FlowResult<NewSession> {
-    let claims_value = serde_json::Value::Object(verified.claims.clone());
-    audited.event.actor = Actor::from_claims(&claims_value, None);
-
     let now = OffsetDateTime::now_utc();
     // Time-ordered (UUIDv7, RFC 9562 §5.7): new ids land at the end of the sessions index
     // instead of on a random page of it, which each commit would then write again.
@@ -202,20 +199,23 @@ async fn exchange_verified(
     } else {
         SessionType::Oidc
     };
+    let jti = JtiRecord {
+        issuer: verified.issuer.clone(),
+        jti: verified.replay_key,
+        expires_at: verified.expires_at + Duration::seconds(REPLAY_KEY_SLACK_SECONDS),
+    };
+    // The claims move into the session record: no copy of the map.
+    let claims_value = serde_json::Value::Object(verified.claims);
+    audited.event.actor = Actor::from_claims(&claims_value, None);
     let session = SessionRecord {
         id: session_id.clone(),
         workspace_id: workspace.as_str().to_owned(),
-        issuer: verified.issuer.clone(),
+        issuer: verified.issuer,
         subject: subject.clone(),
         claims: claims_value,
         created_at: now,
         expires_at: now + app.config.session.ttl(),
         revoked_at: None,
-    };
-    let jti = JtiRecord {
-        issuer: verified.issuer.clone(),
-        jti: verified.replay_key.clone(),
-        expires_at: verified.expires_at + Duration::seconds(REPLAY_KEY_SLACK_SECONDS),
     };
     // Signed before anything is stored: a signing failure then leaves no session and a failure
     // event, rather than a success event for a session nobody got.

@@ -46,4 +46,7 @@ function done(summary, latency, requests)
     io.write(string.format("exchange p%d: %.2f ms\n", p, latency:percentile(p) / 1000))
   end
   io.write(string.format("exchange max: %.2f ms\n", latency.max / 1000))
+  if summary.requests >= sent then
+    io.write("exchange: the tokens ran out before the time did, so ok/s is capped by their count\n")
+  end
 end

@@ -7,20 +7,28 @@
 #
 #   benches/wrk/run.sh [seconds] [connections] [tokens]
 #   PERF_OUT=perf.data benches/wrk/run.sh …   # also profile the broker during the exchanges
+#   PERF_CG=dwarf PERF_FREQ=300 …             # perf's call-graph mode and sampling rate
+#   BROKER_BIN=/path/to/sts-broker …          # measure that build (a "before") instead
+#
+# Tokens must outlast the run: once they are used up, every further request is refused and the
+# ok/s figure is only tokens / seconds. The script says so when that happens.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 seconds=${1:-10}
 connections=${2:-32}
-tokens=${3:-40000}
+tokens=${3:-100000}
 threads=2
 command -v wrk >/dev/null || { echo "wrk is needed (apt-get install wrk)"; exit 1; }
-cargo build --release --locked --quiet --bin sts-broker
+if [ -z "${BROKER_BIN:-}" ]; then
+  cargo build --release --locked --quiet --bin sts-broker
+  BROKER_BIN=target/release/sts-broker
+fi
 work=$(mktemp -d)
 broker=
 trap '[ -z "$broker" ] || kill "$broker" 2>/dev/null; rm -rf "$work"' EXIT
 
 # Quiet logs: the access line of every request would be a measurable part of the work.
-RUST_LOG=warn target/release/sts-broker serve --dev --listen 127.0.0.1:0 >"$work/banner" 2>/dev/null &
+RUST_LOG=warn "$BROKER_BIN" serve --dev --listen 127.0.0.1:0 >"$work/banner" 2>/dev/null &
 broker=$!
 for _ in $(seq 1 120); do grep -q '/audit' "$work/banner" 2>/dev/null && break; sleep 0.5; done
 url=$(awk '$1 == "broker" { print $2; exit }' "$work/banner")
@@ -51,7 +59,7 @@ echo "--- GET /healthz, $connections connections, $threads threads, $seconds s"
 wrk -t"$threads" -c"$connections" -d"${seconds}s" --latency "$url/healthz" | tee "$work/healthz"
 echo "--- POST /api/v1/auth/github-oidc, $connections connections, $threads threads, $seconds s"
 if [ -n "${PERF_OUT:-}" ]; then
-  perf record -F 999 -g -p "$broker" -o "$PERF_OUT" -- sleep "$seconds" 2>/dev/null &
+  perf record -F "${PERF_FREQ:-999}" --call-graph "${PERF_CG:-fp}" -p "$broker" -o "$PERF_OUT" -- sleep "$seconds" 2>/dev/null &
   profiler=$!
 fi
 WRK_TOKENS="$work/tokens" wrk -t"$threads" -c"$connections" -d"${seconds}s" --latency \

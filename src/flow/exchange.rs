@@ -239,7 +239,7 @@ async fn exchange_verified(
         .sign(&claims)
         .map_err(|e| FlowError::Internal {
             kind: Internal::SessionSigning,
-            source: e.into(),
+            source: e,
         })?;
     let mut success = audited.event.clone();
     success.actor.session_id = Some(session_id);

@@ -149,6 +149,23 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_issuer_reads_as_its_last_value_as_the_verified_claims_will() {
+        let token = format!(
+            "{}.{}.",
+            b64(r#"{"alg":"RS256"}"#),
+            b64(
+                r#"{"iss":"https://first.example","sub":{"nested":[1,"x"]},"iss":"https://last.example"}"#
+            )
+        );
+        let decoded = decode(&token).unwrap();
+        assert_eq!(decoded.issuer.as_deref(), Some("https://last.example"));
+        let verified: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(r#"{"iss":"https://first.example","iss":"https://last.example"}"#)
+                .unwrap();
+        assert_eq!(verified["iss"], "https://last.example");
+    }
+
+    #[test]
     fn refuses_malformed_tokens() {
         let header = b64(r#"{"alg":"RS256"}"#);
         let payload = b64(r#"{"iss":"x"}"#);

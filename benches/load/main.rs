@@ -49,7 +49,7 @@ struct Args {
     duration: u64,
     /// OIDC tokens signed before the exchange run (each is single use); the run stops early when
     /// they are spent.
-    #[arg(long, env = "LOAD_EXCHANGE_TOKENS", default_value_t = 30_000)]
+    #[arg(long, env = "LOAD_EXCHANGE_TOKENS", default_value_t = 100_000)]
     exchange_tokens: usize,
     /// Backends to run, in order.
     #[arg(

@@ -129,16 +129,27 @@ impl<DB: Database> Writer<DB> {
         D: Send + Sync + 'static,
         T: Send + 'static,
     {
-        let (reply, answer) = oneshot::channel();
-        let job = Pending {
-            data,
-            work,
-            result: None,
-            reply,
-        };
-        self.queue.send(Box::new(job)).await.map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())?
+        submit(&self.queue, |reply| {
+            Box::new(Pending {
+                data,
+                work,
+                result: None,
+                reply,
+            })
+        })
+        .await
     }
+}
+
+/// Queue the job that `job` builds around its reply channel, on either writer (this task's or
+/// SQLite's thread); its result once the batch committed.
+pub(super) async fn submit<J: ?Sized, T>(
+    queue: &mpsc::Sender<Box<J>>,
+    job: impl FnOnce(oneshot::Sender<StoreResult<T>>) -> Box<J>,
+) -> StoreResult<T> {
+    let (reply, answer) = oneshot::channel();
+    queue.send(job(reply)).await.map_err(|_| closed())?;
+    answer.await.map_err(|_| closed())?
 }
 
 /// The writer stopped (the runtime is shutting down): nothing was written.

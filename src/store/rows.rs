@@ -3,12 +3,13 @@
 //! The derive is generic over the database, and both schemas use the same column names and
 //! Rust-side types (TEXT, BIGINT, BOOLEAN), so one set of rows serves SQLite and PostgreSQL.
 
-use super::codec::{from_json, from_ms, from_ms_opt};
+use super::codec::{enum_str, from_json, from_ms, from_ms_opt, to_json, to_ms};
 use super::{
     AuditPage, ChainedEvent, InstallationLink, IssuedToken, SessionRecord, SigningKeyRecord,
     StoreError, StoreResult, StoredPolicy, Workspace,
 };
-use crate::audit::chain::{AuditColumns, ChainLink, ChainRow};
+use crate::audit::chain::{chain_key, AuditColumns, ChainLink, ChainRow};
+use crate::audit::AuditEvent;
 use crate::policy::PolicyFormat;
 
 /// `workspaces` row.
@@ -110,20 +111,35 @@ impl PolicyRow {
     }
 }
 
-/// `sessions` row.
+/// `sessions` row, as read and as written.
 #[derive(sqlx::FromRow)]
 pub(super) struct SessionRow {
-    id: String,
-    workspace_id: String,
-    issuer: String,
-    subject: String,
-    claims: String,
-    created_at: i64,
-    expires_at: i64,
-    revoked_at: Option<i64>,
+    pub(super) id: String,
+    pub(super) workspace_id: String,
+    pub(super) issuer: String,
+    pub(super) subject: String,
+    pub(super) claims: String,
+    pub(super) created_at: i64,
+    pub(super) expires_at: i64,
+    pub(super) revoked_at: Option<i64>,
 }
 
 impl SessionRow {
+    /// The row of `session`. SQLite's writer thread has its callers do this on their own task, so
+    /// that neither the claims' copy nor their encoding costs the thread time its batch waits on.
+    pub(super) fn encode(session: &SessionRecord) -> StoreResult<Self> {
+        Ok(Self {
+            id: session.id.clone(),
+            workspace_id: session.workspace_id.clone(),
+            issuer: session.issuer.clone(),
+            subject: session.subject.clone(),
+            claims: to_json(&session.claims, "session claims")?,
+            created_at: to_ms(session.created_at),
+            expires_at: to_ms(session.expires_at),
+            revoked_at: session.revoked_at.map(to_ms),
+        })
+    }
+
     /// The model value.
     pub(super) fn into_model(self) -> StoreResult<SessionRecord> {
         Ok(SessionRecord {
@@ -139,27 +155,52 @@ impl SessionRow {
     }
 }
 
-/// `issued_tokens` row.
+/// `issued_tokens` row, as read and as written.
 #[derive(sqlx::FromRow)]
 pub(super) struct IssuedTokenRow {
-    id: String,
-    workspace_id: String,
-    session_id: Option<String>,
-    installation_id: i64,
-    owner: String,
-    host: String,
-    repositories: Option<String>,
-    permissions: String,
-    fingerprint: String,
-    sealed_token: Option<String>,
-    policy_name: String,
-    policy_version: i64,
-    created_at: i64,
-    expires_at: i64,
-    revoked_at: Option<i64>,
+    pub(super) id: String,
+    pub(super) workspace_id: String,
+    pub(super) session_id: Option<String>,
+    pub(super) installation_id: i64,
+    pub(super) owner: String,
+    pub(super) host: String,
+    pub(super) repositories: Option<String>,
+    pub(super) permissions: String,
+    pub(super) fingerprint: String,
+    pub(super) sealed_token: Option<String>,
+    pub(super) policy_name: String,
+    pub(super) policy_version: i64,
+    pub(super) created_at: i64,
+    pub(super) expires_at: i64,
+    pub(super) revoked_at: Option<i64>,
 }
 
 impl IssuedTokenRow {
+    /// The row of `token`.
+    pub(super) fn encode(token: &IssuedToken) -> StoreResult<Self> {
+        Ok(Self {
+            id: token.id.clone(),
+            workspace_id: token.workspace_id.clone(),
+            session_id: token.session_id.clone(),
+            installation_id: token.installation_id,
+            owner: token.owner.clone(),
+            host: token.host.clone(),
+            repositories: token
+                .repositories
+                .as_ref()
+                .map(|r| to_json(r, "token repositories"))
+                .transpose()?,
+            permissions: to_json(&token.permissions, "token permissions")?,
+            fingerprint: token.fingerprint.clone(),
+            sealed_token: token.sealed_token.clone(),
+            policy_name: token.policy_name.clone(),
+            policy_version: token.policy_version,
+            created_at: to_ms(token.created_at),
+            expires_at: to_ms(token.expires_at),
+            revoked_at: token.revoked_at.map(to_ms),
+        })
+    }
+
     /// The model value.
     pub(super) fn into_model(self) -> StoreResult<IssuedToken> {
         Ok(IssuedToken {
@@ -182,6 +223,31 @@ impl IssuedTokenRow {
             sealed_token: self.sealed_token,
             policy_name: self.policy_name,
             policy_version: self.policy_version,
+        })
+    }
+}
+
+/// An audit event to append: its chain and the columns of its row, all but `seq` (0 here), which
+/// only the append knows. Encoded by both stores' appends, and by the callers of SQLite's writer
+/// thread on their own task (see [`SessionRow::encode`]).
+pub(super) struct AuditAppend {
+    pub(super) chain: String,
+    pub(super) columns: AuditColumns,
+}
+
+impl AuditAppend {
+    pub(super) fn encode(event: &AuditEvent) -> StoreResult<Self> {
+        Ok(Self {
+            chain: chain_key(event.workspace_id.as_deref()).to_owned(),
+            columns: AuditColumns {
+                seq: 0,
+                id: event.id.clone(),
+                time: to_ms(event.time),
+                workspace_id: event.workspace_id.clone(),
+                kind: enum_str(&event.kind, "audit kind")?,
+                outcome: enum_str(&event.outcome, "audit outcome")?,
+                body: to_json(event, "audit event")?,
+            },
         })
     }
 }

@@ -24,16 +24,16 @@ mod catalog;
 pub(super) use audit::AuditSql;
 pub(super) use catalog::CatalogSql;
 
-use super::codec::{enum_str, is_unique_violation, to_json, to_ms, write_err};
+use super::codec::{is_unique_violation, to_json, to_ms, write_err};
 use super::rows::{
-    AuditChainRow, ChainHeadRow, IssuedTokenRow, MintIntentRow, SeqRow, SessionRow, SigningKeyRow,
-    WorkspaceRow,
+    AuditAppend, AuditChainRow, ChainHeadRow, IssuedTokenRow, MintIntentRow, SeqRow, SessionRow,
+    SigningKeyRow, WorkspaceRow,
 };
 use super::{
     Issuance, IssuanceRefusal, IssuedToken, JtiRecord, MintIntent, MintRecord, PurgeStats,
     Retention, SessionRecord, SigningKeyRecord, StoreError, StoreResult, Workspace,
 };
-use crate::audit::chain::{chain_key, AuditColumns, ChainLink};
+use crate::audit::chain::{AuditColumns, ChainLink};
 use crate::audit::AuditEvent;
 use sqlx::query::{Query, QueryAs};
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Type};
@@ -190,15 +190,16 @@ where
                     StoreError::Backend(e)
                 }
             })?;
+        let row = SessionRow::encode(session)?;
         sqlx::query(INSERT_SESSION)
-            .bind(&session.id)
-            .bind(&session.workspace_id)
-            .bind(&session.issuer)
-            .bind(&session.subject)
-            .bind(to_json(&session.claims, "session claims")?)
-            .bind(to_ms(session.created_at))
-            .bind(to_ms(session.expires_at))
-            .bind(session.revoked_at.map(to_ms))
+            .bind(row.id)
+            .bind(row.workspace_id)
+            .bind(row.issuer)
+            .bind(row.subject)
+            .bind(row.claims)
+            .bind(row.created_at)
+            .bind(row.expires_at)
+            .bind(row.revoked_at)
             .execute(&mut *conn)
             .await
             .map_err(|e| write_err(e, || conflict("session exists"), "workspace"))?;
@@ -230,27 +231,23 @@ where
         audit: &AuditEvent,
     ) -> StoreResult<()> {
         for token in tokens {
-            let repositories = token
-                .repositories
-                .as_ref()
-                .map(|r| to_json(r, "token repositories"))
-                .transpose()?;
+            let row = IssuedTokenRow::encode(token)?;
             sqlx::query(INSERT_ISSUED_TOKEN)
-                .bind(&token.id)
-                .bind(&token.workspace_id)
-                .bind(&token.session_id)
-                .bind(token.installation_id)
-                .bind(&token.owner)
-                .bind(&token.host)
-                .bind(repositories)
-                .bind(to_json(&token.permissions, "token permissions")?)
-                .bind(&token.fingerprint)
-                .bind(&token.sealed_token)
-                .bind(&token.policy_name)
-                .bind(token.policy_version)
-                .bind(to_ms(token.created_at))
-                .bind(to_ms(token.expires_at))
-                .bind(token.revoked_at.map(to_ms))
+                .bind(row.id)
+                .bind(row.workspace_id)
+                .bind(row.session_id)
+                .bind(row.installation_id)
+                .bind(row.owner)
+                .bind(row.host)
+                .bind(row.repositories)
+                .bind(row.permissions)
+                .bind(row.fingerprint)
+                .bind(row.sealed_token)
+                .bind(row.policy_name)
+                .bind(row.policy_version)
+                .bind(row.created_at)
+                .bind(row.expires_at)
+                .bind(row.revoked_at)
                 .execute(&mut *conn)
                 .await
                 .map_err(|e| {
@@ -312,23 +309,20 @@ where
     /// lock is taken after every other lock of the transaction, and what follows it touches
     /// only `audit_events` (no foreign key), so it cannot close a deadlock cycle.
     async fn write_audit(conn: &mut Self::Connection, event: &AuditEvent) -> StoreResult<()> {
-        let chain = chain_key(event.workspace_id.as_deref());
+        let AuditAppend { chain, mut columns } = AuditAppend::encode(event)?;
+        let chain = chain.as_str();
         Self::lock_audit_chain(conn, chain).await?;
-        let kind = enum_str(&event.kind, "audit kind")?;
-        let outcome = enum_str(&event.outcome, "audit outcome")?;
-        let body = to_json(event, "audit event")?;
-        let time = to_ms(event.time);
         let inserted: SeqRow = sqlx::query_as(
             r#"insert into audit_events (id, time, workspace_id, kind, outcome, body)
                values ($1, $2, $3, $4, $5, $6)
                returning seq"#,
         )
-        .bind(&event.id)
-        .bind(time)
-        .bind(&event.workspace_id)
-        .bind(&kind)
-        .bind(&outcome)
-        .bind(&body)
+        .bind(&columns.id)
+        .bind(columns.time)
+        .bind(&columns.workspace_id)
+        .bind(&columns.kind)
+        .bind(&columns.outcome)
+        .bind(&columns.body)
         .fetch_one(&mut *conn)
         .await
         .map_err(|e| write_err(e, || conflict("audit event exists"), "workspace"))?;
@@ -336,15 +330,7 @@ where
         super::outbox::enqueue::<Self>(inserted.seq, chain, event.time)
             .execute(&mut *conn)
             .await?;
-        let columns = AuditColumns {
-            seq: inserted.seq,
-            id: event.id.clone(),
-            time,
-            workspace_id: event.workspace_id.clone(),
-            kind,
-            outcome,
-            body,
-        };
+        columns.seq = inserted.seq;
         Self::link_audit_row(conn, chain, &columns).await
     }
 

@@ -20,12 +20,12 @@
 //! instead of handing it over after each one.
 
 use super::super::batch::OwnedMintRecord;
-use super::super::batch::{closed, commit_failed, settle, Ran, MAX_BATCH, QUEUE_DEPTH};
+use super::super::batch::{commit_failed, settle, submit, Ran, MAX_BATCH, QUEUE_DEPTH};
+use super::super::rows::{AuditAppend, SessionRow};
 use super::super::{
     Issuance, IssuedToken, JtiRecord, MintIntent, MintRecord, SessionRecord, StoreError,
     StoreResult,
 };
-use super::writes::{AuditRow, SessionRow};
 use super::{checkpoint, writes};
 use crate::audit::AuditEvent;
 use rusqlite::{Connection, OpenFlags};
@@ -101,15 +101,15 @@ impl ThreadWriter {
         D: Send + 'static,
         T: Send + 'static,
     {
-        let (reply, answer) = oneshot::channel();
-        let job = Pending {
-            data,
-            op,
-            result: None,
-            reply,
-        };
-        self.queue.send(Box::new(job)).await.map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())?
+        submit(&self.queue, |reply| {
+            Box::new(Pending {
+                data,
+                op,
+                result: None,
+                reply,
+            })
+        })
+        .await
     }
 
     /// `Store::record_exchange`.
@@ -122,7 +122,7 @@ impl ThreadWriter {
         let data = (
             jti.clone(),
             SessionRow::encode(session)?,
-            AuditRow::encode(audit)?,
+            AuditAppend::encode(audit)?,
         );
         self.write(data, |conn, (jti, session, audit)| {
             writes::exchange(conn, jti, session, audit)
@@ -136,7 +136,7 @@ impl ThreadWriter {
         tokens: &[IssuedToken],
         audit: &AuditEvent,
     ) -> StoreResult<()> {
-        let data = (tokens.to_vec(), AuditRow::encode(audit)?);
+        let data = (tokens.to_vec(), AuditAppend::encode(audit)?);
         self.write(data, |conn, (tokens, audit)| {
             writes::issuance(conn, tokens, audit)
         })
@@ -145,7 +145,7 @@ impl ThreadWriter {
 
     /// `Store::append_audit`.
     pub(super) async fn audit(&self, event: &AuditEvent) -> StoreResult<()> {
-        self.write(AuditRow::encode(event)?, writes::audit_event)
+        self.write(AuditAppend::encode(event)?, writes::audit_event)
             .await
     }
 
@@ -155,7 +155,7 @@ impl ThreadWriter {
         intent_id: &str,
         audit: &AuditEvent,
     ) -> StoreResult<bool> {
-        let data = (intent_id.to_owned(), AuditRow::encode(audit)?);
+        let data = (intent_id.to_owned(), AuditAppend::encode(audit)?);
         self.write(data, |conn, (intent_id, audit)| {
             writes::intent_resolution(conn, intent_id, audit)
         })
@@ -171,7 +171,7 @@ impl ThreadWriter {
     pub(super) async fn mint(&self, record: &MintRecord<'_>) -> StoreResult<Issuance> {
         let data = (
             OwnedMintRecord::from(record),
-            AuditRow::encode(record.audit)?,
+            AuditAppend::encode(record.audit)?,
         );
         self.write(data, |conn, (record, audit)| {
             writes::mint(conn, &record.borrowed(), audit)

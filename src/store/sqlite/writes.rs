@@ -3,74 +3,22 @@
 //!
 //! Each is the SQLite twin of a [`SharedSql`](crate::store::sql::SharedSql) write (the
 //! PostgreSQL store and an in-memory SQLite store run those): the same statement texts (the
-//! `sql` and `outbox` constants), the same encodings (epoch milliseconds, JSON text, 0/1
-//! booleans), the same errors. Only the audit append differs: here the row goes in already
-//! linked. The store conformance
-//! suite runs on a SQLite file, so it checks these against the same cases as PostgreSQL.
+//! `sql` and `outbox` constants), the same row encodings (`rows.rs`: `SessionRow`,
+//! `IssuedTokenRow` and `AuditAppend`, which the thread's callers encode), the same errors. Only
+//! the audit append differs: here the row goes in already linked. The store conformance suite
+//! runs on a SQLite file, so it checks these against the same cases as PostgreSQL.
 
-use super::super::codec::{enum_str, is_unique_violation, to_json, to_ms, write_err};
+use super::super::codec::{is_unique_violation, to_json, to_ms, write_err};
 use super::super::outbox;
+use super::super::rows::{AuditAppend, IssuedTokenRow, SessionRow};
 use super::super::sql::{self, conflict};
 use super::super::{
-    Issuance, IssuanceRefusal, IssuedToken, JtiRecord, MintIntent, MintRecord, SessionRecord,
-    StoreError, StoreResult,
+    Issuance, IssuanceRefusal, IssuedToken, JtiRecord, MintIntent, MintRecord, StoreError,
+    StoreResult,
 };
-use crate::audit::chain::{chain_key, AuditColumns, ChainLink};
-use crate::audit::AuditEvent;
+use crate::audit::chain::{AuditColumns, ChainLink};
 use rusqlite::{params, Connection, OptionalExtension as _};
 use std::borrow::Cow;
-
-/// A session row, its claims already JSON text: encoded by the caller, on its own task, so that
-/// neither the claims' copy nor their encoding costs this thread time its batch waits on.
-pub(super) struct SessionRow {
-    id: String,
-    workspace_id: String,
-    issuer: String,
-    subject: String,
-    claims: String,
-    created_at: i64,
-    expires_at: i64,
-    revoked_at: Option<i64>,
-}
-
-impl SessionRow {
-    pub(super) fn encode(session: &SessionRecord) -> StoreResult<Self> {
-        Ok(Self {
-            id: session.id.clone(),
-            workspace_id: session.workspace_id.clone(),
-            issuer: session.issuer.clone(),
-            subject: session.subject.clone(),
-            claims: to_json(&session.claims, "session claims")?,
-            created_at: to_ms(session.created_at),
-            expires_at: to_ms(session.expires_at),
-            revoked_at: session.revoked_at.map(to_ms),
-        })
-    }
-}
-
-/// An audit event as the columns of its row (all but `seq`, which only the append knows), and its
-/// chain: encoded by the caller, like [`SessionRow`].
-pub(super) struct AuditRow {
-    chain: String,
-    columns: AuditColumns,
-}
-
-impl AuditRow {
-    pub(super) fn encode(event: &AuditEvent) -> StoreResult<Self> {
-        Ok(Self {
-            chain: chain_key(event.workspace_id.as_deref()).to_owned(),
-            columns: AuditColumns {
-                seq: 0,
-                id: event.id.clone(),
-                time: to_ms(event.time),
-                workspace_id: event.workspace_id.clone(),
-                kind: enum_str(&event.kind, "audit kind")?,
-                outcome: enum_str(&event.outcome, "audit outcome")?,
-                body: to_json(event, "audit event")?,
-            },
-        })
-    }
-}
 
 /// `Store::record_exchange`: the replay key first, so that a replay aborts before anything else
 /// is written (the caller rolls back whatever an error interrupted).
@@ -78,7 +26,7 @@ pub(super) fn exchange(
     conn: &Connection,
     jti: &JtiRecord,
     session: &SessionRow,
-    audit: &AuditRow,
+    audit: &AuditAppend,
 ) -> StoreResult<()> {
     conn.prepare_cached(sql::INSERT_REPLAY_KEY)?
         .execute(params![jti.issuer, jti.jti, to_ms(jti.expires_at)])
@@ -109,32 +57,28 @@ pub(super) fn exchange(
 pub(super) fn issuance(
     conn: &Connection,
     tokens: &[IssuedToken],
-    audit: &AuditRow,
+    audit: &AuditAppend,
 ) -> StoreResult<()> {
     let mut insert = conn.prepare_cached(sql::INSERT_ISSUED_TOKEN)?;
     for token in tokens {
-        let repositories = token
-            .repositories
-            .as_ref()
-            .map(|r| to_json(r, "token repositories"))
-            .transpose()?;
+        let row = IssuedTokenRow::encode(token)?;
         insert
             .execute(params![
-                token.id,
-                token.workspace_id,
-                token.session_id,
-                token.installation_id,
-                token.owner,
-                token.host,
-                repositories,
-                to_json(&token.permissions, "token permissions")?,
-                token.fingerprint,
-                token.sealed_token,
-                token.policy_name,
-                token.policy_version,
-                to_ms(token.created_at),
-                to_ms(token.expires_at),
-                token.revoked_at.map(to_ms),
+                row.id,
+                row.workspace_id,
+                row.session_id,
+                row.installation_id,
+                row.owner,
+                row.host,
+                row.repositories,
+                row.permissions,
+                row.fingerprint,
+                row.sealed_token,
+                row.policy_name,
+                row.policy_version,
+                row.created_at,
+                row.expires_at,
+                row.revoked_at,
             ])
             .map_err(|e| {
                 write_err(
@@ -152,7 +96,7 @@ pub(super) fn issuance(
 /// transaction's `BEGIN IMMEDIATE` holds the database's one write lock, against other processes
 /// on the file too, so neither the head nor the next `seq` can change before the insert: the
 /// row's hash can cover the `seq` it will get, and it goes in once, not inserted then linked.
-pub(super) fn audit_event(conn: &Connection, row: &AuditRow) -> StoreResult<()> {
+pub(super) fn audit_event(conn: &Connection, row: &AuditAppend) -> StoreResult<()> {
     let chain = &row.chain;
     // What `autoincrement` would assign: one past the largest `seq` the table ever had, which
     // `sqlite_sequence` keeps even after the row is gone.
@@ -246,7 +190,7 @@ fn resolve_intent(conn: &Connection, id: &str) -> StoreResult<bool> {
 pub(super) fn intent_resolution(
     conn: &Connection,
     id: &str,
-    audit: &AuditRow,
+    audit: &AuditAppend,
 ) -> StoreResult<bool> {
     if !resolve_intent(conn, id)? {
         return Ok(false);
@@ -262,7 +206,7 @@ pub(super) fn intent_resolution(
 pub(super) fn mint(
     conn: &Connection,
     record: &MintRecord<'_>,
-    audit: &AuditRow,
+    audit: &AuditAppend,
 ) -> StoreResult<Issuance> {
     if let Some(refusal) = issuance_refusal(conn, record.workspace_id, record.session_id)? {
         return Ok(Issuance::Refused(refusal));

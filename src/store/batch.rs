@@ -49,11 +49,58 @@ pub(super) enum Ran {
 }
 
 /// A queued write with its data and its waiter, its result type erased.
-trait Job<DB: Database>: Send {
+trait Job<DB: Database>: Send + Sync {
     fn run<'c>(&'c mut self, conn: &'c mut DB::Connection) -> BoxFuture<'c, Ran>;
     /// Answer the waiter: the kept result, or `failure` if the write's changes did not commit
     /// (or it never ran).
     fn answer(self: Box<Self>, failure: Option<StoreError>);
+    /// The exchange this job writes, if it is one: a writer with a [`BulkExchanges`] writes the
+    /// exchanges of a batch together.
+    fn exchange(&self) -> Option<&ExchangeWrite> {
+        None
+    }
+    /// This exchange was written (or refused) together with the batch's others: keep `result`
+    /// as if [`run`](Job::run) had returned it. Called only on jobs whose
+    /// [`exchange`](Job::exchange) is `Some`.
+    fn written_together(&mut self, _result: StoreResult<()>) {}
+}
+
+/// An exchange's writes, owned so that they can wait in the queue.
+pub(super) struct ExchangeWrite {
+    pub(super) jti: JtiRecord,
+    pub(super) session: SessionRecord,
+    pub(super) audit: AuditEvent,
+}
+
+/// Writes every exchange of a batch with a few statements in all, instead of a few each, inside
+/// the batch's transaction: each exchange's outcome, in order (`Ok`, or `Err(Replay)` for a
+/// replay key used before). Any other error means the statements could not all be applied; the
+/// writer then rolls them back and writes each exchange on its own, as any other job, so that
+/// what this does is only ever a faster way to the same rows.
+pub(super) type BulkExchanges<DB> = for<'c> fn(
+    &'c mut <DB as Database>::Connection,
+    &'c [&'c ExchangeWrite],
+) -> BoxFuture<'c, StoreResult<Vec<StoreResult<()>>>>;
+
+/// A queued exchange: a [`Pending`] whose data the writer can reach for a bulk write.
+struct PendingExchange<DB: Database>(Pending<DB, ExchangeWrite, ()>);
+
+impl<DB: Database> Job<DB> for PendingExchange<DB> {
+    fn run<'c>(&'c mut self, conn: &'c mut DB::Connection) -> BoxFuture<'c, Ran> {
+        self.0.run(conn)
+    }
+
+    fn answer(self: Box<Self>, failure: Option<StoreError>) {
+        Box::new(self.0).answer(failure);
+    }
+
+    fn exchange(&self) -> Option<&ExchangeWrite> {
+        Some(&self.0.data)
+    }
+
+    fn written_together(&mut self, result: StoreResult<()>) {
+        self.0.result = Some(result);
+    }
 }
 
 struct Pending<DB: Database, D, T> {
@@ -67,7 +114,7 @@ impl<DB, D, T> Job<DB> for Pending<DB, D, T>
 where
     DB: Database,
     D: Send + Sync + 'static,
-    T: Send + 'static,
+    T: Send + Sync + 'static,
 {
     fn run<'c>(&'c mut self, conn: &'c mut DB::Connection) -> BoxFuture<'c, Ran> {
         Box::pin(async move {
@@ -114,20 +161,50 @@ pub(super) struct Writer<DB: Database> {
     queue: mpsc::Sender<Box<dyn Job<DB>>>,
 }
 
+/// How the writer task works: its pool, how it opens a transaction (SQLite's `begin immediate`
+/// takes the write lock up front), and how it writes a batch's exchanges together, if it can.
+struct Drain<DB: Database> {
+    pool: Pool<DB>,
+    begin: &'static str,
+    bulk: Option<BulkExchanges<DB>>,
+}
+
 impl<DB: Database> Writer<DB> {
-    /// Start the writer task on `pool`, opening each transaction with `begin` (SQLite's
-    /// `begin immediate` takes the write lock up front).
-    pub(super) fn spawn(pool: Pool<DB>, begin: &'static str) -> Self {
+    /// Start the writer task on `pool`, opening each transaction with `begin`; with `bulk`, the
+    /// exchanges of a batch are written together.
+    pub(super) fn spawn(
+        pool: Pool<DB>,
+        begin: &'static str,
+        bulk: Option<BulkExchanges<DB>>,
+    ) -> Self {
         let (queue, jobs) = mpsc::channel(QUEUE_DEPTH);
-        tokio::spawn(drain(pool, begin, jobs));
+        tokio::spawn(drain(Drain { pool, begin, bulk }, jobs));
         Self { queue }
+    }
+
+    /// Run the exchange `data` (written by `work` when not together with others) in the next
+    /// batch; its result once the batch committed.
+    async fn write_exchange(
+        &self,
+        data: ExchangeWrite,
+        work: Work<DB, ExchangeWrite, ()>,
+    ) -> StoreResult<()> {
+        submit(&self.queue, |reply| {
+            Box::new(PendingExchange(Pending {
+                data,
+                work,
+                result: None,
+                reply,
+            }))
+        })
+        .await
     }
 
     /// Run `work` with `data` in the next batch; its result once the batch committed.
     pub(super) async fn write<D, T>(&self, data: D, work: Work<DB, D, T>) -> StoreResult<T>
     where
         D: Send + Sync + 'static,
-        T: Send + 'static,
+        T: Send + Sync + 'static,
     {
         submit(&self.queue, |reply| {
             Box::new(Pending {
@@ -158,25 +235,22 @@ pub(super) fn closed() -> StoreError {
 }
 
 /// The writer task: batch after batch until every [`Writer`] handle is gone.
-async fn drain<DB: Database>(
-    pool: Pool<DB>,
-    begin: &'static str,
-    mut jobs: mpsc::Receiver<Box<dyn Job<DB>>>,
-) {
+async fn drain<DB: Database>(how: Drain<DB>, mut jobs: mpsc::Receiver<Box<dyn Job<DB>>>) {
+    let (pool, begin) = (&how.pool, how.begin);
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
         if batch.len() == 1 {
             if let Some(job) = batch.pop() {
-                run_alone(&pool, begin, job).await;
+                run_alone(pool, begin, job).await;
             }
             continue;
         }
         let mut ran = Vec::with_capacity(batch.len());
-        match run_together(&pool, begin, &mut batch, &mut ran).await {
+        match run_together(&how, &mut batch, &mut ran).await {
             Ok(()) => {
                 for (job, ran) in batch.drain(..).zip(ran) {
                     match ran {
-                        Ran::Failed => run_alone(&pool, begin, job).await,
+                        Ran::Failed => run_alone(pool, begin, job).await,
                         Ran::Done | Ran::Refused => job.answer(None),
                     }
                 }
@@ -185,7 +259,7 @@ async fn drain<DB: Database>(
             // own answer.
             Err(Stage::BeforeCommit) => {
                 for job in batch.drain(..) {
-                    run_alone(&pool, begin, job).await;
+                    run_alone(pool, begin, job).await;
                 }
             }
             // The commit itself failed: whether it took effect is unknown, so no write may
@@ -213,18 +287,28 @@ enum Stage {
     Commit(sqlx::Error),
 }
 
-/// Every job of `batch` in one transaction, each in a savepoint; how each ran in `ran`.
+/// Every job of `batch` in one transaction, each in a savepoint (the exchanges, if the writer
+/// can, all in one); how each ran in `ran`.
 async fn run_together<DB: Database>(
-    pool: &Pool<DB>,
-    begin: &'static str,
+    how: &Drain<DB>,
     batch: &mut [Box<dyn Job<DB>>],
     ran: &mut Vec<Ran>,
 ) -> Result<(), Stage> {
-    let mut tx: Transaction<'static, DB> = pool
-        .begin_with(begin)
+    let mut tx: Transaction<'static, DB> = how
+        .pool
+        .begin_with(how.begin)
         .await
         .map_err(|_| Stage::BeforeCommit)?;
-    for job in batch.iter_mut() {
+    let mut together = match how.bulk {
+        Some(bulk) => exchanges_together(&mut tx, bulk, batch).await?,
+        None => Vec::new(),
+    };
+    for (at, job) in batch.iter_mut().enumerate() {
+        if let Some(result) = together.get_mut(at).and_then(Option::take) {
+            ran.push(Ran::of(&result));
+            job.written_together(result);
+            continue;
+        }
         let mut savepoint = Connection::begin(&mut *tx)
             .await
             .map_err(|_| Stage::BeforeCommit)?;
@@ -237,6 +321,46 @@ async fn run_together<DB: Database>(
         ran.push(outcome);
     }
     tx.commit().await.map_err(Stage::Commit)
+}
+
+/// The exchanges of `batch` written by `bulk` in a savepoint of `tx`: each one's result at its
+/// job's position (`None` for the other jobs). Empty when there are fewer than two exchanges, or
+/// when `bulk` failed: its savepoint is then rolled back and every exchange runs on its own.
+async fn exchanges_together<DB: Database>(
+    tx: &mut Transaction<'static, DB>,
+    bulk: BulkExchanges<DB>,
+    batch: &[Box<dyn Job<DB>>],
+) -> Result<Vec<Option<StoreResult<()>>>, Stage> {
+    let exchanges: Vec<&ExchangeWrite> = batch.iter().filter_map(|job| job.exchange()).collect();
+    if exchanges.len() < 2 {
+        return Ok(Vec::new());
+    }
+    let mut savepoint = Connection::begin(&mut **tx)
+        .await
+        .map_err(|_| Stage::BeforeCommit)?;
+    let written = bulk(&mut savepoint, &exchanges).await;
+    match written {
+        Ok(results) if results.len() == exchanges.len() => {
+            savepoint.commit().await.map_err(|_| Stage::BeforeCommit)?;
+            let mut results = results.into_iter();
+            Ok(batch
+                .iter()
+                .map(|job| job.exchange().and_then(|_| results.next()))
+                .collect())
+        }
+        failed => {
+            // Expected now and then (a workspace deleted while its exchange queued); the
+            // exchanges' own writes say what it was, to their callers.
+            if let Err(error) = &failed {
+                tracing::debug!(%error, "batch's exchanges not written together; one by one");
+            }
+            savepoint
+                .rollback()
+                .await
+                .map_err(|_| Stage::BeforeCommit)?;
+            Ok(Vec::new())
+        }
+    }
 }
 
 /// One job in a transaction of its own.
@@ -297,9 +421,18 @@ macro_rules! shared_writes {
                 session: &SessionRecord,
                 audit: &AuditEvent,
             ) -> StoreResult<()> {
-                let data = (jti.clone(), session.clone(), audit.clone());
-                self.write(data, |conn, (jti, session, audit)| {
-                    Box::pin(sqlx::$db::write_exchange(conn, jti, session, audit))
+                let data = ExchangeWrite {
+                    jti: jti.clone(),
+                    session: session.clone(),
+                    audit: audit.clone(),
+                };
+                self.write_exchange(data, |conn, data| {
+                    Box::pin(sqlx::$db::write_exchange(
+                        conn,
+                        &data.jti,
+                        &data.session,
+                        &data.audit,
+                    ))
                 })
                 .await
             }

@@ -147,7 +147,7 @@ macro_rules! keys_impl {
     };
 }
 
-// SQLite: the single writer connection, with the write lock taken at BEGIN (see `sqlite.rs`).
+// SQLite: the single writer connection, with the write lock taken at BEGIN (see `sqlite/mod.rs`).
 keys_impl!(SqliteStore, Sqlite, writer, "begin immediate", None);
 // PostgreSQL: EXCLUSIVE mode lets plain reads (every replica's key reloads) through but not a
 // second rotation, nor a first key stored by `load_or_store_signing_key`.

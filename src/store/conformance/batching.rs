@@ -58,6 +58,84 @@ pub(super) async fn each_write_of_a_batch_keeps_its_own_outcome(store: Arc<dyn S
     );
 }
 
+/// Workspaces that [`exchanges_raced_into_several_workspaces_are_each_written_once_and_chained`]
+/// spreads its exchanges over: one batch then appends to several chains.
+const RACED_WORKSPACES: [&str; 3] = ["acme", "globex", "initech"];
+
+pub(super) async fn exchanges_raced_into_several_workspaces_are_each_written_once_and_chained(
+    store: Arc<dyn Store>,
+) {
+    with_workspaces(&*store, &RACED_WORKSPACES).await;
+    exchange(
+        &*store,
+        &replay_key("jti-used", at(10)),
+        "ses-before",
+        "acme",
+        "before",
+    )
+    .await
+    .unwrap();
+    // Pairs share a token, and every eighth exchange reuses the one stored before: a batch
+    // holds replays of its own writes and of older ones, and no write that can fail otherwise
+    // (PostgreSQL then writes the batch's exchanges together, `postgres/bulk.rs`).
+    let key_of = |i: usize| {
+        if i % 8 == 7 {
+            "jti-used".to_owned()
+        } else {
+            format!("jti-{}", i / 2)
+        }
+    };
+    let tasks: Vec<_> = (0..RACED_EXCHANGES)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            let key = replay_key(&key_of(i), at(10));
+            tokio::spawn(async move {
+                let workspace = RACED_WORKSPACES[i % RACED_WORKSPACES.len()];
+                exchange(
+                    &*store,
+                    &key,
+                    &format!("ses-{i}"),
+                    workspace,
+                    &format!("e{i}"),
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut accepted = Vec::new();
+    for (i, task) in tasks.into_iter().enumerate() {
+        match task.await.unwrap() {
+            Ok(()) => accepted.push(i),
+            Err(StoreError::Replay) => {}
+            Err(other) => panic!("exchange {i}: {other:?}"),
+        }
+    }
+
+    let keys: std::collections::BTreeSet<_> = (0..RACED_EXCHANGES)
+        .map(key_of)
+        .filter(|k| k != "jti-used")
+        .collect();
+    let accepted_keys: std::collections::BTreeSet<_> =
+        accepted.iter().map(|&i| key_of(i)).collect();
+    assert_eq!(
+        accepted_keys, keys,
+        "every fresh token once, the used one never"
+    );
+    assert_eq!(accepted.len(), keys.len(), "accepted: {accepted:?}");
+    for i in 0..RACED_EXCHANGES {
+        let stored = store.get_session(&format!("ses-{i}")).await.unwrap();
+        assert_eq!(stored.is_some(), accepted.contains(&i), "ses-{i}");
+    }
+    let report = verify(&*store, None).await.unwrap();
+    assert!(report.intact(), "{report}");
+    let events = accepted.len() as u64 + 1;
+    assert_eq!(
+        report.events, events,
+        "one audit event per accepted exchange"
+    );
+    assert_eq!(store.outbox_backlog().await.unwrap().pending, events);
+}
+
 /// Writers that keep the group-commit writer busy.
 const FLOODERS: usize = 8;
 

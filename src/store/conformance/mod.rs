@@ -7,12 +7,14 @@
 //! SQLite, a fresh schema `t_<uuid>` (dropped afterwards) in the database named by
 //! `STS_TEST_DATABASE_URL` for PostgreSQL. PostgreSQL being unreachable fails the tests: a
 //! silent skip would let the backend that production replicas use go untested. `races` holds
-//! the PostgreSQL-only cases of two broker processes sharing one database.
+//! the PostgreSQL-only cases of two broker processes sharing one database, `bulk` those of the
+//! PostgreSQL writer's bulk exchange write.
 //!
 //! Run: `cargo test --lib store::` (only one backend: `store::conformance::sqlite::`).
 
 mod audit;
 mod batching;
+mod bulk;
 mod chain;
 mod exchange;
 mod fixtures;
@@ -97,6 +99,7 @@ conformance_cases!(
     intents::a_mint_record_is_refused_when_the_workspace_or_session_changed_meanwhile,
     intents::revoking_a_workspaces_sessions_ends_only_its_live_ones,
     batching::each_write_of_a_batch_keeps_its_own_outcome,
+    batching::exchanges_raced_into_several_workspaces_are_each_written_once_and_chained,
     batching::other_writes_get_their_turn_during_a_flood_of_batches,
     chain::every_append_path_links_events_into_one_chain_per_workspace,
     chain::concurrent_appends_to_one_workspace_keep_one_chain,

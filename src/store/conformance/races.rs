@@ -177,3 +177,34 @@ async fn postgres_audit_appends_from_two_processes_keep_one_chain() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_exchanges_from_two_processes_into_several_workspaces_keep_every_chain() {
+    harness::postgres_pair(|first, second| async move {
+        let workspaces = ["acme", "globex", "initech"];
+        with_workspaces(&*first, &workspaces).await;
+        // Each process writes its batches' exchanges together (`postgres/bulk.rs`), locking
+        // several chains at once: the two must neither deadlock nor link two events to one head.
+        let outcomes = alternately(&first, &second, 60, move |store, i| {
+            let key = replay_key(&format!("jti-{i}"), at(10));
+            async move {
+                let workspace = workspaces[i % workspaces.len()];
+                exchange(
+                    &*store,
+                    &key,
+                    &format!("ses-{i}"),
+                    workspace,
+                    &format!("e{i}"),
+                )
+                .await
+            }
+        })
+        .await;
+        assert_eq!(outcomes.len(), 60);
+        let report = crate::audit::verify::verify(&*second, None).await.unwrap();
+        assert!(report.intact(), "{report}");
+        assert_eq!((report.chains, report.events), (3, 60));
+        assert_eq!(first.outbox_backlog().await.unwrap().pending, 60);
+    })
+    .await;
+}

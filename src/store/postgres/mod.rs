@@ -8,6 +8,8 @@
 //! PostgreSQL's own is here: the row lock of `put_policy`, the retried link, and id lists
 //! passed as `text[]`.
 
+pub(super) mod bulk;
+
 use super::batch::{OwnedMintRecord, Writer};
 use super::codec::{is_unique_violation, missing_or_backend, to_ms};
 use super::rows::{InstallationLinkRow, IssuedTokenRow};
@@ -43,7 +45,8 @@ const RACE_RETRIES: usize = 3;
 pub(crate) struct PgStore {
     pub(super) pool: PgPool,
     /// The group-committing writer task: the writes of exchanges and mints, which arrive many
-    /// at a time, share a transaction and its WAL flush (see `batch.rs`).
+    /// at a time, share a transaction and its WAL flush (see `batch.rs`); a batch's exchanges
+    /// are written together, a few statements in all (`bulk.rs`).
     writes: Writer<Postgres>,
 }
 
@@ -115,7 +118,7 @@ impl SharedSql for Postgres {
 impl PgStore {
     fn new(pool: PgPool) -> Self {
         Self {
-            writes: Writer::spawn(pool.clone(), "begin"),
+            writes: Writer::spawn(pool.clone(), "begin", Some(bulk::EXCHANGES)),
             pool,
         }
     }

@@ -4,11 +4,11 @@
 //! sqlx's SQLite driver accepts PostgreSQL's `$N` placeholders, so one text serves both. What
 //! really differs per backend (the pools, how a write transaction starts, PostgreSQL's row locks
 //! and race retries, how the audit chain is locked, how a list of ids travels) stays in
-//! `sqlite.rs` and `postgres.rs`; they and the `Store` methods both backends share
+//! `sqlite/` and `postgres/`; they and the `Store` methods both backends share
 //! (`shared_impl.rs`) call these as `Sqlite::select_workspace(…)` / `$db::select_workspace(…)`.
 //!
 //! The statements are default methods of [`SharedSql`], implemented for both sqlx databases (in
-//! `sqlite.rs` and `postgres.rs`, with the little each must say itself): the trait's `where`
+//! `sqlite/` and `postgres/`, with the little each must say itself): the trait's `where`
 //! clause says, once, what a backend must encode and decode for them.
 //!
 //! Two areas that no write of [`SharedSql`] calls into have traits of their own, each with the

@@ -142,7 +142,7 @@ pub(crate) async fn connect_with(
     };
     sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
     let writes = if in_memory {
-        Writes::Task(Writer::spawn(writer.clone(), BEGIN_WRITE))
+        Writes::Task(Writer::spawn(writer.clone(), BEGIN_WRITE, None))
     } else {
         let path = options.get_filename();
         Writes::Thread(ThreadWriter::spawn(path, writer.clone(), BUSY_TIMEOUT)?)
@@ -168,7 +168,7 @@ pub(crate) async fn open_existing(url: &str) -> StoreResult<Arc<dyn Store>> {
         .connect_with(options)
         .await?;
     Ok(Arc::new(SqliteStore {
-        writes: Writes::Task(Writer::spawn(pool.clone(), BEGIN_WRITE)),
+        writes: Writes::Task(Writer::spawn(pool.clone(), BEGIN_WRITE, None)),
         writer: pool.clone(),
         pool,
     }))

@@ -61,25 +61,31 @@ async fn replay_keys(
     exchanges: &[&ExchangeWrite],
 ) -> StoreResult<Vec<bool>> {
     let mut first = HashSet::with_capacity(exchanges.len());
-    let mut issuers = Vec::with_capacity(exchanges.len());
-    let mut jtis = Vec::with_capacity(exchanges.len());
-    let mut expiries = Vec::with_capacity(exchanges.len());
+    let mut sent = Vec::with_capacity(exchanges.len());
     let firsts: Vec<bool> = exchanges
         .iter()
         .map(|exchange| {
             let jti = &exchange.jti;
             let is_first = first.insert((jti.issuer.as_str(), jti.jti.as_str()));
             if is_first {
-                issuers.push(jti.issuer.as_str());
-                jtis.push(jti.jti.as_str());
-                expiries.push(to_ms(jti.expires_at));
+                sent.push((jti.issuer.as_str(), jti.jti.as_str(), to_ms(jti.expires_at)));
             }
             is_first
         })
         .collect();
+    // Inserted in key order: two replicas' batches holding the same keys (a token replayed at
+    // both at once) then wait for each other in one direction, never in a cycle that PostgreSQL
+    // would break only after its deadlock timeout.
+    sent.sort_unstable();
+    let issuers: Vec<&str> = sent.iter().map(|k| k.0).collect();
+    let jtis: Vec<&str> = sent.iter().map(|k| k.1).collect();
+    let expiries: Vec<i64> = sent.iter().map(|k| k.2).collect();
     let inserted: Vec<(String, String)> = sqlx::query_as(
         r#"insert into oidc_replay_keys (issuer, jti, expires_at)
-           select * from unnest($1::text[], $2::text[], $3::bigint[])
+           select issuer, jti, expires_at
+           from unnest($1::text[], $2::text[], $3::bigint[]) with ordinality
+               as k(issuer, jti, expires_at, position)
+           order by position
            on conflict do nothing
            returning issuer, jti"#,
     )

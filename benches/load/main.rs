@@ -11,7 +11,7 @@
 //! - `github sim`: the simulator's own `POST /app/installations/{id}/access_tokens`, the one
 //!   GitHub call of a mint, at the same concurrency: `mint - github sim` is what the broker adds.
 //! - `--scale N`: seed up to N workspaces with a policy each (1, 10, 100, … N) and show exchange
-//!   and mint p50 at each size.
+//!   and mint p50 at each size: the median of `--scale-rounds` runs of each, and their range.
 //!
 //! ```sh
 //! cargo bench --bench load                                   # SQLite and PostgreSQL, 32 clients
@@ -72,9 +72,13 @@ struct Args {
     /// Seed up to this many workspaces, a policy each, and show p50 as they grow (0: off).
     #[arg(long, env = "LOAD_SCALE", default_value_t = 0)]
     scale: usize,
-    /// Seconds each operation is driven for at each scale point.
+    /// Seconds each operation is driven for in each round at each scale point.
     #[arg(long, env = "LOAD_SCALE_DURATION", default_value_t = 3)]
     scale_duration: u64,
+    /// Exchange and mint runs at each scale point; the point shows their medians, so that one
+    /// slow spell of a shared machine does not make or break the curve.
+    #[arg(long, env = "LOAD_SCALE_ROUNDS", default_value_t = 3)]
+    scale_rounds: usize,
     /// Added by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -100,6 +104,7 @@ const ACME_INSTALLATION: i64 = 100;
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     anyhow::ensure!(args.concurrency > 0, "--concurrency must be at least 1");
+    anyhow::ensure!(args.scale_rounds > 0, "--scale-rounds must be at least 1");
     let runtime = tokio::runtime::Runtime::new()?;
     for backend in args.backends.clone() {
         runtime.block_on(run(&args, backend))?;
@@ -188,12 +193,15 @@ async fn run(args: &Args, backend: Backend) -> anyhow::Result<()> {
     // Untimed: every client's session, one warm-up exchange and mint (JWKS fetch, caches), and
     // the single-use OIDC tokens of every exchange run.
     let scale_points = scale::points(args.scale);
-    let per_scale_point =
+    let per_scale_run =
         args.exchange_tokens * args.scale_duration as usize / args.duration as usize;
     let signing = Instant::now();
     let mut tokens = sign_tokens(
         &bench.world.issuer,
-        args.exchange_tokens + args.concurrency + 1 + per_scale_point * scale_points.len(),
+        args.exchange_tokens
+            + args.concurrency
+            + 1
+            + per_scale_run * args.scale_rounds * scale_points.len(),
     )
     .await?;
     println!(
@@ -269,8 +277,9 @@ async fn run(args: &Args, backend: Backend) -> anyhow::Result<()> {
             sessions: &sessions,
             concurrency: args.concurrency,
             duration: Duration::from_secs(args.scale_duration),
+            rounds: args.scale_rounds.max(1),
         };
-        scale.run(&scale_points, tokens, per_scale_point).await?;
+        scale.run(&scale_points, tokens, per_scale_run).await?;
     }
     bench.stop().await
 }
@@ -331,7 +340,7 @@ async fn mint(http: &reqwest::Client, base: &str, session: &str) -> anyhow::Resu
     ))
 }
 
-async fn drive_healthz(
+pub(crate) async fn drive_healthz(
     http: &reqwest::Client,
     base: &str,
     concurrency: usize,

@@ -1,6 +1,7 @@
-//! Durability under group commit: the broker binary serves a burst of exchanges on SQLite, is
-//! killed with SIGKILL right after the 200s (more exchanges still in flight), and restarts on the
-//! same file. Everything a 200 promised must have been committed before it was sent: every
+//! Durability under group commit: the broker binary serves a burst of exchanges, is killed with
+//! SIGKILL right after the 200s (more exchanges still in flight), and restarts on the same
+//! database: the SQLite file, or a PostgreSQL schema (where a batch's exchanges are written
+//! together). Everything a 200 promised must have been committed before it was sent: every
 //! accepted OIDC token is refused as a replay, every session mints, every accepted exchange's
 //! audit event is there, and `sts-broker audit verify` finds the hash chain intact.
 
@@ -15,9 +16,10 @@ use futures::future::join_all;
 use serde_json::{json, Value};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 use std::collections::HashSet;
+use std::path::Path;
 use std::process::Stdio;
 use sts_broker::dev::{DevWorld, DEV_AUDIENCE, DEV_WORKSPACE};
-use support::{main_job, BrokerApi, STARTUP_CAP};
+use support::{main_job, BrokerApi, PgSchema, STARTUP_CAP};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::Child;
 
@@ -27,13 +29,15 @@ const BURST: usize = 48;
 const IN_FLIGHT: usize = 32;
 const CONFIG_FILE: &str = "durability.toml";
 
-/// `sts-broker serve` on the world's config and SQLite file, and its base URL once it listens.
-/// Its stdout is read to the end in the background, so that its logs never block it.
-async fn serve(world: &DevWorld) -> (Child, String) {
-    let mut child = support::serve_command(world, CONFIG_FILE, "")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+/// `sts-broker serve` on the world's config, on its SQLite file or on `postgres` (a database
+/// URL), and its base URL once it listens. Its stdout is read to the end in the background, so
+/// that its logs never block it.
+async fn serve(world: &DevWorld, postgres: Option<&str>) -> (Child, String) {
+    let mut command = support::serve_command(world, CONFIG_FILE, "");
+    if let Some(url) = postgres {
+        use_database(&world.dir.path().join(CONFIG_FILE), url);
+    }
+    let mut child = command.stderr(Stdio::null()).spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let (tx, rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
@@ -79,6 +83,17 @@ async fn exchange_all(api: &BrokerApi<'_>, tokens: &[String]) -> Vec<Accepted> {
     sent.into_iter().flatten().collect()
 }
 
+/// Point the configuration file at `url` instead of the world's SQLite file.
+fn use_database(config: &Path, url: &str) {
+    let text = std::fs::read_to_string(config).unwrap();
+    let sqlite = text
+        .lines()
+        .find(|line| line.starts_with("url = \"sqlite://"))
+        .expect("the world's config names its SQLite file")
+        .to_owned();
+    std::fs::write(config, text.replace(&sqlite, &format!("url = {url:?}"))).unwrap();
+}
+
 /// An exchange the broker answered with 200.
 struct Accepted {
     oidc: String,
@@ -88,9 +103,21 @@ struct Accepted {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_a_200_promised_survives_sigkill_and_the_audit_chain_verifies() {
+    survives_sigkill(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_what_a_200_promised_survives_sigkill_and_the_audit_chain_verifies() {
+    let schema = PgSchema::create("durability").await;
+    survives_sigkill(Some(&schema.url())).await;
+    schema.drop_schema().await;
+}
+
+/// The test, on the world's SQLite file or on the PostgreSQL database `postgres`.
+async fn survives_sigkill(postgres: Option<&str>) {
     let placeholder = "127.0.0.1:9".parse().unwrap();
     let world = DevWorld::start(placeholder).await.unwrap();
-    let (mut broker, base) = serve(&world).await;
+    let (mut broker, base) = serve(&world, postgres).await;
     world.seed(&base).await.unwrap();
     let http = reqwest::Client::new();
     let tokens: Vec<String> = (0..BURST + IN_FLIGHT)
@@ -126,7 +153,7 @@ async fn what_a_200_promised_survives_sigkill_and_the_audit_chain_verifies() {
     assert!(!status.success(), "killed, not exited: {status:?}");
     accepted.extend(in_flight.await.unwrap());
 
-    let (mut restarted, base) = serve(&world).await;
+    let (mut restarted, base) = serve(&world, postgres).await;
     let api = BrokerApi {
         http: &http,
         base: &base,
@@ -152,17 +179,10 @@ async fn what_a_200_promised_survives_sigkill_and_the_audit_chain_verifies() {
     restarted.start_kill().unwrap();
     restarted.wait().await.unwrap();
 
-    let db = world.dir.path().join("sts-broker.db");
-    let pool = SqlitePool::connect_with(SqliteConnectOptions::new().filename(&db).read_only(true))
-        .await
-        .unwrap();
-    let bodies: Vec<(String,)> = sqlx::query_as("select body from audit_events")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
+    let bodies = audit_bodies(world.dir.path(), postgres).await;
     let audited: HashSet<String> = bodies
         .iter()
-        .map(|(body,)| serde_json::from_str::<Value>(body).unwrap())
+        .map(|body| serde_json::from_str::<Value>(body).unwrap())
         .filter(|event| event["action"] == "exchange" && event["outcome"] == "success")
         .filter_map(|event| event["requestId"].as_str().map(str::to_owned))
         .collect();
@@ -173,7 +193,6 @@ async fn what_a_200_promised_survives_sigkill_and_the_audit_chain_verifies() {
             exchange.request
         );
     }
-    pool.close().await;
 
     let verify = tokio::process::Command::new(env!("CARGO_BIN_EXE_sts-broker"))
         .args(["audit", "verify", "--config"])
@@ -188,4 +207,26 @@ async fn what_a_200_promised_survives_sigkill_and_the_audit_chain_verifies() {
         String::from_utf8_lossy(&verify.stdout),
         String::from_utf8_lossy(&verify.stderr)
     );
+}
+
+/// Every stored audit event's body, read around the broker.
+async fn audit_bodies(dir: &Path, postgres: Option<&str>) -> Vec<String> {
+    const BODIES: &str = "select body from audit_events";
+    match postgres {
+        Some(url) => {
+            let pool = sqlx::PgPool::connect(url).await.unwrap();
+            let bodies = sqlx::query_scalar(BODIES).fetch_all(&pool).await.unwrap();
+            pool.close().await;
+            bodies
+        }
+        None => {
+            let options = SqliteConnectOptions::new()
+                .filename(dir.join("sts-broker.db"))
+                .read_only(true);
+            let pool = SqlitePool::connect_with(options).await.unwrap();
+            let bodies = sqlx::query_scalar(BODIES).fetch_all(&pool).await.unwrap();
+            pool.close().await;
+            bodies
+        }
+    }
 }

@@ -8,7 +8,7 @@ use sts_broker::app::App;
 use sts_broker::dev::{DevWorld, DEV_AUDIENCE, DEV_WORKSPACE};
 use sts_broker::server::RunningBroker;
 use sts_sim::oidc::{ActionsJob, Claims};
-pub(crate) use support::{main_job, reply, BrokerApi, Reply};
+pub(crate) use support::{main_job, reply, BrokerApi, PgSchema, Reply};
 
 /// One repository on each of the two installations the dev policy lets [`main_job`] reach: a mint
 /// of two tokens.
@@ -333,51 +333,6 @@ impl AdminApi<'_> {
         let path = format!("/workspaces/{ws}/audit?limit=500");
         let r = self.expect(200, Method::GET, &path, None).await;
         r.data()["events"].as_array().unwrap().clone()
-    }
-}
-
-fn database_url() -> String {
-    std::env::var("STS_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
-/// A PostgreSQL schema of its own, dropped by [`PgSchema::drop_schema`].
-pub(crate) struct PgSchema {
-    admin: sqlx::PgPool,
-    name: String,
-}
-
-impl PgSchema {
-    /// A new schema named `{prefix}_{uuid}`.
-    pub(crate) async fn create(prefix: &str) -> Self {
-        let admin = sqlx::PgPool::connect(&database_url())
-            .await
-            .expect("PostgreSQL must be reachable (set STS_TEST_DATABASE_URL)");
-        let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
-        sqlx::query(sqlx::AssertSqlSafe(format!("create schema {name}")))
-            .execute(&admin)
-            .await
-            .unwrap();
-        Self { admin, name }
-    }
-
-    /// The database URL of a broker working in this schema.
-    pub(crate) fn url(&self) -> String {
-        format!(
-            "{}?options=-c%20search_path%3D{}",
-            database_url(),
-            self.name
-        )
-    }
-
-    pub(crate) async fn drop_schema(self) {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "drop schema {} cascade",
-            self.name
-        )))
-        .execute(&self.admin)
-        .await
-        .unwrap();
     }
 }
 

@@ -1,6 +1,7 @@
 //! What the root package's integration tests (`api`, `audit_verify`, `git_sim`, `limits`,
-//! `serve`) share: the job the dev policy trusts, a dev broker in this process, the broker binary's
-//! `serve` on the dev world, and the broker's CI API as a caller speaks it. Each test crate
+//! `serve`, `durability`) share: the job the dev policy trusts, a dev broker in this process, the
+//! broker binary's `serve` on the dev world, the broker's CI API as a caller speaks it, and a
+//! PostgreSQL schema of its own for a test. Each test crate
 //! includes this file with `mod support;`.
 
 // Each test crate compiles its own copy of this file and calls only some of it; an allow here,
@@ -295,4 +296,49 @@ pub(crate) fn mint_line_span_fields(events: &[Value], field: &str) -> Vec<String
         .iter()
         .filter_map(|span| Some(span.get(field)?.as_str()?.to_owned()))
         .collect()
+}
+
+fn database_url() -> String {
+    std::env::var("STS_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A PostgreSQL schema of its own, dropped by [`PgSchema::drop_schema`].
+pub(crate) struct PgSchema {
+    admin: sqlx::PgPool,
+    name: String,
+}
+
+impl PgSchema {
+    /// A new schema named `{prefix}_{uuid}`.
+    pub(crate) async fn create(prefix: &str) -> Self {
+        let admin = sqlx::PgPool::connect(&database_url())
+            .await
+            .expect("PostgreSQL must be reachable (set STS_TEST_DATABASE_URL)");
+        let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(sqlx::AssertSqlSafe(format!("create schema {name}")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        Self { admin, name }
+    }
+
+    /// The database URL of a broker working in this schema.
+    pub(crate) fn url(&self) -> String {
+        format!(
+            "{}?options=-c%20search_path%3D{}",
+            database_url(),
+            self.name
+        )
+    }
+
+    pub(crate) async fn drop_schema(self) {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "drop schema {} cascade",
+            self.name
+        )))
+        .execute(&self.admin)
+        .await
+        .unwrap();
+    }
 }

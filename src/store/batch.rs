@@ -17,7 +17,8 @@
 use super::codec::write_err;
 use super::sql::{conflict, SharedSql as _};
 use super::{
-    IssuedToken, JtiRecord, MintIntent, MintRecord, SessionRecord, StoreError, StoreResult,
+    Issuance, IssuedToken, JtiRecord, MintIntent, MintRecord, SessionRecord, StoreError,
+    StoreResult,
 };
 use crate::audit::AuditEvent;
 use futures::future::BoxFuture;
@@ -54,15 +55,15 @@ trait Job<DB: Database>: Send + Sync {
     /// Answer the waiter: the kept result, or `failure` if the write's changes did not commit
     /// (or it never ran).
     fn answer(self: Box<Self>, failure: Option<StoreError>);
-    /// The exchange this job writes, if it is one: a writer with a [`BulkExchanges`] writes the
-    /// exchanges of a batch together.
-    fn exchange(&self) -> Option<&ExchangeWrite> {
+    /// What this job writes, if a writer with a [`BulkWrite`] can write it together with the
+    /// batch's other such writes.
+    fn together(&self) -> Option<Together<'_>> {
         None
     }
-    /// This exchange was written (or refused) together with the batch's others: keep `result`
-    /// as if [`run`](Job::run) had returned it. Called only on jobs whose
-    /// [`exchange`](Job::exchange) is `Some`.
-    fn written_together(&mut self, _result: StoreResult<()>) {}
+    /// This job was written (or refused) together with the batch's others: keep `outcome` as if
+    /// [`run`](Job::run) had returned it. Called only on jobs whose
+    /// [`together`](Job::together) is `Some`, with the outcome of the same kind.
+    fn written_together(&mut self, _outcome: Outcome) {}
 }
 
 /// An exchange's writes, owned so that they can wait in the queue.
@@ -72,20 +73,94 @@ pub(super) struct ExchangeWrite {
     pub(super) audit: AuditEvent,
 }
 
-/// Writes every exchange of a batch with a few statements in all, instead of a few each, inside
-/// the batch's transaction: each exchange's outcome, in order (`Ok`, or `Err(Replay)` for a
-/// replay key used before). Any other error means the statements could not all be applied; the
-/// writer then rolls them back and writes each exchange on its own, as any other job, so that
-/// what this does is only ever a faster way to the same rows.
-pub(super) type BulkExchanges<DB> = for<'c> fn(
+/// A write that a [`BulkWrite`] can make together with others of the batch.
+#[derive(Clone, Copy)]
+pub(super) enum Together<'a> {
+    /// `Store::record_exchange`.
+    Exchange(&'a ExchangeWrite),
+    /// `Store::record_mint_intent`.
+    Intent(&'a MintIntent),
+    /// `Store::record_mint`.
+    Mint(&'a OwnedMintRecord),
+}
+
+/// How a write made together ended, as its own write would have returned it.
+#[derive(Debug)]
+pub(super) enum Outcome {
+    Exchange(StoreResult<()>),
+    Intent(StoreResult<()>),
+    Mint(StoreResult<Issuance>),
+}
+
+impl Outcome {
+    fn ran(&self) -> Ran {
+        match self {
+            Outcome::Exchange(result) | Outcome::Intent(result) => Ran::of(result),
+            Outcome::Mint(result) => Ran::of(result),
+        }
+    }
+}
+
+/// Writes every [`Together`] write of a batch with a few statements in all, instead of a few
+/// each, inside the batch's transaction: each one's outcome, in order. An error means the
+/// statements could not all be applied; the writer then rolls them back and runs each write on
+/// its own, as any other job, so that what this does is only ever a faster way to the same rows.
+pub(super) type BulkWrite<DB> = for<'c> fn(
     &'c mut <DB as Database>::Connection,
-    &'c [&'c ExchangeWrite],
-) -> BoxFuture<'c, StoreResult<Vec<StoreResult<()>>>>;
+    &'c [Together<'c>],
+) -> BoxFuture<'c, StoreResult<Vec<Outcome>>>;
 
-/// A queued exchange: a [`Pending`] whose data the writer can reach for a bulk write.
-struct PendingExchange<DB: Database>(Pending<DB, ExchangeWrite, ()>);
+/// The data of a write that can be made together, and how its outcome reads.
+pub(super) trait WrittenTogether: Send + Sync + 'static {
+    type Output: Send + Sync + 'static;
+    fn together(&self) -> Together<'_>;
+    /// The result in `outcome`, when it is of this kind.
+    fn result(outcome: Outcome) -> Option<StoreResult<Self::Output>>;
+}
 
-impl<DB: Database> Job<DB> for PendingExchange<DB> {
+impl WrittenTogether for ExchangeWrite {
+    type Output = ();
+    fn together(&self) -> Together<'_> {
+        Together::Exchange(self)
+    }
+    fn result(outcome: Outcome) -> Option<StoreResult<()>> {
+        match outcome {
+            Outcome::Exchange(result) => Some(result),
+            _ => None,
+        }
+    }
+}
+
+impl WrittenTogether for MintIntent {
+    type Output = ();
+    fn together(&self) -> Together<'_> {
+        Together::Intent(self)
+    }
+    fn result(outcome: Outcome) -> Option<StoreResult<()>> {
+        match outcome {
+            Outcome::Intent(result) => Some(result),
+            _ => None,
+        }
+    }
+}
+
+impl WrittenTogether for OwnedMintRecord {
+    type Output = Issuance;
+    fn together(&self) -> Together<'_> {
+        Together::Mint(self)
+    }
+    fn result(outcome: Outcome) -> Option<StoreResult<Issuance>> {
+        match outcome {
+            Outcome::Mint(result) => Some(result),
+            _ => None,
+        }
+    }
+}
+
+/// A queued write that can be made together: a [`Pending`] whose data the writer can reach.
+struct PendingTogether<DB: Database, D: WrittenTogether>(Pending<DB, D, D::Output>);
+
+impl<DB: Database, D: WrittenTogether> Job<DB> for PendingTogether<DB, D> {
     fn run<'c>(&'c mut self, conn: &'c mut DB::Connection) -> BoxFuture<'c, Ran> {
         self.0.run(conn)
     }
@@ -94,12 +169,12 @@ impl<DB: Database> Job<DB> for PendingExchange<DB> {
         Box::new(self.0).answer(failure);
     }
 
-    fn exchange(&self) -> Option<&ExchangeWrite> {
-        Some(&self.0.data)
+    fn together(&self) -> Option<Together<'_>> {
+        Some(self.0.data.together())
     }
 
-    fn written_together(&mut self, result: StoreResult<()>) {
-        self.0.result = Some(result);
+    fn written_together(&mut self, outcome: Outcome) {
+        self.0.result = D::result(outcome);
     }
 }
 
@@ -166,38 +241,16 @@ pub(super) struct Writer<DB: Database> {
 struct Drain<DB: Database> {
     pool: Pool<DB>,
     begin: &'static str,
-    bulk: Option<BulkExchanges<DB>>,
+    bulk: Option<BulkWrite<DB>>,
 }
 
 impl<DB: Database> Writer<DB> {
     /// Start the writer task on `pool`, opening each transaction with `begin`; with `bulk`, the
-    /// exchanges of a batch are written together.
-    pub(super) fn spawn(
-        pool: Pool<DB>,
-        begin: &'static str,
-        bulk: Option<BulkExchanges<DB>>,
-    ) -> Self {
+    /// exchanges, intents and mint records of a batch are written together.
+    pub(super) fn spawn(pool: Pool<DB>, begin: &'static str, bulk: Option<BulkWrite<DB>>) -> Self {
         let (queue, jobs) = mpsc::channel(QUEUE_DEPTH);
         tokio::spawn(drain(Drain { pool, begin, bulk }, jobs));
         Self { queue }
-    }
-
-    /// Run the exchange `data` (written by `work` when not together with others) in the next
-    /// batch; its result once the batch committed.
-    async fn write_exchange(
-        &self,
-        data: ExchangeWrite,
-        work: Work<DB, ExchangeWrite, ()>,
-    ) -> StoreResult<()> {
-        submit(&self.queue, |reply| {
-            Box::new(PendingExchange(Pending {
-                data,
-                work,
-                result: None,
-                reply,
-            }))
-        })
-        .await
     }
 
     /// Run `work` with `data` in the next batch; its result once the batch committed.
@@ -213,6 +266,24 @@ impl<DB: Database> Writer<DB> {
                 result: None,
                 reply,
             })
+        })
+        .await
+    }
+
+    /// Run the write `data` (made by `work` when not together with others) in the next batch;
+    /// its result once the batch committed.
+    pub(super) async fn write_together<D: WrittenTogether>(
+        &self,
+        data: D,
+        work: Work<DB, D, D::Output>,
+    ) -> StoreResult<D::Output> {
+        submit(&self.queue, |reply| {
+            Box::new(PendingTogether(Pending {
+                data,
+                work,
+                result: None,
+                reply,
+            }))
         })
         .await
     }
@@ -300,13 +371,13 @@ async fn run_together<DB: Database>(
         .await
         .map_err(|_| Stage::BeforeCommit)?;
     let mut together = match how.bulk {
-        Some(bulk) => exchanges_together(&mut tx, bulk, batch).await?,
+        Some(bulk) => written_together(&mut tx, bulk, batch).await?,
         None => Vec::new(),
     };
     for (at, job) in batch.iter_mut().enumerate() {
-        if let Some(result) = together.get_mut(at).and_then(Option::take) {
-            ran.push(Ran::of(&result));
-            job.written_together(result);
+        if let Some(outcome) = together.get_mut(at).and_then(Option::take) {
+            ran.push(outcome.ran());
+            job.written_together(outcome);
             continue;
         }
         let mut savepoint = Connection::begin(&mut *tx)
@@ -323,36 +394,36 @@ async fn run_together<DB: Database>(
     tx.commit().await.map_err(Stage::Commit)
 }
 
-/// The exchanges of `batch` written by `bulk` in a savepoint of `tx`: each one's result at its
-/// job's position (`None` for the other jobs). Empty when there are fewer than two exchanges, or
-/// when `bulk` failed: its savepoint is then rolled back and every exchange runs on its own.
-async fn exchanges_together<DB: Database>(
+/// The writes of `batch` that can be made together, made by `bulk` in a savepoint of `tx`: each
+/// one's outcome at its job's position (`None` for the other jobs). Empty when there are fewer
+/// than two, or when `bulk` failed: its savepoint is then rolled back and each runs on its own.
+async fn written_together<DB: Database>(
     tx: &mut Transaction<'static, DB>,
-    bulk: BulkExchanges<DB>,
+    bulk: BulkWrite<DB>,
     batch: &[Box<dyn Job<DB>>],
-) -> Result<Vec<Option<StoreResult<()>>>, Stage> {
-    let exchanges: Vec<&ExchangeWrite> = batch.iter().filter_map(|job| job.exchange()).collect();
-    if exchanges.len() < 2 {
+) -> Result<Vec<Option<Outcome>>, Stage> {
+    let writes: Vec<Together<'_>> = batch.iter().filter_map(|job| job.together()).collect();
+    if writes.len() < 2 {
         return Ok(Vec::new());
     }
     let mut savepoint = Connection::begin(&mut **tx)
         .await
         .map_err(|_| Stage::BeforeCommit)?;
-    let written = bulk(&mut savepoint, &exchanges).await;
+    let written = bulk(&mut savepoint, &writes).await;
     match written {
-        Ok(results) if results.len() == exchanges.len() => {
+        Ok(outcomes) if outcomes.len() == writes.len() => {
             savepoint.commit().await.map_err(|_| Stage::BeforeCommit)?;
-            let mut results = results.into_iter();
+            let mut outcomes = outcomes.into_iter();
             Ok(batch
                 .iter()
-                .map(|job| job.exchange().and_then(|_| results.next()))
+                .map(|job| job.together().and_then(|_| outcomes.next()))
                 .collect())
         }
         failed => {
-            // Expected now and then (a workspace deleted while its exchange queued); the
-            // exchanges' own writes say what it was, to their callers.
+            // Expected now and then (a workspace deleted while its write queued); the writes'
+            // own runs say what it was, to their callers.
             if let Err(error) = &failed {
-                tracing::debug!(%error, "batch's exchanges not written together; one by one");
+                tracing::debug!(%error, "batch's writes not made together; one by one");
             }
             savepoint
                 .rollback()
@@ -426,7 +497,7 @@ macro_rules! shared_writes {
                     session: session.clone(),
                     audit: audit.clone(),
                 };
-                self.write_exchange(data, |conn, data| {
+                self.write_together(data, |conn, data| {
                     Box::pin(sqlx::$db::write_exchange(
                         conn,
                         &data.jti,
@@ -473,7 +544,7 @@ macro_rules! shared_writes {
 
             /// `Store::record_mint_intent`.
             pub(super) async fn mint_intent(&self, intent: &MintIntent) -> StoreResult<()> {
-                self.write(intent.clone(), |conn, intent| {
+                self.write_together(intent.clone(), |conn, intent| {
                     Box::pin(async move {
                         sqlx::$db::insert_mint_intent(intent)?
                             .execute(conn)

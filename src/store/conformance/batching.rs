@@ -3,6 +3,7 @@
 
 use super::fixtures::*;
 use crate::audit::verify::verify;
+use crate::store::{Issuance, IssuanceRefusal, MintRecord};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Exchanges raced at once: enough to fill several batches.
@@ -134,6 +135,96 @@ pub(super) async fn exchanges_raced_into_several_workspaces_are_each_written_onc
         "one audit event per accepted exchange"
     );
     assert_eq!(store.outbox_backlog().await.unwrap().pending, events);
+}
+
+/// Mints raced at once, each with its intent: enough to fill several batches of each.
+const RACED_MINTS: usize = 24;
+
+/// Of the sessions the raced mints use, these were ended before the race.
+const ENDED_SESSIONS: [usize; 2] = [6, 7];
+
+pub(super) async fn mints_raced_with_their_intents_each_keep_their_own_outcome(
+    store: Arc<dyn Store>,
+) {
+    with_workspaces(&*store, &["acme"]).await;
+    store
+        .set_workspace_sts_enabled("acme", true, T0)
+        .await
+        .unwrap();
+    for s in 0..8 {
+        with_session(&*store, "acme", &format!("ses-{s}")).await;
+    }
+    for s in ENDED_SESSIONS {
+        assert!(store
+            .revoke_session(&format!("ses-{s}"), at(1))
+            .await
+            .unwrap());
+    }
+    let before = verify(&*store, Some("acme")).await.unwrap().events;
+    let session_of = |i: usize| format!("ses-{}", i % 8);
+
+    // Every intent at once, then every record at once, as concurrent mints write them: on
+    // PostgreSQL a batch's intents, and its records, are written together (`postgres/bulk.rs`).
+    let intents: Vec<_> = (0..RACED_MINTS)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            let intent = super::intents::intent(&format!("int-{i}"), "acme", &session_of(i), 0);
+            tokio::spawn(async move { store.record_mint_intent(&intent).await })
+        })
+        .collect();
+    for intent in intents {
+        intent.await.unwrap().unwrap();
+    }
+    let records: Vec<_> = (0..RACED_MINTS)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            let session = session_of(i);
+            tokio::spawn(async move {
+                let tokens = [token(&format!("tok-{i}"), "acme", Some(&session))];
+                let event = mint_audit("acme", &[&format!("tok-{i}")]);
+                let intent = format!("int-{i}");
+                store
+                    .record_mint(&MintRecord {
+                        workspace_id: "acme",
+                        session_id: &session,
+                        intent_id: Some(&intent),
+                        tokens: &tokens,
+                        audit: &event,
+                    })
+                    .await
+            })
+        })
+        .collect();
+    let mut recorded = 0;
+    for (i, record) in records.into_iter().enumerate() {
+        let expected = if ENDED_SESSIONS.contains(&(i % 8)) {
+            Issuance::Refused(IssuanceRefusal::SessionRevoked)
+        } else {
+            recorded += 1;
+            Issuance::Recorded
+        };
+        assert_eq!(record.await.unwrap().unwrap(), expected, "mint {i}");
+    }
+
+    assert_eq!(all_tokens(&*store, "acme").await.len(), recorded);
+    // A refused record writes nothing: its intent stays open, for the sweep to report.
+    let mut open: Vec<String> = store
+        .unresolved_mint_intents(at(1_000))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    open.sort();
+    let mut refused: Vec<String> = (0..RACED_MINTS)
+        .filter(|i| ENDED_SESSIONS.contains(&(i % 8)))
+        .map(|i| format!("int-{i}"))
+        .collect();
+    refused.sort();
+    assert_eq!(open, refused);
+    let report = verify(&*store, Some("acme")).await.unwrap();
+    assert!(report.intact(), "{report}");
+    assert_eq!(report.events, before + recorded as u64);
 }
 
 /// Writers that keep the group-commit writer busy.

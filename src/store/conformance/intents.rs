@@ -6,7 +6,7 @@ use crate::audit::{Actor, AuditKind, Outcome};
 use crate::store::{Issuance, IssuanceRefusal, MintIntent, MintRecord, PlannedToken};
 use std::collections::BTreeMap;
 
-fn intent(id: &str, workspace_id: &str, session_id: &str, minutes: i64) -> MintIntent {
+pub(super) fn intent(id: &str, workspace_id: &str, session_id: &str, minutes: i64) -> MintIntent {
     MintIntent {
         id: id.to_owned(),
         workspace_id: workspace_id.to_owned(),

@@ -100,6 +100,7 @@ conformance_cases!(
     intents::revoking_a_workspaces_sessions_ends_only_its_live_ones,
     batching::each_write_of_a_batch_keeps_its_own_outcome,
     batching::exchanges_raced_into_several_workspaces_are_each_written_once_and_chained,
+    batching::mints_raced_with_their_intents_each_keep_their_own_outcome,
     batching::other_writes_get_their_turn_during_a_flood_of_batches,
     chain::every_append_path_links_events_into_one_chain_per_workspace,
     chain::concurrent_appends_to_one_workspace_keep_one_chain,

@@ -1,56 +1,105 @@
-//! PostgreSQL's way to write a batch's exchanges together (a [`BulkExchanges`]): every replay key
-//! in one statement, every session in one, every audit row and its export in one each, the rows
-//! passed as one array per column (`unnest`). Written one by one, an exchange costs nine round
-//! trips on the writer's one connection (savepoint, replay key, session, chain lock, audit insert,
-//! outbox, chain head, link, release), and those round trips, not the database's work, bounded
-//! the exchange rate; together, a batch of any size costs about as many as one exchange did.
+//! PostgreSQL's way to write a batch's exchanges, mint intents and mint records together (a
+//! [`BulkWrite`]): every replay key in one statement, every session in one, every intent, every
+//! token row, every audit row and its export in one each, the rows passed as one array per
+//! column (`unnest`). Written one by one, an exchange costs nine round trips on the writer's one
+//! connection (savepoint, replay key, session, chain lock, audit insert, outbox, chain head, link,
+//! release) and a mint sixteen (its intent three, its record thirteen), and those round trips,
+//! not the database's work, bounded the rates; together, a batch of any size costs about as many
+//! as one mint did.
 //!
-//! The rows are the ones the one-by-one writes (`SharedSql::write_exchange`) leave: the same
-//! replay rule (the first use wins, in batch order, and any use already stored refuses), the same
-//! session rows, and audit rows linked in their chains under the same lock. Only the audit row
-//! goes in already linked, as on SQLite's writer thread: `seq` is drawn from the table's sequence
-//! after the chain's lock is held, so the hash can cover it and, within a chain, `seq` order is
-//! still append order (which the export relies on). Anything unexpected (a workspace deleted
-//! meanwhile, a clashing id, a corrupt chain head) fails the whole call and the writer falls
-//! back to the one-by-one writes, which then say precisely what went wrong.
+//! The rows are the ones the one-by-one writes (`SharedSql::write_exchange`,
+//! `insert_mint_intent`, `PgStore::record_mint`) leave: the same replay rule (the first use wins,
+//! in batch order, and any use already stored refuses), the same refusals of a mint whose
+//! workspace or session changed meanwhile (under the same row locks), and audit rows linked in
+//! their chains under the same lock. Only the audit row goes in already linked, as on SQLite's
+//! writer thread: `seq` is drawn from the table's sequence after the chain's lock is held, so the
+//! hash can cover it and, within a chain, `seq` order is still append order (which the export
+//! relies on). Anything unexpected (a workspace deleted meanwhile, a clashing id, a corrupt
+//! chain head) fails the whole call and the writer falls back to the one-by-one writes, which
+//! then say precisely what went wrong.
 
-use super::super::batch::{BulkExchanges, ExchangeWrite};
-use super::super::codec::to_ms;
-use super::super::rows::{AuditAppend, SessionRow};
-use super::super::{StoreError, StoreResult};
+use super::super::batch::{BulkWrite, ExchangeWrite, Outcome, Together};
+use super::super::codec::{to_json, to_ms};
+use super::super::rows::{AuditAppend, IssuedTokenRow, SessionRow};
+use super::super::{Issuance, IssuanceRefusal, MintIntent, MintRecord, StoreError, StoreResult};
 use crate::audit::chain::ChainLink;
 use sqlx::postgres::PgConnection;
 use std::collections::{HashMap, HashSet};
 
-/// The [`BulkExchanges`] of the PostgreSQL writer.
-pub(in crate::store) const EXCHANGES: BulkExchanges<sqlx::Postgres> =
-    |conn, exchanges| Box::pin(write(conn, exchanges));
+/// The [`BulkWrite`] of the PostgreSQL writer.
+pub(in crate::store) const WRITE: BulkWrite<sqlx::Postgres> =
+    |conn, writes| Box::pin(write(conn, writes));
 
-async fn write(
-    conn: &mut PgConnection,
-    exchanges: &[&ExchangeWrite],
-) -> StoreResult<Vec<StoreResult<()>>> {
-    let mut outcomes: Vec<StoreResult<()>> = Vec::with_capacity(exchanges.len());
-    let fresh = replay_keys(conn, exchanges).await?;
-    let mut accepted = Vec::with_capacity(exchanges.len());
-    for (exchange, fresh) in exchanges.iter().zip(fresh) {
-        if fresh {
-            accepted.push(*exchange);
-            outcomes.push(Ok(()));
-        } else {
-            outcomes.push(Err(StoreError::Replay));
+async fn write(conn: &mut PgConnection, writes: &[Together<'_>]) -> StoreResult<Vec<Outcome>> {
+    let (mut exchanges, mut intents, mut mints) = (Vec::new(), Vec::new(), Vec::new());
+    for (at, write) in writes.iter().enumerate() {
+        match *write {
+            Together::Exchange(exchange) => exchanges.push((at, exchange)),
+            Together::Intent(intent) => intents.push(intent),
+            Together::Mint(record) => mints.push((at, record.borrowed())),
         }
     }
-    if accepted.is_empty() {
-        return Ok(outcomes);
-    }
-    sessions(conn, &accepted).await?;
-    let appends = accepted
+    // Every write's outcome is known before the audit append; the appends of every kind go in
+    // together, so that the batch locks its chains once, in key order.
+    let mut outcomes: Vec<Option<Outcome>> = writes
         .iter()
-        .map(|exchange| AuditAppend::encode(&exchange.audit))
-        .collect::<StoreResult<Vec<_>>>()?;
-    audit(conn, appends).await?;
-    Ok(outcomes)
+        .map(|write| match write {
+            Together::Intent(_) => Some(Outcome::Intent(Ok(()))),
+            Together::Exchange(_) | Together::Mint(_) => None,
+        })
+        .collect();
+    let mut appends = Vec::new();
+    if !exchanges.is_empty() {
+        let batch: Vec<&ExchangeWrite> = exchanges.iter().map(|(_, e)| *e).collect();
+        let fresh = replay_keys(conn, &batch).await?;
+        let mut accepted = Vec::with_capacity(batch.len());
+        for ((at, exchange), fresh) in exchanges.iter().zip(fresh) {
+            outcomes[*at] = Some(Outcome::Exchange(if fresh {
+                accepted.push(*exchange);
+                Ok(())
+            } else {
+                Err(StoreError::Replay)
+            }));
+        }
+        if !accepted.is_empty() {
+            sessions(conn, &accepted).await?;
+            for exchange in accepted {
+                appends.push(AuditAppend::encode(&exchange.audit)?);
+            }
+        }
+    }
+    if !intents.is_empty() {
+        insert_intents(conn, &intents).await?;
+    }
+    if !mints.is_empty() {
+        let records: Vec<&MintRecord<'_>> = mints.iter().map(|(_, r)| r).collect();
+        let refusals = mint_refusals(conn, &records).await?;
+        let mut recorded = Vec::with_capacity(records.len());
+        for ((at, record), refusal) in mints.iter().zip(refusals) {
+            outcomes[*at] = Some(Outcome::Mint(Ok(match refusal {
+                Some(refusal) => Issuance::Refused(refusal),
+                None => {
+                    recorded.push(record);
+                    Issuance::Recorded
+                }
+            })));
+        }
+        if !recorded.is_empty() {
+            record_mints(conn, &recorded).await?;
+            for record in recorded {
+                appends.push(AuditAppend::encode(record.audit)?);
+            }
+        }
+    }
+    if !appends.is_empty() {
+        audit(conn, appends).await?;
+    }
+    outcomes
+        .into_iter()
+        .map(|outcome| {
+            outcome.ok_or_else(|| StoreError::Corrupt("a write without outcome".to_owned()))
+        })
+        .collect()
 }
 
 /// Store the replay keys; for each exchange, whether its key was new. A key met earlier in the
@@ -126,6 +175,183 @@ async fn sessions(conn: &mut PgConnection, accepted: &[&ExchangeWrite]) -> Store
     .bind(column(|r| r.issuer.as_str()))
     .bind(column(|r| r.subject.as_str()))
     .bind(column(|r| r.claims.as_str()))
+    .bind(rows.iter().map(|r| r.created_at).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.expires_at).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.revoked_at).collect::<Vec<_>>())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Insert the intents, unresolved.
+async fn insert_intents(conn: &mut PgConnection, intents: &[&MintIntent]) -> StoreResult<()> {
+    let mut actors = Vec::with_capacity(intents.len());
+    let mut planned = Vec::with_capacity(intents.len());
+    for intent in intents {
+        actors.push(to_json(&intent.actor, "intent actor")?);
+        planned.push(to_json(&intent.planned, "intent planned tokens")?);
+    }
+    sqlx::query(
+        r#"insert into mint_intents
+           (id, workspace_id, session_id, request_id, policy_name, policy_version, actor,
+            planned, created_at)
+           select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                $6::bigint[], $7::text[], $8::text[], $9::bigint[])"#,
+    )
+    .bind(intents.iter().map(|i| i.id.as_str()).collect::<Vec<_>>())
+    .bind(
+        intents
+            .iter()
+            .map(|i| i.workspace_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        intents
+            .iter()
+            .map(|i| i.session_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        intents
+            .iter()
+            .map(|i| i.request_id.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        intents
+            .iter()
+            .map(|i| i.policy_name.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(intents.iter().map(|i| i.policy_version).collect::<Vec<_>>())
+    .bind(actors)
+    .bind(planned)
+    .bind(
+        intents
+            .iter()
+            .map(|i| to_ms(i.created_at))
+            .collect::<Vec<_>>(),
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Why each mint may no longer be recorded, if it may not: its workspace and session rows,
+/// locked `for share` (in id order) until the transaction ends, as `PgStore::record_mint` locks
+/// them, so that a deletion, a disabling or a logout committed before is seen and one that
+/// comes later waits for this record.
+async fn mint_refusals(
+    conn: &mut PgConnection,
+    records: &[&MintRecord<'_>],
+) -> StoreResult<Vec<Option<IssuanceRefusal>>> {
+    let workspace_ids: Vec<&str> = records.iter().map(|r| r.workspace_id).collect();
+    let session_ids: Vec<&str> = records.iter().map(|r| r.session_id).collect();
+    let workspaces: HashMap<String, bool> = sqlx::query_as::<_, (String, bool)>(
+        r#"select id, sts_enabled from workspaces where id = any($1) order by id for share"#,
+    )
+    .bind(&workspace_ids)
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .collect();
+    let sessions: HashMap<String, (String, Option<i64>)> =
+        sqlx::query_as::<_, (String, String, Option<i64>)>(
+            r#"select id, workspace_id, revoked_at from sessions where id = any($1)
+               order by id for share"#,
+        )
+        .bind(&session_ids)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .map(|(id, workspace_id, revoked_at)| (id, (workspace_id, revoked_at)))
+        .collect();
+    // The rule of `SharedSql::issuance_refusal`.
+    Ok(records
+        .iter()
+        .map(|record| match workspaces.get(record.workspace_id) {
+            None => Some(IssuanceRefusal::WorkspaceMissing),
+            Some(false) => Some(IssuanceRefusal::WorkspaceDisabled),
+            Some(true) => match sessions.get(record.session_id) {
+                None => Some(IssuanceRefusal::SessionMissing),
+                Some((workspace, _)) if workspace != record.workspace_id => {
+                    Some(IssuanceRefusal::SessionMissing)
+                }
+                Some((_, Some(_))) => Some(IssuanceRefusal::SessionRevoked),
+                Some((_, None)) => None,
+            },
+        })
+        .collect())
+}
+
+/// The recorded mints' writes but their audit events: their intents resolved (deleted, whether
+/// or not a sweep called them orphaned meanwhile) and their token rows.
+async fn record_mints(conn: &mut PgConnection, records: &[&MintRecord<'_>]) -> StoreResult<()> {
+    let intents: Vec<&str> = records.iter().filter_map(|r| r.intent_id).collect();
+    if !intents.is_empty() {
+        sqlx::query(r#"delete from mint_intents where id = any($1)"#)
+            .bind(&intents)
+            .execute(&mut *conn)
+            .await?;
+    }
+    let rows = records
+        .iter()
+        .flat_map(|record| record.tokens)
+        .map(IssuedTokenRow::encode)
+        .collect::<StoreResult<Vec<_>>>()?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        r#"insert into issued_tokens
+           (id, workspace_id, session_id, installation_id, owner, host, repositories,
+            permissions, fingerprint, sealed_token, policy_name, policy_version,
+            created_at, expires_at, revoked_at)
+           select * from unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[],
+                                $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+                                $11::text[], $12::bigint[], $13::bigint[], $14::bigint[],
+                                $15::bigint[])"#,
+    )
+    .bind(rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|r| r.workspace_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|r| r.session_id.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(rows.iter().map(|r| r.installation_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.owner.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.host.as_str()).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|r| r.repositories.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|r| r.permissions.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|r| r.fingerprint.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|r| r.sealed_token.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|r| r.policy_name.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(rows.iter().map(|r| r.policy_version).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.created_at).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.expires_at).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.revoked_at).collect::<Vec<_>>())

@@ -45,8 +45,8 @@ const RACE_RETRIES: usize = 3;
 pub(crate) struct PgStore {
     pub(super) pool: PgPool,
     /// The group-committing writer task: the writes of exchanges and mints, which arrive many
-    /// at a time, share a transaction and its WAL flush (see `batch.rs`); a batch's exchanges
-    /// are written together, a few statements in all (`bulk.rs`).
+    /// at a time, share a transaction and its WAL flush (see `batch.rs`); a batch's exchanges,
+    /// mint intents and mint records are written together, a few statements in all (`bulk.rs`).
     writes: Writer<Postgres>,
 }
 
@@ -118,7 +118,7 @@ impl SharedSql for Postgres {
 impl PgStore {
     fn new(pool: PgPool) -> Self {
         Self {
-            writes: Writer::spawn(pool.clone(), "begin", Some(bulk::EXCHANGES)),
+            writes: Writer::spawn(pool.clone(), "begin", Some(bulk::WRITE)),
             pool,
         }
     }
@@ -257,7 +257,7 @@ store_impl! {
 
     async fn record_mint(&self, record: &MintRecord<'_>) -> StoreResult<Issuance> {
         self.writes
-            .write(OwnedMintRecord::from(record), |conn, record| {
+            .write_together(OwnedMintRecord::from(record), |conn, record| {
                 Box::pin(async move {
                     let record = record.borrowed();
                     // Row locks that a concurrent disable, deletion or logout must wait for (or

@@ -114,11 +114,14 @@ pub(crate) async fn connect_with(
         .foreign_keys(true)
         .busy_timeout(BUSY_TIMEOUT);
     // A file's WAL is checkpointed by the writer's checkpoint thread, not by whichever commit
-    // grows it past SQLite's threshold (see `checkpoint.rs`).
+    // grows it past SQLite's threshold, and cut back when a write starts it over (see
+    // `checkpoint.rs`).
     let options = if in_memory {
         options
     } else {
-        options.pragma("wal_autocheckpoint", "0")
+        options
+            .pragma("wal_autocheckpoint", "0")
+            .pragma("journal_size_limit", checkpoint::WAL_SIZE_LIMIT.to_string())
     };
     let mut pool = SqlitePoolOptions::new().max_connections(max_connections.max(1));
     if in_memory {

@@ -189,6 +189,7 @@ fn open(path: &Path, busy: Duration) -> StoreResult<Connection> {
     conn.busy_timeout(busy)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    conn.pragma_update(None, "journal_size_limit", checkpoint::WAL_SIZE_LIMIT)?;
     // Every write of a batch runs in a savepoint, which copies each page it changes to a
     // sub-journal; SQLite spills that journal to a temporary file past 64 KiB (`etilqs_*`), and
     // then a batch costs a `pwrite` per page twice over (measured: ~11 times the WAL's own

@@ -333,6 +333,30 @@ pub enum IssuanceRefusal {
     SessionRevoked,
 }
 
+impl IssuanceRefusal {
+    /// The refusal the workspace's row gives: `sts_enabled` is `None` when the row is gone.
+    /// Checked before the session's ([`by_session`](Self::by_session)).
+    pub(crate) fn by_workspace(sts_enabled: Option<bool>) -> Option<Self> {
+        match sts_enabled {
+            None => Some(Self::WorkspaceMissing),
+            Some(false) => Some(Self::WorkspaceDisabled),
+            Some(true) => None,
+        }
+    }
+
+    /// The refusal the session's row gives a mint into `workspace_id`: `session` is its
+    /// workspace and whether it was ended, `None` when the row is gone. A session of another
+    /// workspace is as good as missing.
+    pub(crate) fn by_session(workspace_id: &str, session: Option<(&str, bool)>) -> Option<Self> {
+        match session {
+            None => Some(Self::SessionMissing),
+            Some((owner, _)) if owner != workspace_id => Some(Self::SessionMissing),
+            Some((_, true)) => Some(Self::SessionRevoked),
+            Some((_, false)) => None,
+        }
+    }
+}
+
 /// What `record_mint` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Issuance {

@@ -266,20 +266,18 @@ async fn mint_refusals(
         .into_iter()
         .map(|(id, workspace_id, revoked_at)| (id, (workspace_id, revoked_at)))
         .collect();
-    // The rule of `SharedSql::issuance_refusal`.
     Ok(records
         .iter()
-        .map(|record| match workspaces.get(record.workspace_id) {
-            None => Some(IssuanceRefusal::WorkspaceMissing),
-            Some(false) => Some(IssuanceRefusal::WorkspaceDisabled),
-            Some(true) => match sessions.get(record.session_id) {
-                None => Some(IssuanceRefusal::SessionMissing),
-                Some((workspace, _)) if workspace != record.workspace_id => {
-                    Some(IssuanceRefusal::SessionMissing)
-                }
-                Some((_, Some(_))) => Some(IssuanceRefusal::SessionRevoked),
-                Some((_, None)) => None,
-            },
+        .map(|record| {
+            IssuanceRefusal::by_workspace(workspaces.get(record.workspace_id).copied()).or_else(
+                || {
+                    let session = sessions.get(record.session_id);
+                    IssuanceRefusal::by_session(
+                        record.workspace_id,
+                        session.map(|(owner, revoked)| (owner.as_str(), revoked.is_some())),
+                    )
+                },
+            )
         })
         .collect())
 }

@@ -483,20 +483,20 @@ where
         let workspace = Self::select_workspace(workspace_id)
             .fetch_optional(&mut *conn)
             .await?;
-        match workspace.map(WorkspaceRow::into_model).transpose()? {
-            None => return Ok(Some(IssuanceRefusal::WorkspaceMissing)),
-            Some(w) if !w.sts_enabled => return Ok(Some(IssuanceRefusal::WorkspaceDisabled)),
-            Some(_) => {}
+        let workspace = workspace.map(WorkspaceRow::into_model).transpose()?;
+        if let Some(refusal) = IssuanceRefusal::by_workspace(workspace.map(|w| w.sts_enabled)) {
+            return Ok(Some(refusal));
         }
         let session = Self::select_session(session_id)
             .fetch_optional(&mut *conn)
             .await?;
-        Ok(match session.map(SessionRow::into_model).transpose()? {
-            None => Some(IssuanceRefusal::SessionMissing),
-            Some(s) if s.workspace_id != workspace_id => Some(IssuanceRefusal::SessionMissing),
-            Some(s) if s.revoked_at.is_some() => Some(IssuanceRefusal::SessionRevoked),
-            Some(_) => None,
-        })
+        let session = session.map(SessionRow::into_model).transpose()?;
+        Ok(IssuanceRefusal::by_session(
+            workspace_id,
+            session
+                .as_ref()
+                .map(|s| (s.workspace_id.as_str(), s.revoked_at.is_some())),
+        ))
     }
 
     /// Inside a write transaction: the mint's rows, its intent's resolution and its event, unless

@@ -230,21 +230,19 @@ fn issuance_refusal(
         .prepare_cached("select sts_enabled from workspaces where id = ?1")?
         .query_row(params![workspace_id], |row| row.get(0))
         .optional()?;
-    match enabled {
-        None => return Ok(Some(IssuanceRefusal::WorkspaceMissing)),
-        Some(false) => return Ok(Some(IssuanceRefusal::WorkspaceDisabled)),
-        Some(true) => {}
+    if let Some(refusal) = IssuanceRefusal::by_workspace(enabled) {
+        return Ok(Some(refusal));
     }
     let session: Option<(String, Option<i64>)> = conn
         .prepare_cached("select workspace_id, revoked_at from sessions where id = ?1")?
         .query_row(params![session_id], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?;
-    Ok(match session {
-        None => Some(IssuanceRefusal::SessionMissing),
-        Some((owner, _)) if owner != workspace_id => Some(IssuanceRefusal::SessionMissing),
-        Some((_, Some(_))) => Some(IssuanceRefusal::SessionRevoked),
-        Some((_, None)) => None,
-    })
+    Ok(IssuanceRefusal::by_session(
+        workspace_id,
+        session
+            .as_ref()
+            .map(|(owner, revoked)| (owner.as_str(), revoked.is_some())),
+    ))
 }
 
 impl From<rusqlite::Error> for StoreError {

@@ -26,6 +26,11 @@ use crate::audit::chain::ChainLink;
 use sqlx::postgres::PgConnection;
 use std::collections::{HashMap, HashSet};
 
+/// One column of `rows`, as the array an `unnest` parameter takes.
+fn column<'a, R, T>(rows: &'a [R], field: impl FnMut(&'a R) -> T) -> Vec<T> {
+    rows.iter().map(field).collect()
+}
+
 /// The [`BulkWrite`] of the PostgreSQL writer.
 pub(in crate::store) const WRITE: BulkWrite<sqlx::Postgres> =
     |conn, writes| Box::pin(write(conn, writes));
@@ -126,9 +131,6 @@ async fn replay_keys(
     // both at once) then wait for each other in one direction, never in a cycle that PostgreSQL
     // would break only after its deadlock timeout.
     sent.sort_unstable();
-    let issuers: Vec<&str> = sent.iter().map(|k| k.0).collect();
-    let jtis: Vec<&str> = sent.iter().map(|k| k.1).collect();
-    let expiries: Vec<i64> = sent.iter().map(|k| k.2).collect();
     let inserted: Vec<(String, String)> = sqlx::query_as(
         r#"insert into oidc_replay_keys (issuer, jti, expires_at)
            select issuer, jti, expires_at
@@ -138,9 +140,9 @@ async fn replay_keys(
            on conflict do nothing
            returning issuer, jti"#,
     )
-    .bind(&issuers)
-    .bind(&jtis)
-    .bind(&expiries)
+    .bind(column(&sent, |k| k.0))
+    .bind(column(&sent, |k| k.1))
+    .bind(column(&sent, |k| k.2))
     .fetch_all(&mut *conn)
     .await?;
     let inserted: HashSet<(&str, &str)> = inserted
@@ -163,21 +165,20 @@ async fn sessions(conn: &mut PgConnection, accepted: &[&ExchangeWrite]) -> Store
         .iter()
         .map(|exchange| SessionRow::encode(&exchange.session))
         .collect::<StoreResult<Vec<_>>>()?;
-    let column = |f: fn(&SessionRow) -> &str| rows.iter().map(f).collect::<Vec<_>>();
     sqlx::query(
         r#"insert into sessions
            (id, workspace_id, issuer, subject, claims, created_at, expires_at, revoked_at)
            select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                                 $6::bigint[], $7::bigint[], $8::bigint[])"#,
     )
-    .bind(column(|r| r.id.as_str()))
-    .bind(column(|r| r.workspace_id.as_str()))
-    .bind(column(|r| r.issuer.as_str()))
-    .bind(column(|r| r.subject.as_str()))
-    .bind(column(|r| r.claims.as_str()))
-    .bind(rows.iter().map(|r| r.created_at).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.expires_at).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.revoked_at).collect::<Vec<_>>())
+    .bind(column(&rows, |r| r.id.as_str()))
+    .bind(column(&rows, |r| r.workspace_id.as_str()))
+    .bind(column(&rows, |r| r.issuer.as_str()))
+    .bind(column(&rows, |r| r.subject.as_str()))
+    .bind(column(&rows, |r| r.claims.as_str()))
+    .bind(column(&rows, |r| r.created_at))
+    .bind(column(&rows, |r| r.expires_at))
+    .bind(column(&rows, |r| r.revoked_at))
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -198,40 +199,15 @@ async fn insert_intents(conn: &mut PgConnection, intents: &[&MintIntent]) -> Sto
            select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                                 $6::bigint[], $7::text[], $8::text[], $9::bigint[])"#,
     )
-    .bind(intents.iter().map(|i| i.id.as_str()).collect::<Vec<_>>())
-    .bind(
-        intents
-            .iter()
-            .map(|i| i.workspace_id.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        intents
-            .iter()
-            .map(|i| i.session_id.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        intents
-            .iter()
-            .map(|i| i.request_id.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        intents
-            .iter()
-            .map(|i| i.policy_name.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(intents.iter().map(|i| i.policy_version).collect::<Vec<_>>())
+    .bind(column(intents, |i| i.id.as_str()))
+    .bind(column(intents, |i| i.workspace_id.as_str()))
+    .bind(column(intents, |i| i.session_id.as_str()))
+    .bind(column(intents, |i| i.request_id.as_deref()))
+    .bind(column(intents, |i| i.policy_name.as_str()))
+    .bind(column(intents, |i| i.policy_version))
     .bind(actors)
     .bind(planned)
-    .bind(
-        intents
-            .iter()
-            .map(|i| to_ms(i.created_at))
-            .collect::<Vec<_>>(),
-    )
+    .bind(column(intents, |i| to_ms(i.created_at)))
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -245,12 +221,10 @@ async fn mint_refusals(
     conn: &mut PgConnection,
     records: &[&MintRecord<'_>],
 ) -> StoreResult<Vec<Option<IssuanceRefusal>>> {
-    let workspace_ids: Vec<&str> = records.iter().map(|r| r.workspace_id).collect();
-    let session_ids: Vec<&str> = records.iter().map(|r| r.session_id).collect();
     let workspaces: HashMap<String, bool> = sqlx::query_as::<_, (String, bool)>(
         r#"select id, sts_enabled from workspaces where id = any($1) order by id for share"#,
     )
-    .bind(&workspace_ids)
+    .bind(column(records, |r| r.workspace_id))
     .fetch_all(&mut *conn)
     .await?
     .into_iter()
@@ -260,7 +234,7 @@ async fn mint_refusals(
             r#"select id, workspace_id, revoked_at from sessions where id = any($1)
                order by id for share"#,
         )
-        .bind(&session_ids)
+        .bind(column(records, |r| r.session_id))
         .fetch_all(&mut *conn)
         .await?
         .into_iter()
@@ -310,49 +284,21 @@ async fn record_mints(conn: &mut PgConnection, records: &[&MintRecord<'_>]) -> S
                                 $11::text[], $12::bigint[], $13::bigint[], $14::bigint[],
                                 $15::bigint[])"#,
     )
-    .bind(rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
-    .bind(
-        rows.iter()
-            .map(|r| r.workspace_id.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        rows.iter()
-            .map(|r| r.session_id.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind(rows.iter().map(|r| r.installation_id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.owner.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.host.as_str()).collect::<Vec<_>>())
-    .bind(
-        rows.iter()
-            .map(|r| r.repositories.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        rows.iter()
-            .map(|r| r.permissions.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        rows.iter()
-            .map(|r| r.fingerprint.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        rows.iter()
-            .map(|r| r.sealed_token.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        rows.iter()
-            .map(|r| r.policy_name.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(rows.iter().map(|r| r.policy_version).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.created_at).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.expires_at).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.revoked_at).collect::<Vec<_>>())
+    .bind(column(&rows, |r| r.id.as_str()))
+    .bind(column(&rows, |r| r.workspace_id.as_str()))
+    .bind(column(&rows, |r| r.session_id.as_deref()))
+    .bind(column(&rows, |r| r.installation_id))
+    .bind(column(&rows, |r| r.owner.as_str()))
+    .bind(column(&rows, |r| r.host.as_str()))
+    .bind(column(&rows, |r| r.repositories.as_deref()))
+    .bind(column(&rows, |r| r.permissions.as_str()))
+    .bind(column(&rows, |r| r.fingerprint.as_str()))
+    .bind(column(&rows, |r| r.sealed_token.as_deref()))
+    .bind(column(&rows, |r| r.policy_name.as_str()))
+    .bind(column(&rows, |r| r.policy_version))
+    .bind(column(&rows, |r| r.created_at))
+    .bind(column(&rows, |r| r.expires_at))
+    .bind(column(&rows, |r| r.revoked_at))
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -423,38 +369,22 @@ async fn audit(conn: &mut PgConnection, mut appends: Vec<AuditAppend>) -> StoreR
         head.insert(append.chain.clone(), (link.sequence, link.hash.clone()));
         links.push(link);
     }
-    let columns = appends.iter().map(|a| &a.columns);
     sqlx::query(
         r#"insert into audit_events
            (seq, id, time, workspace_id, kind, outcome, body, chain_seq, prev_hash, hash)
            select * from unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[],
                                 $6::text[], $7::text[], $8::bigint[], $9::text[], $10::text[])"#,
     )
-    .bind(columns.clone().map(|c| c.seq).collect::<Vec<_>>())
-    .bind(columns.clone().map(|c| c.id.as_str()).collect::<Vec<_>>())
-    .bind(columns.clone().map(|c| c.time).collect::<Vec<_>>())
-    .bind(
-        columns
-            .clone()
-            .map(|c| c.workspace_id.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind(columns.clone().map(|c| c.kind.as_str()).collect::<Vec<_>>())
-    .bind(
-        columns
-            .clone()
-            .map(|c| c.outcome.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(columns.clone().map(|c| c.body.as_str()).collect::<Vec<_>>())
-    .bind(links.iter().map(|l| l.sequence).collect::<Vec<_>>())
-    .bind(
-        links
-            .iter()
-            .map(|l| l.prev_hash.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(links.iter().map(|l| l.hash.as_str()).collect::<Vec<_>>())
+    .bind(column(&appends, |a| a.columns.seq))
+    .bind(column(&appends, |a| a.columns.id.as_str()))
+    .bind(column(&appends, |a| a.columns.time))
+    .bind(column(&appends, |a| a.columns.workspace_id.as_deref()))
+    .bind(column(&appends, |a| a.columns.kind.as_str()))
+    .bind(column(&appends, |a| a.columns.outcome.as_str()))
+    .bind(column(&appends, |a| a.columns.body.as_str()))
+    .bind(column(&links, |l| l.sequence))
+    .bind(column(&links, |l| l.prev_hash.as_str()))
+    .bind(column(&links, |l| l.hash.as_str()))
     .execute(&mut *conn)
     .await?;
     // Audit export (`outbox.rs`): queued in this same transaction, so exported iff stored.
@@ -463,9 +393,9 @@ async fn audit(conn: &mut PgConnection, mut appends: Vec<AuditAppend>) -> StoreR
            select seq, chain, at, at from unnest($1::bigint[], $2::text[], $3::bigint[])
                as queued(seq, chain, at)"#,
     )
-    .bind(appends.iter().map(|a| a.columns.seq).collect::<Vec<_>>())
-    .bind(appends.iter().map(|a| a.chain.as_str()).collect::<Vec<_>>())
-    .bind(appends.iter().map(|a| a.columns.time).collect::<Vec<_>>())
+    .bind(column(&appends, |a| a.columns.seq))
+    .bind(column(&appends, |a| a.chain.as_str()))
+    .bind(column(&appends, |a| a.columns.time))
     .execute(&mut *conn)
     .await?;
     Ok(())

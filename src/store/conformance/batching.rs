@@ -13,27 +13,18 @@ pub(super) async fn each_write_of_a_batch_keeps_its_own_outcome(store: Arc<dyn S
     with_workspaces(&*store, &["acme"]).await;
     // Every token is exchanged twice, and every sixth exchange names a missing workspace: in
     // one batch, a replay or a missing row must fail alone and undo only its own rows.
-    let tasks: Vec<_> = (0..RACED_EXCHANGES)
-        .map(|i| {
-            let store = Arc::clone(&store);
-            tokio::spawn(async move {
-                let workspace = if i % 6 == 5 { "gone" } else { "acme" };
-                let key = replay_key(&format!("jti-{}", i / 2), at(10));
-                exchange(
-                    &*store,
-                    &key,
-                    &format!("ses-{i}"),
-                    workspace,
-                    &format!("e{i}"),
-                )
-                .await
-            })
-        })
-        .collect();
+    let outcomes = race(RACED_EXCHANGES, |i| {
+        let store = Arc::clone(&store);
+        async move {
+            let workspace = if i % 6 == 5 { "gone" } else { "acme" };
+            raced_exchange(&*store, &format!("jti-{}", i / 2), i, workspace).await
+        }
+    })
+    .await;
     let mut accepted = Vec::new();
     let (mut replays, mut missing) = (0, 0);
-    for (i, task) in tasks.into_iter().enumerate() {
-        match task.await.unwrap() {
+    for (i, outcome) in outcomes.into_iter().enumerate() {
+        match outcome {
             Ok(()) => accepted.push(i),
             Err(StoreError::Replay) => replays += 1,
             Err(StoreError::NotFound(_)) => missing += 1,
@@ -86,26 +77,17 @@ pub(super) async fn exchanges_raced_into_several_workspaces_are_each_written_onc
             format!("jti-{}", i / 2)
         }
     };
-    let tasks: Vec<_> = (0..RACED_EXCHANGES)
-        .map(|i| {
-            let store = Arc::clone(&store);
-            let key = replay_key(&key_of(i), at(10));
-            tokio::spawn(async move {
-                let workspace = RACED_WORKSPACES[i % RACED_WORKSPACES.len()];
-                exchange(
-                    &*store,
-                    &key,
-                    &format!("ses-{i}"),
-                    workspace,
-                    &format!("e{i}"),
-                )
-                .await
-            })
-        })
-        .collect();
+    let outcomes = race(RACED_EXCHANGES, |i| {
+        let (store, key) = (Arc::clone(&store), key_of(i));
+        async move {
+            let workspace = RACED_WORKSPACES[i % RACED_WORKSPACES.len()];
+            raced_exchange(&*store, &key, i, workspace).await
+        }
+    })
+    .await;
     let mut accepted = Vec::new();
-    for (i, task) in tasks.into_iter().enumerate() {
-        match task.await.unwrap() {
+    for (i, outcome) in outcomes.into_iter().enumerate() {
+        match outcome {
             Ok(()) => accepted.push(i),
             Err(StoreError::Replay) => {}
             Err(other) => panic!("exchange {i}: {other:?}"),
@@ -165,36 +147,33 @@ pub(super) async fn mints_raced_with_their_intents_each_keep_their_own_outcome(
 
     // Every intent at once, then every record at once, as concurrent mints write them: on
     // PostgreSQL a batch's intents, and its records, are written together (`postgres/bulk.rs`).
-    let intents: Vec<_> = (0..RACED_MINTS)
-        .map(|i| {
-            let store = Arc::clone(&store);
-            let intent = super::intents::intent(&format!("int-{i}"), "acme", &session_of(i), 0);
-            tokio::spawn(async move { store.record_mint_intent(&intent).await })
-        })
-        .collect();
+    let intents = race(RACED_MINTS, |i| {
+        let store = Arc::clone(&store);
+        let intent = super::intents::intent(&format!("int-{i}"), "acme", &session_of(i), 0);
+        async move { store.record_mint_intent(&intent).await }
+    })
+    .await;
     for intent in intents {
-        intent.await.unwrap().unwrap();
+        intent.unwrap();
     }
-    let records: Vec<_> = (0..RACED_MINTS)
-        .map(|i| {
-            let store = Arc::clone(&store);
-            let session = session_of(i);
-            tokio::spawn(async move {
-                let tokens = [token(&format!("tok-{i}"), "acme", Some(&session))];
-                let event = mint_audit("acme", &[&format!("tok-{i}")]);
-                let intent = format!("int-{i}");
-                store
-                    .record_mint(&MintRecord {
-                        workspace_id: "acme",
-                        session_id: &session,
-                        intent_id: Some(&intent),
-                        tokens: &tokens,
-                        audit: &event,
-                    })
-                    .await
-            })
-        })
-        .collect();
+    let records = race(RACED_MINTS, |i| {
+        let (store, session) = (Arc::clone(&store), session_of(i));
+        async move {
+            let tokens = [token(&format!("tok-{i}"), "acme", Some(&session))];
+            let event = mint_audit("acme", &[&format!("tok-{i}")]);
+            let intent = format!("int-{i}");
+            store
+                .record_mint(&MintRecord {
+                    workspace_id: "acme",
+                    session_id: &session,
+                    intent_id: Some(&intent),
+                    tokens: &tokens,
+                    audit: &event,
+                })
+                .await
+        }
+    })
+    .await;
     let mut recorded = 0;
     for (i, record) in records.into_iter().enumerate() {
         let expected = if ENDED_SESSIONS.contains(&(i % 8)) {
@@ -203,7 +182,7 @@ pub(super) async fn mints_raced_with_their_intents_each_keep_their_own_outcome(
             recorded += 1;
             Issuance::Recorded
         };
-        assert_eq!(record.await.unwrap().unwrap(), expected, "mint {i}");
+        assert_eq!(record.unwrap(), expected, "mint {i}");
     }
 
     assert_eq!(all_tokens(&*store, "acme").await.len(), recorded);

@@ -215,6 +215,41 @@ pub(super) async fn exchange(
         .await
 }
 
+/// Exchange number `i` of a race: token `jti` for session `ses-{i}` of `workspace_id`, audited
+/// as `e{i}`.
+pub(super) async fn raced_exchange(
+    store: &dyn Store,
+    jti: &str,
+    i: usize,
+    workspace_id: &str,
+) -> Result<(), StoreError> {
+    let key = replay_key(jti, at(10));
+    exchange(
+        store,
+        &key,
+        &format!("ses-{i}"),
+        workspace_id,
+        &format!("e{i}"),
+    )
+    .await
+}
+
+/// Start `count` jobs at once, `job(i)` each, and return their results in job order once all
+/// have finished: concurrent callers, whose writes the store's writer batches together.
+pub(super) async fn race<T, F, Fut>(count: usize, job: F) -> Vec<Result<T, StoreError>>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
+    T: Send + 'static,
+{
+    let tasks: Vec<_> = (0..count).map(|i| tokio::spawn(job(i))).collect();
+    let mut results = Vec::with_capacity(count);
+    for task in tasks {
+        results.push(task.await.expect("raced job"));
+    }
+    results
+}
+
 /// Issue `tokens` of `workspace_id` in one batch, audited as `mint`.
 pub(super) async fn issue(
     store: &dyn Store,

@@ -20,17 +20,11 @@ where
     Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
     T: Send + 'static,
 {
-    let tasks: Vec<_> = (0..count)
-        .map(|i| {
-            let store = Arc::clone(if i % 2 == 0 { first } else { second });
-            tokio::spawn(job(store, i))
-        })
-        .collect();
-    let mut results = Vec::new();
-    for task in tasks {
-        results.push(task.await.unwrap().unwrap());
-    }
-    results
+    let results = race(count, |i| {
+        job(Arc::clone(if i % 2 == 0 { first } else { second }), i)
+    })
+    .await;
+    results.into_iter().map(Result::unwrap).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,19 +179,9 @@ async fn postgres_exchanges_from_two_processes_into_several_workspaces_keep_ever
         with_workspaces(&*first, &workspaces).await;
         // Each process writes its batches' exchanges together (`postgres/bulk.rs`), locking
         // several chains at once: the two must neither deadlock nor link two events to one head.
-        let outcomes = alternately(&first, &second, 60, move |store, i| {
-            let key = replay_key(&format!("jti-{i}"), at(10));
-            async move {
-                let workspace = workspaces[i % workspaces.len()];
-                exchange(
-                    &*store,
-                    &key,
-                    &format!("ses-{i}"),
-                    workspace,
-                    &format!("e{i}"),
-                )
-                .await
-            }
+        let outcomes = alternately(&first, &second, 60, move |store, i| async move {
+            let workspace = workspaces[i % workspaces.len()];
+            raced_exchange(&*store, &format!("jti-{i}"), i, workspace).await
         })
         .await;
         assert_eq!(outcomes.len(), 60);
